@@ -1,0 +1,1 @@
+"""The contract layer: reading, validating, pseudonymising and storing events; the synthetic bank."""

@@ -1,0 +1,47 @@
+"""The one typed place for paths, secrets and tunables.
+
+Everything reads :func:`get_settings`; values come from the environment
+(``DUANKA_*``, and ``MLFLOW_TRACKING_URI``) or their defaults here.
+Nothing is read or created at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHANGHAI = "Asia/Shanghai"
+
+
+class Settings(BaseSettings):
+    """duanka configuration; see docs/configuration.md for each variable."""
+
+    model_config = SettingsConfigDict(env_prefix="DUANKA_", extra="ignore")
+
+    data_dir: Path = Path("data/store")
+    models_dir: Path = Path("models")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI")
+    )
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_file: Path | None = None
+    outcome_window_days: int = Field(default=180, gt=0)
+    timezone: str = SHANGHAI
+    seed: int = 20240101
+
+    def tracking_uri(self) -> str:
+        """MLflow tracking store: the environment's, else SQLite under ``models_dir``."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.models_dir / 'mlflow.db').resolve()}"
+
+    def artifact_root(self) -> str:
+        return (self.models_dir / "artifacts").resolve().as_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Training runs: splits, LightGBM, calibration, baselines, evaluation, explanations, the model report, MLflow."""
