@@ -1,1 +1,1 @@
-"""Training runs: splits, LightGBM, calibration, baselines, evaluation, explanations, the model report, MLflow."""
+"""Training runs: splits, LightGBM, calibration, baselines, evaluation, explanations, report, MLflow."""

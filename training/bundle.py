@@ -1,0 +1,139 @@
+"""The shipped model: booster (LightGBM text), calibrator, bands and feature list.
+
+Logged to MLflow as a pyfunc with a signature and an input example, registered
+as ``duanka`` and addressed by alias. The booster travels in LightGBM's own text
+format and is verified by SHA-256 on load: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+
+from training.bands import Bands
+from training.calibration import Calibrator, calibrator_from_dict
+
+MODEL_NAME = "duanka"
+BOOSTER_FILE = "booster.txt"
+META_FILE = "bundle.json"
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model artifact does not match what was recorded at registration."""
+
+
+@dataclass(frozen=True)
+class ScoringBundle:
+    """Everything needed to turn a feature row into a calibrated score and a band."""
+
+    booster: lgb.Booster
+    calibrator: Calibrator
+    bands: Bands
+    feature_names: list[str]
+    feature_set_version: str
+    booster_sha256: str
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return self.booster.predict(np.asarray(X, dtype=float), raw_score=True)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrator.predict(self.margin(X))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions on the margin; the last column is the base value."""
+        return self.booster.predict(np.asarray(X, dtype=float), pred_contrib=True)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_bundle(
+    folder: Path,
+    booster: lgb.Booster,
+    calibrator: Calibrator,
+    bands: Bands,
+    feature_names: list[str],
+    feature_set_version: str,
+) -> dict[str, str]:
+    """Write the two artifact files; returns their paths for MLflow."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = booster.model_to_string(num_iteration=booster.best_iteration or None)
+    (folder / BOOSTER_FILE).write_text(text, encoding="utf-8")
+    meta = {
+        "calibrator": calibrator.to_dict(),
+        "bands": bands.to_dict(),
+        "feature_names": list(feature_names),
+        "feature_set_version": feature_set_version,
+        "booster_sha256": sha256_text(text),
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return {"booster": str(folder / BOOSTER_FILE), "meta": str(folder / META_FILE)}
+
+
+def read_bundle(booster_path: Path, meta_path: Path) -> ScoringBundle:
+    """Load and verify a bundle; refuse a booster whose hash differs from the record."""
+    try:
+        meta = json.loads(Path(meta_path).read_text(encoding="utf-8"))
+        text = Path(booster_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelIntegrityError(f"model artifact unreadable: {exc}") from None
+    if sha256_text(text) != meta.get("booster_sha256"):
+        raise ModelIntegrityError(
+            "booster.txt does not match the SHA-256 recorded at registration: refusing to load"
+        )
+    try:
+        booster = lgb.Booster(model_str=text)
+    except lgb.basic.LightGBMError as exc:
+        raise ModelIntegrityError(f"booster.txt is not a LightGBM model: {exc}") from None
+    if booster.feature_name() != meta["feature_names"]:
+        raise ModelIntegrityError("booster features differ from the recorded feature list")
+    return ScoringBundle(
+        booster=booster,
+        calibrator=calibrator_from_dict(meta["calibrator"]),
+        bands=Bands(**meta["bands"]),
+        feature_names=meta["feature_names"],
+        feature_set_version=meta["feature_set_version"],
+        booster_sha256=meta["booster_sha256"],
+    )
+
+
+class DuankaPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow entry point for callers that send precomputed feature rows."""
+
+    def load_context(self, context) -> None:
+        self.bundle = read_bundle(
+            Path(context.artifacts["booster"]), Path(context.artifacts["meta"])
+        )
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        X = model_input.loc[:, self.bundle.feature_names].to_numpy(dtype=float)
+        score = self.bundle.score(X)
+        return pd.DataFrame({"score": score, "band": self.bundle.bands.assign(score)})
+
+
+def log_bundle(
+    folder: Path, input_example: pd.DataFrame, paths: dict[str, str], project_root: Path
+) -> mlflow.models.model.ModelInfo:
+    """Log the pyfunc (with the project's inference code) and register it as ``duanka``."""
+    # A fresh, empty instance is logged: only the class is pickled by reference, the
+    # booster travels as text in ``artifacts`` and is re-read (and hash-checked) on load.
+    preview = DuankaPyfunc()
+    preview.bundle = read_bundle(Path(paths["booster"]), Path(paths["meta"]))
+    signature = mlflow.models.infer_signature(input_example, preview.predict(None, input_example))
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=DuankaPyfunc(),
+        artifacts=paths,
+        code_paths=[str(project_root / room) for room in ("data", "features", "training")],
+        signature=signature,
+        input_example=input_example,
+        registered_model_name=MODEL_NAME,
+    )

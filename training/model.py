@@ -1,0 +1,120 @@
+"""The LightGBM mule classifier, shaped for explanation cost.
+
+Explanation (TreeSHAP), not prediction, sets the latency of a scored request,
+and its cost grows with trees x leaves x depth^2; ``max_depth=6`` and 31 leaves
+keep one explanation at a few milliseconds at no measured loss of ranking
+(docs/model.md records the trade-off).
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+
+class MuleClassifier(BaseEstimator, ClassifierMixin):
+    """LightGBM with negative downsampling and early stopping on validation months.
+
+    Parameters
+    ----------
+    negative_rate : float
+        Share of negatives kept in training; kept negatives get weight
+        ``1 / negative_rate`` so the loss still sees the bank's prevalence.
+    num_leaves, max_depth, learning_rate, n_estimators, min_child_samples,
+    feature_fraction, bagging_fraction, lambda_l2 : LightGBM parameters.
+    early_stopping_rounds : int
+        Stop when validation average precision has not improved for this many rounds.
+    random_state : int
+        Seeds the downsampling and LightGBM; with ``deterministic`` training the
+        same data give the same booster.
+    """
+
+    def __init__(
+        self,
+        negative_rate: float = 0.2,
+        num_leaves: int = 31,
+        max_depth: int = 6,
+        learning_rate: float = 0.05,
+        n_estimators: int = 600,
+        min_child_samples: int = 40,
+        feature_fraction: float = 0.8,
+        bagging_fraction: float = 0.8,
+        lambda_l2: float = 1.0,
+        early_stopping_rounds: int = 60,
+        random_state: int = 0,
+        num_threads: int = 2,
+    ) -> None:
+        self.negative_rate = negative_rate
+        self.num_leaves = num_leaves
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.n_estimators = n_estimators
+        self.min_child_samples = min_child_samples
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.lambda_l2 = lambda_l2
+        self.early_stopping_rounds = early_stopping_rounds
+        self.random_state = random_state
+        self.num_threads = num_threads
+
+    def lgb_params(self) -> dict:
+        return {
+            "objective": "binary",
+            "metric": "average_precision",
+            "num_leaves": self.num_leaves,
+            "max_depth": self.max_depth,
+            "learning_rate": self.learning_rate,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.random_state,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
+
+    def _downsample(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.random_state)
+        keep = (y == 1) | (rng.random(len(y)) < self.negative_rate)
+        weight = np.where(y[keep] == 1, 1.0, 1.0 / self.negative_rate)
+        return np.flatnonzero(keep), weight
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_valid: np.ndarray,
+        y_valid: np.ndarray,
+        feature_names: list[str],
+        callbacks: list | None = None,
+    ) -> MuleClassifier:
+        if not 0 < self.negative_rate <= 1:
+            raise ValueError("negative_rate must be in (0, 1]")
+        y = np.asarray(y).astype(int)
+        y_valid = np.asarray(y_valid).astype(int)
+        if y.sum() == 0 or y_valid.sum() == 0:
+            raise ValueError("training and validation months both need confirmed mules")
+        rows, weight = self._downsample(y)
+        train = lgb.Dataset(
+            np.asarray(X)[rows], y[rows], weight=weight, feature_name=feature_names, free_raw_data=True
+        )
+        valid = lgb.Dataset(np.asarray(X_valid), y_valid, reference=train)
+        self.booster_ = lgb.train(
+            self.lgb_params(),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=[valid],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False), *(callbacks or [])],
+        )
+        self.feature_names_ = list(feature_names)
+        self.training_rows_ = len(rows)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        """Raw margin (log-odds under the downsampled prior)."""
+        best = self.booster_.best_iteration
+        return self.booster_.predict(np.asarray(X), raw_score=True, num_iteration=best)
