@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 TRAIN, VALID, TEST = "train", "valid", "test"
@@ -62,11 +63,13 @@ class TimeSplit:
 
     def assign(self, applied_at: pd.Series) -> pd.Series:
         """Name the part of each application (``None`` outside every part)."""
-        part = pd.Series(None, index=applied_at.index, dtype="object")
-        part[(applied_at >= self.train_start) & (applied_at < self.valid_start)] = TRAIN
-        part[(applied_at >= self.valid_start) & (applied_at < self.test_start)] = VALID
-        part[(applied_at >= self.test_start) & (applied_at < self.test_end)] = TEST
-        return part
+        conditions = [
+            (applied_at >= self.train_start) & (applied_at < self.valid_start),
+            (applied_at >= self.valid_start) & (applied_at < self.test_start),
+            (applied_at >= self.test_start) & (applied_at < self.test_end),
+        ]
+        part = np.select(conditions, [TRAIN, VALID, TEST], default=None)
+        return pd.Series(part, index=applied_at.index, dtype="object")
 
     def describe(self) -> dict[str, str]:
         return {k: ("-inf" if v.year < 1700 else v.isoformat()) for k, v in asdict(self).items()}
