@@ -1,0 +1,244 @@
+"""Reading contract files (CSV or Parquet) into strings, exactly as written.
+
+Nothing is typed here: every contract column comes back as ``str`` or ``None``,
+so that ``007`` keeps its zeros, ``X`` stays a check character and ``True`` is
+judged by the validator rather than by a CSV sniffer. Typed Parquet columns are
+written out as canonical strings for the same reason: one validation path then
+serves both formats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+
+from data.contract import Table
+
+_CONTRACT_DOC = "docs/contract.md"
+
+
+class UnusableFile(Exception):
+    """A file that cannot be read as a contract table at all; no row of it is used.
+
+    The message names the file, says what is wrong and what to fix, and never
+    quotes the file's contents (they may be personal information).
+    """
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """A contract table as read, before any validation.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        Every contract column of the table, object dtype holding ``str`` or ``None``
+        (an empty cell is ``None``), then ``row``: the 1-based data row number
+        (the first row after the header is 1).
+    extra_columns : tuple of str
+        Columns of the file that the contract does not name; they are ignored.
+    source : str
+        The file's name, without its folder.
+    """
+
+    frame: pd.DataFrame
+    extra_columns: tuple[str, ...]
+    source: str
+
+
+def read_raw(path: Path, table: Table) -> RawTable:
+    """Read a CSV (UTF-8, header row) or Parquet file as strings.
+
+    A contract column that is nullable and absent from the file altogether is
+    read as all-null: a bank that never records, say, ``escort_id`` need not
+    invent the column. A non-nullable column that is absent makes the file
+    unusable.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        A ``.csv`` or ``.parquet`` file.
+    table : data.contract.Table
+        The contract table the file holds.
+
+    Returns
+    -------
+    RawTable
+
+    Raises
+    ------
+    UnusableFile
+        Unknown extension, unreadable or non-UTF-8 file, a CSV row with the wrong
+        number of fields, a Parquet column of a type that has no string form, or
+        missing required columns.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        data = _read_csv(path)
+    elif suffix == ".parquet":
+        data = _read_parquet(path)
+    else:
+        raise UnusableFile(
+            f"{path.name}: unknown file type {suffix or '(no extension)'!r}; "
+            "export the table as .csv (UTF-8 with a header row) or .parquet"
+        )
+    return _contract_view(data, table, path.name)
+
+
+def _read_csv(path: Path) -> pa.Table:
+    header = _csv_header(path)
+    try:
+        return _parse_csv(path, header, [], use_threads=True)
+    except pa.ArrowInvalid as error:
+        # pyarrow's own messages quote the offending row: never pass them on
+        if "UTF8" in str(error):
+            raise _not_utf8(path) from None
+        # line numbers are only counted single-threaded: worth a second pass on failure
+        malformed: list[pv.InvalidRow] = []
+        with contextlib.suppress(pa.ArrowInvalid):
+            _parse_csv(path, header, malformed, use_threads=False)
+        if malformed:
+            bad = malformed[0]
+            raise UnusableFile(
+                f"{path.name}: line {bad.number} has {bad.actual_columns} fields where the "
+                f"header has {bad.expected_columns}; quote values that contain commas or "
+                "line breaks"
+            ) from None
+        raise UnusableFile(
+            f"{path.name}: not a readable CSV file; export it as UTF-8 CSV with a header row"
+        ) from None
+    except OSError:
+        raise _unreadable(path) from None
+
+
+def _parse_csv(
+    path: Path, header: list[str], malformed: list[pv.InvalidRow], *, use_threads: bool
+) -> pa.Table:
+    """Every column as strings; a row of the wrong width is recorded, then fails the read."""
+
+    def record(row: pv.InvalidRow) -> str:
+        malformed.append(row)
+        return "error"
+
+    return pv.read_csv(
+        path,
+        read_options=pv.ReadOptions(column_names=header, skip_rows=1, use_threads=use_threads),
+        parse_options=pv.ParseOptions(newlines_in_values=True, invalid_row_handler=record),
+        convert_options=pv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    )
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            names = next(csv.reader(handle), None)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    except OSError:
+        raise _unreadable(path) from None
+    if not names:
+        raise UnusableFile(f"{path.name}: the file is empty; it must start with a header row")
+    return [name.strip() for name in names]
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError):
+        raise UnusableFile(
+            f"{path.name}: not a readable Parquet file; write it again with a Parquet writer "
+            "or export the table as UTF-8 CSV"
+        ) from None
+
+
+def _contract_view(data: pa.Table, table: Table, source: str) -> RawTable:
+    present = set(data.column_names)
+    missing = [c.name for c in table.columns if c.name not in present and not c.nullable]
+    if missing:
+        raise UnusableFile(
+            f"{source}: missing required column(s) {', '.join(missing)}; the header must name "
+            f"every contract column (see {_CONTRACT_DOC})"
+        )
+    # only now, with the contract's names found, is the first row known to be a header
+    # and not data: its cells may then be quoted
+    names = data.column_names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UnusableFile(
+            f"{source}: column(s) {', '.join(repeated)} appear more than once in the header; "
+            "each column must be named once"
+        )
+    contract = set(table.names)
+    frame = pd.DataFrame(
+        {
+            c.name: _as_python_strings(data.column(c.name), source, c.name)
+            if c.name in present
+            else np.full(data.num_rows, None, dtype=object)
+            for c in table.columns
+        },
+        dtype=object,
+    )
+    frame["row"] = np.arange(1, data.num_rows + 1, dtype=np.int64)
+    extra = tuple(name for name in data.column_names if name not in contract)
+    return RawTable(frame=frame, extra_columns=extra, source=source)
+
+
+def _as_python_strings(column: pa.ChunkedArray, source: str, name: str) -> np.ndarray:
+    text = _canonical_strings(column, source, name)
+    # an empty string in Parquet is as empty as an empty CSV cell
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return text.to_numpy(zero_copy_only=False).astype(object, copy=False)
+
+
+def _canonical_strings(column: pa.ChunkedArray, source: str, name: str) -> pa.ChunkedArray:
+    """The column's values as the strings a CSV export would hold."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return _canonical_strings(column.cast(kind.value_type), source, name)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return column.cast(pa.string())
+    if pa.types.is_boolean(kind):
+        return pc.if_else(column, "true", "false")
+    if pa.types.is_integer(kind) or pa.types.is_decimal(kind):
+        return column.cast(pa.string())
+    if pa.types.is_floating(kind):
+        # repr keeps "12.0" as written, so the validator rejects it rather than
+        # reading a float column as whole numbers
+        values = column.to_pylist()
+        return pa.chunked_array([[None if v is None else repr(v) for v in values]], pa.string())
+    if pa.types.is_timestamp(kind):
+        layout = "%Y-%m-%dT%H:%M:%S%z" if kind.tz is not None else "%Y-%m-%dT%H:%M:%S"
+        return pc.strftime(column, format=layout)
+    if pa.types.is_date(kind):
+        return pc.strftime(column, format="%Y-%m-%d")
+    raise UnusableFile(
+        f"{source}: column {name} has Parquet type {kind}, which has no contract reading; "
+        "write it as a string column"
+    )
+
+
+def _not_utf8(path: Path) -> UnusableFile:
+    return UnusableFile(
+        f"{path.name}: the file is not UTF-8 text; re-export it with UTF-8 encoding "
+        "(GBK/GB18030 exports must be converted first)"
+    )
+
+
+def _unreadable(path: Path) -> UnusableFile:
+    return UnusableFile(f"{path.name}: the file cannot be opened; check the path and permissions")

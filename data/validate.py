@@ -1,0 +1,338 @@
+"""Validating a contract table: typed rows that pass, one rejection line per defect.
+
+Every rule works on whole columns. A row with any defect is rejected as a whole
+(the rest of the file still goes through); nothing is coerced: ``12.0`` is not an
+integer and ``yes`` is not a boolean. Reasons say what is wrong and never repeat
+a personal value (:attr:`data.contract.Column.personal`), because quarantine
+files and logs must not hold one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data.config import SHANGHAI
+from data.contract import APPLICATIONS, Column, Kind, Table
+from data.identity import (
+    PHONE_PATTERN,
+    PHONE_REASON,
+    REGION_PATTERN,
+    REGION_REASON,
+    ages_on,
+    check_resident_ids,
+    check_usccs,
+)
+from data.reader import RawTable
+
+MISSING_REASON = "required value is missing"
+CORPORATE_ONLY_REASON = "only for corporate accounts; must be empty when account_type is personal"
+CORPORATE_REQUIRED_REASON = "required for corporate accounts"
+
+# The table whose resident ID must belong to someone aged 16-100, and on which day.
+_AGE_RULE_AT = {APPLICATIONS.name: "applied_at"}
+_ACCOUNT_TYPE = "account_type"
+# A corporate account is known by its company: without the USCC it cannot be tied
+# to the company's other accounts, and the check-character rule has nothing to check.
+_CORPORATE_REQUIRED = ("company_id",)
+
+# Fractions beyond microseconds are accepted only as trailing zeros (Parquet "ns"
+# columns): the stored resolution is microseconds and nothing may be rounded away.
+_TIMESTAMP_PATTERN = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6}0{0,3})?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+)
+_OFFSET_PATTERN = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
+_TIMESTAMP_SHAPE_REASON = "not an ISO 8601 timestamp such as 2024-03-05T10:12:00+08:00 (at most microseconds)"
+_TIMESTAMP_VALUE_REASON = "not a real date and time"
+_TRUE = ("true", "1")
+_FALSE = ("false", "0")
+_BOOLEAN_REASON = "not a boolean (true/false/1/0)"
+_INTEGER_REASON = "not a whole number >= 0 written in plain digits"
+_MAX_INT_DIGITS = 18  # fits int64
+_INTEGER_SIZE_REASON = f"more than {_MAX_INT_DIGITS} digits"
+_SHOWN_CHARACTERS = 40
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The outcome of :func:`validate`.
+
+    Attributes
+    ----------
+    valid : pandas.DataFrame
+        The rows that passed, typed, with ``row``; for applications also the
+        derived ``age``, ``gender`` and ``home_region``.
+    rejections : pandas.DataFrame
+        ``row``, ``application_id`` (None where absent), ``column``, ``reason``:
+        one line per defect, in row order.
+    duplicates_dropped : int
+        Rows that repeated an earlier row of the file exactly (same key, same content).
+    """
+
+    valid: pd.DataFrame
+    rejections: pd.DataFrame
+    duplicates_dropped: int
+
+
+def validate(raw: RawTable, table: Table) -> Validated:
+    """Check every row of ``raw`` against ``table`` and type the rows that pass.
+
+    Parameters
+    ----------
+    raw : RawTable
+        The table as read by :func:`data.reader.read_raw`.
+    table : data.contract.Table
+        The contract table.
+
+    Returns
+    -------
+    Validated
+
+    Notes
+    -----
+    Values are trimmed first; a cell holding only spaces counts as empty.
+    Typed columns: timestamps ``datetime64[us, UTC]`` (naive values and plain dates
+    are Asia/Shanghai local time), booleans ``boolean``, integers ``Int64``, text
+    ``str`` (resident IDs and USCCs upper-cased). Repeats of the key column: an
+    exact repeat of the first row (all contract values equal after trimming) is
+    dropped and counted; any other repeat is rejected and the first row kept.
+    """
+    frame = raw.frame.reset_index(drop=True)
+    rows = frame["row"].astype(np.int64)
+    texts = {c.name: _trimmed(frame[c.name]) for c in table.columns}
+    typed, problems, derived = _typed_columns(table, texts)
+    problems.extend(_account_type_problems(table, texts, typed))
+    conflicts, dropped = _repeats(table, texts, rows)
+    problems.extend(conflicts)
+
+    found = pd.concat(problems, ignore_index=True)
+    keep = ~dropped
+    keep[found["position"].to_numpy()] = False
+    valid = pd.DataFrame({"row": rows, **typed, **derived})[keep].reset_index(drop=True)
+    if "age" in valid:
+        valid["age"] = valid["age"].astype(np.int64)
+    return Validated(
+        valid=valid,
+        rejections=_rejection_lines(found, table, texts, rows),
+        duplicates_dropped=int(dropped.sum()),
+    )
+
+
+def _typed_columns(
+    table: Table, texts: dict[str, pd.Series]
+) -> tuple[dict[str, pd.Series], list[pd.DataFrame], dict[str, pd.Series]]:
+    """Each column on its own: typed values (null where invalid), problem lines, and
+    for applications the facts derived from the ID number."""
+    typed: dict[str, pd.Series] = {}
+    problems: list[pd.DataFrame] = []
+    derived: dict[str, pd.Series] = {}
+    for column in table.columns:
+        text = texts[column.name]
+        present = text.notna()
+        if not column.nullable:
+            problems.append(_problems(~present, column.name, MISSING_REASON))
+        if column.kind is Kind.RESIDENT_ID:
+            # the age rule needs the application day, declared before the ID column
+            on = _local_day(typed[_AGE_RULE_AT[table.name]]) if table.name in _AGE_RULE_AT else None
+            ids = check_resident_ids(text[present], None if on is None else on[present])
+            values, reasons = text[present].str.upper(), ids["problem"]
+            if on is not None:
+                derived = _derived(ids.reindex(text.index), on)
+        else:
+            values, reasons = _PARSERS[column.kind](text[present], column)
+        problems.append(_problems(reasons.notna(), column.name, reasons))
+        typed[column.name] = values.where(reasons.isna()).reindex(text.index)
+    return typed, problems, derived
+
+
+def _trimmed(values: pd.Series) -> pd.Series:
+    text = values.astype("str").str.strip()
+    return text.where(text != "")
+
+
+def _problems(broken: pd.Series, column: str, reason: str | pd.Series) -> pd.DataFrame:
+    """Problem lines for the positions where ``broken`` is true."""
+    positions = broken.index[broken.to_numpy(dtype=bool)]
+    reasons = reason[positions] if isinstance(reason, pd.Series) else reason
+    return pd.DataFrame(
+        {"position": np.asarray(positions, dtype=np.int64), "column": column, "reason": reasons},
+        columns=["position", "column", "reason"],
+    )
+
+
+def _reasons(broken: pd.Series, reason: str, text: pd.Series, column: Column) -> pd.Series:
+    """``reason`` where ``broken``, else None; non-personal values are quoted."""
+    out = pd.Series(None, index=text.index, dtype=object)
+    if broken.any():
+        if column.personal:
+            out[broken] = reason
+        else:
+            shown = text[broken].str.slice(0, _SHOWN_CHARACTERS)
+            out[broken] = (reason + "; got '" + shown + "'").astype(object)
+    return out
+
+
+def _as_text(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    return text, pd.Series(None, index=text.index, dtype=object)
+
+
+def _as_choice(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    allowed = "not one of " + ", ".join(column.choices)
+    return text, _reasons(~text.isin(column.choices), allowed, text, column)
+
+
+def _as_region(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    return text, _reasons(~text.str.fullmatch(REGION_PATTERN), REGION_REASON, text, column)
+
+
+def _as_phone(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    return text, _reasons(~text.str.fullmatch(PHONE_PATTERN), PHONE_REASON, text, column)
+
+
+def _as_uscc(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    return text.str.upper(), check_usccs(text)
+
+
+def _as_boolean(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    lower = text.str.lower()
+    true, false = lower.isin(_TRUE), lower.isin(_FALSE)
+    values = true.astype("boolean").where(true | false)
+    return values, _reasons(~(true | false), _BOOLEAN_REASON, text, column)
+
+
+def _as_integer(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    digits = text.str.fullmatch("[0-9]+")
+    fits = digits & (text.str.len() <= _MAX_INT_DIGITS)
+    values = text.where(fits, "0").astype(np.int64).astype("Int64").where(fits)
+    reasons = _reasons(~digits, _INTEGER_REASON, text, column)
+    too_long = _reasons(digits & ~fits, _INTEGER_SIZE_REASON, text, column)
+    return values, reasons.fillna(too_long)
+
+
+def _as_timestamp(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    shaped = text.str.fullmatch(_TIMESTAMP_PATTERN)
+    aware = shaped & text.str.contains(_OFFSET_PATTERN)
+    naive = shaped & ~aware
+    values = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+    if aware.any():
+        parsed = pd.to_datetime(text[aware], format="ISO8601", utc=True, errors="coerce")
+        values[aware] = parsed.astype("datetime64[us, UTC]")
+    if naive.any():
+        local = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
+        # a clock time skipped or repeated by Shanghai's 1986-1991 summer time is no instant
+        shanghai = local.dt.tz_localize(SHANGHAI, ambiguous="NaT", nonexistent="NaT")
+        values[naive] = shanghai.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    reasons = _reasons(~shaped, _TIMESTAMP_SHAPE_REASON, text, column)
+    unreal = _reasons(shaped & values.isna(), _TIMESTAMP_VALUE_REASON, text, column)
+    return values, reasons.fillna(unreal)
+
+
+_PARSERS = {
+    Kind.STRING: _as_text,
+    Kind.ENUM: _as_choice,
+    Kind.REGION: _as_region,
+    Kind.PHONE: _as_phone,
+    Kind.USCC: _as_uscc,
+    Kind.BOOLEAN: _as_boolean,
+    Kind.NON_NEGATIVE_INT: _as_integer,
+    Kind.TIMESTAMP: _as_timestamp,
+}
+
+
+def _local_day(instants: pd.Series) -> pd.Series:
+    """The Asia/Shanghai calendar day of each instant (NaT stays NaT)."""
+    return instants.dt.tz_convert(SHANGHAI).dt.tz_localize(None).dt.floor("D")
+
+
+def _derived(ids: pd.DataFrame, on: pd.Series) -> dict[str, pd.Series]:
+    """Age on the application day, gender and home region: what may outlive the ID."""
+    born = ids["birth_date"].to_numpy(dtype="datetime64[D]")
+    day = on.to_numpy(dtype="datetime64[D]")
+    known = ~np.isnat(born) & ~np.isnat(day)
+    age = np.where(known, ages_on(np.where(known, born, day), day), -1)
+    return {
+        "age": pd.Series(age, index=ids.index).where(known),
+        "gender": ids["gender"],
+        "home_region": ids["home_region"],
+    }
+
+
+def _account_type_problems(
+    table: Table, texts: dict[str, pd.Series], typed: dict[str, pd.Series]
+) -> list[pd.DataFrame]:
+    """Corporate-only values on personal accounts; what corporate accounts must carry."""
+    if _ACCOUNT_TYPE not in typed:
+        return []
+    # an invalid account type is already rejected: neither rule applies to it
+    personal = typed[_ACCOUNT_TYPE].eq("personal").fillna(False).astype(bool)
+    corporate = typed[_ACCOUNT_TYPE].eq("corporate").fillna(False).astype(bool)
+    found = [
+        _problems(personal & texts[c.name].notna(), c.name, CORPORATE_ONLY_REASON)
+        for c in table.columns
+        if c.corporate_only
+    ]
+    found += [
+        _problems(corporate & texts[name].isna(), name, CORPORATE_REQUIRED_REASON)
+        for name in _CORPORATE_REQUIRED
+        if name in texts
+    ]
+    return found
+
+
+def _repeats(
+    table: Table, texts: dict[str, pd.Series], rows: pd.Series
+) -> tuple[list[pd.DataFrame], np.ndarray]:
+    """Later rows that repeat an earlier key: conflict lines, and a mask of exact repeats."""
+    dropped = np.zeros(len(rows), dtype=bool)
+    if table.key is None:
+        return [], dropped
+    key = texts[table.key]
+    repeated = key.notna() & key.duplicated(keep=False)
+    positions = pd.Series(key.index[repeated], index=key.index[repeated])
+    first = positions.groupby(key[repeated].to_numpy()).transform("min")
+    later = first[first != positions]
+    involved = key.index[repeated]
+    content = pd.DataFrame({name: texts[name][involved] for name in table.names})
+    mine = content.loc[later.index].to_numpy(dtype=object)
+    theirs = content.loc[later.to_numpy()].to_numpy(dtype=object)
+    same = ((mine == theirs) | (pd.isna(mine) & pd.isna(theirs))).all(axis=1)
+    dropped[later.index[same]] = True
+    conflicting = later[~same]
+    reasons = pd.Series(
+        [
+            f"conflicts with row {rows[p]} (same {table.key}, different content)"
+            for p in conflicting.to_numpy()
+        ],
+        index=conflicting.index,
+        dtype=object,
+    )
+    broken = pd.Series(False, index=key.index)
+    broken[conflicting.index] = True
+    return [_problems(broken, table.key, reasons)], dropped
+
+
+def _rejection_lines(
+    found: pd.DataFrame, table: Table, texts: dict[str, pd.Series], rows: pd.Series
+) -> pd.DataFrame:
+    positions = found["position"].to_numpy()
+    if "application_id" in texts:
+        ids = texts["application_id"].iloc[positions].to_numpy(dtype=object)
+        ids = np.where(pd.isna(ids), None, ids)
+    else:
+        ids = np.full(len(positions), None, dtype=object)
+    order = {name: i for i, name in enumerate(table.names)}
+    lines = pd.DataFrame(
+        {
+            "row": rows.to_numpy(dtype=np.int64)[positions],
+            "application_id": pd.Series(ids, dtype=object),
+            "column": found["column"].astype(object),
+            "reason": found["reason"].astype(object),
+        }
+    )
+    rank = found["column"].map(order)
+    lines = lines.assign(_rank=rank.to_numpy()).sort_values(["row", "_rank"], kind="stable")
+    return lines.drop(columns="_rank").reset_index(drop=True)
