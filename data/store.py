@@ -1,0 +1,130 @@
+"""The event store: append-only Parquet parts of pseudonymised events under one folder.
+
+Layout (``DIR`` is ``--data``)::
+
+    DIR/manifest.json            key id of the pseudonym secret, part list, counts
+    DIR/applications/part-*.parquet
+    DIR/labels/part-*.parquet
+    DIR/quarantine.csv           rejected rows: row, application_id, column, reason, source
+
+Parts are written to a temporary name and renamed, so a crash never leaves a
+half-written part where readers look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.events import APPLICATION_EVENTS, LABEL_EVENTS
+
+QUARANTINE_COLUMNS = ("row", "application_id", "column", "reason", "source")
+
+
+class StoreKeyMismatch(RuntimeError):
+    """The store was written under another pseudonym secret."""
+
+
+@dataclass(frozen=True)
+class EventStore:
+    """One folder of ingested, pseudonymised events."""
+
+    root: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.root / "quarantine.csv"
+
+    def _dir(self, table: str) -> Path:
+        return self.root / table
+
+    def manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {}
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    def check_key(self, key_id: str) -> None:
+        """Refuse to mix pseudonyms made under two secrets in one store."""
+        stored = self.manifest().get("key_id")
+        if stored is not None and stored != key_id:
+            raise StoreKeyMismatch(
+                f"{self.root} was pseudonymised with key {stored}, the configured key is "
+                f"{key_id}; use the same DUANKA_PSEUDONYM_KEY, or re-key the store "
+                "(docs/pseudonymisation.md)"
+            )
+
+    def _schema(self, table: str) -> pa.Schema:
+        return {"applications": APPLICATION_EVENTS, "labels": LABEL_EVENTS}[table]
+
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        """All stored rows of ``applications`` or ``labels`` (empty table when none)."""
+        schema = self._schema(table)
+        parts = sorted(self._dir(table).glob("part-*.parquet"))
+        if not parts:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return pq.read_table(parts, columns=columns, schema=schema)
+
+    def applications(self, columns: list[str] | None = None) -> pa.Table:
+        return self.read("applications", columns)
+
+    def labels(self, columns: list[str] | None = None) -> pa.Table:
+        return self.read("labels", columns)
+
+    def digests(self, table: str) -> pd.Series:
+        """``row_digest`` by ``application_id`` of what is stored."""
+        stored = self.read(table, ["application_id", "row_digest"]).to_pandas()
+        return stored.set_index("application_id")["row_digest"]
+
+    def append(self, table: str, rows: pa.Table, *, key_id: str) -> Path | None:
+        """Write ``rows`` as a new part; update the manifest. Returns the part's path."""
+        if rows.num_rows == 0:
+            return None
+        self.check_key(key_id)
+        folder = self._dir(table)
+        folder.mkdir(parents=True, exist_ok=True)
+        seq = len(list(folder.glob("part-*.parquet")))
+        part = folder / f"part-{seq:06d}.parquet"
+        tmp = part.with_suffix(".tmp")
+        pq.write_table(rows.cast(self._schema(table)), tmp, compression="zstd")
+        os.replace(tmp, part)
+        manifest = self.manifest()
+        manifest["key_id"] = key_id
+        counts = manifest.setdefault("rows", {})
+        counts[table] = counts.get(table, 0) + rows.num_rows
+        self._write_manifest(manifest)
+        return part
+
+    def _write_manifest(self, manifest: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.manifest_path)
+
+    def quarantine(self, rejections: pd.DataFrame) -> int:
+        """Append rejections not already recorded; return how many were new."""
+        if rejections.empty:
+            return 0
+        fresh = rejections.loc[:, list(QUARANTINE_COLUMNS)].astype({"row": "int64"})
+        if self.quarantine_path.exists():
+            known = pd.read_csv(self.quarantine_path, dtype=str, keep_default_na=False)
+            seen = set(map(tuple, known.loc[:, list(QUARANTINE_COLUMNS)].to_numpy()))
+            as_text = fresh.fillna("").astype(str)
+            mask = [tuple(r) not in seen for r in as_text.to_numpy()]
+            fresh = fresh.loc[mask]
+        if fresh.empty:
+            return 0
+        self.root.mkdir(parents=True, exist_ok=True)
+        header = not self.quarantine_path.exists()
+        fresh.to_csv(self.quarantine_path, mode="a", header=header, index=False)
+        return len(fresh)

@@ -1,0 +1,157 @@
+"""The ``duanka`` command line: thin verbs over one function of one room each.
+
+Verb and option names follow ``shared/spec/cli.md``; users script against them.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from data.config import get_settings
+
+app = typer.Typer(
+    name="duanka",
+    help="Money-mule risk scoring for account openings (断卡): ingest, features, train, score.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """One-line reason on stderr, non-zero exit."""
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder to write applications.csv, labels.csv, truth.csv into.")],
+    months: Annotated[int, typer.Option(min=1, help="Months of openings to simulate.")] = 12,
+    applications: Annotated[int, typer.Option(min=1000, help="Total number of applications.")] = 50_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives identical files.")] = 7,
+    start: Annotated[
+        str, typer.Option(help="First day of the simulated period (YYYY-MM-DD).")
+    ] = "2024-01-01",
+) -> None:
+    """Write a synthetic bank in the input-contract format (truth.csv is for evaluation only)."""
+    from data.synthetic import generate_bank
+
+    bank = generate_bank(
+        out,
+        months=months,
+        applications=applications,
+        seed=seed,
+        start=_parse_date(start),
+        progress=True,
+    )
+    console.print(
+        f"wrote {bank.n_applications:,} applications ({bank.n_mules:,} mules) -> {bank.applications}\n"
+        f"wrote {bank.n_labels:,} confirmations -> {bank.labels}\n"
+        f"wrote evaluation truth (never an input) -> {bank.truth}"
+    )
+
+
+def _keys(demo: bool):
+    from data.pseudonym import MissingPseudonymKey, Pseudonymiser
+
+    try:
+        keys = Pseudonymiser.from_settings(get_settings(), demo=demo)
+    except (MissingPseudonymKey, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if keys.is_demo:
+        err.print(
+            "[bold yellow]DEMO pseudonym key in use[/]: fine for synthetic data, never for real "
+            "applicants; set DUANKA_PSEUDONYM_KEY or DUANKA_PSEUDONYM_KEY_FILE."
+        )
+    return keys
+
+
+def run_ingest(applications: Path | None, labels: Path | None, data_dir: Path, demo: bool) -> None:
+    from data.contract import APPLICATIONS, LABELS
+    from data.ingest import ingest_file
+    from data.reader import UnusableFile
+    from data.store import EventStore, StoreKeyMismatch
+
+    keys = _keys(demo)
+    store = EventStore(data_dir)
+    summary = RichTable(title=f"ingest -> {data_dir}")
+    for col in ("file", "read", "stored", "already stored", "duplicates", "quarantined"):
+        summary.add_column(col, justify="right" if col != "file" else "left")
+    for path, table in ((applications, APPLICATIONS), (labels, LABELS)):
+        if path is None:
+            continue
+        try:
+            with console.status(f"ingesting {path.name} ..."):
+                report = ingest_file(path, table, store, keys)
+        except (UnusableFile, StoreKeyMismatch) as exc:
+            raise fail(str(exc)) from None
+        if report.extra_columns:
+            console.print(f"{path.name}: ignored extra columns {', '.join(report.extra_columns)}")
+        summary.add_row(
+            path.name,
+            f"{report.rows_read:,}",
+            f"{report.stored:,}",
+            f"{report.already_stored:,}",
+            f"{report.duplicates_in_file:,}",
+            f"{report.quarantined_rows:,}",
+        )
+    console.print(summary)
+    if store.quarantine_path.exists():
+        console.print(f"quarantined rows and reasons -> {store.quarantine_path}")
+
+
+@app.command()
+def ingest(
+    applications: Annotated[Path | None, typer.Option(help="Applications file (CSV or Parquet).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Confirmed-mule labels file (CSV or Parquet).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+) -> None:
+    """Validate, quarantine bad rows, pseudonymise and append to the event store (idempotent)."""
+    if applications is None and labels is None:
+        raise fail("nothing to ingest: give --applications and/or --labels")
+    run_ingest(applications, labels, data or get_settings().data_dir, demo=False)
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Folder for the demo bank and its event store.")] = Path(
+        "data/quickstart"
+    ),
+    applications: Annotated[int, typer.Option(min=1000, help="Size of the demo bank.")] = 60_000,
+    months: Annotated[int, typer.Option(min=6, help="Months of the demo bank.")] = 18,
+) -> None:
+    """Generate a demo bank, ingest it (demo key), and run every later step that exists."""
+    from data.synthetic import generate_bank
+
+    settings = get_settings()
+    bank = generate_bank(
+        out / "bank", months=months, applications=applications, seed=settings.seed, progress=True
+    )
+    console.print(
+        f"demo bank: {bank.n_applications:,} applications, {bank.n_labels:,} labels -> {out / 'bank'}"
+    )
+    store_dir = out / "store"
+    run_ingest(bank.applications, bank.labels, store_dir, demo=True)
+    console.print(f"[bold green]quickstart done[/]: event store {store_dir}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,137 @@
+"""Ingestion: the contract samples go in, bad rows go to quarantine, nothing raw is written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from data.contract import APPLICATIONS, LABELS
+from data.ingest import ingest_file
+from data.pseudonym import Pseudonymiser
+from data.store import EventStore, StoreKeyMismatch
+from serving.cli import app
+from tests.privacy import leaks, raw_identifiers
+
+FIXTURES = Path(__file__).parent / "fixtures" / "contract"
+APPS = FIXTURES / "applications.csv"
+LABEL_FILE = FIXTURES / "labels.csv"
+INVALID = FIXTURES / "invalid_applications.csv"
+KEY = "test-secret-" + "0123456789abcdef" * 3
+
+
+@pytest.fixture
+def keys() -> Pseudonymiser:
+    return Pseudonymiser.from_secret(KEY.encode())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EventStore:
+    return EventStore(tmp_path / "store")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_every_valid_sample_is_stored_with_pseudonyms_only(store, keys):
+    report = ingest_file(APPS, APPLICATIONS, store, keys)
+    assert (report.rows_read, report.stored, report.quarantined_rows) == (200, 200, 0)
+    stored = store.applications().to_pandas()
+    assert len(stored) == 200
+    assert not {"id_number", "phone", "address", "device_id", "escort_id", "company_id"} & set(stored)
+    assert stored["applicant_key"].str.fullmatch(r"[0-9a-f]{32}").all()
+    assert stored["applied_at"].dt.tz is not None
+    naive = stored.set_index("application_id").loc["A000000002", "applied_at"]
+    assert naive == pd.Timestamp("2024-01-01T09:45:07+08:00")
+
+
+def test_reingesting_the_same_files_changes_nothing(store, keys):
+    for path, table in ((APPS, APPLICATIONS), (LABEL_FILE, LABELS), (INVALID, APPLICATIONS)):
+        ingest_file(path, table, store, keys)
+    before = _snapshot(store.root)
+    again = ingest_file(APPS, APPLICATIONS, store, keys)
+    ingest_file(LABEL_FILE, LABELS, store, keys)
+    ingest_file(INVALID, APPLICATIONS, store, keys)
+    assert (again.stored, again.already_stored) == (0, 200)
+    assert _snapshot(store.root) == before
+
+
+def test_invalid_rows_are_quarantined_naming_their_column(store, keys):
+    report = ingest_file(INVALID, APPLICATIONS, store, keys)
+    assert report.stored == 0 and report.quarantined_rows == 17
+    quarantine = pd.read_csv(store.quarantine_path, dtype=str)
+    expected = pd.read_csv(INVALID, dtype=str)["expected_column"]
+    named = quarantine.groupby(quarantine["row"].astype(int))["column"].agg(set)
+    for row, column in enumerate(expected, start=1):
+        assert column in named[row], row
+    assert set(quarantine.columns) >= {"row", "application_id", "column", "reason"}
+
+
+def test_a_conflicting_resend_is_quarantined_and_the_stored_row_kept(store, keys, tmp_path):
+    ingest_file(APPS, APPLICATIONS, store, keys)
+    changed = pd.read_csv(APPS, dtype=str, keep_default_na=False).head(3)
+    changed.loc[0, "channel"] = "agent" if changed.loc[0, "channel"] != "agent" else "counter"
+    resend = tmp_path / "resend.csv"
+    changed.to_csv(resend, index=False)
+    report = ingest_file(resend, APPLICATIONS, store, keys)
+    assert (report.stored, report.already_stored, report.quarantined_rows) == (0, 2, 1)
+    line = pd.read_csv(store.quarantine_path, dtype=str).iloc[-1]
+    assert line["application_id"] == changed.loc[0, "application_id"]
+    assert "conflicts" in line["reason"]
+    assert len(store.applications()) == 200
+
+
+def test_a_confirmation_dated_before_its_application_is_quarantined(store, keys, tmp_path):
+    ingest_file(APPS, APPLICATIONS, store, keys)
+    early = tmp_path / "labels.csv"
+    early.write_text("application_id,confirmed_at,source\nA000000001,2023-12-31T10:00:00+08:00,police_notice\n")
+    report = ingest_file(early, LABELS, store, keys)
+    assert report.stored == 0 and report.quarantined_rows == 1
+    assert pd.read_csv(store.quarantine_path).iloc[-1]["column"] == "confirmed_at"
+
+
+def test_a_store_refuses_events_pseudonymised_under_another_key(store, keys):
+    ingest_file(APPS, APPLICATIONS, store, keys)
+    other = Pseudonymiser.from_secret(b"another-secret-" + b"x" * 40)
+    with pytest.raises(StoreKeyMismatch, match="re-key"):
+        ingest_file(LABEL_FILE, LABELS, store, other)
+
+
+def test_ingest_without_a_key_refuses_and_names_the_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("DUANKA_PSEUDONYM_KEY", raising=False)
+    monkeypatch.delenv("DUANKA_PSEUDONYM_KEY_FILE", raising=False)
+    from data.config import get_settings
+
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["ingest", "--applications", str(APPS), "--data", str(tmp_path / "s")])
+    assert result.exit_code != 0
+    assert "DUANKA_PSEUDONYM_KEY" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_no_raw_identifier_reaches_disk_or_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+    from data.config import get_settings
+
+    get_settings.cache_clear()
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for f in (APPS, LABEL_FILE, INVALID):
+        shutil.copy(f, inputs / f.name)
+    out = tmp_path / "store"
+    outputs = []
+    for args in (
+        ["--applications", str(inputs / APPS.name), "--labels", str(inputs / LABEL_FILE.name)],
+        ["--applications", str(inputs / INVALID.name)],
+    ):
+        result = CliRunner().invoke(app, ["ingest", *args, "--data", str(out)])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    secrets = raw_identifiers(APPS) | raw_identifiers(INVALID)
+    assert len(secrets) > 500
+    assert leaks(out, secrets, outputs) == []
+    get_settings.cache_clear()
