@@ -9,11 +9,12 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from data.config import get_settings
+from data.config import SHANGHAI, get_settings
 
 app = typer.Typer(
     name="duanka",
@@ -30,6 +31,17 @@ def fail(message: str) -> typer.Exit:
     """One-line reason on stderr, non-zero exit."""
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=1)
+
+
+def parse_instant(value: str) -> pd.Timestamp:
+    """``YYYY-MM-DD`` (start of that day, Asia/Shanghai) or a full ISO 8601 timestamp, as UTC."""
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither YYYY-MM-DD nor an ISO 8601 timestamp") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize(SHANGHAI)
+    return stamp.tz_convert("UTC")
 
 
 def _parse_date(value: str | None) -> date | None:
@@ -128,6 +140,108 @@ def ingest(
     if applications is None and labels is None:
         raise fail("nothing to ingest: give --applications and/or --labels")
     run_ingest(applications, labels, data or get_settings().data_dir, demo=False)
+
+
+@app.command()
+def features(
+    as_of: Annotated[str, typer.Option(help="Point in time of the training set (YYYY-MM-DD or ISO 8601).")],
+    data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Parquet file to write [default: DATA/features-AS_OF.parquet].")
+    ] = None,
+) -> None:
+    """Build the point-in-time training set as of a date (features, label, label maturity)."""
+    from data.store import EventStore
+    from features.training_set import build_training_set, write_training_set
+
+    settings = get_settings()
+    cutoff = parse_instant(as_of)
+    store = EventStore(data or settings.data_dir)
+    if not store.manifest():
+        raise fail(f"no ingested events in {store.root}: run duanka ingest first")
+    ts = build_training_set(
+        store.applications(),
+        store.labels(),
+        as_of=cutoff,
+        outcome_window_days=settings.outcome_window_days,
+        progress=True,
+    )
+    target = out or store.root / f"features-{cutoff.date().isoformat()}.parquet"
+    written = write_training_set(ts, target)
+    console.print(ts.summary)
+    console.print(f"wrote training set -> {target}\nwrote fingerprint -> {written}")
+
+
+def print_comparison(comparison: pd.DataFrame, title: str) -> None:
+    table = RichTable(title=title)
+    table.add_column("model")
+    for column in comparison.columns:
+        table.add_column(str(column), justify="right")
+    for name, row in comparison.iterrows():
+        table.add_row(str(name), *(str(v) for v in row))
+    console.print(table)
+
+
+def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, **options) -> None:
+    from data.store import EventStore
+    from training.run import TrainConfig, train
+    from training.tracking import configure
+
+    settings = get_settings()
+    store = EventStore(data_dir)
+    if not store.manifest():
+        raise fail(f"no ingested events in {store.root}: run duanka ingest first")
+    configure(settings)
+    try:
+        result = train(store, TrainConfig(as_of=as_of, truth=truth, **options), settings)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    print_comparison(result.comparison, "out-of-time test: model vs baselines (95% bootstrap CI)")
+    if result.groups is not None:
+        console.print("ring catch rates on the test months (flagged = band medium or above):")
+        console.print(result.groups.to_frame().round(3).to_string())
+    console.print(
+        f"registered duanka version {result.model_version} as @challenger "
+        f"(run {result.run_id}, tracking {settings.tracking_uri()})"
+    )
+
+
+@app.command()
+def train(
+    as_of: Annotated[
+        str, typer.Option(help="Training date: nothing after it is used (YYYY-MM-DD or ISO 8601).")
+    ],
+    data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+    truth: Annotated[
+        Path | None, typer.Option(help="truth.csv of a generated bank: ring catch rates.")
+    ] = None,
+    valid_months: Annotated[
+        int, typer.Option(min=1, help="Validation months (early stopping, calibration, bands).")
+    ] = 2,
+    test_months: Annotated[
+        int, typer.Option(min=1, help="Out-of-time test months (the latest mature ones).")
+    ] = 2,
+    train_months: Annotated[
+        int | None, typer.Option(min=1, help="Training months [default: all earlier].")
+    ] = None,
+    calibration: Annotated[str, typer.Option(help="platt or isotonic.")] = "platt",
+    negative_rate: Annotated[float, typer.Option(min=0.001, max=1.0, help="Share of negatives kept.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for downsampling, LightGBM and the bootstrap.")] = 0,
+    n_boot: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for confidence intervals.")] = 200,
+) -> None:
+    """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger."""
+    run_train(
+        data or get_settings().data_dir,
+        parse_instant(as_of),
+        truth,
+        valid_months=valid_months,
+        test_months=test_months,
+        train_months=train_months,
+        calibration=calibration,
+        negative_rate=negative_rate,
+        seed=seed,
+        n_boot=n_boot,
+    )
 
 
 @app.command()

@@ -1,0 +1,207 @@
+"""One offline training run: point-in-time features, out-of-time split, LightGBM and baselines,
+calibration, bands, evaluation, MLflow logging and registration as ``duanka@challenger``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from data.config import Settings
+from data.store import EventStore
+from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
+from features.training_set import TrainingSet, build_training_set
+from training.bands import Bands
+from training.bundle import MODEL_NAME, log_bundle, write_bundle
+from training.calibration import make_calibrator
+from training.groups import GroupCatch, group_catch_rates, load_truth
+from training.metrics import Evaluation, compare, evaluate
+from training.model import MuleClassifier
+from training.rules import BranchRules
+from training.scorecard import WoEScorecard
+from training.split import TEST, TRAIN, VALID, TimeSplit
+from training.tracking import PROJECT_ROOT, code_version, configure
+
+HEADLINE_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "ks",
+    "brier",
+    "recall@0.5%",
+    "recall@1.0%",
+    "recall@2.0%",
+    "recall@5.0%",
+    "precision@1.0%",
+    "recall@fpr5%",
+)
+CHALLENGER = "challenger"
+# The families that link one application to others; the ablation drops them to show what links add.
+LINKAGE_FAMILIES = frozenset(
+    {Family.ESCORT, Family.INTERMEDIARY, Family.ADDRESS, Family.PHONE_DEVICE, Family.LINKED}
+)
+
+
+def linkage_free_features() -> list[str]:
+    return [n for n in MODEL_FEATURES if BY_NAME[n].family not in LINKAGE_FAMILIES]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a run is asked to do; every field is logged as a parameter."""
+
+    as_of: pd.Timestamp
+    valid_months: int = 2
+    test_months: int = 2
+    train_months: int | None = None
+    calibration: str = "platt"
+    negative_rate: float = 0.2
+    seed: int = 0
+    n_boot: int = 200
+    truth: Path | None = None
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_version: str
+    split: TimeSplit
+    comparison: pd.DataFrame
+    evaluations: dict[str, Evaluation]
+    summary: dict[str, int]
+    groups: GroupCatch | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    return frame.loc[:, names].to_numpy(dtype=np.float64)
+
+
+def _fit_lightgbm(parts: dict[str, pd.DataFrame], names: list[str], cfg: TrainConfig) -> MuleClassifier:
+    model = MuleClassifier(negative_rate=cfg.negative_rate, random_state=cfg.seed)
+    return model.fit(
+        _matrix(parts[TRAIN], names),
+        parts[TRAIN]["label"].to_numpy(),
+        _matrix(parts[VALID], names),
+        parts[VALID]["label"].to_numpy(),
+        names,
+    )
+
+
+def _split(
+    ts: TrainingSet, cfg: TrainConfig, settings: Settings
+) -> tuple[TimeSplit, dict[str, pd.DataFrame]]:
+    split = TimeSplit.before_maturity(
+        cfg.as_of,
+        outcome_window_days=settings.outcome_window_days,
+        valid_months=cfg.valid_months,
+        test_months=cfg.test_months,
+        train_months=cfg.train_months,
+    )
+    mature = ts.frame.loc[ts.frame["label_mature"]]
+    part = split.assign(mature["applied_at"])
+    parts = {name: mature.loc[part == name] for name in (TRAIN, VALID, TEST)}
+    for name, rows in parts.items():
+        if rows.empty or rows["label"].sum() == 0:
+            raise ValueError(
+                f"the {name} months ({split.describe()}) hold no confirmed mules: "
+                "move --as-of later or change the month options"
+            )
+    return split, parts
+
+
+def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: bool = True) -> TrainResult:
+    """Run the whole training job and register the model as ``duanka@challenger``."""
+    ts = build_training_set(
+        store.applications(),
+        store.labels(),
+        as_of=cfg.as_of,
+        outcome_window_days=settings.outcome_window_days,
+        progress=progress,
+    )
+    split, parts = _split(ts, cfg, settings)
+    names = list(MODEL_FEATURES)
+    test_y = parts[TEST]["label"].to_numpy()
+
+    full = _fit_lightgbm(parts, names, cfg)
+    calibrator = make_calibrator(cfg.calibration).fit(
+        full.decision_function(_matrix(parts[VALID], names)), parts[VALID]["label"].to_numpy()
+    )
+    bands = Bands.from_budget(calibrator.predict(full.decision_function(_matrix(parts[VALID], names))))
+    test_score = calibrator.predict(full.decision_function(_matrix(parts[TEST], names)))
+
+    ablation_names = list(linkage_free_features())
+    ablation = _fit_lightgbm(parts, ablation_names, cfg)
+    scorecard = WoEScorecard(random_state=cfg.seed).fit(parts[TRAIN].loc[:, names], parts[TRAIN]["label"])
+    rules = BranchRules()
+
+    scores = {
+        "lightgbm": test_score,
+        "lightgbm_no_links": ablation.decision_function(_matrix(parts[TEST], ablation_names)),
+        "woe_scorecard": scorecard.predict_proba(parts[TEST].loc[:, names])[:, 1],
+        "branch_rules": rules.score(parts[TEST]),
+    }
+    evaluations = {name: evaluate(test_y, s, n_boot=cfg.n_boot, seed=cfg.seed) for name, s in scores.items()}
+    comparison = compare(evaluations, HEADLINE_METRICS)
+
+    groups = None
+    if cfg.truth is not None:
+        truth = load_truth(cfg.truth)
+        test_rows = (
+            parts[TEST].loc[:, ["application_id", "applied_at"]].merge(truth, on="application_id", how="left")
+        )
+        groups = group_catch_rates(test_rows, bands.assign(test_score) != "low")
+
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params(
+            {
+                "as_of": cfg.as_of.isoformat(),
+                "calibration": cfg.calibration,
+                "negative_rate": cfg.negative_rate,
+                "seed": cfg.seed,
+                "n_boot": cfg.n_boot,
+                "outcome_window_days": settings.outcome_window_days,
+                "feature_set_version": FEATURE_SET_VERSION,
+                "code_version": code_version(),
+                "best_iteration": full.booster_.best_iteration,
+                "n_features": len(names),
+                **{f"split_{k}": v for k, v in split.describe().items()},
+                **{f"lgb_{k}": v for k, v in full.lgb_params().items()},
+            }
+        )
+        for part_name, rows in parts.items():
+            mlflow.log_metrics(
+                {f"{part_name}_rows": len(rows), f"{part_name}_positives": int(rows["label"].sum())}
+            )
+        mlflow.log_metrics({k: float(v) for k, v in ts.summary.items()})
+        mlflow.log_metrics({f"test_{k}": v for k, v in evaluations["lightgbm"].point.items()})
+        mlflow.log_metrics({f"test_{k}_ci_low": v for k, v in evaluations["lightgbm"].ci_low.items()})
+        mlflow.log_metrics({f"test_{k}_ci_high": v for k, v in evaluations["lightgbm"].ci_high.items()})
+        mlflow.log_dict({"model_features": names, "linkage_free": ablation_names}, "features.json")
+        mlflow.log_dict(ts.fingerprint, "data_fingerprint.json")
+        mlflow.log_text(comparison.to_csv(), "comparison.csv")
+        mlflow.log_text(
+            json.dumps({n: e.to_frame().reset_index().to_dict("records") for n, e in evaluations.items()}),
+            "evaluations.json",
+        )
+        if groups is not None:
+            mlflow.log_text(groups.to_frame().to_csv(), "group_catch.csv")
+        paths = write_bundle(Path(tmp), full.booster_, calibrator, bands, names, FEATURE_SET_VERSION)
+        example = parts[VALID].loc[:, names].head(5).astype("float64")
+        info = log_bundle(Path(tmp), example, paths, PROJECT_ROOT)
+        client = mlflow.MlflowClient()
+        version = str(info.registered_model_version)
+        meta = json.loads(Path(paths["meta"]).read_text(encoding="utf-8"))
+        for key in ("booster_sha256", "feature_set_version"):
+            client.set_model_version_tag(MODEL_NAME, version, key, meta[key])
+        client.set_model_version_tag(MODEL_NAME, version, "run_id", run.info.run_id)
+        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+        return TrainResult(run.info.run_id, version, split, comparison, evaluations, ts.summary, groups)
+
+
+def configure_tracking(settings: Settings) -> None:
+    configure(settings)
