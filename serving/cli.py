@@ -166,19 +166,27 @@ def features(
         outcome_window_days=settings.outcome_window_days,
         progress=True,
     )
-    target = out or store.root / f"features-{cutoff.date().isoformat()}.parquet"
-    written = write_training_set(ts, target)
-    console.print(ts.summary)
-    console.print(f"wrote training set -> {target}\nwrote fingerprint -> {written}")
+    target = out or store.root / f"features-{cutoff.tz_convert(SHANGHAI).date().isoformat()}.parquet"
+    write_training_set(ts, target)
+    s = ts.summary
+    console.print(
+        f"{s.rows:,} applications: {s.mature:,} with mature labels ({s.positives:,} confirmed mules), "
+        f"{s.immature:,} immature (excluded from training; {s.immature_positives:,} already confirmed)"
+    )
+    console.print(
+        f"wrote training set -> {target}\n"
+        f"wrote fingerprint -> {target.with_name(target.stem + '.fingerprint.json')}"
+    )
 
 
 def print_comparison(comparison: pd.DataFrame, title: str) -> None:
+    """Metrics down, models across: four models fit a terminal, ten metrics do not."""
     table = RichTable(title=title)
-    table.add_column("model")
-    for column in comparison.columns:
-        table.add_column(str(column), justify="right")
-    for name, row in comparison.iterrows():
-        table.add_row(str(name), *(str(v) for v in row))
+    table.add_column("metric")
+    for model in comparison.index:
+        table.add_column(str(model), justify="right")
+    for metric in comparison.columns:
+        table.add_row(str(metric), *(str(v) for v in comparison[metric]))
     console.print(table)
 
 

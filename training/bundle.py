@@ -109,9 +109,7 @@ class DuankaPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow entry point for callers that send precomputed feature rows."""
 
     def load_context(self, context) -> None:
-        self.bundle = read_bundle(
-            Path(context.artifacts["booster"]), Path(context.artifacts["meta"])
-        )
+        self.bundle = read_bundle(Path(context.artifacts["booster"]), Path(context.artifacts["meta"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         X = model_input.loc[:, self.bundle.feature_names].to_numpy(dtype=float)
@@ -123,14 +121,12 @@ def log_bundle(
     folder: Path, input_example: pd.DataFrame, paths: dict[str, str], project_root: Path
 ) -> mlflow.models.model.ModelInfo:
     """Log the pyfunc (with the project's inference code) and register it as ``duanka``."""
-    # A fresh, empty instance is logged: only the class is pickled by reference, the
-    # booster travels as text in ``artifacts`` and is re-read (and hash-checked) on load.
     preview = DuankaPyfunc()
     preview.bundle = read_bundle(Path(paths["booster"]), Path(paths["meta"]))
     signature = mlflow.models.infer_signature(input_example, preview.predict(None, input_example))
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=DuankaPyfunc(),
+        python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
         artifacts=paths,
         code_paths=[str(project_root / room) for room in ("data", "features", "training")],
         signature=signature,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -15,7 +15,7 @@ import pandas as pd
 from data.config import Settings
 from data.store import EventStore
 from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
-from features.training_set import TrainingSet, build_training_set
+from features.training_set import TrainingSet, TrainingSummary, build_training_set
 from training.bands import Bands
 from training.bundle import MODEL_NAME, log_bundle, write_bundle
 from training.calibration import make_calibrator
@@ -46,6 +46,11 @@ LINKAGE_FAMILIES = frozenset(
 )
 
 
+def metric_key(name: str) -> str:
+    """MLflow's metric names allow no '@' or '%': ``recall@0.5%`` is logged as ``recall_at_0.5pct``."""
+    return name.replace("@", "_at_").replace("%", "pct")
+
+
 def linkage_free_features() -> list[str]:
     return [n for n in MODEL_FEATURES if BY_NAME[n].family not in LINKAGE_FAMILIES]
 
@@ -72,7 +77,7 @@ class TrainResult:
     split: TimeSplit
     comparison: pd.DataFrame
     evaluations: dict[str, Evaluation]
-    summary: dict[str, int]
+    summary: TrainingSummary
     groups: GroupCatch | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -136,12 +141,17 @@ def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: 
 
     ablation_names = list(linkage_free_features())
     ablation = _fit_lightgbm(parts, ablation_names, cfg)
+    ablation_calibrator = make_calibrator(cfg.calibration).fit(
+        ablation.decision_function(_matrix(parts[VALID], ablation_names)), parts[VALID]["label"].to_numpy()
+    )
     scorecard = WoEScorecard(random_state=cfg.seed).fit(parts[TRAIN].loc[:, names], parts[TRAIN]["label"])
     rules = BranchRules()
 
     scores = {
         "lightgbm": test_score,
-        "lightgbm_no_links": ablation.decision_function(_matrix(parts[TEST], ablation_names)),
+        "lightgbm_no_links": ablation_calibrator.predict(
+            ablation.decision_function(_matrix(parts[TEST], ablation_names))
+        ),
         "woe_scorecard": scorecard.predict_proba(parts[TEST].loc[:, names])[:, 1],
         "branch_rules": rules.score(parts[TEST]),
     }
@@ -177,12 +187,22 @@ def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: 
             mlflow.log_metrics(
                 {f"{part_name}_rows": len(rows), f"{part_name}_positives": int(rows["label"].sum())}
             )
-        mlflow.log_metrics({k: float(v) for k, v in ts.summary.items()})
-        mlflow.log_metrics({f"test_{k}": v for k, v in evaluations["lightgbm"].point.items()})
-        mlflow.log_metrics({f"test_{k}_ci_low": v for k, v in evaluations["lightgbm"].ci_low.items()})
-        mlflow.log_metrics({f"test_{k}_ci_high": v for k, v in evaluations["lightgbm"].ci_high.items()})
+        mlflow.log_metrics({f"set_{k}": float(v) for k, v in asdict(ts.summary).items()})
+        for model_name, ev in evaluations.items():
+            for suffix, values in (("", ev.point), ("_ci_low", ev.ci_low), ("_ci_high", ev.ci_high)):
+                mlflow.log_metrics(
+                    {metric_key(f"{model_name}.test_{k}{suffix}"): v for k, v in values.items()}
+                )
         mlflow.log_dict({"model_features": names, "linkage_free": ablation_names}, "features.json")
-        mlflow.log_dict(ts.fingerprint, "data_fingerprint.json")
+        mlflow.log_dict(
+            {
+                "inputs_sha256": ts.inputs_sha256,
+                "as_of": ts.as_of.isoformat(),
+                "feature_set_version": FEATURE_SET_VERSION,
+                "counts": asdict(ts.summary),
+            },
+            "data_fingerprint.json",
+        )
         mlflow.log_text(comparison.to_csv(), "comparison.csv")
         mlflow.log_text(
             json.dumps({n: e.to_frame().reset_index().to_dict("records") for n, e in evaluations.items()}),
