@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from data.config import SHANGHAI, get_settings
+from data.store import EventStore
 
 app = typer.Typer(
     name="duanka",
@@ -253,26 +254,71 @@ def train(
 
 
 @app.command()
+def promote(
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "duanka",
+    force: Annotated[bool, typer.Option(help="Promote the challenger whatever the comparison says.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Event store to re-score the test months from.")] = None,
+) -> None:
+    """Move @champion to @challenger when it is better on the same out-of-time months (or --force)."""
+    from data.store import EventStore
+    from training.bundle import MODEL_NAME, ModelIntegrityError
+    from training.promote import promote as run_promote
+    from training.tracking import configure
+
+    if model != MODEL_NAME:
+        raise fail(f"only the registered model {MODEL_NAME!r} is managed by duanka, not {model!r}")
+    settings = get_settings()
+    configure(settings)
+    try:
+        decision = run_promote(EventStore(data or settings.data_dir), settings, force=force)
+    except ModelIntegrityError as exc:
+        raise fail(str(exc)) from None
+    verdict = "[bold green]promoted[/]" if decision.promoted else "[bold yellow]not promoted[/]"
+    console.print(
+        f"{verdict}: challenger v{decision.challenger_version} "
+        f"(champion was {'v' + decision.champion_version if decision.champion_version else 'none'}): "
+        f"{decision.reason}"
+    )
+
+
+@app.command()
 def quickstart(
     out: Annotated[Path, typer.Option(help="Folder for the demo bank and its event store.")] = Path(
         "data/quickstart"
     ),
-    applications: Annotated[int, typer.Option(min=1000, help="Size of the demo bank.")] = 60_000,
-    months: Annotated[int, typer.Option(min=6, help="Months of the demo bank.")] = 18,
+    applications: Annotated[int, typer.Option(min=20_000, help="Size of the demo bank.")] = 150_000,
+    months: Annotated[int, typer.Option(min=12, help="Months of the demo bank.")] = 18,
 ) -> None:
-    """Generate a demo bank, ingest it (demo key), and run every later step that exists."""
+    """Generate a demo bank, ingest it (demo key), train, promote, and say where everything is."""
     from data.synthetic import generate_bank
+    from training.promote import promote as run_promote
+    from training.tracking import configure
 
     settings = get_settings()
+    start = date(2024, 1, 1)
     bank = generate_bank(
-        out / "bank", months=months, applications=applications, seed=settings.seed, progress=True
+        out / "bank", months=months, applications=applications, seed=settings.seed, start=start, progress=True
     )
     console.print(
         f"demo bank: {bank.n_applications:,} applications, {bank.n_labels:,} labels -> {out / 'bank'}"
     )
     store_dir = out / "store"
     run_ingest(bank.applications, bank.labels, store_dir, demo=True)
-    console.print(f"[bold green]quickstart done[/]: event store {store_dir}")
+    as_of = pd.Timestamp(start, tz=SHANGHAI) + pd.DateOffset(months=months)
+    console.print(f"training as of {as_of.date()} (the end of the demo period)")
+    run_train(store_dir, as_of.tz_convert("UTC"), bank.truth)
+    configure(settings)
+    decision = run_promote(EventStore(store_dir), settings)
+    console.print(
+        f"promotion of v{decision.challenger_version}: "
+        f"{'promoted' if decision.promoted else 'kept out'} ({decision.reason})"
+    )
+    console.print(
+        "[bold green]quickstart done[/]\n"
+        f"  demo bank (contract CSV + truth): {out / 'bank'}\n"
+        f"  event store (pseudonymised):     {store_dir}\n"
+        f"  MLflow tracking + registry:      {settings.tracking_uri()}  (models:/duanka@champion)"
+    )
 
 
 def main() -> None:

@@ -133,3 +133,62 @@ def log_bundle(
         input_example=input_example,
         registered_model_name=MODEL_NAME,
     )
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registry entry resolved from a URI, and its verified bundle."""
+
+    uri: str
+    version: str
+    run_id: str
+    bundle: ScoringBundle
+
+
+def resolve_model_uri(uri: str | None, client: mlflow.MlflowClient) -> str:
+    """``--model`` default: ``@champion``, else ``@challenger`` (the caller says which it took)."""
+    if uri:
+        return uri
+    for alias in ("champion", "challenger"):
+        try:
+            client.get_model_version_by_alias(MODEL_NAME, alias)
+        except mlflow.exceptions.MlflowException:
+            continue
+        return f"models:/{MODEL_NAME}@{alias}"
+    raise ModelIntegrityError(
+        f"no registered model {MODEL_NAME!r} with alias champion or challenger: train first"
+    )
+
+
+def _version_of(uri: str, client: mlflow.MlflowClient):
+    name, _, ref = uri.removeprefix("models:/").partition("@")
+    if ref:
+        return client.get_model_version_by_alias(name, ref)
+    name, _, number = uri.removeprefix("models:/").partition("/")
+    return client.get_model_version(name, number)
+
+
+def load_registered(uri: str, client: mlflow.MlflowClient) -> RegisteredModel:
+    """Download a registered model's artifacts and verify them against the registry's record.
+
+    Raises
+    ------
+    ModelIntegrityError
+        Unknown URI, a booster whose hash differs from the one tagged at registration,
+        or unreadable artifacts: no model, no score.
+    """
+    if not uri.startswith("models:/"):
+        raise ModelIntegrityError(
+            f"{uri!r}: load models from the registry (models:/duanka@champion), not a path"
+        )
+    try:
+        version = _version_of(uri, client)
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
+    except mlflow.exceptions.MlflowException as exc:
+        raise ModelIntegrityError(f"cannot resolve {uri}: {exc.message}") from None
+    bundle = read_bundle(local / "artifacts" / BOOSTER_FILE, local / "artifacts" / META_FILE)
+    if version.tags.get("booster_sha256") != bundle.booster_sha256:
+        raise ModelIntegrityError(
+            f"{uri}: booster hash differs from the one recorded at registration: refusing to load"
+        )
+    return RegisteredModel(uri, str(version.version), version.run_id, bundle)

@@ -25,7 +25,7 @@ from training.model import MuleClassifier
 from training.rules import BranchRules
 from training.scorecard import WoEScorecard
 from training.split import TEST, TRAIN, VALID, TimeSplit
-from training.tracking import PROJECT_ROOT, code_version, configure
+from training.tracking import PROJECT_ROOT, code_version, configure, metric_key
 
 HEADLINE_METRICS = (
     "roc_auc",
@@ -44,11 +44,6 @@ CHALLENGER = "challenger"
 LINKAGE_FAMILIES = frozenset(
     {Family.ESCORT, Family.INTERMEDIARY, Family.ADDRESS, Family.PHONE_DEVICE, Family.LINKED}
 )
-
-
-def metric_key(name: str) -> str:
-    """MLflow's metric names allow no '@' or '%': ``recall@0.5%`` is logged as ``recall_at_0.5pct``."""
-    return name.replace("@", "_at_").replace("%", "pct")
 
 
 def linkage_free_features() -> list[str]:

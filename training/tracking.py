@@ -51,3 +51,8 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def metric_key(name: str) -> str:
+    """MLflow's metric names allow no '@' or '%': ``recall@0.5%`` is logged as ``recall_at_0.5pct``."""
+    return name.replace("@", "_at_").replace("%", "pct")

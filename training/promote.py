@@ -1,0 +1,122 @@
+"""Moving ``champion``: the challenger replaces it only when better on the same out-of-time months.
+
+The rule (also in docs/model.md): the challenger's PR-AUC on the challenger's test
+months must exceed the champion's on the same rows, and its recall at a 1% alert
+rate may not fall by more than ``RECALL_TOLERANCE``. ``--force`` overrides; every
+decision is logged to MLflow (experiment ``duanka-promotions``) and tagged on the version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+import pandas as pd
+
+from data.config import Settings
+from data.store import EventStore
+from features.registry import FEATURE_SET_VERSION
+from features.training_set import build_training_set
+from training.bundle import MODEL_NAME, RegisteredModel, load_registered
+from training.metrics import point_metrics, recall_key
+from training.tracking import metric_key
+
+RECALL_TOLERANCE = 0.02
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promoted: bool
+    reason: str
+    challenger_version: str
+    champion_version: str | None
+    metrics: dict[str, float]
+
+
+def _test_rows(challenger: RegisteredModel, store: EventStore, settings: Settings) -> pd.DataFrame:
+    params = mlflow.get_run(challenger.run_id).data.params
+    as_of = pd.Timestamp(params["as_of"])
+    ts = build_training_set(
+        store.applications(),
+        store.labels(),
+        as_of=as_of,
+        outcome_window_days=int(params["outcome_window_days"]),
+    )
+    start, end = pd.Timestamp(params["split_test_start"]), pd.Timestamp(params["split_test_end"])
+    frame = ts.mature()
+    return frame.loc[(frame["applied_at"] >= start) & (frame["applied_at"] < end)]
+
+
+def _decide(challenger: dict[str, float], champion: dict[str, float]) -> tuple[bool, str]:
+    key = recall_key(0.01)
+    if challenger["pr_auc"] <= champion["pr_auc"]:
+        return (
+            False,
+            f"PR-AUC {challenger['pr_auc']:.4f} does not beat the champion's {champion['pr_auc']:.4f}",
+        )
+    if challenger[key] < champion[key] - RECALL_TOLERANCE:
+        return False, f"{key} falls from {champion[key]:.3f} to {challenger[key]:.3f}"
+    return True, (
+        f"PR-AUC {champion['pr_auc']:.4f} -> {challenger['pr_auc']:.4f}, "
+        f"{key} {champion[key]:.3f} -> {challenger[key]:.3f}"
+    )
+
+
+def promote(store: EventStore, settings: Settings, *, force: bool = False) -> Decision:
+    client = mlflow.MlflowClient()
+    challenger = load_registered(f"models:/{MODEL_NAME}@{CHALLENGER}", client)
+    try:
+        client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champion = None  # the normal first case
+    else:
+        champion = load_registered(f"models:/{MODEL_NAME}@{CHAMPION}", client)
+    metrics: dict[str, float] = {}
+    if champion is None:
+        promoted, reason = True, "no champion yet: the first challenger becomes champion"
+    elif champion.version == challenger.version:
+        promoted, reason = False, f"version {challenger.version} is already champion"
+    elif force:
+        promoted, reason = True, "forced by the operator (--force)"
+    elif champion.bundle.feature_set_version != FEATURE_SET_VERSION:
+        promoted, reason = (
+            False,
+            (
+                "the champion was trained on another feature set and cannot be scored on the same rows "
+                "by this code: compare by hand and use --force"
+            ),
+        )
+    else:
+        rows = _test_rows(challenger, store, settings)
+        y = rows["label"].to_numpy()
+        results = {}
+        for role, model in ((CHALLENGER, challenger), (CHAMPION, champion)):
+            X = rows.loc[:, model.bundle.feature_names].to_numpy(dtype=float)
+            results[role] = point_metrics(y, model.bundle.score(X))
+        promoted, reason = _decide(results[CHALLENGER], results[CHAMPION])
+        metrics = {f"{role}_{k}": v for role, m in results.items() for k, v in m.items()}
+    if promoted:
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, challenger.version)
+    decision = Decision(promoted, reason, challenger.version, champion.version if champion else None, metrics)
+    _log(decision, force)
+    client.set_model_version_tag(
+        MODEL_NAME, challenger.version, "promotion", ("promoted: " if promoted else "kept out: ") + reason
+    )
+    return decision
+
+
+def _log(decision: Decision, force: bool) -> None:
+    experiment = mlflow.get_experiment_by_name("duanka-promotions")
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment("duanka-promotions")
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"promote v{decision.challenger_version}"):
+        mlflow.log_params(
+            {
+                "challenger_version": decision.challenger_version,
+                "champion_version": decision.champion_version or "none",
+                "force": force,
+                "promoted": decision.promoted,
+            }
+        )
+        mlflow.set_tag("reason", decision.reason)
+        mlflow.log_metrics({metric_key(k): v for k, v in decision.metrics.items()})
