@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from data.config import Settings
+from data.config import SHANGHAI, Settings
 from data.store import EventStore
 from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
 from features.training_set import TrainingSet, TrainingSummary, build_training_set
@@ -114,6 +115,49 @@ def _split(
     return split, parts
 
 
+EVALUATION_TRAIN_SAMPLE = 100_000
+
+
+def evaluation_frame(
+    parts: dict[str, pd.DataFrame], names: list[str], score: Callable[[np.ndarray], np.ndarray], seed: int
+) -> pd.DataFrame:
+    """Validation and test rows, and a sample of training rows, with features, label and score:
+    what the model report reads, so it never needs the event store."""
+    train = parts[TRAIN]
+    if len(train) > EVALUATION_TRAIN_SAMPLE:
+        train = train.sample(EVALUATION_TRAIN_SAMPLE, random_state=seed).sort_values("applied_at")
+    frames = []
+    for name, rows in ((TRAIN, train), (VALID, parts[VALID]), (TEST, parts[TEST])):
+        frame = rows.loc[:, ["application_id", "applied_at", "label", *names]].copy()
+        frame["part"] = name
+        frame["score"] = score(_matrix(rows, names))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def monthly_summary(ts: TrainingSet, labels: pd.DataFrame) -> pd.DataFrame:
+    """Volumes, label rates and label delays by month of application (Asia/Shanghai)."""
+    frame = ts.frame.loc[:, ["application_id", "applied_at", "label", "label_mature"]]
+    month = frame["applied_at"].dt.tz_convert(SHANGHAI).dt.strftime("%Y-%m")
+    confirmed = frame.merge(labels, on="application_id", how="inner")
+    delay = (confirmed["confirmed_at"] - confirmed["applied_at"]).dt.total_seconds() / 86_400
+    delays = delay.groupby(
+        month.loc[frame["application_id"].isin(confirmed["application_id"])].values
+    ).median()
+    summary = (
+        frame.assign(month=month)
+        .groupby("month")
+        .agg(
+            applications=("application_id", "size"),
+            mature=("label_mature", "sum"),
+            confirmed=("label", "sum"),
+        )
+    )
+    summary["label_rate"] = summary["confirmed"] / summary["applications"]
+    summary["median_label_delay_days"] = delays.reindex(summary.index)
+    return summary
+
+
 def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: bool = True) -> TrainResult:
     """Run the whole training job and register the model as ``duanka@challenger``."""
     ts = build_training_set(
@@ -205,6 +249,17 @@ def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: 
         )
         if groups is not None:
             mlflow.log_text(groups.to_frame().to_csv(), "group_catch.csv")
+        labels = store.labels(["application_id", "confirmed_at"]).to_pandas()
+        labels = labels.loc[labels["confirmed_at"] <= ts.as_of]
+        mlflow.log_text(monthly_summary(ts, labels).to_csv(), "monthly.csv")
+        frame_path = Path(tmp) / "evaluation_frame.parquet"
+        evaluation_frame(
+            parts, names, lambda X: calibrator.predict(full.booster_.predict(X, raw_score=True)), cfg.seed
+        ).to_parquet(frame_path, index=False)
+        mlflow.log_artifact(str(frame_path))
+        mlflow.log_dict(
+            {"rules": [{"code": r.code, "description": r.description} for r in rules.rules]}, "rules.json"
+        )
         paths = write_bundle(Path(tmp), full.booster_, calibrator, bands, names, FEATURE_SET_VERSION)
         example = parts[VALID].loc[:, names].head(5).astype("float64")
         info = log_bundle(Path(tmp), example, paths, PROJECT_ROOT)
