@@ -281,6 +281,41 @@ def promote(
     )
 
 
+def resolve_model(model: str | None):
+    """``--model`` as given, else ``@champion`` falling back to ``@challenger``; says which it took."""
+    from training.bundle import ModelIntegrityError, resolve_model_uri
+    from training.tracking import configure
+
+    client = configure(get_settings())
+    try:
+        uri = resolve_model_uri(model, client)
+    except ModelIntegrityError as exc:
+        raise fail(str(exc)) from None
+    if model is None:
+        console.print(f"model: {uri}")
+    return uri, client
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="HTML file to write.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registered model URI [default: models:/duanka@champion, else @challenger]."),
+    ] = None,
+) -> None:
+    """The model report (self-contained HTML) of that model's training run; also logged to MLflow."""
+    from training.bundle import ModelIntegrityError
+    from training.report import build_report
+
+    uri, client = resolve_model(model)
+    try:
+        written = build_report(uri, out, client)
+    except ModelIntegrityError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote model report -> {written}")
+
+
 @app.command()
 def quickstart(
     out: Annotated[Path, typer.Option(help="Folder for the demo bank and its event store.")] = Path(
