@@ -1,0 +1,470 @@
+"""Mule schemes from the 断卡 cases, and how they adapt over the period.
+
+- ``escort_ring``: a few escorts bring recruits from one to three provinces in
+  small batches, lodge them in hotels and 公寓, hand them new SIM cards from one
+  number block, and have each open the full bundle (U盾, mobile banking, payment
+  binding), spread over several branches, some recruits at several branches.
+- ``shell_company``: an intermediary registers young companies at virtual offices
+  with legal representatives recruited like card farmers, and opens their
+  corporate accounts.
+- ``insider``: a few corporate-desk staff open fake corporate accounts without the
+  on-site check or with doctored site photos, hundreds over a year or two.
+- ``solo_seller``: people who open an account to sell it, with only weak signals.
+
+Adaptation: rings learn. From the period's start to its end (each ``(start, end)``
+pair below moves linearly) they spread over more branches, their escorts are
+recorded less often, more of their openings move to the app on shared phones,
+and their addresses are written in more variants. Some recruits show none of the
+signals: own phone, own address, no escort recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from data.synthetic.addresses import SITES, Place, mixed_addresses
+from data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
+from data.synthetic.network import CORPORATE_DESK
+from data.synthetic.people import (
+    block_phones,
+    draw_ages,
+    draw_applicants,
+    draw_block,
+    draw_phones,
+    escort_ids,
+    tenure_days,
+)
+from data.synthetic.period import (
+    HOUR,
+    after_hours_seconds,
+    anytime_seconds,
+    counter_seconds,
+    draw_days,
+    queued,
+    ramp,
+    stamp,
+)
+from data.synthetic.places import BUSINESS_CENTRES, CITIES, DISTRICT_CODE, MIGRATION, PROVINCES
+from data.synthetic.population import AGENTS, agent_numbers
+from data.synthetic.rows import COUNTER, MOBILE, Draft, stacked
+from data.synthetic.world import World, worth_adding
+
+RING_SHARE = 0.0045  # of all applications
+RECRUITS = (4, 40)  # per ring; median about 12
+ACCOUNTS_PER_RECRUIT = (0.72, 0.20, 0.08)  # one, two or three, at different branches
+RING_ESCORTS = (1, 3)
+RING_PROVINCES = (1, 3)
+RING_DAYS = (5, 45)  # a ring's active window
+VISIT = (2, 6)  # recruits an escort brings to a branch at once
+RECRUIT_AGES = ((16, 17, 0.04), (18, 25, 0.5), (26, 40, 0.3), (41, 54, 0.06), (55, 72, 0.1))
+ESCORT_AGES = ((22, 45, 1.0),)
+RECRUIT_PLACES = (Place.LODGING, None, Place.RESIDENCE)  # None: household-register address
+RECRUIT_PLACE_SHARES = (0.7, 0.2, 0.1)
+RING_HOTELS = (1, 2)
+BLOCK_SIM = 0.8  # recruits on a SIM from the ring's number block
+BLOCK_TENURE = 14  # days, at most, those SIMs are old
+FULL_BUNDLE = 0.85
+RING_TAMPERED = 0.02
+RING_REFERRED = 0.1  # rings that name a referrer, on half their openings
+RING_DEVICES = (1, 3)
+RING_NIGHT = 0.35  # of their app openings
+ESCORT_RECORDED = (0.8, 0.15)  # counter openings whose escort is recorded (visitor log, video)
+RING_APP = (0.05, 0.55)  # openings on the app, on the ring's few shared phones
+RING_BRANCHES = (2.0, 10.0)
+RING_VARIETY = (0.1, 0.75)
+
+SHELL_SHARE = 0.0015
+SHELL_COMPANIES = (5, 30)  # per operation; median about 12
+SHELL_DAYS = (30, 120)
+SHELL_BRANCHES = (1.0, 4.0)
+SHELL_VIRTUAL = 0.7  # of their addresses at a 众创空间, 孵化器 or 托管中心
+REPRESENTATIVE_AGES = ((18, 30, 0.55), (31, 50, 0.25), (51, 68, 0.2))
+REPRESENTATIVE_MIGRANT = 0.7
+SHELL_NEW_SIM = 0.45
+SHELL_REUSED = 0.1  # companies whose representative already fronts another
+SHELL_COMPANY_AGE = (1, 60)
+SHELL_ONSITE = 0.55
+SHELL_RECORDED = 0.75  # openings that name the intermediary
+SHELL_ESCORTED = 0.25
+SHELL_FULL_BUNDLE = 0.8
+SHELL_TAMPERED = 0.05
+SHELL_VARIETY = (0.15, 0.6)
+
+INSIDER_SHARE = 0.001
+INSIDER_ACCOUNTS = 250  # per insider over the period, about
+INSIDERS = (1, 6)
+INSIDER_MONTHS = (6, 20)  # active, within the period
+INSIDER_ONSITE = 0.3
+INSIDER_TAMPERED = (0.35, 0.75)  # without, with an on-site visit recorded (a doctored photo)
+INSIDER_AFTER_HOURS = 0.25
+INSIDER_COMPANY_AGE = (1, 120)
+INSIDER_PLACES = (Place.OFFICE, Place.BUSINESS_CENTRE, Place.RESIDENCE)
+INSIDER_PLACE_SHARES = (0.5, 0.2, 0.3)
+INSIDER_AGES = ((20, 35, 0.4), (36, 55, 0.4), (56, 70, 0.2))
+INSIDER_MIGRANT = 0.45
+INSIDER_NEW_SIM = 0.35
+INSIDER_REFERRED = 0.15
+
+SOLO_SHARE = 0.003
+SOLO_AGES = ((16, 17, 0.03), (18, 25, 0.5), (26, 40, 0.3), (41, 60, 0.12), (61, 75, 0.05))
+SOLO_MIGRANT = 0.5
+SOLO_APP = 0.55
+SOLO_NIGHT = 0.15
+SOLO_NEW_SIM = 0.25
+SOLO_PLACES = (Place.RESIDENCE, None, Place.RENTAL, Place.LODGING)
+SOLO_PLACE_SHARES = (0.6, 0.2, 0.12, 0.08)
+SOLO_ESCORTED = 0.03
+SOLO_REFERRED = 0.05
+SOLO_VARIETY = 0.3
+
+_VIRTUAL_OFFICES = np.array(
+    [i for i, name in enumerate(BUSINESS_CENTRES) if any(k in name for k in ("众创空间", "孵化器", "托管"))]
+)
+_REFERRER_SALT = 31
+_SHELL_SALT = 32
+
+
+def _lognormal_count(rng: np.random.Generator, bounds: tuple[int, int], median: float) -> int:
+    return int(np.clip(rng.lognormal(np.log(median), 0.6), *bounds))
+
+
+def _bundle(n: int, rng: np.random.Generator, full: float) -> tuple[np.ndarray, ...]:
+    """U盾, mobile banking and payment binding: all three w.p. ``full``, else each w.p. 0.6."""
+    whole = rng.random(n) < full
+    return tuple(whole | (rng.random(n) < 0.6) for _ in range(3))
+
+
+def _city_weights(world: World) -> np.ndarray:
+    weight = np.bincount(world.network.branch_city, world.network.branch_weight, len(CITIES))
+    return weight / weight.sum()
+
+
+def _branches(world: World, city: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    local = world.network.branches_in(city)
+    weight = world.network.branch_weight[local]
+    count = min(max(count, 1), len(local))
+    return rng.choice(local, count, replace=False, p=weight / weight.sum())
+
+
+def _window(world: World, bounds: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Consecutive days of the period, as many as drawn from ``bounds`` (fewer if it is short)."""
+    days = world.period.days
+    length = min(int(rng.integers(bounds[0], bounds[1] + 1)), len(days))
+    first = int(rng.integers(0, len(days) - length + 1))
+    return days[first : first + length]
+
+
+def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
+    """Escort rings of the whole period; a group per ring."""
+    budget = round(RING_SHARE * world.volume)
+    last_day = world.period.days[-1]
+    city_weight = _city_weights(world)
+    recruits: list[dict[str, np.ndarray]] = []
+    accounts: list[dict[str, np.ndarray]] = []
+    planned = escorts = taken = 0
+    while True:
+        ring = len(recruits)
+        window = _window(world, RING_DAYS, rng)
+        progress = float(world.period.progress(stamp(window[len(window) // 2], 0)))
+        city = int(rng.choice(len(CITIES), p=city_weight))
+        branches = _branches(world, city, round(ramp(RING_BRANCHES, progress) + rng.normal()), rng)
+        people = _lognormal_count(rng, RECRUITS, 12)
+        # Each recruit opens one to three accounts: the first during the visit, the
+        # others at the ring's next branches over the following days.
+        opened = np.minimum(rng.choice(3, people, p=ACCOUNTS_PER_RECRUIT) + 1, len(branches))
+        if not worth_adding(planned, int(opened.sum()), budget):
+            break
+        escort_count = int(rng.integers(RING_ESCORTS[0], RING_ESCORTS[1] + 1))
+        provinces = rng.choice(
+            len(PROVINCES),
+            int(rng.integers(RING_PROVINCES[0], RING_PROVINCES[1] + 1)),
+            replace=False,
+            p=MIGRATION,
+        )
+        hotels = rng.integers(0, SITES, int(rng.integers(RING_HOTELS[0], RING_HOTELS[1] + 1)))
+        hotel_district = rng.choice(world.districts_of(city), len(hotels))
+        devices = rng.integers(0, DEVICE_SPACE, int(rng.integers(RING_DEVICES[0], RING_DEVICES[1] + 1)))
+
+        # Recruits come in visits: a few at a time, one escort, one branch, one after another.
+        sizes = []
+        while sum(sizes) < people:
+            sizes.append(min(people - sum(sizes), int(rng.integers(VISIT[0], VISIT[1] + 1))))
+        visit = np.repeat(np.arange(len(sizes)), sizes)
+        visits = len(sizes)
+        visit_day = rng.choice(window, visits)
+        visit_branch = rng.integers(0, len(branches), visits)
+        served = queued(visit, 9 * HOUR + HOUR // 2 + rng.integers(0, 5 * HOUR, visits), (480, 1500), rng)
+
+        block_sim = rng.random(people) < BLOCK_SIM
+        hotel = rng.integers(0, len(hotels), people)
+        recruits.append(
+            {
+                "progress": np.full(people, progress),
+                "province": rng.choice(provinces, people),
+                "place": rng.choice(len(RECRUIT_PLACES), people, p=RECRUIT_PLACE_SHARES),
+                "district": hotel_district[hotel],
+                "site": hotels[hotel],
+                "day": visit_day[visit],
+                "phone": np.where(
+                    block_sim, block_phones(draw_block(rng, 0.5), people, rng), draw_phones(people, rng)
+                ),
+                "tenure": np.where(
+                    block_sim, rng.integers(0, BLOCK_TENURE + 1, people), tenure_days(people, rng, 0.1)
+                ),
+            }
+        )
+
+        recruit = np.repeat(np.arange(people), opened)
+        nth = np.arange(len(recruit)) - np.repeat(np.cumsum(opened) - opened, opened)
+        later = nth > 0
+        rows = len(recruit)
+        app = rng.random(rows) < ramp(RING_APP, progress)
+        own_visit = visit[recruit]
+        day = np.minimum(visit_day[own_visit] + np.where(later, rng.integers(1, 5, rows), 0), last_day)
+        seconds = np.where(later, counter_seconds(rows, rng), served[recruit])
+        referrer = rng.random() < RING_REFERRED
+        accounts.append(
+            {
+                "recruit": taken + recruit,
+                "group": np.full(rows, ring),
+                "day": day,
+                "seconds": np.where(app, anytime_seconds(rows, rng, RING_NIGHT), seconds),
+                "channel": np.where(app, MOBILE, COUNTER),
+                "branch": branches[(visit_branch[own_visit] + nth) % len(branches)],
+                "device": devices[rng.integers(0, len(devices), rows)],
+                "escort": escorts + rng.integers(0, escort_count, visits)[own_visit],
+                "recorded": rng.random(rows) < ramp(ESCORT_RECORDED, progress),
+                "referred": referrer & (rng.random(rows) < 0.5),
+            }
+        )
+        planned += rows
+        taken += people
+        escorts += escort_count
+    if not accounts:
+        return None
+    who, rows = stacked(recruits), stacked(accounts)
+    people = draw_applicants(who["day"], draw_ages(taken, RECRUIT_AGES, rng), rng, 1.0, who["province"])
+    address = mixed_addresses(
+        who["place"],
+        RECRUIT_PLACES,
+        district=who["district"],
+        site=np.where(
+            who["place"] == RECRUIT_PLACES.index(Place.RESIDENCE),
+            world.households_in(who["district"], rng),
+            who["site"],
+        ),
+        home=people.home,
+        variety=ramp(RING_VARIETY, who["progress"]),
+        rng=rng,
+    )
+    recruit = pa.array(rows["recruit"])
+    n = len(rows["group"])
+    u_shield, mobile_banking, payment_binding = _bundle(n, rng, FULL_BUNDLE)
+    return Draft.build(
+        "escort_ring",
+        at=stamp(rows["day"], rows["seconds"]),
+        branch=rows["branch"],
+        channel=rows["channel"],
+        staff=world.network.staff_at(rows["branch"], rng),
+        id_number=people.id_number.take(recruit),
+        phone=who["phone"][rows["recruit"]],
+        tenure=who["tenure"][rows["recruit"]],
+        address=address.take(recruit),
+        device=rows["device"],
+        escort=escort_ids(rows["day"], rows["escort"], rows["recorded"], rng, ESCORT_AGES, 0.5),
+        intermediary=np.where(rows["referred"], intermediary_numbers(rows["group"], _REFERRER_SALT), -1),
+        photo_tampered=rng.random(n) < RING_TAMPERED,
+        u_shield=u_shield,
+        mobile_banking=mobile_banking,
+        payment_binding=payment_binding,
+        group=rows["group"],
+    )
+
+
+def shell_rows(world: World, rng: np.random.Generator) -> Draft | None:
+    """Shell-company operations of the whole period; a group per operation."""
+    budget = round(SHELL_SHARE * world.volume)
+    city_weight = _city_weights(world)
+    operations: list[dict[str, np.ndarray]] = []
+    planned = 0
+    while worth_adding(planned, m := _lognormal_count(rng, SHELL_COMPANIES, 12), budget):
+        operation = len(operations)
+        window = _window(world, SHELL_DAYS, rng)
+        progress = float(world.period.progress(stamp(window[len(window) // 2], 0)))
+        city = int(rng.choice(len(CITIES), p=city_weight))
+        branches = _branches(world, city, round(ramp(SHELL_BRANCHES, progress) + rng.normal()), rng)
+        district = rng.choice(world.districts_of(city), 2)
+        # Mostly virtual offices: sites whose name is a 众创空间, 孵化器 or 托管中心.
+        virtual = rng.choice(_VIRTUAL_OFFICES, 2) + len(BUSINESS_CENTRES) * rng.integers(0, 3, 2)
+        office = np.where(rng.random(2) < SHELL_VIRTUAL, virtual, rng.integers(0, SITES, 2))
+        where = rng.integers(0, 2, m)
+        # A recruited representative sometimes fronts a second company.
+        representative = np.arange(m)
+        reused = (rng.random(m) < SHELL_REUSED) & (representative > 0)
+        representative[reused] = rng.integers(0, np.maximum(representative[reused], 1))
+        operations.append(
+            {
+                "group": np.full(m, operation),
+                "progress": np.full(m, progress),
+                "day": draw_days(m, window, rng),
+                "branch": branches[rng.integers(0, len(branches), m)],
+                "district": district[where],
+                "site": office[where],
+                "representative": planned + representative,
+            }
+        )
+        planned += m
+    if not operations:
+        return None
+    rows = stacked(operations)
+    n = len(rows["group"])
+    # Representatives are drawn once each, on the day of their first company.
+    represented, first = np.unique(rows["representative"], return_index=True)
+    who = np.searchsorted(represented, rows["representative"])
+    ages = draw_ages(len(represented), REPRESENTATIVE_AGES, rng)
+    people = draw_applicants(rows["day"][first], ages, rng, REPRESENTATIVE_MIGRANT)
+    phone, tenure = draw_phones(len(represented), rng), tenure_days(len(represented), rng, SHELL_NEW_SIM, 60)
+    u_shield, mobile_banking, payment_binding = _bundle(n, rng, SHELL_FULL_BUNDLE)
+    return Draft.build(
+        "shell_company",
+        at=stamp(rows["day"], counter_seconds(n, rng)),
+        branch=rows["branch"],
+        channel=np.full(n, COUNTER),
+        corporate=np.ones(n, bool),
+        staff=world.network.staff_at(rows["branch"], rng, corporate=True),
+        id_number=people.id_number.take(pa.array(who)),
+        phone=phone[who],
+        tenure=tenure[who],
+        address=mixed_addresses(
+            np.zeros(n, np.int64),
+            (Place.BUSINESS_CENTRE,),
+            district=rows["district"],
+            site=rows["site"],
+            home=people.home[who],
+            variety=ramp(SHELL_VARIETY, rows["progress"]),
+            rng=rng,
+        ),
+        escort=escort_ids(rows["day"], rows["group"], rng.random(n) < SHELL_ESCORTED, rng, ESCORT_AGES, 0.3),
+        intermediary=np.where(
+            rng.random(n) < SHELL_RECORDED, intermediary_numbers(rows["group"], _SHELL_SALT), -1
+        ),
+        photo_tampered=rng.random(n) < SHELL_TAMPERED,
+        onsite=rng.random(n) < SHELL_ONSITE,
+        company_id=usccs(DISTRICT_CODE[rows["district"]], rng),
+        company_age=rng.integers(SHELL_COMPANY_AGE[0], SHELL_COMPANY_AGE[1] + 1, n),
+        u_shield=u_shield,
+        mobile_banking=mobile_banking,
+        payment_binding=payment_binding,
+        group=rows["group"],
+    )
+
+
+def insider_rows(world: World, rng: np.random.Generator) -> Draft | None:
+    """Fake corporate accounts opened by insiders; a group per insider."""
+    budget = round(INSIDER_SHARE * world.volume)
+    if budget == 0:
+        return None
+    network = world.network
+    insiders = int(np.clip(round(budget / INSIDER_ACCOUNTS), *INSIDERS))
+    branch = network.draw_branches(insiders, rng)
+    staff = network.staff_first[branch] + rng.integers(0, CORPORATE_DESK, insiders)
+    insider = rng.integers(0, insiders, budget)
+    n = budget
+    day = np.empty(n, "datetime64[D]")
+    for who in range(insiders):
+        rows = np.flatnonzero(insider == who)
+        months = int(rng.integers(*INSIDER_MONTHS))
+        day[rows] = draw_days(len(rows), _window(world, (months * 30, months * 30), rng), rng)
+    after = rng.random(n) < INSIDER_AFTER_HOURS
+    seconds = np.where(after, after_hours_seconds(n, rng), counter_seconds(n, rng))
+    people = draw_applicants(day, draw_ages(n, INSIDER_AGES, rng), rng, INSIDER_MIGRANT)
+    home_district = network.branch_district[branch[insider]]
+    district = np.where(rng.random(n) < 0.5, home_district, world.same_city(home_district, rng))
+    place = rng.choice(len(INSIDER_PLACES), n, p=INSIDER_PLACE_SHARES)
+    onsite = rng.random(n) < INSIDER_ONSITE
+    u_shield, mobile_banking, payment_binding = _bundle(n, rng, 0.7)
+    return Draft.build(
+        "insider",
+        at=stamp(day, seconds),
+        branch=branch[insider],
+        channel=np.full(n, COUNTER),
+        corporate=np.ones(n, bool),
+        staff=staff[insider],
+        id_number=people.id_number,
+        phone=draw_phones(n, rng),
+        tenure=tenure_days(n, rng, INSIDER_NEW_SIM, 60),
+        address=mixed_addresses(
+            place,
+            INSIDER_PLACES,
+            district=district,
+            site=np.where(
+                place == INSIDER_PLACES.index(Place.RESIDENCE),
+                world.households_in(district, rng),
+                rng.integers(0, SITES, n),
+            ),
+            home=people.home,
+            variety=0.25,
+            rng=rng,
+        ),
+        intermediary=np.where(
+            rng.random(n) < INSIDER_REFERRED, agent_numbers(rng.integers(0, AGENTS, n)), -1
+        ),
+        photo_tampered=rng.random(n) < np.where(onsite, INSIDER_TAMPERED[1], INSIDER_TAMPERED[0]),
+        onsite=onsite,
+        company_id=usccs(DISTRICT_CODE[district], rng),
+        company_age=rng.integers(INSIDER_COMPANY_AGE[0], INSIDER_COMPANY_AGE[1] + 1, n),
+        u_shield=u_shield,
+        mobile_banking=mobile_banking,
+        payment_binding=payment_binding,
+        group=insider,
+    )
+
+
+def solo_rows(world: World, rng: np.random.Generator) -> Draft | None:
+    """People who open an account to sell it, over the whole period; no groups."""
+    n = round(SOLO_SHARE * world.volume)
+    if n == 0:
+        return None
+    network = world.network
+    day = draw_days(n, world.period.days, rng)
+    app = rng.random(n) < SOLO_APP
+    seconds = np.where(app, anytime_seconds(n, rng, SOLO_NIGHT), counter_seconds(n, rng))
+    branch = network.draw_branches(n, rng)
+    # They live anywhere in the city, not necessarily near the branch they use.
+    district = world.same_city(network.branch_district[branch], rng)
+    people = draw_applicants(day, draw_ages(n, SOLO_AGES, rng), rng, SOLO_MIGRANT)
+    place = rng.choice(len(SOLO_PLACES), n, p=SOLO_PLACE_SHARES)
+    counter = ~app
+    return Draft.build(
+        "solo_seller",
+        at=stamp(day, seconds),
+        branch=branch,
+        channel=np.where(app, MOBILE, COUNTER),
+        staff=network.staff_at(branch, rng),
+        id_number=people.id_number,
+        phone=draw_phones(n, rng),
+        tenure=tenure_days(n, rng, SOLO_NEW_SIM, 60),
+        address=mixed_addresses(
+            place,
+            SOLO_PLACES,
+            district=district,
+            site=np.where(
+                place == SOLO_PLACES.index(Place.RESIDENCE),
+                world.households_in(district, rng),
+                rng.integers(0, SITES, n),
+            ),
+            home=people.home,
+            variety=SOLO_VARIETY,
+            rng=rng,
+        ),
+        device=rng.integers(0, DEVICE_SPACE, n),
+        escort=escort_ids(
+            day, np.arange(n), counter & (rng.random(n) < SOLO_ESCORTED), rng, ESCORT_AGES, 0.3
+        ),
+        intermediary=np.where(rng.random(n) < SOLO_REFERRED, agent_numbers(rng.integers(0, AGENTS, n)), -1),
+        photo_tampered=rng.random(n) < 0.01,
+        u_shield=rng.random(n) < 0.3,
+        mobile_banking=rng.random(n) < 0.95,
+        payment_binding=rng.random(n) < 0.85,
+    )
