@@ -1,0 +1,171 @@
+"""Reason codes: the catalogue covers the model, and reasons are the grouped, positive,
+ordered TreeSHAP contributions of a row, filled with its values."""
+
+from __future__ import annotations
+
+import math
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from features.registry import BY_NAME, MODEL_FEATURES
+from training.bands import Bands
+from training.bundle import ScoringBundle
+from training.calibration import PlattCalibrator
+from training.explain import Reason, ReasonExplainer, format_value, load_catalogue, placeholders
+
+ESCORT_30D = MODEL_FEATURES.index("escort_applicants_30d")
+ESCORT_7D = MODEL_FEATURES.index("escort_applicants_7d")
+TAMPERED = MODEL_FEATURES.index("photo_tampered")
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ScoringBundle:
+    """A small booster on MODEL_FEATURES where two escort windows and a photo flag carry the risk."""
+    rng = np.random.default_rng(7)
+    X = rng.poisson(2.0, size=(4_000, len(MODEL_FEATURES))).astype(float)
+    X[:, TAMPERED] = rng.integers(0, 2, size=len(X))
+    X[rng.random(len(X)) < 0.1, MODEL_FEATURES.index("escort_branches_30d")] = np.nan
+    logit = 0.8 * X[:, ESCORT_30D] + 0.6 * X[:, ESCORT_7D] + 1.5 * X[:, TAMPERED] - 6.0
+    y = (rng.random(len(X)) < 1 / (1 + np.exp(-logit))).astype(int)
+    params = {
+        "objective": "binary",
+        "num_leaves": 15,
+        "max_depth": 4,
+        "verbose": -1,
+        "seed": 1,
+        "deterministic": True,
+        "num_threads": 1,
+    }
+    booster = lgb.train(params, lgb.Dataset(X, y, feature_name=list(MODEL_FEATURES)), num_boost_round=40)
+    return ScoringBundle(
+        booster=booster,
+        calibrator=PlattCalibrator(1.0, 0.0),
+        bands=Bands(critical=0.9, high=0.7, medium=0.5),
+        feature_names=list(MODEL_FEATURES),
+        feature_set_version="test",
+        booster_sha256="test",
+    )
+
+
+@pytest.fixture(scope="module")
+def explainer(bundle: ScoringBundle) -> ReasonExplainer:
+    return ReasonExplainer(bundle, top_k=3)
+
+
+def _risky_row() -> np.ndarray:
+    x = np.full((1, len(MODEL_FEATURES)), 2.0)
+    x[0, ESCORT_30D], x[0, ESCORT_7D], x[0, TAMPERED] = 9.0, 6.0, 1.0
+    return x
+
+
+def test_every_model_feature_belongs_to_exactly_one_code() -> None:
+    codes = load_catalogue()["codes"]
+    owners = {name: [c for c, spec in codes.items() if name in spec["features"]] for name in MODEL_FEATURES}
+    assert {name: len(found) for name, found in owners.items() if len(found) != 1} == {}
+    listed = [f for spec in codes.values() for f in spec["features"]]
+    assert sorted(listed) == sorted(MODEL_FEATURES)
+
+
+def test_every_code_has_both_languages_reading_only_model_features() -> None:
+    for code, spec in load_catalogue()["codes"].items():
+        for language in ("zh", "en"):
+            assert spec[language].strip(), f"{code} has no {language} text"
+            assert set(placeholders(spec[language])) <= set(MODEL_FEATURES), code
+
+
+def test_a_code_family_is_its_features_family() -> None:
+    for code, spec in load_catalogue()["codes"].items():
+        assert {str(BY_NAME[f].family) for f in spec["features"]} == {spec["family"]}, code
+
+
+def test_contributions_and_base_value_add_up_to_the_margin(
+    bundle: ScoringBundle, explainer: ReasonExplainer
+) -> None:
+    X = np.random.default_rng(3).poisson(2.0, size=(50, len(MODEL_FEATURES))).astype(float)
+    contrib, reasons = explainer.explain(X)
+    assert contrib.shape == (50, len(MODEL_FEATURES) + 1)
+    np.testing.assert_allclose(contrib.sum(axis=1), bundle.margin(X), rtol=0, atol=1e-9)
+    assert len(reasons) == 50
+
+
+def test_two_features_of_one_code_take_one_slot(explainer: ReasonExplainer) -> None:
+    contrib, (reasons,) = explainer.explain(_risky_row())
+    # both escort windows raise the risk on their own: ungrouped, they would fill two slots
+    assert contrib[0, ESCORT_30D] > 0 and contrib[0, ESCORT_7D] > 0
+    codes = [r.code for r in reasons]
+    assert codes.count("ESC_VELOCITY") == 1
+    velocity = reasons[codes.index("ESC_VELOCITY")]
+    members = [MODEL_FEATURES.index(f) for f in load_catalogue()["codes"]["ESC_VELOCITY"]["features"]]
+    assert velocity.contribution == pytest.approx(contrib[0, members].sum(), abs=1e-12)
+    lead = max(members, key=lambda m: contrib[0, m])
+    assert velocity.feature == MODEL_FEATURES[lead]
+    assert velocity.value == _risky_row()[0, lead]
+
+
+def test_reasons_only_raise_risk_and_come_largest_first(explainer: ReasonExplainer) -> None:
+    X = np.random.default_rng(5).poisson(2.0, size=(200, len(MODEL_FEATURES))).astype(float)
+    _, reasons = explainer.explain(X)
+    assert any(len(r) == 3 for r in reasons)
+    for row in reasons:
+        contributions = [r.contribution for r in row]
+        assert all(c > 0 for c in contributions)
+        assert contributions == sorted(contributions, reverse=True)
+        assert len({r.code for r in row}) == len(row) <= 3
+
+
+def test_a_row_that_only_lowers_risk_has_no_reasons(explainer: ReasonExplainer) -> None:
+    X = np.random.default_rng(5).poisson(2.0, size=(1, len(MODEL_FEATURES))).astype(float)
+    contrib = np.zeros((1, len(MODEL_FEATURES) + 1))
+    contrib[0, :-1] = -0.1
+    assert explainer.reasons_from_contributions(X, contrib) == [[]]
+
+
+def test_reason_text_is_filled_with_the_rows_values(explainer: ReasonExplainer) -> None:
+    _, (reasons,) = explainer.explain(_risky_row())
+    by_code = {r.code: r for r in reasons}
+    assert by_code["ESC_VELOCITY"].text_zh.startswith("该陪同人近30天陪同9名不同开户人（近7天6名）")
+    assert by_code["ESC_VELOCITY"].text_en.startswith("The escort accompanied 9 different applicants")
+    assert by_code["PHOTO_TAMPERED"].text_zh.endswith("：是")
+    assert by_code["PHOTO_TAMPERED"].text_en.endswith(": yes")
+    assert all("{" not in r.text_zh and "{" not in r.text_en for r in reasons)
+
+
+def test_values_read_like_the_registry_descriptions() -> None:
+    assert format_value("escort_applicants_30d", 12.0, "zh") == "12"
+    assert format_value("escort_out_of_province_share_30d", 0.83333, "en") == "0.83"
+    assert format_value("escort_applicants_30d", math.nan, "zh") == "无"
+    assert format_value("escort_applicants_30d", math.nan, "en") == "none"
+    assert format_value("channel", 1.0, "en") == BY_NAME["channel"].codes[1]
+    labels = load_catalogue()["labels"]["address_kind"]
+    assert format_value("address_kind", 0.0, "zh", labels) == labels["zh"][0]
+
+
+def test_reasons_are_deterministic(explainer: ReasonExplainer) -> None:
+    X = np.random.default_rng(11).poisson(2.0, size=(100, len(MODEL_FEATURES))).astype(float)
+    first, again = explainer.explain(X), explainer.explain(X)
+    np.testing.assert_array_equal(first[0], again[0])
+    assert first[1] == again[1]
+    assert all(isinstance(r, Reason) for row in first[1] for r in row)
+
+
+def test_one_row_and_a_batch_explain_alike(explainer: ReasonExplainer) -> None:
+    X = np.random.default_rng(13).poisson(2.0, size=(300, len(MODEL_FEATURES))).astype(float)
+    _, batch = explainer.explain(X)
+    for i in (0, 150, 299):
+        (alone,) = explainer.explain(X[i])[1]
+        # one row runs on one thread: sums may differ in the last bits, never the reasons
+        assert [(r.code, r.feature, r.text_zh, r.text_en) for r in alone] == [
+            (r.code, r.feature, r.text_zh, r.text_en) for r in batch[i]
+        ]
+        np.testing.assert_allclose(
+            [r.contribution for r in alone], [r.contribution for r in batch[i]], rtol=0, atol=1e-9
+        )
+
+
+def test_a_model_feature_missing_from_the_catalogue_is_refused(bundle: ScoringBundle) -> None:
+    renamed = [*bundle.feature_names[:-1], "a_feature_nobody_reviewed"]
+    stranger = ScoringBundle(bundle.booster, bundle.calibrator, bundle.bands, renamed, "test", "test")
+    with pytest.raises(ValueError, match="a_feature_nobody_reviewed"):
+        ReasonExplainer(stranger)

@@ -1,0 +1,167 @@
+"""The model report: one self-contained HTML file, every section, no network, no personal data."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import date
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.config import Settings
+from data.contract import APPLICATIONS, LABELS
+from data.ingest import ingest_file
+from data.pseudonym import Pseudonymiser
+from data.store import EventStore
+from data.synthetic import generate_bank
+from training.bundle import MODEL_NAME
+from training.report import (
+    REPORT_NAME,
+    SECTIONS,
+    build_report,
+    error_rates,
+    estimate_branches,
+    information_value,
+    population_stability,
+)
+from training.run import TrainConfig, train
+from training.tracking import configure
+
+AS_OF = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
+IDENTIFIER_COLUMNS = ("id_number", "phone", "address", "device_id", "escort_id", "company_id")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DATA_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small bank trained once; a second registration of the same run plays the challenger."""
+    root = tmp_path_factory.mktemp("report")
+    bank = generate_bank(root / "bank", months=14, applications=30_000, seed=5, start=date(2024, 1, 1))
+    store = EventStore(root / "store")
+    keys = Pseudonymiser.from_secret(b"x" * 40)
+    ingest_file(bank.applications, APPLICATIONS, store, keys)
+    ingest_file(bank.labels, LABELS, store, keys)
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        settings = Settings(models_dir=root / "models")
+        client = configure(settings)
+        result = train(store, TrainConfig(as_of=AS_OF, n_boot=20, truth=bank.truth), settings, progress=False)
+        first = client.get_model_version(MODEL_NAME, result.model_version)
+        second = client.create_model_version(MODEL_NAME, first.source, first.run_id, tags=first.tags)
+        client.set_registered_model_alias(MODEL_NAME, "champion", first.version)
+        client.set_registered_model_alias(MODEL_NAME, "challenger", second.version)
+        out = build_report(
+            f"models:/{MODEL_NAME}@champion", root / "out" / "model.html", client, progress=False
+        )
+        logged = [a.path for a in client.list_artifacts(result.run_id)]
+    mlflow.set_tracking_uri(previous)
+    return {"html": out.read_text(encoding="utf-8"), "bank": bank, "logged": logged, "out": out}
+
+
+def test_every_section_is_there(built: dict) -> None:
+    html = built["html"]
+    for key, title in SECTIONS:
+        assert f'id="{key}"' in html, key
+        assert title in html
+    assert 'id="fairness-out-of-province"' in html
+
+
+def test_every_figure_is_an_embedded_png(built: dict) -> None:
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', built["html"])
+    # monthly volumes, curves, calibration, distributions, beeswarm, dependence, stability, fairness
+    assert len(sources) >= 8
+    for source in sources:
+        match = DATA_URI.fullmatch(source)
+        assert match, source[:40]
+        assert base64.b64decode(match.group(1)).startswith(PNG_MAGIC)
+
+
+def test_nothing_is_fetched_from_the_network(built: dict) -> None:
+    assert re.search(r"https?://", built["html"]) is None
+    assert "<script" not in built["html"] and "<link" not in built["html"]
+
+
+def test_no_raw_identifier_or_row_id_is_printed(built: dict) -> None:
+    # figures are binary noise where short values could match by chance: search the text only
+    text = DATA_URI.sub("", built["html"])
+    raw = pd.read_csv(built["bank"].applications, dtype=str, keep_default_na=False)
+    for column in IDENTIFIER_COLUMNS:
+        values = {v for v in raw[column] if v}
+        assert values, column
+        leaked = [v for v in values if v in text]
+        assert leaked == [], column
+    assert not any(v in text for v in raw["application_id"])
+
+
+def test_the_report_is_logged_to_the_models_run(built: dict) -> None:
+    assert REPORT_NAME in built["logged"]
+    assert built["out"].name == "model.html"
+
+
+def test_champion_and_challenger_stand_side_by_side_when_they_differ(built: dict) -> None:
+    section = built["html"].split('id="comparison"', 1)[1].split("<section", 1)[0]
+    assert "champion (v1)" in section and "challenger (v2)" in section
+    assert "pr_auc" in section
+
+
+def test_the_baselines_and_ring_catch_rates_are_reported(built: dict) -> None:
+    section = built["html"].split('id="performance"', 1)[1].split("<section", 1)[0]
+    for name in ("lightgbm_no_links", "woe_scorecard", "branch_rules", "caught_any", "alerts_per_branch_day"):
+        assert name in section
+
+
+def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=20_000)
+    assert population_stability(reference, reference) == pytest.approx(0.0, abs=1e-12)
+    assert population_stability(reference, rng.normal(size=20_000)) < 0.01
+    assert population_stability(reference, rng.normal(1.0, size=20_000)) > 0.25
+
+
+def test_psi_sees_values_appearing_where_the_reference_had_none() -> None:
+    reference = np.r_[np.zeros(900), np.ones(100)]
+    assert population_stability(reference, np.r_[np.zeros(900), np.full(100, np.nan)]) > 0.25
+
+
+def test_information_value_separates_a_flag() -> None:
+    y = np.r_[np.zeros(900), np.ones(100)].astype(int)
+    flag = y.astype(float)  # a 0/1 flag equal to the label: its only edge is 0
+    assert information_value(flag, y) > 1.0
+    noise = np.random.default_rng(1).integers(0, 2, size=len(y)).astype(float)
+    assert information_value(noise, y) < 0.05
+
+
+def test_fpr_ratios_are_against_the_lowest_group() -> None:
+    y = np.zeros(600, dtype=int)
+    y[:10] = 1
+    alert = np.zeros(600, dtype=bool)
+    alert[:5] = True  # half the mules, all in group a
+    alert[100:102] = True  # 2 of 190 legitimate in group a
+    alert[300:306] = True  # 6 of 300 legitimate in group b
+    groups = pd.Series(["a"] * 200 + ["b"] * 300 + ["tiny"] * 100)
+    groups[550:] = "tiny-er"
+    table = error_rates(y, alert, groups, "g").set_index("group")
+    assert table.loc["a", "fpr"] == pytest.approx(2 / 190)
+    assert table.loc["b", "fpr_ratio"] == pytest.approx((6 / 300) / (2 / 190))
+    assert table.loc["a", "fpr_ratio"] == pytest.approx(1.0)
+    assert table.loc["a", "recall"] == pytest.approx(0.5)
+    assert np.isnan(table.loc["tiny", "fpr_ratio"])  # under 100 legitimate rows: no ratio
+
+
+def test_branch_count_is_estimated_from_branch_volumes() -> None:
+    # 40 branches, branch b opening (b + 1) applications a day for 60 days
+    per_day = np.repeat(np.arange(1, 41), np.arange(1, 41) * 60)
+    frame = pd.DataFrame({"branch_applications_7d": 7.0 * per_day})
+    assert estimate_branches(frame, days=60) == pytest.approx(40)
+
+
+def test_fairness_by_gender_is_measured_or_declared_unmeasurable(built: dict) -> None:
+    # gender is kept out of the model; the report may not silently skip it
+    section = built["html"].split('id="fairness"', 1)[1].split('id="fairness-out-of-province"', 1)[0]
+    words = " ".join(section.split())
+    assert "<td>gender</td>" in words or "FPR by gender cannot be computed" in words
