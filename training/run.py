@@ -116,6 +116,14 @@ def _split(
 
 
 EVALUATION_TRAIN_SAMPLE = 100_000
+# Attributes the report measures fairness by; logged even when the model does not use them.
+FAIRNESS_ATTRIBUTES = (
+    "applicant_gender",
+    "applicant_age",
+    "applicant_out_of_province",
+    "channel",
+    "corporate",
+)
 
 
 def evaluation_frame(
@@ -128,7 +136,8 @@ def evaluation_frame(
         train = train.sample(EVALUATION_TRAIN_SAMPLE, random_state=seed).sort_values("applied_at")
     frames = []
     for name, rows in ((TRAIN, train), (VALID, parts[VALID]), (TEST, parts[TEST])):
-        frame = rows.loc[:, ["application_id", "applied_at", "label", *names]].copy()
+        extra = [a for a in FAIRNESS_ATTRIBUTES if a not in names]
+        frame = rows.loc[:, ["application_id", "applied_at", "label", *names, *extra]].copy()
         frame["part"] = name
         frame["score"] = score(_matrix(rows, names))
         frames.append(frame)
