@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     outcome_window_days: int = Field(default=180, gt=0)
     timezone: str = SHANGHAI
     seed: int = 20240101
+    # serving: unset paths live under ``<data dir>/serving/`` (serving.state.ServingPaths)
+    api_keys_file: Path | None = None
+    audit_db: Path | None = None
+    model_poll_seconds: float = Field(default=30.0, ge=0)
 
     def tracking_uri(self) -> str:
         """MLflow tracking store: the environment's, else SQLite under ``models_dir``."""

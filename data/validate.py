@@ -10,6 +10,7 @@ files and logs must not hold one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -109,9 +110,9 @@ def validate(raw: RawTable, table: Table) -> Validated:
     conflicts, dropped = _repeats(table, texts, rows)
     problems.extend(conflicts)
 
-    found = pd.concat(problems, ignore_index=True)
+    found = _Found.concat(problems)
     keep = ~dropped
-    keep[found["position"].to_numpy()] = False
+    keep[found.position] = False
     valid = pd.DataFrame({"row": rows, **typed, **derived})[keep].reset_index(drop=True)
     if "age" in valid:
         valid["age"] = valid["age"].astype(np.int64)
@@ -124,28 +125,35 @@ def validate(raw: RawTable, table: Table) -> Validated:
 
 def _typed_columns(
     table: Table, texts: dict[str, pd.Series]
-) -> tuple[dict[str, pd.Series], list[pd.DataFrame], dict[str, pd.Series]]:
+) -> tuple[dict[str, pd.Series], list[_Found], dict[str, pd.Series]]:
     """Each column on its own: typed values (null where invalid), problem lines, and
     for applications the facts derived from the ID number."""
     typed: dict[str, pd.Series] = {}
-    problems: list[pd.DataFrame] = []
+    problems: list[_Found] = []
     derived: dict[str, pd.Series] = {}
     for column in table.columns:
         text = texts[column.name]
         present = text.notna()
+        # Selecting, masking and re-indexing are no-ops on a full, valid column; skipping
+        # them matters only for small tables (the scoring service validates one row).
+        full = bool(present.all())
+        given = text if full else text[present]
         if not column.nullable:
             problems.append(_problems(~present, column.name, MISSING_REASON))
         if column.kind is Kind.RESIDENT_ID:
             # the age rule needs the application day, declared before the ID column
             on = _local_day(typed[_AGE_RULE_AT[table.name]]) if table.name in _AGE_RULE_AT else None
-            ids = check_resident_ids(text[present], None if on is None else on[present])
-            values, reasons = text[present].str.upper(), ids["problem"]
+            ids = check_resident_ids(given, None if on is None else (on if full else on[present]))
+            values, reasons = given.str.upper(), ids["problem"]
             if on is not None:
-                derived = _derived(ids.reindex(text.index), on)
+                derived = _derived(ids if full else ids.reindex(text.index), on)
         else:
-            values, reasons = _PARSERS[column.kind](text[present], column)
-        problems.append(_problems(reasons.notna(), column.name, reasons))
-        typed[column.name] = values.where(reasons.isna()).reindex(text.index)
+            values, reasons = _PARSERS[column.kind](given, column)
+        broken = reasons.notna()
+        problems.append(_problems(broken, column.name, reasons))
+        if broken.any():
+            values = values.where(~broken)
+        typed[column.name] = values if full else values.reindex(text.index)
     return typed, problems, derived
 
 
@@ -154,14 +162,37 @@ def _trimmed(values: pd.Series) -> pd.Series:
     return text.where(text != "")
 
 
-def _problems(broken: pd.Series, column: str, reason: str | pd.Series) -> pd.DataFrame:
+class _Found(NamedTuple):
+    """Problem lines as parallel arrays: positions in the table, column names, reasons.
+
+    Plain arrays rather than a DataFrame per column: a one-row request (the scoring
+    service) then costs microseconds per column instead of a DataFrame's construction.
+    """
+
+    position: np.ndarray
+    column: np.ndarray
+    reason: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[_Found]) -> _Found:
+        return cls(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+
+
+_NO_PROBLEMS = _Found(np.empty(0, dtype=np.int64), np.empty(0, dtype=object), np.empty(0, dtype=object))
+
+
+def _problems(broken: pd.Series, column: str, reason: str | pd.Series) -> _Found:
     """Problem lines for the positions where ``broken`` is true."""
-    positions = broken.index[broken.to_numpy(dtype=bool)]
-    reasons = reason[positions] if isinstance(reason, pd.Series) else reason
-    return pd.DataFrame(
-        {"position": np.asarray(positions, dtype=np.int64), "column": column, "reason": reasons},
-        columns=["position", "column", "reason"],
-    )
+    mask = broken.to_numpy(dtype=bool)
+    if not mask.any():
+        return _NO_PROBLEMS
+    positions = broken.index[mask]
+    if isinstance(reason, pd.Series):
+        reasons = reason.loc[positions].to_numpy(dtype=object)
+    else:
+        reasons = np.full(len(positions), reason, dtype=object)
+    columns = np.full(len(positions), column, dtype=object)
+    return _Found(np.asarray(positions, dtype=np.int64), columns, reasons)
 
 
 def _reasons(broken: pd.Series, reason: str, text: pd.Series, column: Column) -> pd.Series:
@@ -263,7 +294,7 @@ def _derived(ids: pd.DataFrame, on: pd.Series) -> dict[str, pd.Series]:
 
 def _account_type_problems(
     table: Table, texts: dict[str, pd.Series], typed: dict[str, pd.Series]
-) -> list[pd.DataFrame]:
+) -> list[_Found]:
     """Corporate-only values on personal accounts; what corporate accounts must carry."""
     if _ACCOUNT_TYPE not in typed:
         return []
@@ -283,15 +314,15 @@ def _account_type_problems(
     return found
 
 
-def _repeats(
-    table: Table, texts: dict[str, pd.Series], rows: pd.Series
-) -> tuple[list[pd.DataFrame], np.ndarray]:
+def _repeats(table: Table, texts: dict[str, pd.Series], rows: pd.Series) -> tuple[list[_Found], np.ndarray]:
     """Later rows that repeat an earlier key: conflict lines, and a mask of exact repeats."""
     dropped = np.zeros(len(rows), dtype=bool)
     if table.key is None:
         return [], dropped
     key = texts[table.key]
     repeated = key.notna() & key.duplicated(keep=False)
+    if not repeated.any():
+        return [], dropped
     positions = pd.Series(key.index[repeated], index=key.index[repeated])
     first = positions.groupby(key[repeated].to_numpy()).transform("min")
     later = first[first != positions]
@@ -316,23 +347,25 @@ def _repeats(
 
 
 def _rejection_lines(
-    found: pd.DataFrame, table: Table, texts: dict[str, pd.Series], rows: pd.Series
+    found: _Found, table: Table, texts: dict[str, pd.Series], rows: pd.Series
 ) -> pd.DataFrame:
-    positions = found["position"].to_numpy()
-    if "application_id" in texts:
+    positions = found.position
+    if len(positions) and "application_id" in texts:
         ids = texts["application_id"].iloc[positions].to_numpy(dtype=object)
         ids = np.where(pd.isna(ids), None, ids)
     else:
         ids = np.full(len(positions), None, dtype=object)
-    order = {name: i for i, name in enumerate(table.names)}
     lines = pd.DataFrame(
         {
             "row": rows.to_numpy(dtype=np.int64)[positions],
             "application_id": pd.Series(ids, dtype=object),
-            "column": found["column"].astype(object),
-            "reason": found["reason"].astype(object),
+            "column": pd.Series(found.column, dtype=object),
+            "reason": pd.Series(found.reason, dtype=object),
         }
     )
-    rank = found["column"].map(order)
-    lines = lines.assign(_rank=rank.to_numpy()).sort_values(["row", "_rank"], kind="stable")
+    if not len(positions):
+        return lines
+    order = {name: i for i, name in enumerate(table.names)}
+    rank = [order[name] for name in found.column]
+    lines = lines.assign(_rank=rank).sort_values(["row", "_rank"], kind="stable")
     return lines.drop(columns="_rank").reset_index(drop=True)

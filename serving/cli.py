@@ -324,9 +324,11 @@ def quickstart(
     applications: Annotated[int, typer.Option(min=20_000, help="Size of the demo bank.")] = 150_000,
     months: Annotated[int, typer.Option(min=12, help="Months of the demo bank.")] = 18,
 ) -> None:
-    """Generate a demo bank, ingest it (demo key), train, promote, and say where everything is."""
+    """Generate a demo bank, ingest it (demo key), train, promote, report, score its last month."""
     from data.synthetic import generate_bank
+    from training.bundle import ModelIntegrityError
     from training.promote import promote as run_promote
+    from training.report import build_report
     from training.tracking import configure
 
     settings = get_settings()
@@ -348,12 +350,290 @@ def quickstart(
         f"promotion of v{decision.challenger_version}: "
         f"{'promoted' if decision.promoted else 'kept out'} ({decision.reason})"
     )
+    champion = "models:/duanka@champion"
+    try:
+        report_path = build_report(champion, out / "report.html", configure(settings))
+    except ModelIntegrityError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote model report -> {report_path}")
+    scores_path = out / "scores.csv"
+    month_start = as_of - pd.DateOffset(months=1)
+    console.print(f"scoring the last month ({month_start.date()} to {as_of.date()}) with the champion")
+    run_score_period(
+        store_dir,
+        month_start.tz_convert("UTC"),
+        as_of.tz_convert("UTC"),
+        load_model(champion),
+        scores_path,
+        explain_all=False,
+    )
     console.print(
         "[bold green]quickstart done[/]\n"
         f"  demo bank (contract CSV + truth): {out / 'bank'}\n"
         f"  event store (pseudonymised):     {store_dir}\n"
-        f"  MLflow tracking + registry:      {settings.tracking_uri()}  (models:/duanka@champion)"
+        f"  MLflow tracking + registry:      {settings.tracking_uri()}  (models:/duanka@champion)\n"
+        f"  model report:                    {report_path}\n"
+        f"  last month's scores:             {scores_path}\n"
+        f"  serve it:                        duanka keys create --data {store_dir} && "
+        f"duanka serve --data {store_dir}"
     )
+
+
+def verified(source):
+    """The model ``source`` points at, verified and compatible (fail closed: exit on any mismatch)."""
+    from training.bundle import ModelIntegrityError
+
+    try:
+        return source.load()
+    except ModelIntegrityError as exc:
+        raise fail(str(exc)) from None
+
+
+def load_model(model: str | None):
+    """The verified, compatible model ``--model`` names."""
+    from serving.scorer import ModelSource
+
+    return verified(ModelSource(*resolve_model(model)))
+
+
+def _store_keys(store: EventStore):
+    """The pseudonymiser of ``store``: the configured key, or the demo key for a demo store."""
+    return _keys(demo=str(store.manifest().get("key_id", "")).startswith("demo-"))
+
+
+def print_bands(scores: pd.DataFrame) -> None:
+    table = RichTable(title="scores by band")
+    table.add_column("band")
+    table.add_column("applications", justify="right")
+    table.add_column("share", justify="right")
+    counts = scores["band"].value_counts()
+    for band in ("critical", "high", "medium", "low"):
+        n = int(counts.get(band, 0))
+        table.add_row(band, f"{n:,}", f"{n / max(1, len(scores)):.2%}")
+    console.print(table)
+
+
+def run_score_period(
+    data_dir: Path, start: pd.Timestamp, end: pd.Timestamp, model, out: Path, *, explain_all: bool
+) -> None:
+    from serving.batch import score_period
+
+    store = EventStore(data_dir)
+    if not store.manifest():
+        raise fail(f"no ingested events in {store.root}: run duanka ingest first")
+    scores = score_period(store, start, end, model, explain_all=explain_all, progress=True)
+    if scores.empty:
+        raise fail(f"no stored applications between {start} and {end}")
+    _write(scores, out, model)
+
+
+def _write(scores: pd.DataFrame, out: Path, model) -> None:
+    from serving.batch import write_scores
+
+    try:
+        written = write_scores(scores, out)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    print_bands(scores)
+    console.print(f"wrote {len(scores):,} scores (model version {model.version}) -> {written}")
+
+
+@app.command()
+def score(
+    out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
+    data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First applied_at to score (YYYY-MM-DD or ISO 8601).")
+    ] = None,
+    to: Annotated[str | None, typer.Option(help="Score applications applied before this instant.")] = None,
+    applications: Annotated[
+        Path | None, typer.Option(help="Contract file to score instead of a stored date range.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registered model URI [default: models:/duanka@champion, else @challenger]."),
+    ] = None,
+    explain_all: Annotated[
+        bool, typer.Option(help="Reasons for every band, not only medium and above.")
+    ] = False,
+) -> None:
+    """Point-in-time batch scores: each application with the state as it was when it applied."""
+    from data.reader import UnusableFile
+    from data.store import StoreKeyMismatch
+    from serving.batch import score_file
+
+    if applications is None and (from_ is None or to is None):
+        raise fail("say what to score: --from DATE --to DATE (stored events) or --applications FILE")
+    if applications is not None and (from_ is not None or to is not None):
+        raise fail("give either --applications or --from/--to, not both")
+    data_dir = data or get_settings().data_dir
+    loaded = load_model(model)
+    if applications is None:
+        start, end = parse_instant(from_), parse_instant(to)
+        if start >= end:
+            raise fail(f"--from {from_} is not before --to {to}")
+        run_score_period(data_dir, start, end, loaded, out, explain_all=explain_all)
+        return
+    store = EventStore(data_dir)
+    try:
+        result = score_file(
+            applications, store, _store_keys(store), loaded, explain_all=explain_all, progress=True
+        )
+    except (UnusableFile, StoreKeyMismatch) as exc:
+        raise fail(str(exc)) from None
+    _write(result.scores, out, loaded)
+    if not result.rejections.empty:
+        rejected = out.with_name(out.stem + ".rejected.csv")
+        result.rejections.to_csv(rejected, index=False)
+        console.print(
+            f"{result.rejections['row'].nunique():,} rows break the contract and were not scored: "
+            f"reasons -> {rejected}"
+        )
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Registered model URI [default: models:/duanka@champion, else @challenger]."),
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    poll_seconds: Annotated[
+        float | None,
+        typer.Option(min=0, help="Follow the alias every N seconds; 0 disables [default: settings]."),
+    ] = None,
+) -> None:
+    """The HTTP scoring service on that state (one worker; see docs/serving.md)."""
+    import uvicorn
+
+    from serving.api import ServiceConfig, create_app
+    from serving.keys import KeyFile
+    from serving.scorer import ModelSource
+    from serving.state import ServingPaths
+
+    settings = get_settings()
+    store = EventStore(data or settings.data_dir)
+    keys = _store_keys(store)
+    source = ModelSource(*resolve_model(model))
+    loaded = verified(source)
+    paths = ServingPaths.for_data(store.root, settings)
+    if not any(k.active for k in KeyFile(paths.keys).records()):
+        err.print(
+            f"[bold yellow]no active API keys[/] in {paths.keys}: every request gets 401 until "
+            f"`duanka keys create --data {store.root}`"
+        )
+    config = ServiceConfig(
+        source=source,
+        model=loaded,
+        keys=keys,
+        store=store,
+        paths=paths,
+        poll_seconds=settings.model_poll_seconds if poll_seconds is None else poll_seconds,
+    )
+    console.print(
+        f"serving {loaded.registered.uri} (version {loaded.version}) on http://{host}:{port} "
+        f"with state {paths.root}; OpenAPI docs at /docs"
+    )
+    uvicorn.run(create_app(config), host=host, port=port, workers=1, access_log=False, log_level="info")
+
+
+keys_app = typer.Typer(help="API keys for the service: printed once, stored hashed.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_file(data: Path | None):
+    from serving.keys import KeyFile
+    from serving.state import ServingPaths
+
+    settings = get_settings()
+    return KeyFile(ServingPaths.for_data(data or settings.data_dir, settings).keys)
+
+
+@keys_app.command("create")
+def keys_create(
+    branches: Annotated[
+        str | None, typer.Option(help="Comma-separated branch ids the key may score for [default: all].")
+    ] = None,
+    admin: Annotated[bool, typer.Option(help="May reload the model (POST /v1/admin/reload).")] = False,
+    data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
+) -> None:
+    """Create a key and print it once; only its SHA-256 is stored."""
+    scope = tuple(b.strip() for b in branches.split(",") if b.strip()) if branches else None
+    if branches is not None and not scope:
+        raise fail("--branches names no branch")
+    keyfile = _key_file(data)
+    record, token = keyfile.create(scope, admin=admin)
+    console.print(
+        f"created key {record.key_id} for {'branches ' + ', '.join(scope) if scope else 'all branches'}"
+        f"{' (admin)' if admin else ''} -> {keyfile.path}\n"
+        "the key (shown once, store it now):"
+    )
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (duanka keys list).")],
+    data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
+) -> None:
+    """Revoke a key; the running service refuses it from its next request."""
+    from serving.keys import UnknownKey
+
+    keyfile = _key_file(data)
+    try:
+        record = keyfile.revoke(key_id)
+    except UnknownKey:
+        raise fail(f"no key {key_id} in {keyfile.path}") from None
+    console.print(f"revoked key {record.key_id} at {record.revoked_at} -> {keyfile.path}")
+
+
+@keys_app.command("list")
+def keys_list(
+    data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
+) -> None:
+    """Every key: id, scope, admin, created, revoked (never the key itself)."""
+    keyfile = _key_file(data)
+    table = RichTable(title=f"API keys ({keyfile.path})")
+    for column in ("key id", "branches", "admin", "created", "revoked"):
+        table.add_column(column)
+    for k in keyfile.records():
+        table.add_row(
+            k.key_id,
+            ", ".join(k.branches) if k.branches else "all",
+            "yes" if k.admin else "",
+            k.created_at,
+            k.revoked_at or "",
+        )
+    console.print(table)
+
+
+audit_app = typer.Typer(help="The service's append-only decision audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
+    data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
+    table: Annotated[
+        str, typer.Option(help="decisions, or events (model switches, label feeds).")
+    ] = "decisions",
+) -> None:
+    """Export the audit log (no raw personal information is ever in it)."""
+    from serving.audit import export
+    from serving.state import ServingPaths
+
+    settings = get_settings()
+    path = ServingPaths.for_data(data or settings.data_dir, settings).decisions
+    if not path.exists():
+        raise fail(f"no audit log at {path}: the service has not run on this state")
+    try:
+        rows = export(path, out, table)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"wrote {rows:,} audit rows ({table}) -> {out}")
 
 
 def main() -> None:

@@ -88,7 +88,9 @@ def test_a_conflicting_resend_is_quarantined_and_the_stored_row_kept(store, keys
 def test_a_confirmation_dated_before_its_application_is_quarantined(store, keys, tmp_path):
     ingest_file(APPS, APPLICATIONS, store, keys)
     early = tmp_path / "labels.csv"
-    early.write_text("application_id,confirmed_at,source\nA000000001,2023-12-31T10:00:00+08:00,police_notice\n")
+    early.write_text(
+        "application_id,confirmed_at,source\nA000000001,2023-12-31T10:00:00+08:00,police_notice\n"
+    )
     report = ingest_file(early, LABELS, store, keys)
     assert report.stored == 0 and report.quarantined_rows == 1
     assert pd.read_csv(store.quarantine_path).iloc[-1]["column"] == "confirmed_at"

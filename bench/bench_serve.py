@@ -1,0 +1,416 @@
+"""Figures for scoring: per-stage latency, the HTTP service at a fixed rate and flat out,
+``mlflow models serve`` side by side, and batch throughput.
+
+    .venv/bin/python bench/bench_serve.py --work /tmp/duanka-bench              # 1M history
+    .venv/bin/python bench/bench_serve.py --work /tmp/duanka-bench --history 200000 --skip-batch
+
+The first run generates a bank (``--history`` applications plus ``--requests``
+held back as raw requests), ingests it, trains a model and builds the online
+state; later runs with the same ``--work`` reuse them. Each HTTP run starts from
+a fresh copy of that state and an empty decision record. Everything listens on
+loopback; the load generator shares the machine's cores with the server, so
+the figures are conservative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from data.config import Settings
+from data.contract import APPLICATIONS, LABELS
+from data.ingest import ingest_file
+from data.pseudonym import Pseudonymiser
+from data.store import EventStore
+from data.synthetic import generate_bank
+from features.offline import build_features
+from features.online import OnlineFeatureStore
+from features.registry import MODEL_FEATURES
+from serving.audit import DecisionLog
+from serving.batch import score_features
+from serving.keys import KeyFile
+from serving.scorer import ModelSource, Scorer, prepare_applications
+from serving.state import ServingPaths, sync_online_state
+from training.bundle import MODEL_NAME
+from training.run import TrainConfig, train
+from training.tracking import configure
+
+SECRET = "bench-secret-" + "0123456789abcdef" * 2
+START = date(2024, 1, 1)
+MONTHS = 14
+URI = f"models:/{MODEL_NAME}@champion"
+
+
+def _settings(work: Path) -> Settings:
+    return Settings(models_dir=work / "models", data_dir=work / "store")
+
+
+def prepare(work: Path, history: int, requests: int, seed: int) -> None:
+    """Bank, store, model and synced online-state template, unless already there."""
+    if (work / "online-template" / "online.db").exists():
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    bank = generate_bank(
+        work / "bank", months=MONTHS, applications=history + requests, seed=seed, start=START, progress=True
+    )
+    raw = pd.read_csv(bank.applications, dtype=str, keep_default_na=False)
+    order = pd.to_datetime(raw["applied_at"], format="ISO8601", utc=True).argsort(kind="stable")
+    raw = raw.iloc[order].reset_index(drop=True)
+    raw.iloc[:-requests].to_csv(work / "history.csv", index=False)
+    raw.iloc[-requests:].to_csv(work / "requests.csv", index=False)
+    print(f"generated {history + requests:,} applications in {time.perf_counter() - t0:.0f} s")
+
+    t0 = time.perf_counter()
+    store = EventStore(work / "store")
+    keys = Pseudonymiser.from_secret(SECRET.encode())
+    ingest_file(work / "history.csv", APPLICATIONS, store, keys)
+    ingest_file(bank.labels, LABELS, store, keys)
+    print(f"ingested in {time.perf_counter() - t0:.0f} s")
+
+    t0 = time.perf_counter()
+    settings = _settings(work)
+    client = configure(settings)
+    as_of = (pd.Timestamp(START, tz="Asia/Shanghai") + pd.DateOffset(months=MONTHS)).tz_convert("UTC")
+    result = train(store, TrainConfig(as_of=as_of, n_boot=20), settings, progress=True)
+    client.set_registered_model_alias(MODEL_NAME, "champion", result.model_version)
+    print(f"trained version {result.model_version} in {time.perf_counter() - t0:.0f} s")
+
+    t0 = time.perf_counter()
+    template = work / "online-template"
+    template.mkdir()
+    with OnlineFeatureStore(template / "online.db") as online:
+        added = sync_online_state(online, store, template / "online.sync.json", keys.key_id)
+    print(f"online state: {added:,} applications in {time.perf_counter() - t0:.0f} s")
+
+
+def fresh_state(work: Path) -> ServingPaths:
+    """The service's files under the store, reset to the synced template and an empty audit log."""
+    paths = ServingPaths.for_data(work / "store", _settings(work))
+    shutil.rmtree(paths.root, ignore_errors=True)
+    paths.root.mkdir(parents=True)
+    shutil.copy(work / "online-template" / "online.db", paths.online)
+    shutil.copy(work / "online-template" / "online.sync.json", paths.sync_marker)
+    return paths
+
+
+def request_rows(work: Path) -> list[dict]:
+    raw = pd.read_csv(work / "requests.csv", dtype=str, keep_default_na=False)
+    return [{k: (v if v != "" else None) for k, v in row.items()} for row in raw.to_dict("records")]
+
+
+def _percentiles(ms: list[float]) -> str:
+    a = np.asarray(ms)
+    return f"p50 {np.percentile(a, 50):6.2f} ms  p99 {np.percentile(a, 99):6.2f} ms  max {a.max():7.2f} ms"
+
+
+def stages(work: Path, rows: list[dict], n: int) -> None:
+    """In-process: the cost of each stage of one decision, and the whole of it."""
+    source = ModelSource(URI, configure(_settings(work)))
+    model = source.load()
+    keys = Pseudonymiser.from_secret(SECRET.encode())
+    paths = fresh_state(work)
+    timings: dict[str, list[float]] = {
+        k: [] for k in ("prepare", "features", "score", "reasons", "record", "audit")
+    }
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+        bundle = model.registered.bundle
+        for row in rows[:n]:
+            t = [time.perf_counter()]
+            (event,) = prepare_applications([row], keys)
+            t.append(time.perf_counter())
+            x = online.features_for(event)[None]
+            t.append(time.perf_counter())
+            # as the scorer does it: one thread for one row
+            bundle.calibrator.predict(bundle.booster.predict(x, raw_score=True, num_threads=1))
+            t.append(time.perf_counter())
+            model.explainer.reasons_from_contributions(
+                x, bundle.booster.predict(x, pred_contrib=True, num_threads=1)
+            )
+            t.append(time.perf_counter())
+            online.add_application(event)
+            t.append(time.perf_counter())
+            # one durable transaction, as the decision's audit row and stored answer are
+            log.event("bench", {"application_id": event["application_id"]}, key_id=None, request_id=None)
+            t.append(time.perf_counter())
+            for name, a, b in zip(timings, t, t[1:], strict=False):
+                timings[name].append((b - a) * 1000)
+    print(f"stages of one decision, in process, {n:,} applications:")
+    for name, ms in timings.items():
+        print(f"  {name:9s} {_percentiles(ms)}")
+    paths = fresh_state(work)
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+        scorer = Scorer(model, online, log, keys)
+        whole = []
+        for row in rows[n : 2 * n]:
+            t0 = time.perf_counter()
+            scorer.score_application(row)
+            whole.append((time.perf_counter() - t0) * 1000)
+    print(f"  {'whole':9s} {_percentiles(whole)}  (Scorer.score_application)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, seconds: float = 600) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} not up in {seconds} s") from None
+            time.sleep(0.25)
+
+
+def _env(work: Path) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "DUANKA_MODELS_DIR": str(work / "models"),
+        "DUANKA_PSEUDONYM_KEY": SECRET,
+        "MLFLOW_TRACKING_URI": _settings(work).tracking_uri(),
+        "DUANKA_MODEL_POLL_SECONDS": "0",
+    }
+
+
+async def _fixed_rate(url: str, bodies: list[bytes], headers: dict, rate: float) -> tuple[list[float], int]:
+    """Open loop: one request every 1/rate seconds whatever the answers do; (latencies in ms, failures)."""
+    import httpx
+
+    latencies: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=256)) as client:
+
+        async def one(body: bytes) -> None:
+            nonlocal failures
+            t0 = time.perf_counter()
+            try:
+                (await client.post(url, content=body, headers=headers)).raise_for_status()
+            except httpx.HTTPError:
+                failures += 1  # an overloaded server drops connections: count them, do not stop
+                return
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+        tasks = []
+        start = time.perf_counter()
+        for i, body in enumerate(bodies):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(body)))
+        await asyncio.gather(*tasks)
+    return latencies, failures
+
+
+async def _sequential(url: str, bodies: list[bytes], headers: dict) -> list[float]:
+    """One request at a time: the latency of a request on an idle server, in ms."""
+    import httpx
+
+    latencies: list[float] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for body in bodies:
+            t0 = time.perf_counter()
+            (await client.post(url, content=body, headers=headers)).raise_for_status()
+            latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
+
+
+async def _flat_out(
+    url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
+) -> tuple[int, float]:
+    """Closed loop with ``concurrency`` callers for ``seconds``; (answered, seconds taken)."""
+    import httpx
+
+    queue = list(reversed(bodies))
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        start = time.perf_counter()
+
+        async def caller() -> int:
+            done = 0
+            while queue and time.perf_counter() - start < seconds:
+                (await client.post(url, content=queue.pop(), headers=headers)).raise_for_status()
+                done += 1
+            return done
+
+        answered = sum(await asyncio.gather(*(caller() for _ in range(concurrency))))
+    return answered, time.perf_counter() - start
+
+
+def http(work: Path, rows: list[dict], rate: float, seconds: float, concurrency: int) -> dict[str, float]:
+    """``duanka serve`` at a fixed rate, then flat out; then ``mlflow models serve`` at the same rate."""
+    paths = fresh_state(work)
+    _, token = KeyFile(paths.keys).create()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    n = int(rate * seconds)
+    bodies = [json.dumps({**rows[i % len(rows)], "application_id": f"R{i}"}).encode() for i in range(n)]
+    flat = [json.dumps({**rows[i % len(rows)], "application_id": f"F{i}"}).encode() for i in range(2 * n)]
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "duanka"),
+            "serve",
+            "--data",
+            str(work / "store"),
+            "--model",
+            URI,
+            "--port",
+            str(port),
+        ],
+        env=_env(work),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    figures: dict[str, float] = {}
+    try:
+        _wait(f"http://127.0.0.1:{port}/readyz", server)
+        url = f"http://127.0.0.1:{port}/v1/score"
+        asyncio.run(_sequential(url, bodies[:200], headers))  # warm-up, not counted
+        latencies = asyncio.run(_sequential(url, bodies[200:700], headers))
+        print(f"duanka serve, /v1/score one at a time, 500 requests: {_percentiles(latencies)}")
+        figures["duanka_p50"] = float(np.percentile(latencies, 50))
+        latencies, failures = asyncio.run(_fixed_rate(url, bodies[700:], headers, rate))
+        print(
+            f"duanka serve, /v1/score at {rate:.0f} requests/s, {len(bodies) - 700:,} requests: "
+            f"{_percentiles(latencies) if latencies else 'none answered'}; {failures:,} failed"
+        )
+        answered, took = asyncio.run(_flat_out(url, flat, headers, concurrency, seconds / 2))
+        print(f"duanka serve, flat out with {concurrency} callers: {answered / took:,.0f} requests/s")
+        features = [
+            [None if v is None else v for v in json.loads(_post(url, body, headers))["features"].values()]
+            for body in bodies[:200]
+        ]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+    port = _free_port()
+    mlflow_server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            URI,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=_env(work),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(f"http://127.0.0.1:{port}/ping", mlflow_server)
+        url = f"http://127.0.0.1:{port}/invocations"
+        plain = {"Content-Type": "application/json"}
+        split = [
+            json.dumps(
+                {"dataframe_split": {"columns": list(MODEL_FEATURES), "data": [features[i % len(features)]]}}
+            ).encode()
+            for i in range(n)
+        ]
+        asyncio.run(_sequential(url, split[:100], plain))
+        latencies = asyncio.run(_sequential(url, split[100:600], plain))
+        print(
+            f"mlflow models serve, precomputed features (dataframe_split), one at a time, 500 requests: "
+            f"{_percentiles(latencies)}"
+        )
+        figures["mlflow_p50"] = float(np.percentile(latencies, 50))
+    finally:
+        mlflow_server.terminate()
+        mlflow_server.wait(timeout=60)
+    print(
+        f"latency ratio (p50): duanka serve (raw application: validate, pseudonymise, features, score, "
+        f"reasons, audit) / mlflow models serve (precomputed features, score only) = "
+        f"{figures['duanka_p50'] / figures['mlflow_p50']:.2f}"
+    )
+    return figures
+
+
+def _post(url: str, body: bytes, headers: dict) -> bytes:
+    request = urllib.request.Request(url, data=body, headers=headers)
+    return urllib.request.urlopen(request, timeout=30).read()
+
+
+def batch(work: Path, rows: int) -> None:
+    """Offline features for the whole store, then plain scores and scores with reasons."""
+    model = ModelSource(URI, configure(_settings(work))).load()
+    store = EventStore(work / "store")
+    t0 = time.perf_counter()
+    features = build_features(store.applications(), store.labels())
+    took = time.perf_counter() - t0
+    print(f"batch: point-in-time features for {len(features):,} applications in {took:.1f} s")
+    if len(features) < rows:
+        reps = -(-rows // len(features))
+        features = pd.concat([features] * reps, ignore_index=True).head(rows)
+    features = features.head(rows)
+    X = features.loc[:, list(MODEL_FEATURES)].to_numpy(dtype=np.float64)
+    bundle = model.registered.bundle
+    t0 = time.perf_counter()
+    bands = bundle.bands.assign(bundle.score(X))
+    took = time.perf_counter() - t0
+    print(f"batch: plain scores and bands, {len(X):,} rows: {took:.2f} s = {len(X) / took:,.0f} rows/s")
+    t0 = time.perf_counter()
+    scores = score_features(features, model)
+    took = time.perf_counter() - t0
+    flagged = int((bands != "low").sum())
+    print(
+        f"batch: scores with reasons for medium or higher ({flagged:,} rows), {len(scores):,} rows: "
+        f"{took:.1f} s = {len(scores) / took:,.0f} rows/s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "duanka-bench")
+    parser.add_argument("--history", type=int, default=1_000_000, help="applications in the state")
+    parser.add_argument("--requests", type=int, default=4_000, help="raw applications held back as requests")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--stage-samples", type=int, default=1_000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--batch-rows", type=int, default=1_000_000)
+    parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true")
+    args = parser.parse_args()
+
+    prepare(args.work, args.history, args.requests, args.seed)
+    rows = request_rows(args.work)
+    print(f"state: {args.history:,} applications of history; {os.cpu_count()} cores visible")
+    stages(args.work, rows, min(args.stage_samples, len(rows) // 2))
+    if not args.skip_http:
+        http(args.work, rows, args.rate, args.seconds, args.concurrency)
+    if not args.skip_batch:
+        batch(args.work, args.batch_rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,762 @@
+"""The HTTP service: FastAPI over one :class:`serving.scorer.Scorer`, for one uvicorn worker.
+
+Everything that touches SQLite (the online state, the decision record) runs on
+one dedicated thread, in arrival order: the state sees applications one at a
+time, as the point-in-time replay assumes, and SQLite connections never cross
+threads. Validation runs on another thread, in passes shared by the requests
+waiting for it (:class:`Preparer`). Parsing, authentication and serialisation
+stay on the event loop. Loading a new model runs on yet another thread and only
+the swap goes through the scoring thread, so a reload never drops or stalls a
+request for longer than one decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from data.pseudonym import Pseudonymiser
+from data.store import EventStore
+from features.online import OnlineFeatureStore
+from serving.audit import DecisionLog
+from serving.keys import ApiKey, KeyFile
+from serving.metrics import ServiceMetrics
+from serving.scorer import (
+    ConflictingResend,
+    FieldError,
+    InvalidInput,
+    LoadedModel,
+    ModelSource,
+    Scorer,
+    application_key,
+    prepare_application_groups,
+    prepare_labels,
+)
+from serving.state import ServingPaths, online_writable, sync_online_state
+from training.bundle import ModelIntegrityError
+
+MAX_BATCH = 1_000
+MAX_LABELS = 10_000
+# A full batch of 1,000 applications is about 0.6 MB of JSON; anything far larger is a mistake.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_ROUTES = (
+    "/v1/score",
+    "/v1/score/batch",
+    "/v1/labels",
+    "/v1/admin/reload",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
+_ERROR_KINDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
+_ERROR_KINDS |= {413: "too_large", 422: "invalid_input", 503: "unavailable"}
+
+log = logging.getLogger("duanka.serve")
+T = TypeVar("T")
+
+Text = Annotated[StrictStr | None, Field(default=None)]
+Flag = Annotated[StrictBool | StrictStr | None, Field(default=None)]
+Count = Annotated[StrictInt | StrictStr | None, Field(default=None)]
+
+_EXAMPLE = {
+    "application_id": "A000150001",
+    "applied_at": "2025-06-30T10:12:00+08:00",
+    "branch_id": "B4401040",
+    "branch_region": "440104",
+    "channel": "counter",
+    "account_type": "personal",
+    "staff_id": "S44010401",
+    "id_number": "11010519491231002X",
+    "phone": "13800138000",
+    "phone_tenure_days": 12,
+    "address": "广州市越秀区荔城大道141号4楼",
+    "device_id": None,
+    "escort_id": None,
+    "intermediary_id": None,
+    "photo_tampered": False,
+    "onsite_verified": None,
+    "company_id": None,
+    "company_age_days": None,
+    "u_shield": True,
+    "mobile_banking": True,
+    "payment_binding": True,
+}
+
+
+class ApplicationIn(BaseModel):
+    """One account-opening application in the input contract's fields (docs/contract.md).
+
+    Values are judged by the contract validator exactly as in a file: booleans
+    may also be ``"true"``/``"false"``/``"1"``/``"0"``, integers may be digit
+    strings. Missing required fields are reported, never guessed. Fields the
+    contract does not name are ignored and listed in ``ignored_fields``.
+    """
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [_EXAMPLE]})
+
+    application_id: Text
+    applied_at: Text = Field(default=None, description="ISO 8601; naive values are Asia/Shanghai time")
+    branch_id: Text
+    branch_region: Text = Field(default=None, description="6-digit GB/T 2260 code")
+    channel: Text = Field(default=None, description="counter, mobile or agent")
+    account_type: Text = Field(default=None, description="personal or corporate")
+    staff_id: Text
+    id_number: Text = Field(
+        default=None, description="18-character resident ID (pseudonymised, never stored)"
+    )
+    phone: Text = Field(default=None, description="11-digit mobile number (pseudonymised, never stored)")
+    phone_tenure_days: Count
+    address: Text = Field(default=None, description="address as written (pseudonymised, never stored)")
+    device_id: Text
+    escort_id: Text
+    intermediary_id: Text
+    photo_tampered: Flag
+    onsite_verified: Flag
+    company_id: Text
+    company_age_days: Count
+    u_shield: Flag
+    mobile_banking: Flag
+    payment_binding: Flag
+
+    def contract_fields(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+    def ignored(self) -> list[str]:
+        return sorted(self.model_extra or ())
+
+
+class BatchIn(BaseModel):
+    """Up to 1,000 applications, scored in (applied_at, application_id) order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"applications": [_EXAMPLE]}]})
+
+    applications: list[ApplicationIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class LabelIn(BaseModel):
+    """One confirmed mule account (the contract's labels table)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "application_id": "A000140001",
+                    "confirmed_at": "2025-07-02T16:00:00+08:00",
+                    "source": "police_notice",
+                }
+            ]
+        },
+    )
+
+    application_id: Text
+    confirmed_at: Text
+    source: Text = Field(default=None, description="police_notice, account_freeze or investigation")
+
+
+class LabelsIn(BaseModel):
+    labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS)
+
+
+class ReasonOut(BaseModel):
+    code: str = Field(description="stable catalogue code (training/reasons.toml)")
+    family: str
+    feature: str = Field(description="the code's feature that contributed most")
+    value: float | None = Field(description="that feature's value; null when the entity is absent")
+    contribution: float = Field(description="summed TreeSHAP contribution of the code's features, log-odds")
+    text_zh: str
+    text_en: str
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    booster_sha256: str
+
+
+_SCORE_EXAMPLE = {
+    "request_id": "3f2a9c0e5b8d4e7f9a1b2c3d4e5f6a7b",
+    "application_id": "A000150001",
+    "score": 0.4123,
+    "band": "high",
+    "action": "enhanced_due_diligence",
+    "action_zh": "开展强化尽职调查（核实开户意愿与用途）",
+    "action_en": "Enhanced due diligence: verify the purpose and the applicant's own intent",
+    "reasons": [
+        {
+            "code": "NEW_SIM",
+            "family": "phone_device",
+            "feature": "phone_tenure_days",
+            "value": 12.0,
+            "contribution": 0.91,
+            "text_zh": "手机号入网仅12天",
+            "text_en": "The phone number was activated only 12 days ago",
+        }
+    ],
+    "model": {"name": "duanka", "version": "3", "booster_sha256": "fb4947…"},
+    "features": {"phone_tenure_days": 12.0, "escort_applicants_30d": None},
+    "replayed": False,
+    "ignored_fields": [],
+}
+
+
+class ScoreOut(BaseModel):
+    """The decision for one application."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_SCORE_EXAMPLE]})
+
+    request_id: str
+    application_id: str
+    score: float = Field(description="calibrated probability that the account is a mule")
+    band: str = Field(description="critical, high, medium or low")
+    action: str
+    action_zh: str
+    action_en: str
+    reasons: list[ReasonOut] = Field(description="up to 3 codes that raise the risk, largest first")
+    model: ModelOut
+    features: dict[str, float | None] = Field(description="the model's inputs, in MODEL_FEATURES order")
+    replayed: bool = Field(description="true when this application id was scored before: the stored answer")
+    ignored_fields: list[str] = Field(description="submitted fields the contract does not name")
+
+
+class BatchOut(BaseModel):
+    request_id: str
+    results: list[ScoreOut]
+
+
+class LabelsOut(BaseModel):
+    request_id: str
+    received: int
+    changed: int = Field(description="confirmations that were new, or earlier than the one held")
+
+
+class ErrorItem(BaseModel):
+    item: int | None = Field(
+        description="position in the batch (0 for a single application); null when about the whole body"
+    )
+    field: str
+    reason: str
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    errors: list[ErrorItem] = []
+
+
+class ReloadOut(BaseModel):
+    switched: bool
+    model: ModelOut
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "no API key, or an unknown or revoked one"},
+    422: {"model": ErrorOut, "description": "the input breaks the contract; every defect is listed"},
+}
+
+
+@dataclass
+class ServiceConfig:
+    """What the service runs on.
+
+    Attributes
+    ----------
+    source : ModelSource
+        Where the model comes from; an alias URI is followed on reload.
+    model : LoadedModel
+        The model to start with, already verified (fail closed before binding a port).
+    keys : Pseudonymiser
+        The pseudonym key the event store was ingested with.
+    store : EventStore
+        The ingested events the online state starts from.
+    paths : ServingPaths
+        The service's files.
+    poll_seconds : float
+        How often to check whether the alias moved; 0 disables polling.
+    """
+
+    source: ModelSource
+    model: LoadedModel
+    keys: Pseudonymiser
+    store: EventStore
+    paths: ServingPaths
+    poll_seconds: float = 0.0
+
+
+class Service:
+    """The running service's parts; built in the app's lifespan."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.metrics = ServiceMetrics()
+        self.keyfile = KeyFile(config.paths.keys)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duanka-scorer")
+        self.scorer: Scorer | None = None
+        self.reload_lock = asyncio.Lock()
+        self.preparer = Preparer(config.keys)
+        self.refused_version: str | None = None
+
+    async def on_thread(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the scoring thread, after everything queued before it."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    def open(self) -> Scorer:
+        """On the scoring thread: open the state, bring it up to the event store, audit the start."""
+        config = self.config
+        config.paths.root.mkdir(parents=True, exist_ok=True)
+        online = OnlineFeatureStore(config.paths.online)
+        added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
+        decisions = DecisionLog(config.paths.decisions)
+        decisions.event(
+            "model_loaded",
+            {**config.model.describe(), "uri": config.source.uri, "state_added": added},
+            key_id=None,
+            request_id=None,
+        )
+        return Scorer(config.model, online, decisions, config.keys)
+
+    def close(self) -> None:
+        if self.scorer is not None:
+            self.scorer.online.close()
+            self.scorer.log.close()
+
+    async def reload(
+        self, *, trigger: str, key_id: str | None, request_id: str | None
+    ) -> tuple[bool, LoadedModel]:
+        """Load what the source points at now and switch to it; the old model serves meanwhile.
+
+        Raises
+        ------
+        ModelIntegrityError
+            The new model fails verification; the current one stays, and the refusal is audited.
+        """
+        scorer = self.scorer
+        assert scorer is not None
+        async with self.reload_lock:
+            try:
+                model = await asyncio.to_thread(self.config.source.load)
+            except ModelIntegrityError as exc:
+                self.metrics.reloads.labels("refused").inc()
+                detail = {"trigger": trigger, "reason": str(exc), "kept_version": scorer.model.version}
+                await self.on_thread(
+                    lambda: scorer.log.event(
+                        "model_reload_refused", detail, key_id=key_id, request_id=request_id
+                    )
+                )
+                raise
+            switched = await self.on_thread(
+                lambda: scorer.switch(model, trigger=trigger, key_id=key_id, request_id=request_id)
+            )
+        self.metrics.reloads.labels("switched" if switched else "unchanged").inc()
+        self.metrics.model_in_use(model.version, model.booster_sha256)
+        return switched, model
+
+    async def poll(self) -> None:
+        """Follow the alias: reload whenever it points at another version."""
+        scorer = self.scorer
+        assert scorer is not None
+        while True:
+            await asyncio.sleep(self.config.poll_seconds)
+            try:
+                version = await asyncio.to_thread(self.config.source.current_version)
+                # a version refused once is not retried (and audited) every poll: an admin reload still can
+                if version not in (scorer.model.version, self.refused_version):
+                    await self.reload(trigger="poll", key_id=None, request_id=None)
+            except ModelIntegrityError:
+                self.refused_version = version
+            except Exception:  # a registry hiccup must not stop polling or serving
+                log.exception("model poll failed; keeping version %s", scorer.model.version)
+
+
+class Preparer:
+    """Validates and pseudonymises the applications of concurrent requests in one pass.
+
+    Validation is column-wise pandas work whose cost is per call (tens of
+    milliseconds), not per row: requests that arrive while a pass runs share the
+    next one. Requests naming the same application id never share a pass, so
+    each is judged as if alone. Passes run off the event loop.
+    """
+
+    def __init__(self, keys: Pseudonymiser) -> None:
+        self.keys = keys
+        self.queue: asyncio.Queue[tuple[list[dict], asyncio.Future]] = asyncio.Queue()
+
+    async def prepare(self, rows: list[dict]) -> list[dict]:
+        """The prepared events of one request's rows.
+
+        Raises
+        ------
+        InvalidInput
+            The request's own defects; other requests of the same pass are unaffected.
+        """
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self.queue.put((rows, future))
+        result = await future
+        if isinstance(result, InvalidInput):
+            raise result
+        return result
+
+    async def run(self) -> None:
+        waiting: list[tuple[list[dict], asyncio.Future]] = []
+        while True:
+            if not waiting:
+                waiting.append(await self.queue.get())
+            while not self.queue.empty():
+                waiting.append(self.queue.get_nowait())
+            chosen: list[tuple[list[dict], asyncio.Future]] = []
+            later: list[tuple[list[dict], asyncio.Future]] = []
+            ids: set[str] = set()
+            size = 0
+            for rows, future in waiting:
+                mine = {application_key(row) for row in rows}
+                if chosen and (mine & ids or size + len(rows) > MAX_BATCH):
+                    later.append((rows, future))
+                    continue
+                chosen.append((rows, future))
+                ids |= mine
+                size += len(rows)
+            waiting = later
+            results: list
+            try:
+                results = await asyncio.to_thread(
+                    prepare_application_groups, [r for r, _ in chosen], self.keys
+                )
+            except Exception as exc:  # a failed pass fails its requests, never the preparer
+                results = [exc] * len(chosen)
+            for (_, future), result in zip(chosen, results, strict=True):
+                if future.done():  # the caller went away
+                    continue
+                if isinstance(result, Exception) and not isinstance(result, InvalidInput):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+class OutOfScope(Exception):
+    """Applications of branches the caller's key may not score for."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} application(s) outside the key's branches")
+        self.errors = errors
+
+
+def _request_id(scope: dict) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+    return uuid.uuid4().hex
+
+
+class _Observe:
+    """ASGI middleware: request id, body-size limit, and the request metrics.
+
+    Plain ASGI rather than ``BaseHTTPMiddleware``: it adds microseconds, not a task per request.
+    """
+
+    def __init__(self, app: Callable, metrics: Callable[[], ServiceMetrics]) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope["duanka.started"] = started
+        scope["duanka.request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("ascii"))]
+            await send(message)
+
+        try:
+            length = dict(scope.get("headers", ())).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+                response = JSONResponse(
+                    {
+                        "detail": f"request body over {MAX_BODY_BYTES} bytes; "
+                        f"send at most {MAX_BATCH} applications per batch"
+                    },
+                    status_code=413,
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope["path"]
+            route = path if path in _ROUTES else "other"
+            metrics = self.metrics()
+            metrics.requests.labels(route, scope["method"], str(status)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - started)
+            if status >= 400:
+                metrics.errors.labels(route, _ERROR_KINDS.get(status, "internal")).inc()
+
+
+def _error_items(errors: list[FieldError]) -> list[dict[str, object]]:
+    return [{"item": e.item, "field": e.field, "reason": e.reason} for e in errors]
+
+
+def _pydantic_items(errors: list[dict], *, single: bool) -> list[dict[str, object]]:
+    """Pydantic's errors by item and field, without the submitted values (they may be personal).
+
+    ``single``: the body is one application, whose fields are item 0 as in the contract's errors.
+    """
+    found: dict[tuple[int | None, str], list[str]] = {}
+    for error in errors:
+        loc = [part for part in error["loc"] if part != "body"]
+        listed = len(loc) > 1 and isinstance(loc[1], int)
+        item = loc.pop(1) if listed else (0 if single and loc else None)
+        # union members (str, bool, int) add their own loc part: the field is the first name
+        field = ".".join(str(p) for p in loc[: 2 if listed else 1]) or "body"
+        found.setdefault((item, field), [])
+        if error["msg"] not in found[(item, field)]:
+            found[(item, field)].append(error["msg"])
+    return [
+        {"item": item, "field": field, "reason": " or ".join(msgs)} for (item, field), msgs in found.items()
+    ]
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `duanka keys create`")
+
+
+async def _caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> ApiKey:
+    """The active API key of the request; 401 without one."""
+    service: Service = request.app.state.service
+    key = None if credentials is None else service.keyfile.authenticate(credentials.credentials)
+    if key is None:
+        raise HTTPException(
+            401,
+            "a valid API key is required: Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return key
+
+
+Caller = Annotated[ApiKey, Depends(_caller)]
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The FastAPI application for one model, one state folder and one key file."""
+    holder: dict[str, Service] = {}  # filled by the lifespan; read by the middleware and the routes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = Service(config)
+        holder["service"] = app.state.service = service
+        service.scorer = await service.on_thread(service.open)
+        service.metrics.model_in_use(config.model.version, config.model.booster_sha256)
+        tasks = [asyncio.create_task(service.preparer.run())]
+        if config.poll_seconds > 0 and config.source.alias is not None:
+            tasks.append(asyncio.create_task(service.poll()))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await service.on_thread(service.close)
+            service.executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="duanka scoring service",
+        summary="Money-mule risk scores for account openings (断卡), with reasons in Chinese and English.",
+        version="1",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.add_middleware(_Observe, metrics=lambda: holder["service"].metrics)
+
+    def service() -> Service:
+        return holder["service"]
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if any(e["type"] == "json_invalid" for e in errors):
+            return JSONResponse({"detail": "the body is not valid JSON", "errors": []}, status_code=400)
+        return JSONResponse(
+            {
+                "detail": "the request does not match the API schema",
+                "errors": _pydantic_items(errors, single=request.url.path == "/v1/score"),
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": "the input breaks the contract; nothing was recorded",
+                "errors": _error_items(exc.errors),
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(OutOfScope)
+    async def out_of_scope(request: Request, exc: OutOfScope) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": "branch outside this key's scope; nothing was recorded",
+                "errors": _error_items(exc.errors),
+            },
+            status_code=403,
+        )
+
+    @app.exception_handler(ConflictingResend)
+    async def conflicting(request: Request, exc: ConflictingResend) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "errors": []}, status_code=409)
+
+    async def decide(request: Request, key: ApiKey, items: list[ApplicationIn]) -> list[dict]:
+        svc = service()
+        scorer = svc.scorer
+        assert scorer is not None
+        events = await svc.preparer.prepare([a.contract_fields() for a in items])
+        outside = [
+            FieldError(i, "branch_id", f"this key may not score for branch {e['branch_id']}")
+            for i, e in enumerate(events)
+            if not key.may_score_for(e["branch_id"])
+        ]
+        if outside:
+            raise OutOfScope(outside)
+        request_id = request.scope["duanka.request_id"]
+        answers = await svc.on_thread(
+            lambda: scorer.score(
+                events, key_id=key.key_id, request_id=request_id, started=request.scope["duanka.started"]
+            )
+        )
+        out = []
+        seen: set[str] = set()
+        for item, answer in zip(items, answers, strict=True):
+            aid = answer.response["application_id"]
+            if answer.replayed:
+                svc.metrics.replays.inc()
+            elif aid not in seen:
+                svc.metrics.decisions.labels(answer.response["band"]).inc()
+                svc.metrics.scores.observe(answer.response["score"])
+            seen.add(aid)
+            out.append(
+                {
+                    **answer.response,
+                    "request_id": request_id,
+                    "replayed": answer.replayed,
+                    "ignored_fields": item.ignored(),
+                }
+            )
+        return out
+
+    forbidden: dict[int | str, dict[str, Any]] = {
+        403: {"model": ErrorOut, "description": "an application's branch is outside the key's scope"},
+        409: {"model": ErrorOut, "description": "application id already scored with different content"},
+    }
+
+    @app.post("/v1/score", response_model=ScoreOut, responses=forbidden, tags=["scoring"])
+    async def score(request: Request, application: ApplicationIn, key: Caller) -> dict:
+        """Score one application as of its ``applied_at`` and record it; a retry returns the same answer."""
+        (answer,) = await decide(request, key, [application])
+        return answer
+
+    @app.post("/v1/score/batch", response_model=BatchOut, responses=forbidden, tags=["scoring"])
+    async def score_batch(request: Request, batch: BatchIn, key: Caller) -> dict:
+        """Score up to 1,000 applications; all or nothing: one defect rejects the whole batch."""
+        results = await decide(request, key, batch.applications)
+        return {"request_id": request.scope["duanka.request_id"], "results": results}
+
+    @app.post(
+        "/v1/labels",
+        response_model=LabelsOut,
+        responses={403: {"model": ErrorOut, "description": "a branch-scoped key"}},
+        tags=["state"],
+    )
+    async def labels(request: Request, body: LabelsIn, key: Caller) -> dict:
+        """Feed confirmed mule accounts into the live state: later applications see them."""
+        if key.branches is not None:
+            raise HTTPException(
+                403, "confirmations come from the bank's central teams: use a key for all branches"
+            )
+        prepared = await asyncio.to_thread(prepare_labels, [label.model_dump() for label in body.labels])
+        svc = service()
+        scorer = svc.scorer
+        assert scorer is not None
+        request_id = request.scope["duanka.request_id"]
+        changed = await svc.on_thread(
+            lambda: scorer.add_labels(prepared, key_id=key.key_id, request_id=request_id)
+        )
+        return {"request_id": request_id, "received": len(prepared), "changed": changed}
+
+    @app.post(
+        "/v1/admin/reload",
+        response_model=ReloadOut,
+        responses={
+            403: {"model": ErrorOut, "description": "not an admin key"},
+            409: {"model": ErrorOut, "description": "the new model failed verification; the old one serves"},
+        },
+        tags=["admin"],
+    )
+    async def reload(request: Request, key: Caller) -> dict:
+        """Load the model the URI (alias) points at now and switch to it without dropping requests."""
+        if not key.admin:
+            raise HTTPException(403, "reloading the model needs an admin key (duanka keys create --admin)")
+        try:
+            switched, model = await service().reload(
+                trigger="endpoint", key_id=key.key_id, request_id=request.scope["duanka.request_id"]
+            )
+        except ModelIntegrityError as exc:
+            raise HTTPException(409, f"{exc}; still serving the current model") from None
+        return {"switched": switched, "model": model.describe()}
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    async def readyz() -> JSONResponse:
+        """A verified model is loaded and the state and decision record take writes."""
+        svc = service()
+        scorer = svc.scorer
+        if scorer is None:
+            return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
+        online_ok, log_ok = await svc.on_thread(
+            lambda: (online_writable(config.paths.online), scorer.log.writable())
+        )
+        ready = online_ok and log_ok
+        body = {
+            "ready": ready,
+            "model": scorer.model.describe(),
+            "state_writable": online_ok,
+            "audit_writable": log_ok,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        body, content_type = service().metrics.render()
+        return Response(body, media_type=content_type)
+
+    return app

@@ -1,0 +1,204 @@
+"""The decision record: an append-only audit trail, and each application's stored response.
+
+One SQLite file (WAL, ``synchronous=FULL``: a decision acknowledged to the
+caller survives a power cut). Three tables:
+
+``decisions``
+    One row per scored request item: request id, application id, caller's key
+    id, time, model name, version and booster hash, score, band, reason codes,
+    latency, and whether it replayed a stored response. Triggers refuse UPDATE
+    and DELETE.
+``events``
+    Model loads and switches, label feeds: when, who, what. Append-only too.
+``responses``
+    The response given for each application id, so that a retry gets the same
+    answer without scoring or counting twice.
+
+Nothing here holds a raw identifier: application ids, pseudonymised features
+and reason texts filled with feature values only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+DECISION_COLUMNS = (
+    "request_id",
+    "application_id",
+    "key_id",
+    "decided_at",
+    "model_name",
+    "model_version",
+    "booster_sha256",
+    "score",
+    "band",
+    "reason_codes",
+    "latency_ms",
+    "replayed",
+)
+TABLES = ("decisions", "events")
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "request_id TEXT NOT NULL, application_id TEXT NOT NULL, key_id TEXT NOT NULL, "
+    "decided_at TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, "
+    "booster_sha256 TEXT NOT NULL, score REAL NOT NULL, band TEXT NOT NULL, reason_codes TEXT NOT NULL, "
+    "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
+    "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
+    "response TEXT NOT NULL)",
+    *(
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+        for table in TABLES
+        for verb in ("UPDATE", "DELETE")
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    """One audit line; field order is :data:`DECISION_COLUMNS`."""
+
+    request_id: str
+    application_id: str
+    key_id: str
+    decided_at: str
+    model_name: str
+    model_version: str
+    booster_sha256: str
+    score: float
+    band: str
+    reason_codes: str
+    latency_ms: float
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    row_digest: str
+    response: dict
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class DecisionLog:
+    """The decision record in one SQLite file, used from one thread.
+
+    Parameters
+    ----------
+    path : Path
+        Created with its tables and triggers if new.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = sqlite3.connect(self.path, isolation_level=None)
+        self._con.execute("PRAGMA journal_mode = WAL")
+        self._con.execute("PRAGMA synchronous = FULL")
+        for statement in _SCHEMA:
+            self._con.execute(statement)
+        self._insert = (
+            f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})"
+        )
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> DecisionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stored(self, application_id: str) -> StoredResponse | None:
+        """The response given earlier for ``application_id``, if any."""
+        row = self._con.execute(
+            "SELECT row_digest, response FROM responses WHERE application_id = ?", (application_id,)
+        ).fetchone()
+        return None if row is None else StoredResponse(row[0], json.loads(row[1]))
+
+    def record(
+        self,
+        decisions: Iterable[DecisionRow],
+        responses: Mapping[str, tuple[str, dict]] | None = None,
+    ) -> None:
+        """Append audit rows and store new responses in one durable transaction.
+
+        Parameters
+        ----------
+        decisions : iterable of DecisionRow
+            Every item of the request, replays included.
+        responses : mapping, optional
+            ``application_id -> (row_digest, response)`` for the newly scored items.
+        """
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(self._insert, (astuple(d) for d in decisions))
+            if responses:
+                con.executemany(
+                    "INSERT INTO responses VALUES (?, ?, ?)",
+                    ((a, digest, json.dumps(r)) for a, (digest, r) in responses.items()),
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def event(
+        self, kind: str, detail: Mapping[str, object], *, key_id: str | None, request_id: str | None
+    ) -> None:
+        """Append one non-decision event (model load or switch, label feed)."""
+        self._con.execute(
+            "INSERT INTO events (at, kind, key_id, request_id, detail) VALUES (?, ?, ?, ?, ?)",
+            (utc_now(), kind, key_id, request_id, json.dumps(detail, sort_keys=True)),
+        )
+
+    def writable(self) -> bool:
+        """Whether a write lock can be taken now (readiness)."""
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+            self._con.execute("ROLLBACK")
+        except sqlite3.Error:
+            return False
+        return True
+
+
+def export(path: Path, out: Path, table: str = "decisions") -> int:
+    """Write one audit table to CSV or Parquet (by ``out``'s suffix), oldest first.
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    if table not in TABLES:
+        raise ValueError(f"unknown audit table {table!r}; one of {', '.join(TABLES)}")
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ValueError(f"{out}: write the audit export as .csv or .parquet")
+    # read-only: an export must never take the writer's lock or create a file
+    con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        frame = pd.read_sql_query(f"SELECT * FROM {table} ORDER BY seq", con)
+    finally:
+        con.close()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    return len(frame)

@@ -1,0 +1,127 @@
+"""The service's state folder, and bringing its online feature state up to the event store.
+
+Layout (``DIR`` is ``--data``, the event store)::
+
+    DIR/serving/online.db         live feature state (features.online), SQLite WAL
+    DIR/serving/online.sync.json  what of the event store the state already holds
+    DIR/serving/decisions.db      audit trail and stored responses (serving.audit)
+    DIR/serving/api_keys.json     hashed API keys (serving.keys)
+
+``DUANKA_AUDIT_DB`` and ``DUANKA_API_KEYS_FILE`` move the last two elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from data.config import Settings
+from data.store import EventStore
+from features.online import OnlineFeatureStore
+
+
+class StateKeyMismatch(RuntimeError):
+    """The online state was built from pseudonyms made under another secret."""
+
+
+@dataclass(frozen=True)
+class ServingPaths:
+    """Where the service keeps its files."""
+
+    root: Path
+    decisions: Path
+    keys: Path
+
+    @classmethod
+    def for_data(cls, data_dir: Path, settings: Settings) -> ServingPaths:
+        """The paths for the event store in ``data_dir``, honouring configured overrides."""
+        root = Path(data_dir) / "serving"
+        return cls(
+            root=root,
+            decisions=settings.audit_db or root / "decisions.db",
+            keys=settings.api_keys_file or root / "api_keys.json",
+        )
+
+    @property
+    def online(self) -> Path:
+        return self.root / "online.db"
+
+    @property
+    def sync_marker(self) -> Path:
+        return self.root / "online.sync.json"
+
+
+def sync_online_state(online: OnlineFeatureStore, store: EventStore, marker: Path, key_id: str) -> int:
+    """Add the store's applications and confirmations that the online state lacks.
+
+    Both additions are idempotent, so after a crash the next start simply adds
+    everything again; the marker only spares a restart from re-reading an
+    unchanged store.
+
+    Parameters
+    ----------
+    online : OnlineFeatureStore
+        The live state.
+    store : EventStore
+        The ingested events.
+    marker : Path
+        JSON file recording the key id and the store's row counts at the last sync.
+    key_id : str
+        Key id of the pseudonymiser the service uses; the state and the store must share it.
+
+    Returns
+    -------
+    int
+        Applications newly added.
+
+    Raises
+    ------
+    StateKeyMismatch
+        The state or the store holds pseudonyms made under another key: features
+        would silently never link, so the service refuses to start.
+    """
+    manifest = store.manifest()
+    if manifest.get("key_id") not in (None, key_id):
+        raise StateKeyMismatch(
+            f"{store.root} was pseudonymised with key {manifest['key_id']}, the service's key is {key_id}: "
+            "configure the key the store was ingested with"
+        )
+    done = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
+    if done.get("key_id") not in (None, key_id):
+        raise StateKeyMismatch(
+            f"{marker.parent} holds online state made with key {done['key_id']}, the service's key is "
+            f"{key_id}: remove {marker.parent / 'online.db'} to rebuild it from the event store"
+        )
+    counts = manifest.get("rows", {})
+    if done.get("rows") == counts:
+        return 0
+    added = 0
+    applications = store.applications()
+    for batch in applications.to_batches(max_chunksize=50_000):
+        added += online.add_applications(pa.Table.from_batches([batch]).to_pylist())
+    for label in store.labels(["application_id", "confirmed_at", "source"]).to_pylist():
+        online.add_label(label["application_id"], label["confirmed_at"], label["source"])
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key_id": key_id, "rows": counts}), encoding="utf-8")
+    os.replace(tmp, marker)
+    return added
+
+
+def online_writable(path: Path) -> bool:
+    """Whether the online state's file takes a write lock now (readiness)."""
+    try:
+        con = sqlite3.connect(path, timeout=0.5)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return True

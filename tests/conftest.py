@@ -1,0 +1,160 @@
+"""Shared fixtures: one small generated bank, ingested and trained once per test session.
+
+``served_bank`` is what serving tests (and anyone else who needs a real
+registered model) build on: a 30,000-application bank over 14 months, all but
+its last :data:`HOLDOUT` applications ingested, a model trained as of the end
+of the period and aliased ``champion``, and an online state already synced
+with the store that tests copy instead of rebuilding.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from data.config import Settings
+from data.contract import APPLICATIONS, LABELS
+from data.ingest import ingest_file
+from data.pseudonym import Pseudonymiser
+from data.store import EventStore
+from data.synthetic import generate_bank
+from features.online import OnlineFeatureStore
+from serving.state import ServingPaths, sync_online_state
+from training.bundle import MODEL_NAME
+from training.run import TrainConfig, train
+from training.tracking import configure
+
+AS_OF = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
+HOLDOUT = 300
+SECRET = b"k" * 40
+
+
+# What the environment said when the session began: a team's server, or (normally) nothing.
+_SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def _restore_tracking_uri_variable() -> None:
+    if _SESSION_TRACKING_URI is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = _SESSION_TRACKING_URI
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tracking_uri_variable_as_the_session_began() -> None:
+    """Each test module starts with ``MLFLOW_TRACKING_URI`` as the session began.
+
+    ``mlflow.set_tracking_uri`` exports the variable, and ``Settings()`` reads it
+    before ``models_dir``: a module that configured or restored MLflow would
+    otherwise send the next module's ``Settings(models_dir=tmp)`` runs into its
+    own registry.
+    """
+    _restore_tracking_uri_variable()
+
+
+def configure_quietly(settings: Settings) -> mlflow.MlflowClient:
+    """:func:`training.tracking.configure` without leaving ``MLFLOW_TRACKING_URI`` behind.
+
+    ``mlflow.set_tracking_uri`` also exports the variable, and every later
+    ``Settings()`` in the process would read it and ignore its own ``models_dir``:
+    another test module's model would land in this bank's registry.
+    """
+    client = configure(settings)
+    _restore_tracking_uri_variable()
+    return client
+
+
+@dataclass(frozen=True)
+class ServedBank:
+    """A trained model on a small bank, and applications it has never seen.
+
+    Attributes
+    ----------
+    root : Path
+        Session folder holding everything below.
+    store : EventStore
+        The ingested history (every application but the holdout, every label).
+    settings : Settings
+        ``models_dir`` of the session's MLflow store.
+    keys : Pseudonymiser
+        The key the store was ingested with.
+    version : str
+        Registered version aliased ``champion`` (and ``challenger``).
+    holdout_csv : Path
+        The last :data:`HOLDOUT` applications, in the contract's CSV form, never ingested.
+    holdout : list of dict
+        The same rows as contract fields (str or None), in time order.
+    """
+
+    root: Path
+    store: EventStore
+    settings: Settings
+    keys: Pseudonymiser
+    version: str
+    holdout_csv: Path
+    holdout: list[dict]
+    _online: Path
+
+    uri = f"models:/{MODEL_NAME}@champion"
+
+    def client(self) -> mlflow.MlflowClient:
+        """Point MLflow at this bank's store (another module may have moved it) and return a client."""
+        return configure_quietly(self.settings)
+
+    def fresh_paths(self, folder: Path) -> ServingPaths:
+        """Serving files in ``folder``, starting from a copy of the synced online state."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = ServingPaths(root=folder, decisions=folder / "decisions.db", keys=folder / "api_keys.json")
+        shutil.copy(self._online / "online.db", paths.online)
+        shutil.copy(self._online / "online.sync.json", paths.sync_marker)
+        return paths
+
+
+@pytest.fixture(scope="session")
+def served_bank(tmp_path_factory: pytest.TempPathFactory) -> ServedBank:
+    root = tmp_path_factory.mktemp("served")
+    bank = generate_bank(root / "bank", months=14, applications=30_000, seed=23, start=date(2024, 1, 1))
+    raw = pd.read_csv(bank.applications, dtype=str, keep_default_na=False)
+    order = pd.to_datetime(raw["applied_at"], format="ISO8601", utc=True).argsort(kind="stable")
+    raw = raw.iloc[order].reset_index(drop=True)
+    history, holdout = raw.iloc[:-HOLDOUT], raw.iloc[-HOLDOUT:]
+    history_csv, holdout_csv = root / "history.csv", root / "holdout.csv"
+    history.to_csv(history_csv, index=False)
+    holdout.to_csv(holdout_csv, index=False)
+
+    store = EventStore(root / "store")
+    keys = Pseudonymiser.from_secret(SECRET)
+    ingest_file(history_csv, APPLICATIONS, store, keys)
+    ingest_file(bank.labels, LABELS, store, keys)
+    settings = Settings(models_dir=root / "models")
+    client = configure_quietly(settings)
+    result = train(store, TrainConfig(as_of=AS_OF, n_boot=20), settings, progress=False)
+    client.set_registered_model_alias(MODEL_NAME, "champion", result.model_version)
+
+    online_dir = root / "online"
+    online_dir.mkdir()
+    with OnlineFeatureStore(online_dir / "online.db") as online:
+        sync_online_state(online, store, online_dir / "online.sync.json", keys.key_id)
+    rows = [{k: (v if v != "" else None) for k, v in row.items()} for row in holdout.to_dict("records")]
+    return ServedBank(root, store, settings, keys, result.model_version, holdout_csv, rows, online_dir)
+
+
+@pytest.fixture
+def duanka_env(served_bank: ServedBank, monkeypatch: pytest.MonkeyPatch):
+    """The environment a `duanka` command needs to find the served bank's registry and key."""
+    from data.config import get_settings
+
+    monkeypatch.setenv("DUANKA_MODELS_DIR", str(served_bank.settings.models_dir))
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", SECRET.decode())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+    served_bank.client()  # the command pointed MLflow at the same store; leave it there

@@ -1,0 +1,76 @@
+"""API keys: shown once, stored only as hashes, scoped to branches, revocable while serving."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+from data.config import get_settings
+from serving.cli import app
+from serving.keys import KeyFile, UnknownKey
+
+
+@pytest.fixture
+def keyfile(tmp_path) -> KeyFile:
+    return KeyFile(tmp_path / "serving" / "api_keys.json")
+
+
+def test_a_new_key_authenticates_and_only_its_hash_is_stored(keyfile):
+    record, token = keyfile.create()
+    assert keyfile.authenticate(token) == record
+    stored = keyfile.path.read_text(encoding="utf-8")
+    assert token not in stored and token.split("_")[-1] not in stored
+    assert record.sha256 in stored
+    assert stat.S_IMODE(keyfile.path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "mangle", [lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), lambda t: "", lambda t: "x" + t]
+)
+def test_a_wrong_or_malformed_key_is_refused(keyfile, mangle):
+    _, token = keyfile.create()
+    assert keyfile.authenticate(mangle(token)) is None
+
+
+def test_a_key_scoped_to_branches_scores_only_for_them(keyfile):
+    record, _ = keyfile.create(("B2", "B1", "B1"))
+    assert record.branches == ("B1", "B2")
+    assert record.may_score_for("B1") and not record.may_score_for("B3")
+    everywhere, _ = keyfile.create()
+    assert everywhere.may_score_for("B3")
+
+
+def test_a_revoked_key_stops_working_for_a_reader_that_loaded_it_before(keyfile):
+    record, token = keyfile.create()
+    service_view = KeyFile(keyfile.path)
+    assert service_view.authenticate(token) is not None
+    keyfile.revoke(record.key_id)
+    assert service_view.authenticate(token) is None
+    assert [k.revoked_at is not None for k in service_view.records()] == [True]
+    with pytest.raises(UnknownKey):
+        keyfile.revoke("nosuchkey")
+
+
+def test_the_cli_creates_lists_and_revokes_keys(tmp_path, monkeypatch):
+    path = tmp_path / "keys.json"
+    monkeypatch.setenv("DUANKA_API_KEYS_FILE", str(path))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        created = runner.invoke(app, ["keys", "create", "--branches", "B1,B2", "--admin"])
+        assert created.exit_code == 0, created.output
+        token = created.output.strip().splitlines()[-1]
+        (record,) = KeyFile(path).records()
+        assert KeyFile(path).authenticate(token) == record
+        assert record.branches == ("B1", "B2") and record.admin
+
+        listed = runner.invoke(app, ["keys", "list"])
+        assert record.key_id in listed.output and token not in listed.output
+
+        revoked = runner.invoke(app, ["keys", "revoke", record.key_id])
+        assert revoked.exit_code == 0 and KeyFile(path).authenticate(token) is None
+        assert runner.invoke(app, ["keys", "revoke", "nosuchkey"]).exit_code != 0
+    finally:
+        get_settings.cache_clear()
