@@ -169,3 +169,18 @@ def test_a_model_feature_missing_from_the_catalogue_is_refused(bundle: ScoringBu
     stranger = ScoringBundle(bundle.booster, bundle.calibrator, bundle.bands, renamed, "test", "test")
     with pytest.raises(ValueError, match="a_feature_nobody_reviewed"):
         ReasonExplainer(stranger)
+
+
+def test_a_code_whose_features_are_all_missing_gives_no_reason(
+    bundle: ScoringBundle, explainer: ReasonExplainer
+) -> None:
+    staff = [i for i, n in enumerate(bundle.feature_names) if n.startswith("staff_")]
+    X = _risky_row().astype(float)
+    X[0, staff] = np.nan  # a self-service opening: no staff member
+    contrib = np.zeros((1, X.shape[1] + 1))
+    contrib[0, staff] = 5.0  # the missing values raise the margin the most
+    (reasons,) = explainer.reasons_from_contributions(X, contrib)
+    assert reasons == []
+    X[0, staff[0]] = 3.0  # one staff value known: the code may speak, naming that value
+    (reasons,) = explainer.reasons_from_contributions(X, contrib)
+    assert reasons and reasons[0].feature == bundle.feature_names[staff[0]]

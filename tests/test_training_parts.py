@@ -98,3 +98,13 @@ def test_classifier_is_reproducible_and_learns_a_signal():
     np.testing.assert_array_equal(margins[0], margins[1])
     importance = fits[0].booster_.feature_importance("gain")
     assert importance.argmax() == 0
+
+
+def test_configuring_mlflow_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
+    from data.config import Settings
+    from training.tracking import configure
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    configure(Settings(models_dir=tmp_path / "a"))
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
+    assert Settings(models_dir=tmp_path / "b").tracking_uri().endswith("b/mlflow.db")

@@ -165,7 +165,10 @@ class ReasonExplainer:
         """
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         phi = np.atleast_2d(contrib)[:, : X.shape[1]]
-        grouped = phi @ self._membership
+        # A code whose features are all missing (no staff on a self-service opening, say) has no
+        # sentence a teller could read: its contribution stays in the score but not in the reasons.
+        known = ~np.isnan(X)
+        grouped = np.where(known.astype(float) @ self._membership > 0, phi @ self._membership, -np.inf)
         k = min(self.top_k, grouped.shape[1])
         order = np.argsort(-grouped, axis=1, kind="stable")[:, :k]
         top = np.take_along_axis(grouped, order, axis=1)
@@ -173,7 +176,8 @@ class ReasonExplainer:
         reasons: list[list[Reason]] = [[] for _ in range(X.shape[0])]
         for row, slot in zip(rows.tolist(), slots.tolist(), strict=True):
             code = self._codes[order[row, slot]]
-            lead = int(code.members[np.argmax(phi[row, code.members])])
+            members = code.members[known[row, code.members]]
+            lead = int(members[np.argmax(phi[row, members])])
             reasons[row].append(self._reason(code, lead, X[row], float(top[row, slot])))
         return reasons
 

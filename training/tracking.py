@@ -22,8 +22,15 @@ def configure(settings: Settings) -> MlflowClient:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings.models_dir.mkdir(parents=True, exist_ok=True)
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.tracking_uri())
     mlflow.set_registry_uri(settings.tracking_uri())
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI, which every later Settings() would read
+    # in preference to its own models_dir; the process-wide URI above is all MLflow needs.
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = exported
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         artifact_location = None if settings.mlflow_tracking_uri else settings.artifact_root()
         mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_location)
