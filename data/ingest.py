@@ -16,7 +16,7 @@ from data.address import address_kinds, building_keys
 from data.contract import APPLICATIONS, LABELS, Table
 from data.events import APPLICATION_EVENTS, LABEL_EVENTS
 from data.pseudonym import Pseudonymiser
-from data.reader import read_raw
+from data.reader import RawTable, iter_raw
 from data.store import EventStore
 from data.validate import validate
 
@@ -44,8 +44,7 @@ class IngestReport:
     quarantined_rows: int = 0
     quarantine_lines_new: int = 0
     extra_columns: tuple[str, ...] = ()
-    part: Path | None = None
-    notes: list[str] = field(default_factory=list)
+    parts: list[Path] = field(default_factory=list)
 
 
 def _row_digests(valid: pd.DataFrame, table: Table, keys: Pseudonymiser) -> pd.Series:
@@ -128,18 +127,40 @@ def _label_rejections(labels: pd.DataFrame, store: EventStore, source: str) -> p
     return applied.notna() & (labels["confirmed_at"] < applied)
 
 
-def ingest_file(path: Path, table: Table, store: EventStore, keys: Pseudonymiser) -> IngestReport:
-    """Validate, pseudonymise and append one contract file; quarantine what breaks it."""
+CHUNK_ROWS = 250_000
+
+
+def ingest_file(
+    path: Path, table: Table, store: EventStore, keys: Pseudonymiser, *, chunk_rows: int = CHUNK_ROWS
+) -> IngestReport:
+    """Validate, pseudonymise and append one contract file; quarantine what breaks it.
+
+    The file goes through in slices of ``chunk_rows`` (one Parquet part each) so a
+    national bank's export fits in memory. A repeat of an ``application_id`` from an
+    earlier slice meets it in the store: counted as already stored when identical,
+    quarantined as a conflict otherwise, exactly as a repeat across two runs.
+    """
     store.check_key(keys.key_id)
-    raw = read_raw(path, table)
+    report = IngestReport(table=table.name, source=Path(path).name)
+    stored = store.digests(table.name)
+    for raw in iter_raw(path, table, chunk_rows):
+        report.extra_columns = raw.extra_columns
+        fresh = _ingest_slice(raw, table, store, keys, stored, report)
+        stored = pd.concat([stored, fresh.set_index("application_id")["row_digest"]])
+    return report
+
+
+def _ingest_slice(
+    raw: RawTable,
+    table: Table,
+    store: EventStore,
+    keys: Pseudonymiser,
+    stored: pd.Series,
+    report: IngestReport,
+) -> pd.DataFrame:
     checked = validate(raw, table)
-    report = IngestReport(
-        table=table.name,
-        source=raw.source,
-        rows_read=len(raw.frame),
-        duplicates_in_file=checked.duplicates_dropped,
-        extra_columns=raw.extra_columns,
-    )
+    report.rows_read += len(raw.frame)
+    report.duplicates_in_file += checked.duplicates_dropped
     rejections = [checked.rejections.assign(source=raw.source)]
     valid = checked.valid
     if table is APPLICATIONS:
@@ -162,16 +183,17 @@ def ingest_file(path: Path, table: Table, store: EventStore, keys: Pseudonymiser
         )
         events = events.loc[~too_early]
         schema, what = LABEL_EVENTS, "label"
-    fresh, report.already_stored, conflicts = _split_against_store(
-        events, store.digests(table.name), raw.source, what
-    )
+    fresh, already, conflicts = _split_against_store(events, stored, raw.source, what)
+    report.already_stored += already
     rejections.append(conflicts)
     all_rejections = pd.concat(rejections, ignore_index=True)
-    report.quarantined_rows = int(all_rejections["row"].nunique()) if len(all_rejections) else 0
-    report.quarantine_lines_new = store.quarantine(all_rejections)
+    report.quarantined_rows += int(all_rejections["row"].nunique()) if len(all_rejections) else 0
+    report.quarantine_lines_new += store.quarantine(all_rejections)
     rows = pa.Table.from_pandas(
         fresh.loc[:, schema.names].reset_index(drop=True), schema=schema, preserve_index=False
     )
-    report.part = store.append(table.name, rows, key_id=keys.key_id)
-    report.stored = rows.num_rows
-    return report
+    part = store.append(table.name, rows, key_id=keys.key_id)
+    if part is not None:
+        report.parts.append(part)
+    report.stored += rows.num_rows
+    return fresh

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,17 +83,34 @@ def read_raw(path: Path, table: Table) -> RawTable:
         missing required columns.
     """
     path = Path(path)
+    return _contract_view(_read_arrow(path), table, path.name)
+
+
+def iter_raw(path: Path, table: Table, chunk_rows: int) -> Iterator[RawTable]:
+    """:func:`read_raw` in slices of ``chunk_rows``, with file-wide row numbers.
+
+    The file is parsed once into Arrow (compact); only one slice at a time becomes
+    Python strings, which is what bounds memory on a ten-million-row export.
+    An empty file yields one empty slice, so its header is still checked.
+    """
+    path = Path(path)
+    data = _read_arrow(path)
+    for start in range(0, max(data.num_rows, 1), chunk_rows):
+        part = _contract_view(data.slice(start, chunk_rows), table, path.name)
+        part.frame["row"] += start
+        yield part
+
+
+def _read_arrow(path: Path) -> pa.Table:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        data = _read_csv(path)
-    elif suffix == ".parquet":
-        data = _read_parquet(path)
-    else:
-        raise UnusableFile(
-            f"{path.name}: unknown file type {suffix or '(no extension)'!r}; "
-            "export the table as .csv (UTF-8 with a header row) or .parquet"
-        )
-    return _contract_view(data, table, path.name)
+        return _read_csv(path)
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    raise UnusableFile(
+        f"{path.name}: unknown file type {suffix or '(no extension)'!r}; "
+        "export the table as .csv (UTF-8 with a header row) or .parquet"
+    )
 
 
 def _read_csv(path: Path) -> pa.Table:

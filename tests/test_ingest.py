@@ -137,3 +137,25 @@ def test_no_raw_identifier_reaches_disk_or_output(tmp_path, monkeypatch):
     assert len(secrets) > 500
     assert leaks(out, secrets, outputs) == []
     get_settings.cache_clear()
+
+
+def test_slicing_a_file_changes_nothing_but_the_number_of_parts(tmp_path, keys):
+    whole, sliced = EventStore(tmp_path / "whole"), EventStore(tmp_path / "sliced")
+    ingest_file(APPS, APPLICATIONS, whole, keys)
+    report = ingest_file(APPS, APPLICATIONS, sliced, keys, chunk_rows=37)
+    assert (report.rows_read, report.stored, len(report.parts)) == (200, 200, 6)
+    assert (
+        sliced.applications().sort_by("application_id").equals(whole.applications().sort_by("application_id"))
+    )
+
+
+def test_a_repeat_in_a_later_slice_meets_the_first_in_the_store(tmp_path, keys):
+    rows = pd.read_csv(APPS, dtype=str, keep_default_na=False).head(5)
+    conflicting = rows.iloc[[1]].assign(channel="agent" if rows.iloc[1]["channel"] != "agent" else "counter")
+    path = tmp_path / "repeats.csv"
+    pd.concat([rows, rows.iloc[[0]], conflicting]).to_csv(path, index=False)
+    store = EventStore(tmp_path / "store")
+    report = ingest_file(path, APPLICATIONS, store, keys, chunk_rows=5)
+    assert (report.stored, report.already_stored, report.quarantined_rows) == (5, 1, 1)
+    line = pd.read_csv(store.quarantine_path).iloc[-1]
+    assert (line["row"], line["application_id"]) == (7, rows.iloc[1]["application_id"])
