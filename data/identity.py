@@ -20,6 +20,8 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
 _ID_CHECK = "10X98765432"
@@ -57,6 +59,19 @@ def length_reason(length: int) -> str:
 def age_reason(age: int) -> str:
     """The reason for an applicant outside the accepted ages."""
     return f"applicant aged {age}, outside {MIN_AGE}-{MAX_AGE}"
+
+
+def canonical_code(value: str) -> str:
+    """``value`` stripped and upper-cased as the column functions do it.
+
+    Pandas' ``str`` columns upper-case through pyarrow one character at a time, so
+    ``ß`` stays one character where Python's ``str.upper`` makes it ``SS``; a length
+    reason must count the same characters in both paths.
+    """
+    text = value.strip()
+    if text.isascii():
+        return text.upper()
+    return pc.utf8_upper(pa.scalar(text, pa.string())).as_py()
 
 
 class InvalidIdentifier(ValueError):
@@ -108,7 +123,7 @@ def parse_resident_id(value: str, on: date | None = None) -> ResidentId:
     InvalidIdentifier
         With a reason a data steward can act on.
     """
-    number = value.strip().upper()
+    number = canonical_code(value)
     if len(number) != 18:
         raise InvalidIdentifier(length_reason(len(number)))
     if not _ID_SHAPE.fullmatch(number):
@@ -141,7 +156,7 @@ def normalise_resident_id(value: str) -> str:
 
 def validate_uscc(value: str) -> str:
     """Validate a GB 32100 unified social credit code; return it canonicalised."""
-    code = value.strip().upper()
+    code = canonical_code(value)
     if len(code) != 18:
         raise InvalidIdentifier(length_reason(len(code)))
     if any(c not in _USCC_VALUE for c in code):

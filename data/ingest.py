@@ -21,7 +21,7 @@ from data.store import EventStore
 from data.validate import validate
 
 # contract column -> (stored column, pseudonym family)
-_PSEUDONYMS = {
+PSEUDONYMS = {
     "id_number": ("applicant_key", "applicant"),
     "phone": ("phone_key", "phone"),
     "device_id": ("device_key", "device"),
@@ -29,6 +29,10 @@ _PSEUDONYMS = {
     "intermediary_id": ("intermediary_key", "intermediary"),
     "company_id": ("company_key", "company"),
 }
+# How a row digest joins the canonical strings of its contract values, and writes a missing one.
+ROW_SEPARATOR = "\x1f"
+ROW_MISSING = "\x00"
+ROW_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # values are UTC by then
 
 
 @dataclass
@@ -50,9 +54,14 @@ class IngestReport:
 def _row_digests(valid: pd.DataFrame, table: Table, keys: Pseudonymiser) -> pd.Series:
     """A keyed digest of each row's canonical contract values: tells an identical
     resend from a conflicting one without storing the raw values."""
-    canonical = valid.loc[:, list(table.names)].astype("string").fillna("\x00")
+    canonical = valid.loc[:, list(table.names)].copy()
+    for name in table.names:
+        if isinstance(canonical[name].dtype, pd.DatetimeTZDtype):
+            # a fixed format: pandas' own rendering depends on the other rows of the column
+            canonical[name] = canonical[name].dt.strftime(ROW_TIMESTAMP_FORMAT)
+    canonical = canonical.astype("string").fillna(ROW_MISSING)
     first, *rest = table.names
-    joined = canonical[first].str.cat([canonical[name] for name in rest], sep="\x1f")
+    joined = canonical[first].str.cat([canonical[name] for name in rest], sep=ROW_SEPARATOR)
     return keys.tokens("row", joined.astype(object))
 
 
@@ -89,7 +98,7 @@ def pseudonymise_applications(valid: pd.DataFrame, keys: Pseudonymiser) -> pd.Da
     out["address_key"] = keys.tokens("address", building_keys(valid["address"]))
     out["address_kind"] = address_kinds(valid["address"])
     out["company_region"] = valid["company_id"].str[2:8]
-    for raw, (stored, family) in _PSEUDONYMS.items():
+    for raw, (stored, family) in PSEUDONYMS.items():
         values = valid[raw]
         if raw == "escort_id":
             # escorts are recorded by their ID number where known: one spelling per person

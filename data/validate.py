@@ -33,29 +33,47 @@ CORPORATE_ONLY_REASON = "only for corporate accounts; must be empty when account
 CORPORATE_REQUIRED_REASON = "required for corporate accounts"
 
 # The table whose resident ID must belong to someone aged 16-100, and on which day.
-_AGE_RULE_AT = {APPLICATIONS.name: "applied_at"}
-_ACCOUNT_TYPE = "account_type"
+AGE_RULE_AT = {APPLICATIONS.name: "applied_at"}
+ACCOUNT_TYPE = "account_type"
 # A corporate account is known by its company: without the USCC it cannot be tied
 # to the company's other accounts, and the check-character rule has nothing to check.
-_CORPORATE_REQUIRED = ("company_id",)
+CORPORATE_REQUIRED = ("company_id",)
 
 # Fractions beyond microseconds are accepted only as trailing zeros (Parquet "ns"
 # columns): the stored resolution is microseconds and nothing may be rounded away.
-_TIMESTAMP_PATTERN = (
+TIMESTAMP_PATTERN = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6}0{0,3})?)?"
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?"
 )
 _OFFSET_PATTERN = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
-_TIMESTAMP_SHAPE_REASON = "not an ISO 8601 timestamp such as 2024-03-05T10:12:00+08:00 (at most microseconds)"
-_TIMESTAMP_VALUE_REASON = "not a real date and time"
-_TRUE = ("true", "1")
-_FALSE = ("false", "0")
-_BOOLEAN_REASON = "not a boolean (true/false/1/0)"
-_INTEGER_REASON = "not a whole number >= 0 written in plain digits"
-_MAX_INT_DIGITS = 18  # fits int64
-_INTEGER_SIZE_REASON = f"more than {_MAX_INT_DIGITS} digits"
+TIMESTAMP_SHAPE_REASON = "not an ISO 8601 timestamp such as 2024-03-05T10:12:00+08:00 (at most microseconds)"
+TIMESTAMP_VALUE_REASON = "not a real date and time"
+TRUE_TEXTS = ("true", "1")
+FALSE_TEXTS = ("false", "0")
+BOOLEAN_REASON = "not a boolean (true/false/1/0)"
+INTEGER_REASON = "not a whole number >= 0 written in plain digits"
+MAX_INT_DIGITS = 18  # fits int64
+INTEGER_SIZE_REASON = f"more than {MAX_INT_DIGITS} digits"
 _SHOWN_CHARACTERS = 40
+
+
+def shown(reason: str, text: str, column: Column) -> str:
+    """``reason`` for one trimmed value: non-personal values are quoted (cut short), personal ones never.
+
+    The column rules (:func:`_reasons`) word their reasons the same way.
+    """
+    return reason if column.personal else f"{reason}; got '{text[:_SHOWN_CHARACTERS]}'"
+
+
+def choice_reason(column: Column) -> str:
+    """The reason for a value outside ``column.choices``."""
+    return "not one of " + ", ".join(column.choices)
+
+
+def conflict_reason(first_row: int, key: str) -> str:
+    """The reason for a later row that repeats ``first_row``'s key with other content."""
+    return f"conflicts with row {first_row} (same {key}, different content)"
 
 
 @dataclass(frozen=True)
@@ -142,7 +160,7 @@ def _typed_columns(
             problems.append(_problems(~present, column.name, MISSING_REASON))
         if column.kind is Kind.RESIDENT_ID:
             # the age rule needs the application day, declared before the ID column
-            on = _local_day(typed[_AGE_RULE_AT[table.name]]) if table.name in _AGE_RULE_AT else None
+            on = _local_day(typed[AGE_RULE_AT[table.name]]) if table.name in AGE_RULE_AT else None
             ids = check_resident_ids(given, None if on is None else (on if full else on[present]))
             values, reasons = given.str.upper(), ids["problem"]
             if on is not None:
@@ -212,8 +230,7 @@ def _as_text(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
 
 
 def _as_choice(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
-    allowed = "not one of " + ", ".join(column.choices)
-    return text, _reasons(~text.isin(column.choices), allowed, text, column)
+    return text, _reasons(~text.isin(column.choices), choice_reason(column), text, column)
 
 
 def _as_region(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
@@ -230,22 +247,23 @@ def _as_uscc(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
 
 def _as_boolean(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
     lower = text.str.lower()
-    true, false = lower.isin(_TRUE), lower.isin(_FALSE)
+    true, false = lower.isin(TRUE_TEXTS), lower.isin(FALSE_TEXTS)
     values = true.astype("boolean").where(true | false)
-    return values, _reasons(~(true | false), _BOOLEAN_REASON, text, column)
+    return values, _reasons(~(true | false), BOOLEAN_REASON, text, column)
 
 
 def _as_integer(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
     digits = text.str.fullmatch("[0-9]+")
-    fits = digits & (text.str.len() <= _MAX_INT_DIGITS)
+    fits = digits & (text.str.len() <= MAX_INT_DIGITS)
     values = text.where(fits, "0").astype(np.int64).astype("Int64").where(fits)
-    reasons = _reasons(~digits, _INTEGER_REASON, text, column)
-    too_long = _reasons(digits & ~fits, _INTEGER_SIZE_REASON, text, column)
+    reasons = _reasons(~digits, INTEGER_REASON, text, column)
+    too_long = _reasons(digits & ~fits, INTEGER_SIZE_REASON, text, column)
     return values, reasons.fillna(too_long)
 
 
-def _as_timestamp(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
-    shaped = text.str.fullmatch(_TIMESTAMP_PATTERN)
+def parse_timestamps(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
+    """Trimmed, non-null texts as ``datetime64[us, UTC]`` (NaT where invalid) and their reasons."""
+    shaped = text.str.fullmatch(TIMESTAMP_PATTERN)
     aware = shaped & text.str.contains(_OFFSET_PATTERN)
     naive = shaped & ~aware
     values = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
@@ -257,8 +275,8 @@ def _as_timestamp(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series
         # a clock time skipped or repeated by Shanghai's 1986-1991 summer time is no instant
         shanghai = local.dt.tz_localize(SHANGHAI, ambiguous="NaT", nonexistent="NaT")
         values[naive] = shanghai.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-    reasons = _reasons(~shaped, _TIMESTAMP_SHAPE_REASON, text, column)
-    unreal = _reasons(shaped & values.isna(), _TIMESTAMP_VALUE_REASON, text, column)
+    reasons = _reasons(~shaped, TIMESTAMP_SHAPE_REASON, text, column)
+    unreal = _reasons(shaped & values.isna(), TIMESTAMP_VALUE_REASON, text, column)
     return values, reasons.fillna(unreal)
 
 
@@ -270,7 +288,7 @@ _PARSERS = {
     Kind.USCC: _as_uscc,
     Kind.BOOLEAN: _as_boolean,
     Kind.NON_NEGATIVE_INT: _as_integer,
-    Kind.TIMESTAMP: _as_timestamp,
+    Kind.TIMESTAMP: parse_timestamps,
 }
 
 
@@ -296,11 +314,11 @@ def _account_type_problems(
     table: Table, texts: dict[str, pd.Series], typed: dict[str, pd.Series]
 ) -> list[_Found]:
     """Corporate-only values on personal accounts; what corporate accounts must carry."""
-    if _ACCOUNT_TYPE not in typed:
+    if ACCOUNT_TYPE not in typed:
         return []
     # an invalid account type is already rejected: neither rule applies to it
-    personal = typed[_ACCOUNT_TYPE].eq("personal").fillna(False).astype(bool)
-    corporate = typed[_ACCOUNT_TYPE].eq("corporate").fillna(False).astype(bool)
+    personal = typed[ACCOUNT_TYPE].eq("personal").fillna(False).astype(bool)
+    corporate = typed[ACCOUNT_TYPE].eq("corporate").fillna(False).astype(bool)
     found = [
         _problems(personal & texts[c.name].notna(), c.name, CORPORATE_ONLY_REASON)
         for c in table.columns
@@ -308,7 +326,7 @@ def _account_type_problems(
     ]
     found += [
         _problems(corporate & texts[name].isna(), name, CORPORATE_REQUIRED_REASON)
-        for name in _CORPORATE_REQUIRED
+        for name in CORPORATE_REQUIRED
         if name in texts
     ]
     return found
@@ -334,10 +352,7 @@ def _repeats(table: Table, texts: dict[str, pd.Series], rows: pd.Series) -> tupl
     dropped[later.index[same]] = True
     conflicting = later[~same]
     reasons = pd.Series(
-        [
-            f"conflicts with row {rows[p]} (same {table.key}, different content)"
-            for p in conflicting.to_numpy()
-        ],
+        [conflict_reason(int(rows[p]), table.key) for p in conflicting.to_numpy()],
         index=conflicting.index,
         dtype=object,
     )

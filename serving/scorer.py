@@ -6,9 +6,8 @@ this code's (:data:`features.registry.FEATURE_SET_VERSION`) and its signature is
 :data:`features.registry.MODEL_FEATURES` in order. Anything else raises
 :class:`training.bundle.ModelIntegrityError`: no model, no score.
 
-A raw application goes through exactly the ingestion path (contract reader's
-canonical strings, :func:`data.validate.validate`,
-:func:`data.ingest.pseudonymise_applications`), then its features come from
+A raw application is validated and pseudonymised exactly as ingestion does it, one
+record at a time (:mod:`data.record`, held to the column path by its tests), then its features come from
 the online state as of its ``applied_at``, it is recorded into that state, and
 the response is stored by application id, so a retry gets the same answer and
 counts once. A :class:`Scorer` and everything it holds is used from one thread.
@@ -25,14 +24,12 @@ from datetime import datetime
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from data.contract import APPLICATIONS, LABELS, Table
-from data.events import APPLICATION_EVENTS
-from data.ingest import pseudonymise_applications
 from data.pseudonym import Pseudonymiser
 from data.reader import RawTable
-from data.validate import validate
+from data.record import application_event, trimmed, validate_record
+from data.validate import conflict_reason, validate
 from features.online import OnlineFeatureStore
 from features.registry import FEATURE_SET_VERSION, MODEL_FEATURES
 from serving.audit import DecisionLog, DecisionRow, utc_now
@@ -41,6 +38,8 @@ from training.bundle import MODEL_NAME, ModelIntegrityError, RegisteredModel, lo
 from training.explain import Reason, ReasonExplainer
 
 REQUEST_SOURCE = "request"
+_KEY = "application_id"
+_NOT_A_VALUE = "not a contract value: send a string, boolean or number"
 TOP_REASONS = 3
 
 
@@ -191,9 +190,7 @@ def _raw_table(rows: Sequence[Mapping[str, object]], table: Table) -> tuple[RawT
             try:
                 columns[name].append(canonical_text(row.get(name)))
             except TypeError:
-                errors.append(
-                    FieldError(item, name, "not a contract value: send a string, boolean or number")
-                )
+                errors.append(FieldError(item, name, _NOT_A_VALUE))
                 columns[name].append(None)
     frame = pd.DataFrame(columns, dtype=object)
     frame["row"] = np.arange(1, len(rows) + 1, dtype=np.int64)
@@ -222,15 +219,47 @@ def application_key(row: Mapping[str, object]) -> str:
     return (text or "").strip()
 
 
+def _prepared(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict] | InvalidInput:
+    """One request's events, or every defect of its items (see :func:`prepare_applications`)."""
+    errors: list[FieldError] = []
+    events: list[dict] = []
+    # trimmed application id -> (item, trimmed contract values, event or None) of its first item
+    first: dict[str, tuple[int, dict[str, str | None], dict | None]] = {}
+    for item, row in enumerate(rows):
+        record: dict[str, str | None] = {}
+        for name in APPLICATIONS.names:
+            try:
+                record[name] = canonical_text(row.get(name))
+            except TypeError:
+                errors.append(FieldError(item, name, _NOT_A_VALUE))
+                record[name] = None
+        unreadable = {e.field for e in errors if e.item == item}
+        texts = {name: trimmed(text) for name, text in record.items()}
+        key = texts[_KEY]
+        earlier = first.get(key) if key is not None else None
+        typed, defects = validate_record(record)
+        if earlier is not None and earlier[1] != texts:
+            defects.insert(0, (_KEY, conflict_reason(earlier[0] + 1, _KEY)))
+        # an unreadable value was dropped and its field named already
+        errors += [FieldError(item, column, reason) for column, reason in defects if column not in unreadable]
+        if earlier is not None:
+            # an exact repeat gets its first item's event, as the validator drops it from a file
+            events.append(earlier[2])  # type: ignore[arg-type]
+            continue
+        event = None if typed is None else application_event(typed, keys)
+        if key is not None:
+            first[key] = (item, texts, event)
+        events.append(event)  # type: ignore[arg-type]
+    if errors:
+        position = {name: i for i, name in enumerate(APPLICATIONS.names)}
+        return InvalidInput(sorted(errors, key=lambda e: (e.item, position[e.field])))
+    return events
+
+
 def prepare_application_groups(
     groups: Sequence[Sequence[Mapping[str, object]]], keys: Pseudonymiser
 ) -> list[list[dict] | InvalidInput]:
-    """Validate and pseudonymise several requests' applications in one pass, each judged alone.
-
-    Validation works on whole columns, so its cost is per call rather than per
-    row; the service puts concurrent requests through one call. Groups must
-    not share an application id: the validator would read that as a repeat
-    within one file.
+    """Validate and pseudonymise several requests' applications, each judged alone.
 
     Returns
     -------
@@ -238,30 +267,7 @@ def prepare_application_groups(
         Per group, what :func:`prepare_applications` returns for it, or the
         :class:`InvalidInput` it raises (items numbered within the group).
     """
-    rows = [row for group in groups for row in group]
-    starts = np.cumsum([0, *(len(group) for group in groups)])
-    valid, errors = _defects(rows, APPLICATIONS)
-    by_group: dict[int, list[FieldError]] = {}
-    for e in errors:
-        g = int(np.searchsorted(starts, e.item, side="right")) - 1
-        by_group.setdefault(g, []).append(FieldError(e.item - int(starts[g]), e.field, e.reason))
-    if by_group:
-        rejected = np.isin(
-            np.searchsorted(starts, valid["row"].to_numpy() - 1, side="right") - 1, list(by_group)
-        )
-        valid = valid.loc[~rejected]
-    events = pseudonymise_applications(valid, keys)
-    table = pa.Table.from_pandas(
-        events.loc[:, APPLICATION_EVENTS.names].reset_index(drop=True),
-        schema=APPLICATION_EVENTS,
-        preserve_index=False,
-    )
-    by_id = {event["application_id"]: event for event in table.to_pylist()}
-    # validate trims values and drops exact repeats: map each item by its trimmed id
-    return [
-        InvalidInput(by_group[g]) if g in by_group else [by_id[application_key(row)] for row in group]
-        for g, group in enumerate(groups)
-    ]
+    return [_prepared(group, keys) for group in groups]
 
 
 def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict]:

@@ -159,3 +159,16 @@ def test_a_repeat_in_a_later_slice_meets_the_first_in_the_store(tmp_path, keys):
     assert (report.stored, report.already_stored, report.quarantined_rows) == (5, 1, 1)
     line = pd.read_csv(store.quarantine_path).iloc[-1]
     assert (line["row"], line["application_id"]) == (7, rows.iloc[1]["application_id"])
+
+
+def test_a_rows_digest_does_not_depend_on_the_other_rows_of_its_file(tmp_path, keys):
+    rows = pd.read_csv(APPS, dtype=str, keep_default_na=False)
+    alone = tmp_path / "alone.csv"
+    rows.loc[rows["application_id"] == "A000000002"].to_csv(alone, index=False)  # whole-second, naive
+    with_others, by_itself = EventStore(tmp_path / "a"), EventStore(tmp_path / "b")
+    ingest_file(APPS, APPLICATIONS, with_others, keys)
+    ingest_file(alone, APPLICATIONS, by_itself, keys)
+    assert (
+        by_itself.digests("applications")["A000000002"] == with_others.digests("applications")["A000000002"]
+    )
+    assert ingest_file(alone, APPLICATIONS, with_others, keys).already_stored == 1
