@@ -1,0 +1,448 @@
+"""The online store: live feature state in one SQLite file, one event at a time.
+
+It keeps the applications of the last year (the longest window) with the
+columns aggregates count, and each one's earliest confirmation. A feature
+vector is computed on demand from that state with the same declarations and
+transforms as the offline builder, and the same point-in-time rule: only
+applications with ``applied_at < t`` and confirmations with ``confirmed_at < t``.
+Because the rule is applied at query time, the state may hold later events
+and confirmations without leaking them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.events import APPLICATION_EVENTS
+from features import values
+from features.linked import LINK_KEYS
+from features.registry import (
+    AGGREGATES,
+    BY_NAME,
+    LINK_FANOUT,
+    LINK_WINDOW_DAYS,
+    MAX_WINDOW_DAYS,
+    MODEL_FEATURES,
+    Aggregate,
+    Entity,
+    Op,
+)
+from features.values import DAY_US
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+_TEXT = (
+    "applicant_key",
+    "branch_id",
+    "staff_id",
+    "escort_key",
+    "intermediary_key",
+    "address_key",
+    "phone_key",
+    "phone_block_key",
+    "device_key",
+    "home_province",
+    "company_key",
+)
+_FLAGS = ("photo_tampered", *values.FLAG_COLUMNS)
+_ROW_STRINGS = ("account_type", "home_province", "branch_province", "channel", "address_kind", "gender")
+_ROW_NUMBERS = (
+    "age",
+    "phone_tenure_days",
+    "company_age_days",
+    "onsite_verified",
+    "photo_tampered",
+    "u_shield",
+    "mobile_banking",
+    "payment_binding",
+)
+_NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
+_MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", *LINK_KEYS)
+_ID, _TS, _APPLICANT, _BRANCH, _CONF = range(5)
+
+
+def micros(at: datetime) -> int:
+    """Microseconds since the epoch of a timezone-aware datetime (or pandas Timestamp)."""
+    if at.tzinfo is None:
+        raise ValueError(f"timestamp {at} has no timezone; events carry UTC timestamps")
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def _missing(value: object) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One prepared query, and the partial covering index it reads."""
+
+    entity: Entity
+    aggregates: tuple[Aggregate, ...]
+    sql: str
+    index: str
+    starts: tuple[int, ...] = ()  # windows (days) whose start the SELECT takes, in order
+    scan_days: int = 0
+
+
+def _plans() -> list[_Plan]:
+    """The queries that count every aggregate but the linked group.
+
+    Each reads an index that holds every column it needs (no table lookups,
+    which is what a busy escort or a dormitory would otherwise cost) and scans
+    one window. Distinct values of one column over nested windows take one
+    pass over the longest. A window that only counts the distinct values of
+    one nullable column (companies at an address over a year) scans only the
+    rows that have it.
+    """
+    by_window: dict[tuple[Entity, int], list[Aggregate]] = {}
+    plans = []
+    for a in AGGREGATES:
+        if a.windowed:
+            by_window.setdefault((a.entity, a.window_days), []).append(a)
+        elif a.op is Op.CONFIRMED:
+            plans.append(_confirmed_plan(a))
+    groups: dict[tuple[Entity, str | None], list[Aggregate]] = {}
+    for (entity, _), aggregates in by_window.items():
+        columns = {a.column for a in aggregates}
+        only = columns.pop() if len(columns) == 1 else None
+        if only not in _NULLABLE or any(a.op is not Op.DISTINCT for a in aggregates):
+            only = None
+        groups.setdefault((entity, only), []).extend(aggregates)
+    for (entity, only), aggregates in groups.items():
+        plans += _windowed_plans(entity, only, aggregates)
+    return plans
+
+
+def _windowed_plans(entity: Entity, only: str | None, aggregates: list[Aggregate]) -> list[_Plan]:
+    keys = entity.keys
+    name = f"by_{entity.name.lower()}" + (f"_{only}" if only else "")
+    # The link keys' main index orders ties by id: "most recent F" reads F entries and stops.
+    order = ["ts", "application_id"] if only is None and keys[0] in LINK_KEYS else ["ts"]
+    covered = sorted({a.column for a in aggregates if a.column} - set(keys))
+    present = [f"{c} IS NOT NULL" for c in (*keys, only) if c in _NULLABLE]
+    index = f"CREATE INDEX IF NOT EXISTS {name} ON apps ({', '.join([*keys, *order, *covered])})"
+    if present:
+        index += f" WHERE {' AND '.join(present)}"
+    rows = f"FROM apps INDEXED BY {name} WHERE " + " AND ".join(
+        [*(f"{k} = ?" for k in keys), *present, "ts >= ?", "ts < ?"]
+    )
+    # Distinct values of one column over several windows: one pass that keeps each
+    # value's last time, instead of one distinct-set per window.
+    nested: dict[str, list[Aggregate]] = {}
+    for a in aggregates:
+        if a.op is Op.DISTINCT:
+            nested.setdefault(str(a.column), []).append(a)
+    plans = []
+    grouped: set[Aggregate] = set()
+    for column, group in nested.items():
+        if len(group) < 2:
+            continue
+        grouped.update(group)
+        scan = max(a.window_days for a in group)
+        shorter = tuple(a.window_days for a in group if a.window_days < scan)
+        selected = ", ".join(
+            "COUNT(*)" if a.window_days == scan else "COUNT(*) FILTER (WHERE last >= ?)" for a in group
+        )
+        set_only = f" AND {column} IS NOT NULL" if column in _NULLABLE else ""
+        last = f"SELECT MAX(ts) AS last {rows}{set_only} GROUP BY {column}"
+        plans.append(_Plan(entity, tuple(group), f"SELECT {selected} FROM ({last})", index, shorter, scan))
+    # Anything else: one statement per window, each scanning only its own.
+    by_window: dict[int, list[Aggregate]] = {}
+    for a in aggregates:
+        if a not in grouped:
+            by_window.setdefault(a.window_days, []).append(a)
+    for days, group in by_window.items():
+        sql = f"SELECT {', '.join(a.sql() for a in group)} {rows}"
+        plans.append(_Plan(entity, tuple(group), sql, index, (), days))
+    return plans
+
+
+def _confirmed_plan(a: Aggregate) -> _Plan:
+    (key,) = a.entity.keys
+    name = f"confirmed_{a.entity.name.lower()}"
+    sql = (
+        f"SELECT COUNT(*) FROM apps INDEXED BY {name} WHERE {key} = ? AND conf IS NOT NULL "
+        "AND ts >= ? AND ts < ? AND conf < ?"
+    )
+    index = f"CREATE INDEX IF NOT EXISTS {name} ON apps ({key}, ts, conf) WHERE conf IS NOT NULL"
+    return _Plan(a.entity, (a,), sql, index, scan_days=a.window_days)
+
+
+def _schema(plans: list[_Plan]) -> list[str]:
+    columns = ", ".join(
+        ["application_id TEXT PRIMARY KEY", "ts INTEGER NOT NULL"]
+        + [f"{c} TEXT" for c in _TEXT]
+        + [f"{c} INTEGER NOT NULL" for c in _FLAGS]
+        + ["conf INTEGER"]
+    )
+    return [
+        f"CREATE TABLE IF NOT EXISTS apps ({columns})",
+        "CREATE TABLE IF NOT EXISTS labels "
+        "(application_id TEXT PRIMARY KEY, confirmed_at INTEGER NOT NULL, source TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS apps_ts ON apps (ts)",  # for prune
+        *dict.fromkeys(plan.index for plan in plans),
+    ]
+
+
+class OnlineFeatureStore:
+    """Live feature state in one SQLite file (WAL), for one process.
+
+    One connection, shared by the threads of that process: each call holds a
+    lock for its duration, so a threaded server may share one store.
+
+    Parameters
+    ----------
+    path : Path
+        The database file; created with its tables and indexes if new.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(
+            self.path, isolation_level=None, cached_statements=256, check_same_thread=False
+        )
+        for pragma in (
+            "journal_mode = WAL",
+            "synchronous = NORMAL",
+            "cache_size = -262144",  # 256 MiB of pages
+            "temp_store = MEMORY",
+            # Checkpoint rarely, so that one add in a thousand, not one in a hundred, pays for it.
+            "wal_autocheckpoint = 10000",
+        ):
+            self._con.execute(f"PRAGMA {pragma}")
+        self._plans = _plans()
+        for statement in _schema(self._plans):
+            self._con.execute(statement)
+        row = self._con.execute("SELECT value FROM meta WHERE name = 'horizon'").fetchone()
+        self._horizon: int = -(2**63) if row is None else row[0]
+        self._insert = (
+            f"INSERT OR IGNORE INTO apps (application_id, ts, {', '.join(_TEXT)}, "
+            f"{', '.join(_FLAGS)}, conf) VALUES (?, ?, {', '.join('?' * len(_TEXT))}, "
+            f"{', '.join('?' * len(_FLAGS))}, "
+            "(SELECT confirmed_at FROM labels WHERE application_id = ?))"
+        )
+        self._kept = {
+            key: f"SELECT {', '.join(_MEMBER)} FROM apps INDEXED BY by_{Entity(key).name.lower()} "
+            f"WHERE {key} = ? AND ts >= ? AND ts < ? "
+            f"ORDER BY ts DESC, application_id DESC LIMIT {LINK_FANOUT}"
+            for key in LINK_KEYS
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def __enter__(self) -> OnlineFeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_application(self, event: Mapping[str, object]) -> bool:
+        """Record one application event.
+
+        Returns
+        -------
+        bool
+            False, changing nothing, when its application_id is already held
+            or when it is older than anything a window can still reach after
+            :meth:`prune`.
+        """
+        row = self._row(event)
+        with self._lock:
+            return row is not None and self._con.execute(self._insert, row).rowcount == 1
+
+    def add_applications(self, events: Iterable[Mapping[str, object]]) -> int:
+        """Record many events in one transaction, each as :meth:`add_application` would.
+
+        For warming a new store with the last year of history.
+
+        Returns
+        -------
+        int
+            How many were new.
+        """
+        rows = [r for r in map(self._row, events) if r is not None]
+        with self._lock, self._transaction() as con:
+            before = con.total_changes
+            con.executemany(self._insert, rows)
+            return con.total_changes - before
+
+    def _row(self, event: Mapping[str, object]) -> tuple | None:
+        ts = micros(event["applied_at"])  # type: ignore[arg-type]
+        if ts < self._horizon:
+            return None
+        flags = values.derived_flags(_row_columns(event))
+        return (
+            event["application_id"],
+            ts,
+            *(None if _missing(event.get(c)) else event[c] for c in _TEXT),
+            int(bool(event["photo_tampered"])),
+            *(int(flags[c][0]) for c in values.FLAG_COLUMNS),
+            event["application_id"],
+        )
+
+    def add_label(self, application_id: str, confirmed_at: datetime, source: str) -> bool:
+        """Record a confirmation; the earliest one of an application is the one that counts.
+
+        Returns
+        -------
+        bool
+            False, changing nothing, when no earlier confirmation was already held.
+        """
+        at = micros(confirmed_at)
+        with self._lock, self._transaction() as con:
+            changed = con.execute(
+                "INSERT INTO labels VALUES (?, ?, ?) ON CONFLICT (application_id) DO UPDATE SET "
+                "confirmed_at = excluded.confirmed_at, source = excluded.source "
+                "WHERE excluded.confirmed_at < labels.confirmed_at",
+                (application_id, at, source),
+            ).rowcount
+            if changed:
+                con.execute("UPDATE apps SET conf = ? WHERE application_id = ?", (at, application_id))
+        return changed == 1
+
+    def features_for(self, event: Mapping[str, object], names: Sequence[str] = MODEL_FEATURES) -> np.ndarray:
+        """Feature values of one application as of its ``applied_at``, without recording it.
+
+        Parameters
+        ----------
+        event : mapping
+            One row of :data:`data.events.APPLICATION_EVENTS`.
+        names : sequence of str
+            Which features, in order; :data:`MODEL_FEATURES` by default.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one value per name; NaN where undefined.
+        """
+        t = micros(event["applied_at"])  # type: ignore[arg-type]
+        columns = _row_columns(event)
+        columns.update(values.derived_flags(columns))
+        columns["applied_at"] = np.array([t], dtype=np.int64)
+        with self._lock:
+            counts = self._counts(event, t)
+        return np.array([BY_NAME[name].evaluate(columns, counts)[0] for name in names])
+
+    def _counts(self, event: Mapping[str, object], t: int) -> dict[str, np.ndarray]:
+        counts: dict[str, np.ndarray] = {}
+        execute = self._con.execute
+        for plan in self._plans:
+            key = tuple(event.get(k) for k in plan.entity.keys)
+            if any(_missing(k) for k in key):
+                found: Sequence[float] = [np.nan] * len(plan.aggregates)
+            elif plan.aggregates[0].op is Op.CONFIRMED:
+                found = execute(plan.sql, (*key, t - plan.scan_days * DAY_US, t, t)).fetchone()
+            else:
+                starts = (t - days * DAY_US for days in plan.starts)
+                scan = t - plan.scan_days * DAY_US
+                found = execute(plan.sql, (*starts, *key, scan, t)).fetchone()
+            for a, value in zip(plan.aggregates, found, strict=True):
+                counts[a.name] = np.array([value], dtype=np.float64)
+        for name, value in self._linked_group(event, t).items():
+            counts[Aggregate(Entity.LINKED, Op.LINKED, LINK_WINDOW_DAYS, name).name] = np.array(
+                [value], dtype=np.float64
+            )
+        return counts
+
+    def _linked_group(self, event: Mapping[str, object], t: int) -> dict[str, float]:
+        """The bounded two-hop group of :mod:`features.linked`, by index lookups."""
+        start = t - LINK_WINDOW_DAYS * DAY_US
+        execute = self._con.execute
+        asked: set[tuple[str, object]] = set()
+        members: dict[str, tuple] = {}
+
+        def visit(keys: list[tuple[str, object]]) -> list[tuple]:
+            found = []
+            for kind, key in keys:
+                if _missing(key) or (kind, key) in asked:
+                    continue
+                asked.add((kind, key))
+                found.extend(execute(self._kept[kind], (key, start, t)).fetchall())
+            for row in found:
+                members[row[_ID]] = row
+            return found
+
+        hop1 = visit([(kind, event.get(kind)) for kind in LINK_KEYS])
+        visit([(kind, row[_MEMBER.index(kind)]) for row in hop1 for kind in LINK_KEYS])
+        own = event["applicant_key"]
+        group = [m for m in members.values() if m[_APPLICANT] != own]
+        if not group:
+            return {"applicants": 0.0, "branches": 0.0, "first_at": np.nan, "confirmed": 0.0}
+        return {
+            "applicants": float(len({m[_APPLICANT] for m in group})),
+            "branches": float(len({m[_BRANCH] for m in group})),
+            "first_at": float(min(m[_TS] for m in group)),
+            "confirmed": float(sum(1 for m in group if m[_CONF] is not None and m[_CONF] < t)),
+        }
+
+    def prune(self, before: datetime) -> int:
+        """Forget what no query at or after ``before`` can reach.
+
+        Applications older than ``before`` minus the longest window go, with
+        their confirmations; later :meth:`add_application` calls for such
+        applications are refused. The freed pages are reused, so a long
+        stream keeps the file at about one year of events.
+
+        Returns
+        -------
+        int
+            Applications removed.
+        """
+        horizon = micros(before) - MAX_WINDOW_DAYS * DAY_US
+        with self._lock, self._transaction() as con:
+            con.execute(
+                "DELETE FROM labels WHERE application_id IN (SELECT application_id FROM apps WHERE ts < ?)",
+                (horizon,),
+            )
+            removed = con.execute("DELETE FROM apps WHERE ts < ?", (horizon,)).rowcount
+            # Confirmations of applications never seen, once old enough to be useless.
+            con.execute(
+                "DELETE FROM labels WHERE confirmed_at < ? AND application_id NOT IN "
+                "(SELECT application_id FROM apps)",
+                (horizon,),
+            )
+            con.execute(
+                "INSERT INTO meta VALUES ('horizon', ?) ON CONFLICT (name) DO UPDATE "
+                "SET value = MAX(value, excluded.value)",
+                (horizon,),
+            )
+            self._horizon = max(self._horizon, horizon)
+        with self._lock:
+            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
+
+
+def _row_columns(event: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """The application's own columns as arrays of one element, as the offline builder has them."""
+    columns: dict[str, np.ndarray] = {}
+    for name in _ROW_STRINGS:
+        columns[name] = np.array([event.get(name)], dtype=object)
+    for name in _ROW_NUMBERS:
+        value = event.get(name)
+        columns[name] = np.array([np.nan if _missing(value) else value], dtype=np.float64)
+    return columns

@@ -1,0 +1,170 @@
+"""Training sets: point-in-time features, outcome labels and their maturity, as of a date.
+
+Everything is seen from ``as_of``: applications applied after it and
+confirmations that arrived after it do not exist. An application is labelled
+1 when it was confirmed as a mule within the outcome window (``confirmed_at -
+applied_at <= window``) and by ``as_of``. It is *mature* once its whole
+window has passed (``applied_at + window <= as_of``): only then is a 0 a
+negative. Immature rows stay in the frame, marked, so a report can count
+them; training leaves them out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data.events import APPLICATION_EVENTS, LABEL_EVENTS
+from features.offline import as_table, build_features, confirmations
+from features.registry import FEATURE_NAMES, FEATURE_SET_VERSION, MODEL_FEATURES
+from features.values import DAY_US
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    rows: int
+    mature: int
+    immature: int
+    positives: int  # mature rows labelled 1: what training learns from
+    immature_positives: int  # confirmed early, window still open: reported, not trained on
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Features, labels and maturity per application, and where they came from.
+
+    ``frame`` has ``application_id``, ``applied_at``, every feature of the
+    registry, ``label`` (0/1) and ``label_mature`` (bool).
+    """
+
+    frame: pd.DataFrame
+    summary: TrainingSummary
+    as_of: pd.Timestamp
+    outcome_window_days: int
+    inputs_sha256: dict[str, str]
+
+    def mature(self) -> pd.DataFrame:
+        """The rows a model may be trained and evaluated on."""
+        return self.frame[self.frame["label_mature"]]
+
+
+def as_of_timestamp(as_of: pd.Timestamp | str) -> pd.Timestamp:
+    """As a UTC timestamp; a naive one is Beijing time, as in the input contract."""
+    from data.config import get_settings
+
+    at = pd.Timestamp(as_of)
+    if at.tzinfo is None:
+        at = at.tz_localize(get_settings().timezone)
+    return at.tz_convert("UTC")
+
+
+def _digest(table: pa.Table) -> str:
+    """sha256 of the rows' digests in sorted order: the same rows give the same hash."""
+    digests = pc.sort_indices(table["row_digest"])
+    ordered = table["row_digest"].take(digests).to_pylist()
+    return hashlib.sha256("\n".join(ordered).encode("utf-8")).hexdigest()
+
+
+def build_training_set(
+    applications: pa.Table | pd.DataFrame,
+    labels: pa.Table | pd.DataFrame,
+    *,
+    as_of: pd.Timestamp,
+    outcome_window_days: int = 180,
+    progress: bool = False,
+) -> TrainingSet:
+    """Features and outcome labels of every application known at ``as_of``.
+
+    Parameters
+    ----------
+    applications, labels
+        Events in :mod:`data.events` form.
+    as_of : pandas.Timestamp
+        The training run's date; nothing after it is considered at all.
+    outcome_window_days : int
+        How long after opening a confirmation still makes the label 1
+        (``Settings.outcome_window_days``).
+    progress : bool
+        Show a progress bar.
+    """
+    at = as_of_timestamp(as_of)
+    cut = pa.scalar(at.to_pydatetime(), pa.timestamp("us", tz="UTC"))
+    apps = as_table(applications, APPLICATION_EVENTS)
+    apps = apps.filter(pc.less_equal(apps["applied_at"], cut))
+    known = as_table(labels, LABEL_EVENTS)
+    known = known.filter(pc.less_equal(known["confirmed_at"], cut))
+
+    frame = build_features(apps, known, progress=progress)
+    confirmed = confirmations(pa.array(frame["application_id"]), known)
+    applied = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    window = outcome_window_days * DAY_US
+    frame["label"] = ((confirmed >= 0) & (confirmed - applied <= window)).astype(np.int8)
+    frame["label_mature"] = applied + window <= at.value // 1_000
+    mature = int(frame["label_mature"].sum())
+    positive = frame["label"].to_numpy() == 1
+    summary = TrainingSummary(
+        rows=len(frame),
+        mature=mature,
+        immature=len(frame) - mature,
+        positives=int((positive & frame["label_mature"].to_numpy()).sum()),
+        immature_positives=int((positive & ~frame["label_mature"].to_numpy()).sum()),
+    )
+    return TrainingSet(
+        frame=frame,
+        summary=summary,
+        as_of=at,
+        outcome_window_days=outcome_window_days,
+        inputs_sha256={"applications": _digest(apps), "labels": _digest(known)},
+    )
+
+
+def write_training_set(training_set: TrainingSet, path: Path) -> dict[str, object]:
+    """Write the frame as Parquet and a JSON fingerprint beside it (``<stem>.fingerprint.json``).
+
+    The fingerprint records the schema, the counts, the inputs' sha256, the
+    feature-set version and ``as_of``, so a model can say exactly what it
+    was trained on. Both files are written whole or not at all.
+
+    Returns
+    -------
+    dict
+        The fingerprint.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = training_set.frame
+    fingerprint = {
+        "feature_set_version": FEATURE_SET_VERSION,
+        "as_of": training_set.as_of.isoformat(),
+        "outcome_window_days": training_set.outcome_window_days,
+        "counts": asdict(training_set.summary),
+        "inputs_sha256": training_set.inputs_sha256,
+        "schema": [{"name": c, "dtype": str(frame[c].dtype)} for c in frame.columns],
+        "features": list(FEATURE_NAMES),
+        "model_features": list(MODEL_FEATURES),
+    }
+    partial = path.with_name(path.name + ".partial")
+    frame.to_parquet(partial, index=False)
+    fingerprint["parquet_sha256"] = _file_sha256(partial)
+    os.replace(partial, path)
+    beside = path.with_name(f"{path.stem}.fingerprint.json")
+    partial = beside.with_name(beside.name + ".partial")
+    partial.write_text(json.dumps(fingerprint, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(partial, beside)
+    return fingerprint
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

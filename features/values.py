@@ -1,0 +1,129 @@
+"""Small pure functions that turn raw columns and counts into feature values.
+
+Both engines call these on numpy arrays (the online store on arrays of one
+element), so a feature's arithmetic exists once and its floats agree bit for
+bit. Counts arrive as float64 with NaN where the application has no such
+entity; every function here lets that NaN through. An undefined ratio (0/0)
+is NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from data.contract import CHANNELS
+from data.events import ADDRESS_KINDS
+
+DAY_US = 86_400_000_000
+HOUR_US = 3_600_000_000
+# Branches are in China: Beijing time, no daylight saving since 1991.
+BEIJING_OFFSET_US = 8 * HOUR_US
+NIGHT_HOURS = (22, 6)  # from 22:00 to 06:00, local
+YOUNG_COMPANY_DAYS = 90
+
+CHANNEL_CODES: tuple[str, ...] = CHANNELS
+ADDRESS_KIND_CODES: tuple[str, ...] = ADDRESS_KINDS
+GENDER_CODES: tuple[str, ...] = ("F", "M")
+
+FLAG_COLUMNS = ("out_of_province", "corporate", "young_company", "corporate_without_onsite")
+"""Columns :func:`derived_flags` adds; aggregates may count applications where they hold."""
+
+
+def number(x: np.ndarray) -> np.ndarray:
+    """As float64; None and missing values become NaN, booleans 0 and 1."""
+    return np.asarray(x, dtype=np.float64)
+
+
+def count(n: np.ndarray) -> np.ndarray:
+    return number(n)
+
+
+def share(part: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """``part / total``; NaN where ``total`` is 0 or NaN."""
+    part, total = number(part), number(total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, part / total, np.nan)
+
+
+def share_difference(
+    part: np.ndarray, total: np.ndarray, base_part: np.ndarray, base_total: np.ndarray
+) -> np.ndarray:
+    """How far one share exceeds a baseline share."""
+    return share(part, total) - share(base_part, base_total)
+
+
+def excess_share(
+    own_part: np.ndarray, own_total: np.ndarray, all_part: np.ndarray, all_total: np.ndarray
+) -> np.ndarray:
+    """How far one member's share exceeds the share of everyone else in the group.
+
+    ``all_*`` include the member's own counts, which are taken out first.
+    """
+    own_part, own_total = number(own_part), number(own_total)
+    return share(own_part, own_total) - share(number(all_part) - own_part, number(all_total) - own_total)
+
+
+def weekly_vs_quarterly_rate(n_7d: np.ndarray, n_90d: np.ndarray) -> np.ndarray:
+    """Daily rate over the last 7 days divided by the daily rate over the last 90."""
+    return share(number(n_7d) * 90.0, number(n_90d) * 7.0)
+
+
+def days_since(at_us: np.ndarray, first_us: np.ndarray) -> np.ndarray:
+    """Days from ``first_us`` to ``at_us`` (microsecond timestamps); NaN without a first."""
+    return (number(at_us) - number(first_us)) / DAY_US
+
+
+def local_hour(at_us: np.ndarray) -> np.ndarray:
+    """Hour of the day, Beijing time, of UTC microsecond timestamps."""
+    at = np.asarray(at_us, dtype=np.int64)
+    return number((at + BEIJING_OFFSET_US) // HOUR_US % 24)
+
+
+def night(at_us: np.ndarray) -> np.ndarray:
+    hour = local_hour(at_us)
+    start, end = NIGHT_HOURS
+    return number((hour >= start) | (hour < end))
+
+
+def all_true(*flags: np.ndarray) -> np.ndarray:
+    return number(np.logical_and.reduce([np.asarray(f, dtype=bool) for f in flags]))
+
+
+def _code(x: np.ndarray, codes: tuple[str, ...]) -> np.ndarray:
+    out = np.full(len(x), np.nan)
+    for i, category in enumerate(codes):
+        out[x == category] = i
+    return out
+
+
+def channel_code(channel: np.ndarray) -> np.ndarray:
+    return _code(channel, CHANNEL_CODES)
+
+
+def address_kind_code(kind: np.ndarray) -> np.ndarray:
+    return _code(kind, ADDRESS_KIND_CODES)
+
+
+def gender_code(gender: np.ndarray) -> np.ndarray:
+    return _code(gender, GENDER_CODES)
+
+
+def derived_flags(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-application flags that features and aggregates use, as booleans.
+
+    ``columns`` holds ``home_province``, ``branch_province``, ``account_type``
+    (object arrays) and ``company_age_days``, ``onsite_verified`` (anything
+    :func:`number` takes).
+    """
+    corporate = np.asarray(columns["account_type"] == "corporate", dtype=bool)
+    company_age = number(columns["company_age_days"])
+    onsite = number(columns["onsite_verified"])
+    return {
+        "out_of_province": np.asarray(columns["home_province"] != columns["branch_province"], dtype=bool),
+        "corporate": corporate,
+        # An unknown company age is not young; an unknown visit is not a visit.
+        "young_company": corporate & (company_age < YOUNG_COMPANY_DAYS),
+        "corporate_without_onsite": corporate & (onsite != 1),
+    }

@@ -1,0 +1,155 @@
+"""The online store's own promises: idempotent events, bounded state, durable file."""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.online import OnlineFeatureStore
+from features.registry import FEATURE_NAMES
+from tests.factories import EventFactory, application
+
+T0 = pd.Timestamp("2024-05-01 03:00", tz="UTC")
+DAY = pd.Timedelta(days=1)
+
+
+def _at(ts: pd.Timestamp) -> datetime:
+    return ts.to_pydatetime()
+
+
+@pytest.fixture
+def store(tmp_path):
+    with OnlineFeatureStore(tmp_path / "state.db") as opened:
+        yield opened
+
+
+def test_an_application_added_twice_changes_nothing(store):
+    first = application("a", T0, escort_key="e", applicant_key="p1")
+    assert store.add_application(first)
+    target = application("x", T0 + DAY, escort_key="e")
+    before = store.features_for(target, FEATURE_NAMES)
+    # Same id again, even with other content: still the first one.
+    assert not store.add_application(first)
+    assert not store.add_application({**first, "applicant_key": "p2", "escort_key": "e2"})
+    np.testing.assert_array_equal(store.features_for(target, FEATURE_NAMES), before)
+
+
+def test_a_bulk_load_is_the_same_as_one_at_a_time(tmp_path):
+    apps = EventFactory(n=600, seed=32).build().applications.to_pylist()
+    targets = apps[-50:]
+    with OnlineFeatureStore(tmp_path / "one.db") as one, OnlineFeatureStore(tmp_path / "bulk.db") as bulk:
+        for event in apps:
+            one.add_application(event)
+        assert bulk.add_applications(apps[:300]) == 300
+        assert bulk.add_applications(apps) == len(apps) - 300  # the first 300 already held
+        for event in targets:
+            np.testing.assert_array_equal(
+                bulk.features_for(event, FEATURE_NAMES), one.features_for(event, FEATURE_NAMES)
+            )
+
+
+def test_features_for_does_not_record_the_application(store):
+    store.add_application(application("a", T0, escort_key="e"))
+    x = application("x", T0 + DAY, escort_key="e")
+    store.features_for(x)
+    later = application("y", T0 + 2 * DAY, escort_key="e")
+    index = FEATURE_NAMES.index("escort_applicants_7d")
+    assert store.features_for(later, FEATURE_NAMES)[index] == 1  # a, and not x
+    assert store.add_application(x)
+    assert store.features_for(later, FEATURE_NAMES)[index] == 2
+
+
+def test_labels_are_idempotent_and_the_earliest_counts(store):
+    store.add_application(application("a", T0, escort_key="e"))
+    target = application("x", T0 + 20 * DAY, escort_key="e")
+    index = FEATURE_NAMES.index("escort_confirmed_mules_365d")
+    assert store.add_label("a", _at(T0 + 25 * DAY), "police_notice")
+    assert not store.add_label("a", _at(T0 + 25 * DAY), "police_notice")
+    assert not store.add_label("a", _at(T0 + 30 * DAY), "investigation")  # later: ignored
+    assert store.features_for(target, FEATURE_NAMES)[index] == 0
+    assert store.add_label("a", _at(T0 + 10 * DAY), "account_freeze")  # earlier: replaces
+    assert store.features_for(target, FEATURE_NAMES)[index] == 1
+
+
+def test_a_label_may_arrive_before_its_application(store):
+    assert store.add_label("a", _at(T0 + DAY), "police_notice")
+    store.add_application(application("a", T0, escort_key="e"))
+    target = application("x", T0 + 2 * DAY, escort_key="e")
+    assert store.features_for(target, FEATURE_NAMES)[FEATURE_NAMES.index("escort_confirmed_mules_365d")] == 1
+
+
+def test_threads_may_share_one_store(store):
+    apps = EventFactory(n=400, seed=33).build().applications.to_pylist()
+    store.add_applications(apps[:300])
+    targets = apps[300:]
+    alone = [store.features_for(e) for e in targets]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        shared = list(pool.map(store.features_for, targets))
+    np.testing.assert_array_equal(np.array(shared), np.array(alone))
+
+
+def test_naive_timestamps_are_refused(store):
+    event = application("a", T0)
+    with pytest.raises(ValueError, match="timezone"):
+        store.add_application({**event, "applied_at": datetime(2024, 5, 1, 3)})
+
+
+def test_state_survives_reopening(tmp_path):
+    path = tmp_path / "state.db"
+    target = application("x", T0 + DAY, escort_key="e")
+    with OnlineFeatureStore(path) as store:
+        store.add_application(application("a", T0, escort_key="e"))
+        store.add_label("a", _at(T0 + DAY / 2), "police_notice")
+        before = store.features_for(target, FEATURE_NAMES)
+    with OnlineFeatureStore(path) as store:
+        np.testing.assert_array_equal(store.features_for(target, FEATURE_NAMES), before)
+        assert not store.add_application(application("a", T0, escort_key="e"))
+
+
+class TestPrune:
+    @pytest.fixture(scope="class")
+    def stream(self):
+        events = EventFactory(n=4_000, seed=31, days=800).build()
+        apps = events.applications.to_pylist()
+        return apps, events.labels.to_pylist()
+
+    def test_queries_after_the_prune_point_are_unchanged(self, stream, tmp_path):
+        apps, labels = stream
+        prune_at = apps[len(apps) // 2]["applied_at"]
+        targets = [e for e in apps if e["applied_at"] >= prune_at]
+        with OnlineFeatureStore(tmp_path / "state.db") as store:
+            for event in apps:
+                store.add_application(event)
+            for row in labels:
+                store.add_label(row["application_id"], row["confirmed_at"], row["source"])
+            before = np.array([store.features_for(e, FEATURE_NAMES) for e in targets])
+            removed = store.prune(prune_at)
+            after = np.array([store.features_for(e, FEATURE_NAMES) for e in targets])
+            assert removed > 0
+            # Too old for any window now: refused, and refused again after reopening.
+            assert not store.add_application({**apps[0], "application_id": "replayed"})
+        np.testing.assert_array_equal(after, before)
+        with OnlineFeatureStore(tmp_path / "state.db") as store:
+            assert not store.add_application({**apps[0], "application_id": "replayed"})
+
+    def test_the_file_stays_bounded_on_a_long_stream(self, stream, tmp_path):
+        apps, _ = stream
+        path = tmp_path / "state.db"
+        quarters = np.array_split(np.arange(len(apps)), 8)  # 100 days each
+        pages = []
+        with OnlineFeatureStore(path) as store:
+            for quarter in quarters:
+                for i in quarter:
+                    store.add_application(apps[i])
+                store.prune(apps[quarter[-1]]["applied_at"])
+                with sqlite3.connect(path) as reader:
+                    held = reader.execute("SELECT COUNT(*) FROM apps").fetchone()[0]
+                    pages.append(reader.execute("PRAGMA page_count").fetchone()[0])
+                assert held <= 4 * len(quarter) + 10  # about a year: four quarters at most
+        # Once a year has been held, freed pages are reused: no growth beyond it.
+        assert max(pages[5:]) <= pages[4] * 1.1

@@ -1,0 +1,80 @@
+"""The registry: one declaration per feature, the model's list, the version, the catalogue."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from features import catalogue
+from features.registry import (
+    BY_NAME,
+    FEATURE_SET_VERSION,
+    FEATURES,
+    MAX_WINDOW_DAYS,
+    MODEL_FEATURES,
+    Entity,
+    Family,
+    feature_set_version,
+)
+
+
+def test_names_are_unique_and_descriptions_have_one_value_placeholder():
+    assert len(BY_NAME) == len(FEATURES)
+    for f in FEATURES:
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", f.name), f.name
+        assert f.zh.count("{value}") == 1, f.name
+        assert f.en.count("{value}") == 1, f.name
+
+
+def test_every_family_is_declared():
+    assert {f.family for f in FEATURES} == set(Family)
+
+
+def test_windows_match_their_aggregates_and_stay_within_the_state_bound():
+    for f in FEATURES:
+        if f.aggregates:
+            assert f.window_days == max(a.window_days for a in f.aggregates), f.name
+            assert f.entity is not Entity.APPLICATION, f.name
+        else:
+            assert (f.window_days, f.entity) == (None, Entity.APPLICATION), f.name
+        assert (f.window_days or 0) <= MAX_WINDOW_DAYS
+
+
+def test_model_features_follow_the_registry_and_leave_gender_out():
+    assert list(MODEL_FEATURES) == [f.name for f in FEATURES if f.in_model]
+    assert "applicant_gender" not in MODEL_FEATURES
+    assert "applicant_gender" in BY_NAME  # still built, for fairness monitoring
+
+
+def test_version_is_a_stable_hash_of_the_declarations():
+    assert re.fullmatch(r"[0-9a-f]{16}", FEATURE_SET_VERSION)
+    assert feature_set_version() == FEATURE_SET_VERSION
+    reworded = tuple(dataclasses.replace(f, en=f.en + ".") if f.name == "channel" else f for f in FEATURES)
+    assert feature_set_version(reworded) != FEATURE_SET_VERSION
+    assert feature_set_version(FEATURES, MODEL_FEATURES[:-1]) != FEATURE_SET_VERSION
+
+
+def test_descriptions_read_with_values():
+    assert BY_NAME["escort_applicants_30d"].describe(7.0) == "该陪同人近30天陪同7名不同开户人"
+    assert BY_NAME["escort_applicants_30d"].describe(7.0, "en") == (
+        "The escort accompanied 7 different applicants in the last 30 days"
+    )
+    assert BY_NAME["channel"].describe(1.0, "en") == "Opening channel: mobile"
+    assert BY_NAME["staff_tampered_share_30d"].describe(1 / 3, "en").endswith(": 0.33")
+
+
+def test_categories_are_small_integer_codes():
+    for f in FEATURES:
+        if f.codes:
+            assert len(set(f.codes)) == len(f.codes), f.name
+    value = BY_NAME["address_kind"].evaluate(
+        {"address_kind": np.array(["dormitory", "unknown"], dtype=object)}, {}
+    )
+    np.testing.assert_array_equal(value, [1.0, np.nan])
+
+
+def test_the_docs_catalogue_is_current():
+    page = catalogue.PAGE.read_text(encoding="utf-8")
+    assert catalogue.render(page) == page, "run: python -m features.catalogue"
