@@ -237,6 +237,9 @@ def train(
     negative_rate: Annotated[float, typer.Option(min=0.001, max=1.0, help="Share of negatives kept.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for downsampling, LightGBM and the bootstrap.")] = 0,
     n_boot: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for confidence intervals.")] = 200,
+    tune_trials: Annotated[
+        int, typer.Option(min=0, help="Optuna trials of a bounded search on the validation months (0: off).")
+    ] = 0,
 ) -> None:
     """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger."""
     run_train(
@@ -250,6 +253,7 @@ def train(
         negative_rate=negative_rate,
         seed=seed,
         n_boot=n_boot,
+        tune_trials=tune_trials,
     )
 
 

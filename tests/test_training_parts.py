@@ -108,3 +108,17 @@ def test_configuring_mlflow_leaves_the_environment_as_it_was(tmp_path, monkeypat
     configure(Settings(models_dir=tmp_path / "a"))
     assert "MLFLOW_TRACKING_URI" not in __import__("os").environ
     assert Settings(models_dir=tmp_path / "b").tracking_uri().endswith("b/mlflow.db")
+
+
+def test_tuning_is_bounded_and_reproducible():
+    from training.tuning import tune
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(3_000, 3))
+    y = (rng.random(3_000) < 1 / (1 + np.exp(-(2.5 * X[:, 0] - 4)))).astype(int)
+    runs = [
+        tune(X[:2000], y[:2000], X[2000:], y[2000:], ["a", "b", "c"], n_trials=3, negative_rate=0.5, seed=4)
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+    assert 4 <= runs[0]["max_depth"] <= 8 and 15 <= runs[0]["num_leaves"] <= 63

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from data.config import SHANGHAI, Settings
 from data.store import EventStore
@@ -27,6 +29,7 @@ from training.rules import BranchRules
 from training.scorecard import WoEScorecard
 from training.split import TEST, TRAIN, VALID, TimeSplit
 from training.tracking import PROJECT_ROOT, code_version, configure, metric_key
+from training.tuning import tune
 
 HEADLINE_METRICS = (
     "roc_auc",
@@ -64,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     n_boot: int = 200
     truth: Path | None = None
+    tune_trials: int = 0
 
 
 @dataclass
@@ -82,8 +86,10 @@ def _matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
     return frame.loc[:, names].to_numpy(dtype=np.float64)
 
 
-def _fit_lightgbm(parts: dict[str, pd.DataFrame], names: list[str], cfg: TrainConfig) -> MuleClassifier:
-    model = MuleClassifier(negative_rate=cfg.negative_rate, random_state=cfg.seed)
+def _fit_lightgbm(
+    parts: dict[str, pd.DataFrame], names: list[str], cfg: TrainConfig, params: dict | None = None
+) -> MuleClassifier:
+    model = MuleClassifier(negative_rate=cfg.negative_rate, random_state=cfg.seed, **(params or {}))
     return model.fit(
         _matrix(parts[TRAIN], names),
         parts[TRAIN]["label"].to_numpy(),
@@ -167,31 +173,76 @@ def monthly_summary(ts: TrainingSet, labels: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+@contextmanager
+def _steps(show: bool, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar over the run's steps: each call names the step starting now."""
+    if not show:
+        yield lambda _: None
+        return
+    with Progress(
+        TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as bar:
+        task = bar.add_task("training", total=total)
+        started = [False]
+
+        def step(description: str) -> None:
+            if started[0]:
+                bar.advance(task)
+            started[0] = True
+            bar.update(task, description=description)
+
+        yield step
+        bar.advance(task)
+
+
 def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: bool = True) -> TrainResult:
     """Run the whole training job and register the model as ``duanka@challenger``."""
+    with _steps(progress, 7) as step:
+        return _train(store, cfg, settings, progress, step)
+
+
+def _train(
+    store: EventStore, cfg: TrainConfig, settings: Settings, progress: bool, step: Callable[[str], None]
+) -> TrainResult:
+    step("point-in-time features")
     ts = build_training_set(
         store.applications(),
         store.labels(),
         as_of=cfg.as_of,
         outcome_window_days=settings.outcome_window_days,
-        progress=progress,
+        progress=False,  # the run's own bar is live: rich allows one at a time
     )
     split, parts = _split(ts, cfg, settings)
     names = list(MODEL_FEATURES)
     test_y = parts[TEST]["label"].to_numpy()
 
-    full = _fit_lightgbm(parts, names, cfg)
+    step("LightGBM" + (f" ({cfg.tune_trials} tuning trials)" if cfg.tune_trials else ""))
+    tuned: dict = {}
+    if cfg.tune_trials:
+        tuned = tune(
+            _matrix(parts[TRAIN], names),
+            parts[TRAIN]["label"].to_numpy(),
+            _matrix(parts[VALID], names),
+            parts[VALID]["label"].to_numpy(),
+            names,
+            n_trials=cfg.tune_trials,
+            negative_rate=cfg.negative_rate,
+            seed=cfg.seed,
+        )
+    full = _fit_lightgbm(parts, names, cfg, tuned)
     calibrator = make_calibrator(cfg.calibration).fit(
         full.decision_function(_matrix(parts[VALID], names)), parts[VALID]["label"].to_numpy()
     )
     bands = Bands.from_budget(calibrator.predict(full.decision_function(_matrix(parts[VALID], names))))
     test_score = calibrator.predict(full.decision_function(_matrix(parts[TEST], names)))
 
+    step("ablation without linkage families")
     ablation_names = list(linkage_free_features())
     ablation = _fit_lightgbm(parts, ablation_names, cfg)
     ablation_calibrator = make_calibrator(cfg.calibration).fit(
         ablation.decision_function(_matrix(parts[VALID], ablation_names)), parts[VALID]["label"].to_numpy()
     )
+    step("WoE scorecard and branch rules")
     scorecard = WoEScorecard(random_state=cfg.seed).fit(parts[TRAIN].loc[:, names], parts[TRAIN]["label"])
     rules = BranchRules()
 
@@ -203,9 +254,11 @@ def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: 
         "woe_scorecard": scorecard.predict_proba(parts[TEST].loc[:, names])[:, 1],
         "branch_rules": rules.score(parts[TEST]),
     }
+    step("out-of-time evaluation (bootstrap)")
     evaluations = {name: evaluate(test_y, s, n_boot=cfg.n_boot, seed=cfg.seed) for name, s in scores.items()}
     comparison = compare(evaluations, HEADLINE_METRICS)
 
+    step("ring catch rates")
     groups = None
     if cfg.truth is not None:
         truth = load_truth(cfg.truth)
@@ -214,6 +267,7 @@ def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: 
         )
         groups = group_catch_rates(test_rows, bands.assign(test_score) != "low")
 
+    step("MLflow logging and registration")
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(
             {
@@ -226,6 +280,7 @@ def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: 
                 "feature_set_version": FEATURE_SET_VERSION,
                 "code_version": code_version(),
                 "best_iteration": full.booster_.best_iteration,
+                "tune_trials": cfg.tune_trials,
                 "n_features": len(names),
                 **{f"split_{k}": v for k, v in split.describe().items()},
                 **{f"lgb_{k}": v for k, v in full.lgb_params().items()},
