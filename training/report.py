@@ -589,13 +589,15 @@ def _fairness(c: _Context) -> dict:
 def _out_of_province(c: _Context, table: pd.DataFrame) -> dict:
     """Over-refusal risk under 断卡: how much of the alerting rests on where applicants come from."""
     origin = table.loc[table["dimension"] == "origin"].set_index("group")
-    column = c.names.index("applicant_out_of_province")
-    outsider = c.X[:, column] == 1
+    outsider = c.test["applicant_out_of_province"].to_numpy() == 1
     alerted = c.alert & outsider
-    as_local = c.X[alerted].copy()
-    as_local[:, column] = 0
-    # the same applications with only the origin flag changed: alerts that rest on origin itself
-    flips = int((c.model.bundle.score(as_local) < c.model.bundle.bands.high).sum()) if alerted.any() else 0
+    flips = 0  # a model that does not read origin cannot change its mind over it
+    if "applicant_out_of_province" in c.names and alerted.any():
+        column = c.names.index("applicant_out_of_province")
+        as_local = c.X[alerted].copy()
+        as_local[:, column] = 0
+        # the same applications with only the origin flag changed: alerts that rest on origin itself
+        flips = int((c.model.bundle.score(as_local) < c.model.bundle.bands.high).sum())
     shown = sum(any(r.code == "APPLICANT_OUT_OF_PROVINCE" for r in row) for row in c.alert_reasons)
     ratio = math.nan
     if {"local", "out of province"} <= set(origin.index) and origin.loc["local", "fpr"] > 0:
