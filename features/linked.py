@@ -25,13 +25,15 @@ its cap, so rings and hubs stand out.
 
 from __future__ import annotations
 
-import duckdb
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from features.registry import LINK_FANOUT, LINK_WINDOW_DAYS
+from features.registry import LINK_FANOUT, LINK_KEYS, LINK_WINDOW_DAYS
 from features.values import DAY_US
 
-LINK_KEYS = ("escort_key", "address_key", "phone_key", "device_key", "intermediary_key")
+if TYPE_CHECKING:
+    import duckdb
 
 _W = LINK_WINDOW_DAYS * DAY_US
 _F = LINK_FANOUT

@@ -24,11 +24,11 @@ import pandas as pd
 
 from data.events import APPLICATION_EVENTS
 from features import values
-from features.linked import LINK_KEYS
 from features.registry import (
     AGGREGATES,
     BY_NAME,
     LINK_FANOUT,
+    LINK_KEYS,
     LINK_WINDOW_DAYS,
     MAX_WINDOW_DAYS,
     MODEL_FEATURES,

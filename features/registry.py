@@ -32,6 +32,7 @@ CONFIRMED_WINDOW_DAYS = 365
 # The linked group's bound (see features.linked): the same numbers in both engines.
 LINK_WINDOW_DAYS = 30
 LINK_FANOUT = 5
+LINK_KEYS = ("escort_key", "address_key", "phone_key", "device_key", "intermediary_key")
 
 
 class Family(StrEnum):
@@ -777,7 +778,7 @@ def feature_set_version(
     declared = {
         "features": [f.declaration() for f in features],
         "model_features": list(model_features),
-        "link": {"window_days": LINK_WINDOW_DAYS, "fanout": LINK_FANOUT},
+        "link": {"window_days": LINK_WINDOW_DAYS, "fanout": LINK_FANOUT, "keys": list(LINK_KEYS)},
         "flags": {"young_company_days": values.YOUNG_COMPANY_DAYS, "night": values.NIGHT_HOURS},
     }
     text = json.dumps(declared, ensure_ascii=False, sort_keys=True)

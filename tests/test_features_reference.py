@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from features.linked import LINK_KEYS
 from features.offline import build_features
 from features.registry import (
     AGGREGATES,
     FEATURE_NAMES,
     FEATURES,
     LINK_FANOUT,
+    LINK_KEYS,
     LINK_WINDOW_DAYS,
     Op,
 )
