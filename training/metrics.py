@@ -26,6 +26,19 @@ import numpy as np
 import pandas as pd
 
 ALERT_RATES: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
+# What a comparison table and the model report show, in this order.
+HEADLINE_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "ks",
+    "brier",
+    "recall@0.5%",
+    "recall@1.0%",
+    "recall@2.0%",
+    "recall@5.0%",
+    "precision@1.0%",
+    "recall@fpr5%",
+)
 
 # Rows × resamples held in memory at once; about 32 MB per float64 working array.
 _CHUNK_CELLS = 4_000_000

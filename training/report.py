@@ -36,7 +36,7 @@ from training import plots
 from training.bands import ACTION_TEXT, ACTIONS, ALERT_BUDGET
 from training.bundle import MODEL_NAME, RegisteredModel, load_registered
 from training.explain import Reason, ReasonExplainer, load_catalogue
-from training.metrics import ALERT_RATES, threshold_table
+from training.metrics import ALERT_RATES, HEADLINE_METRICS, threshold_table
 from training.promote import RECALL_TOLERANCE
 from training.promote import __doc__ as PROMOTION_RULE
 from training.split import TEST, TRAIN
@@ -65,17 +65,6 @@ STABILITY_FEATURES = 5
 BINS = 10
 # Below this many legitimate rows a group's false-positive rate is too noisy to rank.
 MIN_NEGATIVES = 100
-HEADLINE = (
-    "roc_auc",
-    "pr_auc",
-    "ks",
-    "brier",
-    "recall@0.5%",
-    "recall@1.0%",
-    "recall@2.0%",
-    "precision@1.0%",
-    "recall@fpr5%",
-)
 AGE_BANDS = ((0, 25, "under 25"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 60, "45-59"), (60, 200, "60+"))
 
 
@@ -419,7 +408,7 @@ def _method(c: _Context) -> dict:
 
 def _evaluation_table(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows).set_index("metric")
-    frame = frame.loc[[m for m in HEADLINE if m in frame.index]]
+    frame = frame.loc[[m for m in HEADLINE_METRICS if m in frame.index]]
     return pd.DataFrame(
         {
             "metric": frame.index,
@@ -632,7 +621,7 @@ def _comparison(c: _Context, client: mlflow.MlflowClient) -> dict:
             "feature set": p.get("feature_set_version", "?"),
             "best iteration": p.get("best_iteration", "?"),
         }
-        for metric in HEADLINE:
+        for metric in HEADLINE_METRICS:
             key = metric_key(f"lightgbm.test_{metric}")
             if key in m:
                 cells[metric] = (

@@ -23,7 +23,7 @@ from training.bands import Bands
 from training.bundle import MODEL_NAME, log_bundle, write_bundle
 from training.calibration import make_calibrator
 from training.groups import GroupCatch, group_catch_rates, load_truth
-from training.metrics import Evaluation, compare, evaluate
+from training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
 from training.model import MuleClassifier
 from training.rules import BranchRules
 from training.scorecard import WoEScorecard
@@ -31,18 +31,6 @@ from training.split import TEST, TRAIN, VALID, TimeSplit
 from training.tracking import PROJECT_ROOT, code_version, configure, metric_key
 from training.tuning import tune
 
-HEADLINE_METRICS = (
-    "roc_auc",
-    "pr_auc",
-    "ks",
-    "brier",
-    "recall@0.5%",
-    "recall@1.0%",
-    "recall@2.0%",
-    "recall@5.0%",
-    "precision@1.0%",
-    "recall@fpr5%",
-)
 CHALLENGER = "challenger"
 # The families that link one application to others; the ablation drops them to show what links add.
 LINKAGE_FAMILIES = frozenset(
