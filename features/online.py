@@ -205,9 +205,15 @@ class OnlineFeatureStore:
     ----------
     path : Path
         The database file; created with its tables and indexes if new.
+    durable : bool
+        ``synchronous=FULL``: every write is on disk when it returns, so an application the
+        service acknowledged survives a power cut (one fsync per write, about 3 ms on the
+        development machine's disk). Off (``NORMAL``), a commit survives a crash of the process
+        but the last ones may be lost at a power cut: enough for replays and tests, which
+        acknowledge nothing and can be rerun.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._con = sqlite3.connect(
@@ -215,7 +221,7 @@ class OnlineFeatureStore:
         )
         for pragma in (
             "journal_mode = WAL",
-            "synchronous = NORMAL",
+            "synchronous = FULL" if durable else "synchronous = NORMAL",
             "cache_size = -262144",  # 256 MiB of pages
             "temp_store = MEMORY",
             # Checkpoint rarely, so that one add in a thousand, not one in a hundred, pays for it.

@@ -318,7 +318,7 @@ class Service:
         """On the scoring thread: open the state, bring it up to the event store, audit the start."""
         config = self.config
         config.paths.root.mkdir(parents=True, exist_ok=True)
-        online = OnlineFeatureStore(config.paths.online)
+        online = OnlineFeatureStore(config.paths.online, durable=True)  # it acknowledges
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
         decisions = DecisionLog(config.paths.decisions)
         decisions.event(
@@ -491,19 +491,39 @@ class _Observe:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("ascii"))]
             await send(message)
 
+        received = 0
+        refused = False
+
+        async def receive_limited() -> dict:
+            # A chunked body has no Content-Length: count what arrives, or it could be any size.
+            # Past the limit, answer 413 now and tell the app the client left, so it stops reading.
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    refused = True
+                    await too_large(scope, receive, send_with_id)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message: dict) -> None:
+            if not refused:
+                await send_with_id(message)
+
+        too_large = JSONResponse(
+            {
+                "detail": f"request body over {MAX_BODY_BYTES} bytes; "
+                f"send at most {MAX_BATCH} applications per batch"
+            },
+            status_code=413,
+        )
         try:
             length = dict(scope.get("headers", ())).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-                response = JSONResponse(
-                    {
-                        "detail": f"request body over {MAX_BODY_BYTES} bytes; "
-                        f"send at most {MAX_BATCH} applications per batch"
-                    },
-                    status_code=413,
-                )
-                await response(scope, receive, send_with_id)
+                await too_large(scope, receive, send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive_limited, send_unless_refused)
         finally:
             path = scope["path"]
             route = path if path in _ROUTES else "other"

@@ -1,0 +1,141 @@
+"""A bounded load test: `duanka serve` on loopback at a fixed request rate; errors, latency, memory.
+
+    .venv/bin/python bench/bench_load.py --work /tmp/duanka-load                 # 100/s for 3 min
+    .venv/bin/python bench/bench_load.py --work /tmp/duanka-load --rate 50 --seconds 60
+
+Open loop: one ``POST /v1/score`` (a new application each) every ``1/rate`` seconds whatever
+the answers do, so a server that falls behind shows as latency and errors, not as a slower
+client. Bounded: ``rate * seconds`` requests, each with a timeout, and a hard stop at
+``seconds + 60`` after the first; then the server is stopped. The server's resident memory is
+sampled every 10 s from ``/proc``: flat means no leak over the run.
+
+The bank, store, model and online state come from ``bench_serve.prepare`` (reused when ``--work``
+already holds them); each run starts from a fresh copy of the state and an empty audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_serve import URI, _env, _free_port, _wait, fresh_state, prepare, request_rows
+
+from serving.keys import KeyFile
+
+TIMEOUT_S = 10.0
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def fixed_rate(
+    url: str, bodies: list[bytes], headers: dict, rate: float, pid: int, hard_stop: float
+) -> tuple[list[float], dict[str, int], list[tuple[float, float]]]:
+    """Send ``bodies`` at ``rate``; (latencies of answered requests in ms, errors by kind, RSS samples)."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    memory: list[tuple[float, float]] = []
+    limits = httpx.Limits(max_connections=512)
+    async with httpx.AsyncClient(timeout=TIMEOUT_S, limits=limits) as client:
+
+        async def one(body: bytes) -> None:
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                return
+            if response.status_code != 200:
+                errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+                return
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+        async def sample() -> None:
+            while True:
+                memory.append((time.perf_counter() - start, rss_mib(pid)))
+                await asyncio.sleep(10)
+
+        start = time.perf_counter()
+        sampler = asyncio.create_task(sample())
+        tasks = []
+        for i, body in enumerate(bodies):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(body)))
+        _, late = await asyncio.wait(tasks, timeout=max(0.0, hard_stop - time.perf_counter()))
+        for task in late:  # past the hard stop: count them, do not wait
+            task.cancel()
+        errors["unfinished"] = len(late)
+        sampler.cancel()
+        memory.append((time.perf_counter() - start, rss_mib(pid)))
+    return latencies, errors, memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, required=True, help="folder for the bank, store and model")
+    parser.add_argument("--history", type=int, default=30_000, help="applications in the state")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=180.0, help="how long to send for")
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+
+    n = int(args.rate * args.seconds)
+    prepare(args.work, args.history, 2_000, args.seed)
+    rows = request_rows(args.work)
+    paths = fresh_state(args.work)
+    headers = {
+        "Authorization": f"Bearer {KeyFile(paths.keys).create()[1]}",
+        "Content-Type": "application/json",
+    }
+    bodies = [json.dumps({**rows[i % len(rows)], "application_id": f"L{i:07d}"}).encode() for i in range(n)]
+    port = _free_port()
+    duanka = str(Path(sys.executable).parent / "duanka")
+    server = subprocess.Popen(
+        [duanka, "serve", "--data", str(args.work / "store"), "--model", URI, "--port", str(port)],
+        env=_env(args.work),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(f"http://127.0.0.1:{port}/readyz", server)
+        url = f"http://127.0.0.1:{port}/v1/score"
+        hard_stop = time.perf_counter() + args.seconds + 60
+        latencies, errors, memory = asyncio.run(
+            fixed_rate(url, bodies, headers, args.rate, server.pid, hard_stop)
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    answered = np.asarray(latencies)
+    failed = sum(errors.values())
+    print(f"duanka serve, POST /v1/score at {args.rate:.0f}/s for {args.seconds:.0f} s: {n:,} requests")
+    print(f"  answered 200: {answered.size:,}; errors: {failed:,} {dict(sorted(errors.items()))}")
+    if answered.size:
+        p50, p99 = np.percentile(answered, [50, 99])
+        print(f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {answered.max():.1f} ms")
+    print("  server RSS (MiB) over time: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in memory))
+    print(f"  RSS start {memory[0][1]:.0f} MiB, end {memory[-1][1]:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

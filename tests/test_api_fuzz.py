@@ -1,0 +1,275 @@
+"""The service under hostile input: whatever arrives, the answer is a 4xx naming the field, or a
+decision that conforms to the published schema; never a 5xx.
+
+Property tests (hypothesis, derandomised so that a run is reproducible) throw arbitrary JSON
+values at every field of every write endpoint; hand-written cases cover what a generator rarely
+finds: an empty body, 10 MB bodies with and without a length, invalid UTF-8, a wrong ID check
+character, future and out-of-range dates, a batch of 1,001.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sqlite3
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from data.contract import APPLICATIONS
+from serving.api import (
+    MAX_BATCH,
+    ApplicationIn,
+    BatchOut,
+    ErrorOut,
+    LabelsOut,
+    ScoreOut,
+    ServiceConfig,
+    create_app,
+)
+from serving.keys import KeyFile
+from serving.scorer import ModelSource
+
+FIELDS = list(ApplicationIn.model_fields)
+FUZZ = settings(
+    max_examples=100,
+    derandomize=True,
+    database=None,  # derandomised: nothing to replay, and no .hypothesis/ left behind
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+_ids = itertools.count()
+_AGE_RULE = re.compile(r"birth date is after the application|applicant aged \d+, outside")
+
+# Any JSON value, with strings on the contract's edges (empty, flags, impossible and far dates).
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.sampled_from(["", " ", "true", "0", "12", "2025-02-30", "9999-12-31T00:00:00", "1900-01-01"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=5,
+)
+
+
+@pytest.fixture(scope="module")
+def api(served_bank, tmp_path_factory):
+    paths = served_bank.fresh_paths(tmp_path_factory.mktemp("fuzz") / "serving")
+    token = KeyFile(paths.keys).create()[1]
+    source = ModelSource(served_bank.uri, served_bank.client())
+    config = ServiceConfig(
+        source=source, model=source.load(), keys=served_bank.keys, store=served_bank.store, paths=paths
+    )
+    with TestClient(create_app(config)) as client:
+        yield client, {"Authorization": f"Bearer {token}"}, paths
+
+
+@pytest.fixture(scope="module")
+def rows(served_bank) -> list[dict]:
+    """A few never-seen applications to mutate (the fuzzed tests' failure reports print them)."""
+    return served_bank.holdout[:8]
+
+
+def _valid(rows: list[dict], n: int = 0, **changes: object) -> dict:
+    """A holdout application under a new id, so that no two examples collide (409)."""
+    return {**rows[n], "application_id": f"FUZZ{next(_ids):06d}", **changes}
+
+
+def _decisions(paths) -> int:
+    with sqlite3.connect(paths.decisions) as con:
+        return con.execute("SELECT count(*) FROM decisions").fetchone()[0]
+
+
+def _conforms(response, ok: type) -> dict:
+    """The body of any answer the service may give, checked against its schema."""
+    assert response.status_code < 500, response.text
+    body = response.json()
+    if response.status_code == 200:
+        ok.model_validate(body)
+    else:
+        assert response.status_code in (400, 409, 413, 422), response.text
+        ErrorOut.model_validate(body)
+    return body
+
+
+# --- property tests ------------------------------------------------------------------------
+
+
+@FUZZ
+@given(field=st.sampled_from(FIELDS), value=json_values)
+def test_any_value_in_any_field_is_scored_or_refused_naming_that_field(api, rows, field, value):
+    client, auth, _ = api
+    row = _valid(rows, **{field: value})
+    body = _conforms(client.post("/v1/score", json=row, headers=auth), ScoreOut)
+    if "errors" in body:
+        # the only defect is the one we put in; the message says which field, except that a date
+        # making the applicant's age impossible is the age rule's, which the contract puts on id_number
+        named = {e["field"] for e in body["errors"]}
+        if field == "applied_at" and named == {"id_number"}:
+            assert all(_AGE_RULE.search(e["reason"]) for e in body["errors"]), body
+        else:
+            assert named == {field}, body
+        assert all(e["item"] == 0 and e["reason"] for e in body["errors"])
+
+
+@FUZZ
+@given(body=st.dictionaries(st.sampled_from([*FIELDS, "extra"]), json_values, max_size=8) | json_values)
+def test_an_arbitrary_body_never_gets_a_5xx(api, body):
+    client, auth, _ = api
+    _conforms(client.post("/v1/score", json=body, headers=auth), ScoreOut)
+
+
+@FUZZ
+@given(items=st.lists(st.tuples(st.sampled_from(FIELDS), json_values), min_size=1, max_size=3))
+def test_a_batch_with_defects_names_each_item_and_field_and_records_nothing(api, rows, items):
+    client, auth, paths = api
+    rows = [_valid(rows, i, **{field: value}) for i, (field, value) in enumerate(items)]
+    before = _decisions(paths)
+    body = _conforms(client.post("/v1/score/batch", json={"applications": rows}, headers=auth), BatchOut)
+    if "errors" in body:
+        # a type error is the schema's and names the path; a contract breach names the column
+        allowed = {
+            (i, name) for i, (field, _) in enumerate(items) for name in (field, f"applications.{field}")
+        }
+        allowed |= {(i, "id_number") for i, (field, _) in enumerate(items) if field == "applied_at"}
+        assert {(e["item"], e["field"]) for e in body["errors"]} <= allowed, body
+        assert _decisions(paths) == before  # all or nothing
+    else:
+        assert _decisions(paths) == before + len(rows)
+
+
+@FUZZ
+@given(field=st.sampled_from(["application_id", "confirmed_at", "source"]), value=json_values)
+def test_any_label_value_is_taken_or_refused_naming_that_field(api, field, value):
+    client, auth, _ = api
+    label = {"application_id": "A1", "confirmed_at": "2025-04-01", "source": "police_notice", field: value}
+    body = _conforms(client.post("/v1/labels", json={"labels": [label]}, headers=auth), LabelsOut)
+    if "errors" in body:
+        assert {e["field"] for e in body["errors"]} <= {field, f"labels.{field}"}, body
+        assert body["errors"], body
+
+
+# --- hand-written cases --------------------------------------------------------------------
+
+
+def _post(client, auth, path: str, content: bytes, **headers: str):
+    return client.post(path, content=content, headers={**auth, "Content-Type": "application/json", **headers})
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/score/batch", "/v1/labels"])
+def test_an_empty_body_is_refused_as_not_matching_the_schema(api, path):
+    client, auth, _ = api
+    response = _post(client, auth, path, b"")
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["body"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("phone_tenure_days", 12.5), ("u_shield", [True]), ("application_id", 42), ("applied_at", {"d": 1})],
+)
+def test_a_value_of_a_type_no_contract_file_holds_is_refused_by_field(api, rows, field, value):
+    client, auth, _ = api
+    response = client.post("/v1/score", json=_valid(rows, **{field: value}), headers=auth)
+    assert response.status_code == 422
+    assert [(e["item"], e["field"]) for e in response.json()["errors"]] == [(0, field)]
+
+
+def test_a_10_mb_body_is_refused_before_it_is_parsed(api):
+    client, auth, paths = api
+    before = _decisions(paths)
+    response = _post(client, auth, "/v1/score/batch", b'{"applications": [' + b" " * (10 * 1024 * 1024))
+    assert response.status_code == 413 and "bytes" in response.json()["detail"]
+    assert _decisions(paths) == before
+
+
+def test_a_10_mb_body_sent_without_a_length_is_refused_too(api):
+    client, auth, _ = api
+
+    def chunks():  # no Content-Length: the limit must count what arrives
+        for _ in range(10):
+            yield b" " * (1024 * 1024)
+
+    response = client.post(
+        "/v1/score/batch", content=chunks(), headers={**auth, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_non_finite_numbers_are_refused_by_field(api, rows, literal):
+    # Python's JSON reader takes these literals although JSON has none; they must not reach a 5xx
+    client, auth, _ = api
+    text = json.dumps(_valid(rows, phone_tenure_days=123456789)).encode()
+    response = _post(client, auth, "/v1/score", text.replace(b"123456789", literal))
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["phone_tenure_days"]
+
+
+def test_invalid_utf8_is_refused_as_not_json(api, rows):
+    client, auth, _ = api
+    text = json.dumps(_valid(rows), ensure_ascii=False).encode()
+    response = _post(
+        client, auth, "/v1/score", text.replace(b'"counter"', b'"\xff\xfe"').replace(b"B", b"\xc3")
+    )
+    assert response.status_code == 400
+    ErrorOut.model_validate(response.json())
+
+
+def test_an_id_number_with_a_wrong_check_character_is_refused_without_echoing_it(api, rows):
+    client, auth, paths = api
+    good = rows[1]["id_number"]
+    wrong = good[:-1] + ("0" if good[-1] != "0" else "1")
+    before = _decisions(paths)
+    response = client.post("/v1/score", json=_valid(rows, 1, id_number=wrong), headers=auth)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["id_number"]
+    assert wrong not in response.text and good not in response.text
+    assert _decisions(paths) == before
+
+
+def test_a_future_date_is_scored_as_of_that_date(api, rows):
+    # the contract has no "not after today" rule: a branch's clock is not ours to judge
+    client, auth, _ = api
+    response = client.post(
+        "/v1/score", json=_valid(rows, 2, applied_at="2031-01-01T09:00:00+08:00"), headers=auth
+    )
+    assert response.status_code == 200, response.text
+    assert ScoreOut.model_validate(response.json()).score > 0
+
+
+@pytest.mark.parametrize("when", ["2200-01-01T00:00:00+08:00", "9999-12-31"])
+def test_a_date_that_makes_the_applicant_impossibly_old_is_refused_by_the_age_rule(api, rows, when):
+    client, auth, _ = api
+    response = client.post("/v1/score", json=_valid(rows, 3, applied_at=when), headers=auth)
+    assert response.status_code == 422
+    (error,) = response.json()["errors"]
+    assert error["field"] == "id_number" and re.match(r"applicant aged \d+, outside 16-100", error["reason"])
+
+
+@pytest.mark.parametrize("when", ["2025-02-30", "tomorrow", "2025-13-01T00:00:00"])
+def test_a_date_that_is_not_a_date_is_refused_naming_applied_at(api, rows, when):
+    client, auth, _ = api
+    response = client.post("/v1/score", json=_valid(rows, 3, applied_at=when), headers=auth)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["applied_at"]
+
+
+def test_a_batch_of_1001_is_refused_naming_applications_and_records_nothing(api, rows):
+    client, auth, paths = api
+    rows = [_valid(rows, 4) for _ in range(MAX_BATCH + 1)]
+    before = _decisions(paths)
+    response = client.post("/v1/score/batch", json={"applications": rows}, headers=auth)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["applications"]
+    assert _decisions(paths) == before
+
+
+def test_every_contract_column_is_a_field_of_the_api(api):
+    # the property tests above fuzz ApplicationIn's fields: they must be the whole contract
+    assert set(FIELDS) == set(APPLICATIONS.names)
