@@ -186,9 +186,16 @@ def load_registered(uri: str, client: mlflow.MlflowClient) -> RegisteredModel:
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
     except mlflow.exceptions.MlflowException as exc:
         raise ModelIntegrityError(f"cannot resolve {uri}: {exc.message}") from None
-    bundle = read_bundle(local / "artifacts" / BOOSTER_FILE, local / "artifacts" / META_FILE)
-    if version.tags.get("booster_sha256") != bundle.booster_sha256:
-        raise ModelIntegrityError(
-            f"{uri}: booster hash differs from the one recorded at registration: refusing to load"
-        )
-    return RegisteredModel(uri, str(version.version), version.run_id, bundle)
+    booster_path, meta_path = local / "artifacts" / BOOSTER_FILE, local / "artifacts" / META_FILE
+    # Both files are checked against the registry before LightGBM parses anything: a damaged
+    # booster can crash the parser, and bundle.json holds the calibrator and the band thresholds.
+    for tag, path in (("booster_sha256", booster_path), ("bundle_sha256", meta_path)):
+        try:
+            actual = sha256_text(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            raise ModelIntegrityError(f"{uri}: {path.name} is unreadable: refusing to load") from None
+        if actual != version.tags.get(tag):
+            raise ModelIntegrityError(
+                f"{uri}: {path.name} differs from the one recorded at registration: refusing to load"
+            )
+    return RegisteredModel(uri, str(version.version), version.run_id, read_bundle(booster_path, meta_path))

@@ -20,7 +20,7 @@ from data.store import EventStore
 from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
 from features.training_set import TrainingSet, TrainingSummary, build_training_set
 from training.bands import Bands
-from training.bundle import MODEL_NAME, log_bundle, write_bundle
+from training.bundle import MODEL_NAME, log_bundle, sha256_text, write_bundle
 from training.calibration import make_calibrator
 from training.groups import GroupCatch, group_catch_rates, load_truth
 from training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
@@ -320,6 +320,9 @@ def _train(
         meta = json.loads(Path(paths["meta"]).read_text(encoding="utf-8"))
         for key in ("booster_sha256", "feature_set_version"):
             client.set_model_version_tag(MODEL_NAME, version, key, meta[key])
+        client.set_model_version_tag(
+            MODEL_NAME, version, "bundle_sha256", sha256_text(Path(paths["meta"]).read_text(encoding="utf-8"))
+        )
         client.set_model_version_tag(MODEL_NAME, version, "run_id", run.info.run_id)
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
         return TrainResult(run.info.run_id, version, split, comparison, evaluations, ts.summary, groups)
