@@ -354,7 +354,7 @@ def test_reloading_follows_the_alias_refuses_a_tampered_model_and_is_audited(ser
     client, tokens, paths, _ = service
     current = registry.get_model_version(MODEL_NAME, served_bank.version)
     twin = registry.create_model_version(MODEL_NAME, current.source, run_id=current.run_id)
-    for key in ("booster_sha256", "feature_set_version"):
+    for key in ("booster_sha256", "bundle_sha256", "feature_set_version"):
         registry.set_model_version_tag(MODEL_NAME, twin.version, key, current.tags[key])
     registry.set_registered_model_alias(MODEL_NAME, ALIAS, twin.version)
 
@@ -459,7 +459,8 @@ def _other_model(served_bank, registry):
         booster.write_text(text, encoding="utf-8")
         meta_path = copy / "artifacts" / META_FILE
         meta = {**json.loads(meta_path.read_text(encoding="utf-8")), "booster_sha256": sha256_text(text)}
-        meta_path.write_text(json.dumps(meta), encoding="utf-8")
+        meta_text = json.dumps(meta)
+        meta_path.write_text(meta_text, encoding="utf-8")
         with mlflow.start_run(run_name="retouched copy (test_api)") as run:
             mlflow.log_artifacts(str(copy), "model")
     version = registry.create_model_version(
@@ -467,6 +468,7 @@ def _other_model(served_bank, registry):
     )
     for key, value in (
         ("booster_sha256", meta["booster_sha256"]),
+        ("bundle_sha256", sha256_text(meta_text)),
         ("feature_set_version", meta["feature_set_version"]),
     ):
         registry.set_model_version_tag(MODEL_NAME, version.version, key, value)
