@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from data.config import Settings
 from data.contract import APPLICATIONS, LABELS
@@ -26,6 +29,9 @@ from data.pseudonym import Pseudonymiser
 from data.store import EventStore
 from data.synthetic import generate_bank
 from features.online import OnlineFeatureStore
+from serving.api import ServiceConfig, create_app
+from serving.keys import KeyFile
+from serving.scorer import ModelSource
 from serving.state import ServingPaths, sync_online_state
 from training.bundle import MODEL_NAME
 from training.run import TrainConfig, train
@@ -158,3 +164,18 @@ def duanka_env(served_bank: ServedBank, monkeypatch: pytest.MonkeyPatch):
     yield monkeypatch
     get_settings.cache_clear()
     served_bank.client()  # the command pointed MLflow at the same store; leave it there
+
+
+@contextmanager
+def service_client(
+    served_bank: ServedBank, folder: Path
+) -> Iterator[tuple[TestClient, dict[str, str], ServingPaths]]:
+    """The service on a fresh copy of the served bank's state, with an all-branch key's header."""
+    paths = served_bank.fresh_paths(folder)
+    token = KeyFile(paths.keys).create()[1]
+    source = ModelSource(served_bank.uri, served_bank.client())
+    config = ServiceConfig(
+        source=source, model=source.load(), keys=served_bank.keys, store=served_bank.store, paths=paths
+    )
+    with TestClient(create_app(config)) as client:
+        yield client, {"Authorization": f"Bearer {token}"}, paths

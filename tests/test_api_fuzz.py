@@ -15,7 +15,6 @@ import re
 import sqlite3
 
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,11 +26,8 @@ from serving.api import (
     ErrorOut,
     LabelsOut,
     ScoreOut,
-    ServiceConfig,
-    create_app,
 )
-from serving.keys import KeyFile
-from serving.scorer import ModelSource
+from tests.conftest import service_client
 
 FIELDS = list(ApplicationIn.model_fields)
 FUZZ = settings(
@@ -59,14 +55,8 @@ json_values = st.recursive(
 
 @pytest.fixture(scope="module")
 def api(served_bank, tmp_path_factory):
-    paths = served_bank.fresh_paths(tmp_path_factory.mktemp("fuzz") / "serving")
-    token = KeyFile(paths.keys).create()[1]
-    source = ModelSource(served_bank.uri, served_bank.client())
-    config = ServiceConfig(
-        source=source, model=source.load(), keys=served_bank.keys, store=served_bank.store, paths=paths
-    )
-    with TestClient(create_app(config)) as client:
-        yield client, {"Authorization": f"Bearer {token}"}, paths
+    with service_client(served_bank, tmp_path_factory.mktemp("fuzz") / "serving") as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

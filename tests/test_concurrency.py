@@ -11,12 +11,9 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fastapi.testclient import TestClient
 
-from serving.api import ServiceConfig, create_app
 from serving.audit import export
-from serving.keys import KeyFile
-from serving.scorer import ModelSource
+from tests.conftest import service_client
 
 THREADS = 8
 PER_THREAD = 12
@@ -24,14 +21,8 @@ PER_THREAD = 12
 
 @pytest.fixture(scope="module")
 def api(served_bank, tmp_path_factory):
-    paths = served_bank.fresh_paths(tmp_path_factory.mktemp("concurrency") / "serving")
-    token = KeyFile(paths.keys).create()[1]
-    source = ModelSource(served_bank.uri, served_bank.client())
-    config = ServiceConfig(
-        source=source, model=source.load(), keys=served_bank.keys, store=served_bank.store, paths=paths
-    )
-    with TestClient(create_app(config)) as client:
-        yield client, {"Authorization": f"Bearer {token}"}, paths
+    with service_client(served_bank, tmp_path_factory.mktemp("concurrency") / "serving") as service:
+        yield service
 
 
 def test_concurrent_scores_labels_and_readers_lose_nothing(api, served_bank, tmp_path):
