@@ -58,23 +58,11 @@ def _tracking_uri_variable_as_the_session_began() -> None:
     """Each test module starts with ``MLFLOW_TRACKING_URI`` as the session began.
 
     ``mlflow.set_tracking_uri`` exports the variable, and ``Settings()`` reads it
-    before ``models_dir``: a module that configured or restored MLflow would
-    otherwise send the next module's ``Settings(models_dir=tmp)`` runs into its
-    own registry.
+    before ``models_dir``: a module that sets the URI directly (test_report restores
+    the previous one) would otherwise send the next module's runs into its registry.
+    :func:`training.tracking.configure` itself leaves the variable as it found it.
     """
     _restore_tracking_uri_variable()
-
-
-def configure_quietly(settings: Settings) -> mlflow.MlflowClient:
-    """:func:`training.tracking.configure` without leaving ``MLFLOW_TRACKING_URI`` behind.
-
-    ``mlflow.set_tracking_uri`` also exports the variable, and every later
-    ``Settings()`` in the process would read it and ignore its own ``models_dir``:
-    another test module's model would land in this bank's registry.
-    """
-    client = configure(settings)
-    _restore_tracking_uri_variable()
-    return client
 
 
 @dataclass(frozen=True)
@@ -112,7 +100,7 @@ class ServedBank:
 
     def client(self) -> mlflow.MlflowClient:
         """Point MLflow at this bank's store (another module may have moved it) and return a client."""
-        return configure_quietly(self.settings)
+        return configure(self.settings)
 
     def fresh_paths(self, folder: Path) -> ServingPaths:
         """Serving files in ``folder``, starting from a copy of the synced online state."""
@@ -140,7 +128,7 @@ def served_bank(tmp_path_factory: pytest.TempPathFactory) -> ServedBank:
     ingest_file(history_csv, APPLICATIONS, store, keys)
     ingest_file(bank.labels, LABELS, store, keys)
     settings = Settings(models_dir=root / "models")
-    client = configure_quietly(settings)
+    client = configure(settings)
     result = train(store, TrainConfig(as_of=AS_OF, n_boot=20), settings, progress=False)
     client.set_registered_model_alias(MODEL_NAME, "champion", result.model_version)
 
