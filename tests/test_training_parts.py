@@ -122,3 +122,31 @@ def test_tuning_is_bounded_and_reproducible():
     ]
     assert runs[0] == runs[1]
     assert 4 <= runs[0]["max_depth"] <= 8 and 15 <= runs[0]["num_leaves"] <= 63
+
+
+def test_the_shipped_code_is_python_sources_only(tmp_path):
+    from training.bundle import copy_inference_code
+
+    root = tmp_path / "project"
+    (root / "data" / "quickstart" / "bank").mkdir(parents=True)
+    (root / "data" / "__init__.py").write_text("")
+    (root / "data" / "contract.py").write_text("X = 1\n")
+    (root / "data" / "quickstart" / "bank" / "applications.csv").write_text("id_number\n11010519491231002X\n")
+    (root / "data" / "synthetic").mkdir()
+    (root / "data" / "synthetic" / "__init__.py").write_text("")
+    for room in ("features", "training"):
+        (root / room).mkdir()
+        (root / room / "__init__.py").write_text("")
+    (root / "training" / "reasons.toml").write_text("")
+    copied = copy_inference_code(root, tmp_path / "code")
+    files = sorted(
+        p.relative_to(tmp_path / "code").as_posix() for p in (tmp_path / "code").rglob("*") if p.is_file()
+    )
+    assert len(copied) == 3
+    assert files == [
+        "data/__init__.py",
+        "data/contract.py",
+        "data/synthetic/__init__.py",
+        "features/__init__.py",
+        "training/__init__.py",
+    ]

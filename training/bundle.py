@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,34 @@ class DuankaPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"score": score, "band": self.bundle.bands.assign(score)})
 
 
+CODE_ROOMS = ("data", "features", "training")
+
+
+def _source_only(folder: str, names: list[str]) -> set[str]:
+    """``shutil.copytree`` filter: Python packages and their ``.py`` files, nothing else.
+
+    ``data/`` is also where exports and stores may sit (the quickstart writes its bank
+    there): a model must never carry them.
+    """
+    here = Path(folder)
+    return {
+        name
+        for name in names
+        if not (
+            ((here / name).is_dir() and (here / name / "__init__.py").exists())
+            or ((here / name).is_file() and name.endswith(".py"))
+        )
+    }
+
+
+def copy_inference_code(project_root: Path, into: Path) -> list[str]:
+    """The project's Python sources, copied without any data that lies beside them."""
+    copies = []
+    for room in CODE_ROOMS:
+        copies.append(str(shutil.copytree(project_root / room, into / room, ignore=_source_only)))
+    return copies
+
+
 def log_bundle(
     folder: Path, input_example: pd.DataFrame, paths: dict[str, str], project_root: Path
 ) -> mlflow.models.model.ModelInfo:
@@ -128,7 +157,7 @@ def log_bundle(
         name="model",
         python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
         artifacts=paths,
-        code_paths=[str(project_root / room) for room in ("data", "features", "training")],
+        code_paths=copy_inference_code(project_root, folder / "code"),
         signature=signature,
         input_example=input_example,
         registered_model_name=MODEL_NAME,
