@@ -61,43 +61,71 @@ def _settings(work: Path) -> Settings:
     return Settings(models_dir=work / "models", data_dir=work / "store")
 
 
-def prepare(work: Path, history: int, requests: int, seed: int) -> None:
-    """Bank, store, model and synced online-state template, unless already there."""
-    if (work / "online-template" / "online.db").exists():
-        return
-    work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    bank = generate_bank(
-        work / "bank", months=MONTHS, applications=history + requests, seed=seed, start=START, progress=True
-    )
-    raw = pd.read_csv(bank.applications, dtype=str, keep_default_na=False)
-    order = pd.to_datetime(raw["applied_at"], format="ISO8601", utc=True).argsort(kind="stable")
-    raw = raw.iloc[order].reset_index(drop=True)
-    raw.iloc[:-requests].to_csv(work / "history.csv", index=False)
-    raw.iloc[-requests:].to_csv(work / "requests.csv", index=False)
-    print(f"generated {history + requests:,} applications in {time.perf_counter() - t0:.0f} s")
+def prepare_events(work: Path, history: int, requests: int, seed: int, train_applications: int) -> None:
+    """Bank, store and model; each step skipped when already done.
 
-    t0 = time.perf_counter()
+    The model is trained on its own, smaller bank from the same generator (``train_applications``):
+    latency depends on the model's shape and the state's size, not on how much it was trained on,
+    and a 10M-application training run would only lengthen the bench.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    keys = Pseudonymiser.from_secret(SECRET.encode())
+    if not (work / "requests.csv").exists():
+        t0 = time.perf_counter()
+        bank = generate_bank(
+            work / "bank",
+            months=MONTHS,
+            applications=history + requests,
+            seed=seed,
+            start=START,
+            progress=True,
+        )
+        raw = pd.read_csv(bank.applications, dtype=str, keep_default_na=False)
+        order = pd.to_datetime(raw["applied_at"], format="ISO8601", utc=True).argsort(kind="stable")
+        raw = raw.iloc[order].reset_index(drop=True)
+        raw.iloc[:-requests].to_csv(work / "history.csv", index=False)
+        raw.iloc[-requests:].to_csv(work / "requests.csv.tmp", index=False)
+        os.replace(work / "requests.csv.tmp", work / "requests.csv")
+        print(f"generated {history + requests:,} applications in {time.perf_counter() - t0:.0f} s")
+
+    store = EventStore(work / "store")
+    if not (work / "store" / ".ingested").exists():
+        t0 = time.perf_counter()
+        ingest_file(work / "history.csv", APPLICATIONS, store, keys)
+        ingest_file(work / "bank" / "labels.csv", LABELS, store, keys)
+        (work / "store" / ".ingested").touch()
+        print(f"ingested {history:,} applications in {time.perf_counter() - t0:.0f} s")
+
+    settings = _settings(work)
+    if not (work / "models" / ".trained").exists():
+        t0 = time.perf_counter()
+        bank = generate_bank(
+            work / "train-bank", months=MONTHS, applications=train_applications, seed=seed + 1, start=START
+        )
+        train_store = EventStore(work / "train-store")
+        ingest_file(bank.applications, APPLICATIONS, train_store, keys)
+        ingest_file(bank.labels, LABELS, train_store, keys)
+        client = configure(settings)
+        as_of = (pd.Timestamp(START, tz="Asia/Shanghai") + pd.DateOffset(months=MONTHS)).tz_convert("UTC")
+        result = train(train_store, TrainConfig(as_of=as_of, n_boot=20), settings, progress=True)
+        client.set_registered_model_alias(MODEL_NAME, "champion", result.model_version)
+        (work / "models" / ".trained").touch()
+        print(f"trained version {result.model_version} in {time.perf_counter() - t0:.0f} s")
+
+
+def prepare(work: Path, history: int, requests: int, seed: int, train_applications: int) -> None:
+    """What :func:`prepare_events` makes, and the synced online-state template."""
+    prepare_events(work, history, requests, seed, train_applications)
     store = EventStore(work / "store")
     keys = Pseudonymiser.from_secret(SECRET.encode())
-    ingest_file(work / "history.csv", APPLICATIONS, store, keys)
-    ingest_file(bank.labels, LABELS, store, keys)
-    print(f"ingested in {time.perf_counter() - t0:.0f} s")
-
-    t0 = time.perf_counter()
-    settings = _settings(work)
-    client = configure(settings)
-    as_of = (pd.Timestamp(START, tz="Asia/Shanghai") + pd.DateOffset(months=MONTHS)).tz_convert("UTC")
-    result = train(store, TrainConfig(as_of=as_of, n_boot=20), settings, progress=True)
-    client.set_registered_model_alias(MODEL_NAME, "champion", result.model_version)
-    print(f"trained version {result.model_version} in {time.perf_counter() - t0:.0f} s")
-
-    t0 = time.perf_counter()
     template = work / "online-template"
-    template.mkdir()
-    with OnlineFeatureStore(template / "online.db") as online:
-        added = sync_online_state(online, store, template / "online.sync.json", keys.key_id)
-    print(f"online state: {added:,} applications in {time.perf_counter() - t0:.0f} s")
+    if not (template / "online.sync.json").exists():
+        t0 = time.perf_counter()
+        shutil.rmtree(template, ignore_errors=True)
+        template.mkdir()
+        with OnlineFeatureStore(template / "online.db") as online:
+            added = sync_online_state(online, store, template / "online.sync.json", keys.key_id)
+        print(f"online state: {added:,} applications in {time.perf_counter() - t0:.0f} s")
 
 
 def fresh_state(work: Path) -> ServingPaths:
@@ -393,6 +421,8 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1_000_000, help="applications in the state")
     parser.add_argument("--requests", type=int, default=4_000, help="raw applications held back as requests")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--train-applications", type=int, default=1_000_000, help="the model's own bank")
+    parser.add_argument("--prepare-only", action="store_true", help="stop before the online state")
     parser.add_argument("--stage-samples", type=int, default=1_000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -402,7 +432,10 @@ def main() -> None:
     parser.add_argument("--skip-batch", action="store_true")
     args = parser.parse_args()
 
-    prepare(args.work, args.history, args.requests, args.seed)
+    if args.prepare_only:
+        prepare_events(args.work, args.history, args.requests, args.seed, args.train_applications)
+        return
+    prepare(args.work, args.history, args.requests, args.seed, args.train_applications)
     rows = request_rows(args.work)
     print(f"state: {args.history:,} applications of history; {os.cpu_count()} cores visible")
     stages(args.work, rows, min(args.stage_samples, len(rows) // 2))

@@ -24,6 +24,8 @@ from data.config import Settings
 from data.store import EventStore
 from features.online import OnlineFeatureStore
 
+STATE_TABLES = ("applications", "labels")  # the store's tables the online state is built from
+
 
 class StateKeyMismatch(RuntimeError):
     """The online state was built from pseudonyms made under another secret."""
@@ -97,15 +99,20 @@ def sync_online_state(online: OnlineFeatureStore, store: EventStore, marker: Pat
             f"{marker.parent} holds online state made with key {done['key_id']}, the service's key is "
             f"{key_id}: remove {marker.parent / 'online.db'} to rebuild it from the event store"
         )
-    counts = manifest.get("rows", {})
+    # only what the state holds: new watchlist listings are no reason to re-read the store
+    counts = {t: n for t, n in manifest.get("rows", {}).items() if t in STATE_TABLES}
     if done.get("rows") == counts:
         return 0
-    added = 0
     applications = store.applications()
-    for batch in applications.to_batches(max_chunksize=50_000):
-        added += online.add_applications(pa.Table.from_batches([batch]).to_pylist())
-    for label in store.labels(["application_id", "confirmed_at", "source"]).to_pylist():
-        online.add_label(label["application_id"], label["confirmed_at"], label["source"])
+    if online.is_empty():
+        added = online.load_history(applications)
+    else:
+        added = 0
+        for batch in applications.to_batches(max_chunksize=50_000):
+            added += online.add_applications(pa.Table.from_batches([batch]).to_pylist())
+    labels = store.labels(["application_id", "confirmed_at", "source"])
+    for batch in labels.to_batches(max_chunksize=50_000):
+        online.add_labels(zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True))
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key_id": key_id, "rows": counts}), encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.online import OnlineFeatureStore
+from features.online import OnlineFeatureStore, StateLayoutMismatch
 from features.registry import FEATURE_NAMES
 from tests.factories import EventFactory, application
 
@@ -51,6 +52,55 @@ def test_a_bulk_load_is_the_same_as_one_at_a_time(tmp_path):
             np.testing.assert_array_equal(
                 bulk.features_for(event, FEATURE_NAMES), one.features_for(event, FEATURE_NAMES)
             )
+
+
+def test_arrival_order_does_not_change_any_feature(tmp_path):
+    """Running totals of rows that arrive after later ones are shifted, not left stale."""
+    apps = EventFactory(n=800, seed=33).build().applications.to_pylist()
+    ordered = sorted(apps, key=lambda e: (e["applied_at"], e["application_id"]))
+    shuffled = list(ordered)
+    random.Random(3).shuffle(shuffled)
+    targets = ordered[-60:]
+    with OnlineFeatureStore(tmp_path / "a.db") as a, OnlineFeatureStore(tmp_path / "b.db") as b:
+        for event in ordered:
+            a.add_application(event)
+        for event in shuffled:
+            b.add_application(event)
+        for event in targets:
+            np.testing.assert_array_equal(
+                b.features_for(event, FEATURE_NAMES), a.features_for(event, FEATURE_NAMES)
+            )
+
+
+def test_loading_history_is_the_same_as_adding_it(tmp_path):
+    events = EventFactory(n=1_500, seed=34).build()
+    apps = events.applications.to_pylist()
+    targets = sorted(apps, key=lambda e: e["applied_at"])[-80:]
+    with OnlineFeatureStore(tmp_path / "one.db") as one, OnlineFeatureStore(tmp_path / "bulk.db") as bulk:
+        one.add_applications(apps)
+        loaded = []
+        assert bulk.load_history(events.applications, progress=loaded.append) == len(apps)
+        assert loaded[-1] == len(apps)
+        for row in events.labels.to_pylist():
+            one.add_label(row["application_id"], row["confirmed_at"], row["source"])
+            bulk.add_label(row["application_id"], row["confirmed_at"], row["source"])
+        for event in targets:
+            np.testing.assert_array_equal(
+                bulk.features_for(event, FEATURE_NAMES), one.features_for(event, FEATURE_NAMES)
+            )
+        # Once warm, the store takes events one at a time; a second warm-up is refused.
+        assert not bulk.add_application(apps[0])
+        with pytest.raises(ValueError, match="already holds applications"):
+            bulk.load_history(events.applications)
+
+
+def test_a_state_file_of_another_layout_is_refused(tmp_path):
+    path = tmp_path / "state.db"
+    OnlineFeatureStore(path).close()
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE meta SET value = 1 WHERE name = 'layout'")
+    with pytest.raises(StateLayoutMismatch, match="rebuilds it from the event store"):
+        OnlineFeatureStore(path)
 
 
 def test_features_for_does_not_record_the_application(store):

@@ -1,0 +1,154 @@
+"""Running totals: a windowed count or flag sum in two index seeks, whatever a key's volume.
+
+Every application row in the online state carries, for each entity that has counts or
+flag sums (a branch, a staff member, an intermediary ...), how many of that entity's
+applications come up to and including it in ``(applied_at, application_id)`` order, and
+how many of those had each flag. The count in the window ``[t - w, t)`` is then
+``total(before t) - total(before t - w)``: two seeks, where a scan would read every row of
+a busy branch's quarter (tens of thousands at a large bank), which is what set the tail
+latency of a scored application before.
+
+Totals are inclusive and never restart: pruning old rows leaves the later rows' totals as
+they were, and "the total before x" when no held row of the key is before x is the first
+held row's total less its own contribution (everything before it, pruned or not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from features.registry import AGGREGATES, Aggregate, Entity, Op
+from features.values import DAY_US
+
+Execute = Callable[[str, tuple], "object"]
+
+
+@dataclass(frozen=True)
+class RunningTotals:
+    """The running count and flag sums of one entity, and the SQL that reads and keeps them."""
+
+    entity: Entity
+    aggregates: tuple[Aggregate, ...]
+    flags: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The row's running-total columns: the count, then one per flag."""
+        prefix = f"run_{self.entity.name.lower()}"
+        return (f"{prefix}_n", *(f"{prefix}_{flag}" for flag in self.flags))
+
+    @property
+    def windows_days(self) -> tuple[int, ...]:
+        return tuple(sorted({a.window_days for a in self.aggregates}))
+
+    @property
+    def index_name(self) -> str:
+        return f"run_{self.entity.name.lower()}"
+
+    def _where_key(self) -> str:
+        return " AND ".join(f"{k} = ?" for k in self.entity.keys)
+
+    def index_sql(self) -> str:
+        """A covering index: key, order, totals and own flags (for the first-row base)."""
+        keys = self.entity.keys
+        columns = ", ".join([*keys, "ts", "application_id", *self.columns, *self.flags])
+        present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+        return f"CREATE INDEX IF NOT EXISTS {self.index_name} ON apps ({columns}) WHERE {present}"
+
+    def _select(self, what: str, where: str, order: str) -> str:
+        present = " AND ".join(f"{k} IS NOT NULL" for k in self.entity.keys)
+        return (
+            f"SELECT {what} FROM apps INDEXED BY {self.index_name} "
+            f"WHERE {self._where_key()} AND {present}{where} ORDER BY {order} LIMIT 1"
+        )
+
+    @property
+    def last_before_sql(self) -> str:
+        """Totals of the key's last row with ``ts < ?``."""
+        return self._select(", ".join(self.columns), " AND ts < ?", "ts DESC, application_id DESC")
+
+    @property
+    def preceding_sql(self) -> str:
+        """Totals of the key's last row before ``(ts, application_id)``: ``ts, ts, application_id``."""
+        return self._select(
+            ", ".join(self.columns),
+            " AND ts <= ? AND (ts < ? OR application_id < ?)",
+            "ts DESC, application_id DESC",
+        )
+
+    @property
+    def first_base_sql(self) -> str:
+        """What the key's first held row's totals count before it."""
+        own = [
+            f"{self.columns[0]} - 1",
+            *(f"{c} - {f}" for c, f in zip(self.columns[1:], self.flags, strict=True)),
+        ]
+        return self._select(", ".join(own), "", "ts, application_id")
+
+    @property
+    def shift_sql(self) -> str:
+        """Add one application (its flags as parameters) to the totals of the key's later rows."""
+        sets = [f"{self.columns[0]} = {self.columns[0]} + 1"]
+        sets += [f"{c} = {c} + ?" for c in self.columns[1:]]
+        return (
+            f"UPDATE apps INDEXED BY {self.index_name} SET {', '.join(sets)} "
+            f"WHERE {self._where_key()} AND ts >= ? AND (ts > ? OR application_id > ?)"
+        )
+
+    def base(self, execute: Execute, key: tuple, *, before_sql: str, args: tuple) -> tuple[int, ...]:
+        """Totals of everything of ``key`` before a point, held or pruned."""
+        row = execute(before_sql, (*key, *args)).fetchone()  # type: ignore[attr-defined]
+        if row is None:
+            row = execute(self.first_base_sql, key).fetchone()  # type: ignore[attr-defined]
+        return tuple(row) if row is not None else (0,) * len(self.columns)
+
+    def counts(self, execute: Execute, key: tuple, t: int) -> dict[str, float]:
+        """Every aggregate of this entity for an application at ``t`` (microseconds)."""
+        at_t = self.base(execute, key, before_sql=self.last_before_sql, args=(t,))
+        found: dict[str, float] = {}
+        for days in self.windows_days:
+            start = self.base(execute, key, before_sql=self.last_before_sql, args=(t - days * DAY_US,))
+            in_window = [now - then for now, then in zip(at_t, start, strict=True)]
+            for a in self.aggregates:
+                if a.window_days == days:
+                    position = 0 if a.op is Op.COUNT else 1 + self.flags.index(str(a.column))
+                    found[a.name] = float(in_window[position])
+        return found
+
+    def row_totals(self, execute: Execute, key: tuple, ts: int, application_id: str, flags: dict) -> tuple:
+        """The totals a new row carries: those before it plus its own."""
+        before = self.base(execute, key, before_sql=self.preceding_sql, args=(ts, ts, application_id))
+        own = (1, *(flags[f] for f in self.flags))
+        return tuple(b + o for b, o in zip(before, own, strict=True))
+
+    def shift_later(self, execute: Execute, key: tuple, ts: int, application_id: str, flags: dict) -> None:
+        """A row that arrived after later ones of its key: count it in theirs."""
+        execute(self.shift_sql, (*(flags[f] for f in self.flags), *key, ts, ts, application_id))
+
+    def window_sql(self) -> list[str]:
+        """The same totals for a whole table at once, as SQL window expressions (DuckDB)."""
+        keys = ", ".join(self.entity.keys)
+        present = " AND ".join(f"{k} IS NOT NULL" for k in self.entity.keys)
+        window = f"(PARTITION BY {keys} ORDER BY ts, application_id ROWS UNBOUNDED PRECEDING)"
+        sums = [f"COUNT(*) OVER {window}", *(f"SUM({f}) OVER {window}" for f in self.flags)]
+        return [
+            f"CASE WHEN {present} THEN CAST({total} AS BIGINT) END AS {column}"
+            for total, column in zip(sums, self.columns, strict=True)
+        ]
+
+
+def running_totals() -> tuple[RunningTotals, ...]:
+    """One :class:`RunningTotals` per entity with count or flag aggregates."""
+    by_entity: dict[Entity, list[Aggregate]] = {}
+    for a in AGGREGATES:
+        if a.op in (Op.COUNT, Op.FLAGGED):
+            by_entity.setdefault(a.entity, []).append(a)
+    return tuple(
+        RunningTotals(
+            entity,
+            tuple(aggregates),
+            tuple(dict.fromkeys(str(a.column) for a in aggregates if a.op is Op.FLAGGED)),
+        )
+        for entity, aggregates in by_entity.items()
+    )
