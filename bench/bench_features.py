@@ -121,12 +121,13 @@ def online(history: int, queries: int, seed: int, folder: Path) -> None:
     path = folder / "state.db"
     with OnlineFeatureStore(path) as store:
         start = time.perf_counter()
-        for batch in apps.slice(0, history).to_batches(max_chunksize=100_000):
-            store.add_applications(batch.to_pylist())
+        store.load_history(apps.slice(0, history))
         first = apps["applied_at"][history].as_py()
-        for row in labels.to_pylist():
-            if row["confirmed_at"] < first:
-                store.add_label(row["application_id"], row["confirmed_at"], row["source"])
+        store.add_labels(
+            (row["application_id"], row["confirmed_at"], row["source"])
+            for row in labels.to_pylist()
+            if row["confirmed_at"] < first
+        )
         load_s = time.perf_counter() - start
         stream = apps.slice(history, queries).to_pylist()
         # Wall clock, and the thread's own CPU time: on a shared machine the gap is waiting.

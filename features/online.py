@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.events import APPLICATION_EVENTS
+from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
 from features import values
 from features.registry import (
     AGGREGATES,
@@ -228,9 +229,13 @@ class OnlineFeatureStore:
         development machine's disk). Off (``NORMAL``), a commit survives a crash of the process
         but the last ones may be lost at a power cut: enough for replays and tests, which
         acknowledge nothing and can be rerun.
+    checkpoint_every_s : float, optional
+        Copy the write-ahead log into the database from a background thread this often
+        (:class:`data.wal.Checkpointer`), so that no write pays for a checkpoint: what a
+        service wants. None: SQLite checkpoints in the write that fills the log.
     """
 
-    def __init__(self, path: Path, *, durable: bool = False) -> None:
+    def __init__(self, path: Path, *, durable: bool = False, checkpoint_every_s: float | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._con = sqlite3.connect(
@@ -241,8 +246,11 @@ class OnlineFeatureStore:
             "synchronous = FULL" if durable else "synchronous = NORMAL",
             "cache_size = -262144",  # 256 MiB of pages
             "temp_store = MEMORY",
-            # Checkpoint rarely, so that one add in a thousand, not one in a hundred, pays for it.
-            "wal_autocheckpoint = 10000",
+            # Checkpoint rarely, so that one add in a thousand, not one in a hundred, pays for it;
+            # with a background checkpointer, only if that stops.
+            "wal_autocheckpoint = 10000"
+            if checkpoint_every_s is None
+            else f"wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}",
         ):
             self._con.execute(f"PRAGMA {pragma}")
         self._plans = _plans()
@@ -265,6 +273,9 @@ class OnlineFeatureStore:
             f"ORDER BY ts DESC, application_id DESC LIMIT {LINK_FANOUT}"
             for key in LINK_KEYS
         }
+        self._checkpointer = (
+            None if checkpoint_every_s is None else Checkpointer(self.path, checkpoint_every_s).start()
+        )
 
     def _check_layout(self) -> None:
         """Refuse a state file written by code that kept other columns (it would answer wrongly)."""
@@ -281,6 +292,8 @@ class OnlineFeatureStore:
             )
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with self._lock:
             self._con.close()
 

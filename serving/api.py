@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from data.pseudonym import Pseudonymiser
 from data.store import EventStore
+from data.watchlist import StoredWatchlist, append_listings
 from features.online import OnlineFeatureStore
 from serving.audit import DecisionLog
 from serving.keys import ApiKey, KeyFile
@@ -45,12 +46,14 @@ from serving.scorer import (
     application_key,
     prepare_application_groups,
     prepare_labels,
+    prepare_listings,
 )
 from serving.state import ServingPaths, online_writable, sync_online_state
 from training.bundle import ModelIntegrityError
 
 MAX_BATCH = 1_000
 MAX_LABELS = 10_000
+MAX_LISTINGS = 10_000
 # A full batch of 1,000 applications is about 0.6 MB of JSON; anything far larger is a mistake.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -58,6 +61,7 @@ _ROUTES = (
     "/v1/score",
     "/v1/score/batch",
     "/v1/labels",
+    "/v1/watchlist",
     "/v1/admin/reload",
     "/healthz",
     "/readyz",
@@ -173,12 +177,47 @@ class LabelsIn(BaseModel):
     labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS)
 
 
+class ListingIn(BaseModel):
+    """One row of the joint-punishment list (the contract's watchlist table)."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id_number": "11010519491231002X",
+                    "listed_at": "2025-05-20T00:00:00+08:00",
+                    "expires_at": None,
+                    "source": "pboc_joint_punishment",
+                }
+            ]
+        },
+    )
+
+    id_number: Text = Field(
+        default=None, description="18-character resident ID (pseudonymised, never stored)"
+    )
+    listed_at: Text = Field(default=None, description="from when the listing applies (ISO 8601)")
+    expires_at: Text = Field(
+        default=None,
+        description="when it ends; empty: 5 years after listed_at. An earlier one than received before "
+        "for the same person, source and listed_at ends the listing then (a removal)",
+    )
+    source: Text = Field(default=None, description="who listed the person, e.g. pboc_joint_punishment")
+
+
+class WatchlistIn(BaseModel):
+    listings: list[ListingIn] = Field(min_length=1, max_length=MAX_LISTINGS)
+
+
 class ReasonOut(BaseModel):
     code: str = Field(description="stable catalogue code (training/reasons.toml)")
     family: str
-    feature: str = Field(description="the code's feature that contributed most")
-    value: float | None = Field(description="that feature's value; null when the entity is absent")
-    contribution: float = Field(description="summed TreeSHAP contribution of the code's features, log-odds")
+    feature: str = Field(description="the code's feature that contributed most; for a rule, the rule")
+    value: float | None = Field(description="that feature's value; null when the entity is absent, or a rule")
+    contribution: float | None = Field(
+        description="summed TreeSHAP contribution of the code's features, log-odds; null for a rule"
+    )
     text_zh: str
     text_en: str
 
@@ -222,12 +261,20 @@ class ScoreOut(BaseModel):
 
     request_id: str
     application_id: str
-    score: float = Field(description="calibrated probability that the account is a mule")
-    band: str = Field(description="critical, high, medium or low")
+    score: float = Field(
+        description="calibrated probability that the account is a mule (computed even when a rule decides)"
+    )
+    band: str = Field(description="critical, high, medium or low; blocked when a hard rule refuses")
     action: str
     action_zh: str
     action_en: str
     reasons: list[ReasonOut] = Field(description="up to 3 codes that raise the risk, largest first")
+    rule: str | None = Field(
+        default=None, description="the hard rule that decided (watchlist); null when the model did"
+    )
+    model_band: str | None = Field(
+        default=None, description="the band the score alone gives, for monitoring; the decision is band"
+    )
     model: ModelOut
     features: dict[str, float | None] = Field(description="the model's inputs, in MODEL_FEATURES order")
     replayed: bool = Field(description="true when this application id was scored before: the stored answer")
@@ -243,6 +290,13 @@ class LabelsOut(BaseModel):
     request_id: str
     received: int
     changed: int = Field(description="confirmations that were new, or earlier than the one held")
+
+
+class WatchlistOut(BaseModel):
+    request_id: str
+    received: int
+    stored: int = Field(description="listings new to the store")
+    already_stored: int = Field(description="listings received before (re-sending changes nothing)")
 
 
 class ErrorItem(BaseModel):
@@ -309,6 +363,7 @@ class Service:
         self.reload_lock = asyncio.Lock()
         self.preparer = Preparer(config.keys)
         self.refused_version: str | None = None
+        self.watchlist_lock = asyncio.Lock()  # one watchlist feed writes to the event store at a time
 
     async def on_thread(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the scoring thread, after everything queued before it."""
@@ -318,7 +373,8 @@ class Service:
         """On the scoring thread: open the state, bring it up to the event store, audit the start."""
         config = self.config
         config.paths.root.mkdir(parents=True, exist_ok=True)
-        online = OnlineFeatureStore(config.paths.online, durable=True)  # it acknowledges
+        # It acknowledges, so durable; checkpoints in the background, so no request waits for one.
+        online = OnlineFeatureStore(config.paths.online, durable=True, checkpoint_every_s=0.5)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
         decisions = DecisionLog(config.paths.decisions)
         decisions.event(
@@ -327,7 +383,7 @@ class Service:
             key_id=None,
             request_id=None,
         )
-        return Scorer(config.model, online, decisions, config.keys)
+        return Scorer(config.model, online, decisions, config.keys, StoredWatchlist(config.store))
 
     def close(self) -> None:
         if self.scorer is not None:
@@ -727,6 +783,36 @@ def create_app(config: ServiceConfig) -> FastAPI:
             lambda: scorer.add_labels(prepared, key_id=key.key_id, request_id=request_id)
         )
         return {"request_id": request_id, "received": len(prepared), "changed": changed}
+
+    @app.post(
+        "/v1/watchlist",
+        response_model=WatchlistOut,
+        responses={403: {"model": ErrorOut, "description": "not an admin key"}},
+        tags=["state"],
+    )
+    async def watchlist(request: Request, body: WatchlistIn, key: Caller) -> dict:
+        """Add joint-punishment listings (or removals) to the event store; applies from the next decision.
+
+        All or nothing: one defect rejects every row, and nothing is stored.
+        """
+        if not key.admin:
+            raise HTTPException(403, "feeding the watchlist needs an admin key (duanka keys create --admin)")
+        svc = service()
+        scorer = svc.scorer
+        assert scorer is not None
+        events = await asyncio.to_thread(
+            prepare_listings, [listing.model_dump() for listing in body.listings], config.keys
+        )
+        async with svc.watchlist_lock:
+            appended = await asyncio.to_thread(append_listings, events, config.store, config.keys.key_id)
+        request_id = request.scope["duanka.request_id"]
+        counts = {
+            "received": len(body.listings),
+            "stored": appended.stored,
+            "already_stored": appended.already_stored + appended.duplicates,
+        }
+        await svc.on_thread(lambda: scorer.listings_stored(counts, key_id=key.key_id, request_id=request_id))
+        return {"request_id": request_id, **counts}
 
     @app.post(
         "/v1/admin/reload",

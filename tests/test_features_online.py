@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -203,3 +204,23 @@ class TestPrune:
                 assert held <= 4 * len(quarter) + 10  # about a year: four quarters at most
         # Once a year has been held, freed pages are reused: no growth beyond it.
         assert max(pages[5:]) <= pages[4] * 1.1
+
+
+def test_a_background_checkpointer_copies_the_log_while_writes_go_on(tmp_path):
+    apps = EventFactory(n=2_000, seed=35).build().applications.to_pylist()
+    path = tmp_path / "state.db"
+    with OnlineFeatureStore(path, durable=True, checkpoint_every_s=0.01) as store:
+        for event in apps:
+            store.add_application(event)
+        deadline = time.monotonic() + 10
+        while store._checkpointer.passes < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store._checkpointer.passes >= 3
+        with sqlite3.connect(path) as reader:
+            busy, frames, done = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, done) == (0, frames)  # nothing left that the thread had not copied
+        # The writer itself no longer checkpoints at SQLite's default mark.
+        assert store._con.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 10_000
+    with OnlineFeatureStore(path) as reopened:
+        assert reopened._con.execute("SELECT COUNT(*) FROM apps").fetchone()[0] == len(apps)
+        assert reopened._con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
