@@ -96,10 +96,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=180.0, help="how long to send for")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--train-applications", type=int, default=300_000, help="the model's own bank")
     args = parser.parse_args()
 
     n = int(args.rate * args.seconds)
-    prepare(args.work, args.history, 2_000, args.seed)
+    prepare(args.work, args.history, 2_000, args.seed, args.train_applications)
     rows = request_rows(args.work)
     paths = fresh_state(args.work)
     headers = {

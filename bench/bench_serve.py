@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -157,7 +158,10 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
     timings: dict[str, list[float]] = {
         k: [] for k in ("prepare", "features", "score", "reasons", "record", "audit")
     }
-    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+    with (
+        OnlineFeatureStore(paths.online, durable=True, checkpoint_every_s=0.5) as online,
+        DecisionLog(paths.decisions) as log,
+    ):
         bundle = model.registered.bundle
         for row in rows[:n]:
             t = [time.perf_counter()]
@@ -183,7 +187,10 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
     for name, ms in timings.items():
         print(f"  {name:9s} {_percentiles(ms)}")
     paths = fresh_state(work)
-    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+    with (
+        OnlineFeatureStore(paths.online, durable=True, checkpoint_every_s=0.5) as online,
+        DecisionLog(paths.decisions) as log,
+    ):
         scorer = Scorer(model, online, log, keys)
         whole = []
         for row in rows[n : 2 * n]:
@@ -225,21 +232,29 @@ def _env(work: Path) -> dict[str, str]:
     }
 
 
-async def _fixed_rate(url: str, bodies: list[bytes], headers: dict, rate: float) -> tuple[list[float], int]:
-    """Open loop: one request every 1/rate seconds whatever the answers do; (latencies in ms, failures)."""
+async def _fixed_rate(
+    url: str, bodies: list[bytes], headers: dict, rate: float
+) -> tuple[list[float], Counter[str]]:
+    """Open loop: one request every 1/rate seconds whatever the answers do.
+
+    Returns the latencies (ms) of the answered requests and the failures by kind: an HTTP status
+    or the transport error's class (an overloaded server drops connections: count, do not stop).
+    """
     import httpx
 
     latencies: list[float] = []
-    failures = 0
+    failures: Counter[str] = Counter()
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=256)) as client:
 
         async def one(body: bytes) -> None:
-            nonlocal failures
             t0 = time.perf_counter()
             try:
-                (await client.post(url, content=body, headers=headers)).raise_for_status()
-            except httpx.HTTPError:
-                failures += 1  # an overloaded server drops connections: count them, do not stop
+                response = await client.post(url, content=body, headers=headers)
+            except httpx.HTTPError as error:
+                failures[type(error).__name__] += 1
+                return
+            if response.status_code != 200:
+                failures[f"HTTP {response.status_code}"] += 1
                 return
             latencies.append((time.perf_counter() - t0) * 1000)
 
@@ -323,7 +338,8 @@ def http(work: Path, rows: list[dict], rate: float, seconds: float, concurrency:
         latencies, failures = asyncio.run(_fixed_rate(url, bodies[700:], headers, rate))
         print(
             f"duanka serve, /v1/score at {rate:.0f} requests/s, {len(bodies) - 700:,} requests: "
-            f"{_percentiles(latencies) if latencies else 'none answered'}; {failures:,} failed"
+            f"{_percentiles(latencies) if latencies else 'none answered'}; "
+            f"{failures.total():,} failed {dict(failures) if failures else ''}"
         )
         answered, took = asyncio.run(_flat_out(url, flat, headers, concurrency, seconds / 2))
         print(f"duanka serve, flat out with {concurrency} callers: {answered / took:,.0f} requests/s")
