@@ -12,7 +12,7 @@ values come from the shared transforms in :mod:`features.values`.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import duckdb
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from features import values
 from features.linked import linked_group
-from features.registry import AGGREGATES, FEATURES, Aggregate, Entity, Op
+from features.registry import FEATURES, Aggregate, Entity, Feature, Op
 from features.values import DAY_US
 
 DUCKDB_MEMORY_LIMIT = "3GB"
@@ -195,19 +195,22 @@ def _scatter(result: dict[str, np.ndarray], n: int, into: dict[str, np.ndarray])
         into[name] = column
 
 
-def _steps() -> list[tuple[str, Entity, list[Aggregate]]]:
+def _steps(features: Sequence[Feature]) -> list[tuple[str, Entity, list[Aggregate]]]:
     """Engine work: the linked group, one windowed query per entity, one per confirmed count.
 
-    The linked group, the hungriest, goes first, while the feature block is still empty.
+    Only the aggregates that ``features`` read. The linked group, the
+    hungriest, goes first, while the feature block is still empty.
     """
-    steps = [("linked group", Entity.LINKED, [a for a in AGGREGATES if a.op is Op.LINKED])]
+    aggregates = tuple(dict.fromkeys(a for f in features for a in f.aggregates))
+    linked = [a for a in aggregates if a.op is Op.LINKED]
+    steps = [("linked group", Entity.LINKED, linked)] if linked else []
     windowed: dict[Entity, list[Aggregate]] = {}
-    for a in AGGREGATES:
+    for a in aggregates:
         if a.windowed:
             windowed.setdefault(a.entity, []).append(a)
     steps += [(e.name.lower(), e, aggs) for e, aggs in windowed.items()]
     steps += [
-        (f"{a.entity.name.lower()} confirmed", a.entity, [a]) for a in AGGREGATES if a.op is Op.CONFIRMED
+        (f"{a.entity.name.lower()} confirmed", a.entity, [a]) for a in aggregates if a.op is Op.CONFIRMED
     ]
     return steps
 
@@ -217,6 +220,7 @@ def build_features(
     labels: pa.Table | pd.DataFrame,
     *,
     progress: bool = False,
+    features: Sequence[Feature] | None = None,
 ) -> pd.DataFrame:
     """Every declared feature of every application, point in time.
 
@@ -229,13 +233,18 @@ def build_features(
         confirmed more than once counts from its earliest confirmation.
     progress : bool
         Show a progress bar on the terminal.
+    features : sequence of Feature, optional
+        Only these features (in this order), and only the engine work they
+        need; the scale-out path (:mod:`features.distributed`) builds each
+        family on the partitions that hold its entities whole. Default: all
+        of :data:`features.registry.FEATURES`.
 
     Returns
     -------
     pandas.DataFrame
         One row per application_id in (applied_at, application_id) order:
         ``application_id``, ``applied_at`` and every feature of
-        :data:`features.registry.FEATURES`, as float64.
+        :data:`features.registry.FEATURES` (or of ``features``), as float64.
     """
     from data.events import APPLICATION_EVENTS, LABEL_EVENTS
 
@@ -246,9 +255,10 @@ def build_features(
     columns = _row_columns(table, rows)
     conf = confirmations(ids, as_table(labels, LABEL_EVENTS))
     # One float64 block that the frame wraps as it is; 10M rows are not copied again.
-    block = np.empty((len(FEATURES), n))
-    values_of = _Evaluator(block, columns)
-    steps = _steps()
+    chosen = FEATURES if features is None else tuple(features)
+    block = np.empty((len(chosen), n))
+    values_of = _Evaluator(block, columns, chosen)
+    steps = _steps(chosen)
     with _duckdb() as con, _progress(progress, len(steps)) as advance:
         con.register("apps", _engine_table(table, rows, columns, conf))
         # Give back what reading and encoding left in Arrow's pool before DuckDB needs it.
@@ -266,7 +276,7 @@ def build_features(
                 sql = _window_sql(entity, aggregates)
                 _scatter(con.execute(sql).fetchnumpy(), n, values_of.counts)
             values_of.settle()
-    frame = pd.DataFrame(block.T, columns=[f.name for f in FEATURES], copy=False)
+    frame = pd.DataFrame(block.T, columns=[f.name for f in chosen], copy=False)
     frame.insert(0, "applied_at", table["applied_at"].take(rows).to_pandas())
     frame.insert(0, "application_id", ids.to_pandas())
     return frame
@@ -279,11 +289,13 @@ class _Evaluator:
     double the memory.
     """
 
-    def __init__(self, block: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    def __init__(
+        self, block: np.ndarray, columns: dict[str, np.ndarray], features: Sequence[Feature]
+    ) -> None:
         self.block = block
         self.columns = columns
         self.counts: dict[str, np.ndarray] = {}
-        self._pending = list(enumerate(FEATURES))
+        self._pending = list(enumerate(features))
 
     def settle(self) -> None:
         waiting = []

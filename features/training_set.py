@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def build_training_set(
     as_of: pd.Timestamp,
     outcome_window_days: int = 180,
     progress: bool = False,
+    builder: Callable[..., pd.DataFrame] | None = None,
 ) -> TrainingSet:
     """Features and outcome labels of every application known at ``as_of``.
 
@@ -94,6 +96,10 @@ def build_training_set(
         (``Settings.outcome_window_days``).
     progress : bool
         Show a progress bar.
+    builder : callable, optional
+        ``builder(applications, labels, progress=...)`` giving what
+        :func:`features.offline.build_features` gives; the Dask engine passes
+        :func:`features.distributed.builder`. Default: ``build_features``.
     """
     at = as_of_timestamp(as_of)
     cut = pa.scalar(at.to_pydatetime(), pa.timestamp("us", tz="UTC"))
@@ -102,7 +108,7 @@ def build_training_set(
     known = as_table(labels, LABEL_EVENTS)
     known = known.filter(pc.less_equal(known["confirmed_at"], cut))
 
-    frame = build_features(apps, known, progress=progress)
+    frame = (builder or build_features)(apps, known, progress=progress)
     confirmed = confirmations(pa.array(frame["application_id"]), known)
     applied = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
     window = outcome_window_days * DAY_US

@@ -1,0 +1,138 @@
+"""The Dask engine gives the single-machine builder's features and batch scores, value for value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client, LocalCluster
+
+from features.distributed import build_features_distributed, builder, plan
+from features.offline import build_features
+from features.registry import FEATURES, Entity
+from features.training_set import build_training_set
+from serving.batch import score_period, score_period_distributed
+from serving.scorer import ModelSource
+from tests.factories import EventFactory
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.fixture(scope="module")
+def events():
+    """Dense linkage and rings; plus repeated application ids (the first in time order stands)."""
+    built = EventFactory(n=12_000, seed=11).build()
+    apps = built.applications
+    again = apps.slice(100, 40)
+    stamp = apps.schema.field("applied_at").type
+    later = pa.array(again["applied_at"].to_pandas() + pd.Timedelta(hours=1), stamp)
+    at = again.schema.get_field_index("applied_at")
+    repeated = again.set_column(at, again.schema.field(at), later)
+    same_instant = apps.slice(500, 5)  # an exact repeat: same id, same instant
+    return pa.concat_tables([apps, repeated, same_instant]), built.labels
+
+
+def _assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert list(got.columns) == list(want.columns)
+    assert got["application_id"].tolist() == want["application_id"].tolist()
+    assert (got["applied_at"].to_numpy() == want["applied_at"].to_numpy()).all()
+    a = got.iloc[:, 2:].to_numpy(dtype=np.float64)
+    b = want.iloc[:, 2:].to_numpy(dtype=np.float64)
+    same = np.isclose(a, b, rtol=0, atol=1e-9, equal_nan=True)
+    wrong = sorted({want.columns[2 + c] for c in np.nonzero(~same)[1]})
+    assert not wrong, f"features differ: {wrong}"
+
+
+def test_the_plan_builds_every_feature_once_on_a_key_that_holds_its_counts_whole():
+    shards = plan()
+    names = [f.name for s in shards for f in s.features]
+    assert sorted(names) == sorted(f.name for f in FEATURES)
+    for shard in shards:
+        for feature in shard.features:
+            for aggregate in feature.aggregates:
+                if aggregate.entity is Entity.LINKED:
+                    assert shard.key == "applied_at"
+                else:
+                    assert shard.key in aggregate.entity.keys
+    by_name = {f.name: s.key for s in shards for f in s.features}
+    assert by_name["staff_tampered_excess_30d"] == "branch_id"
+
+
+def test_dask_features_equal_the_single_machine_builder(client, events):
+    apps, labels = events
+    want = build_features(apps, labels)
+    # Short link blocks: most blocks lean on the 30-day halo of the one before.
+    got = build_features_distributed(apps, labels, client=client, partitions=3, link_block_days=31)
+    _assert_same(got, want)
+
+
+def test_workers_read_parquet_themselves_with_a_filter(client, events, tmp_path):
+    apps, labels = events
+    paths = []
+    for i, start in enumerate(range(0, len(apps), 5_000)):
+        paths.append(tmp_path / f"part-{i}.parquet")
+        pq.write_table(apps.slice(start, 5_000), paths[-1])
+    pq.write_table(labels, tmp_path / "labels.parquet")
+    stamp = apps.schema.field("applied_at").type
+    cut = pa.scalar(pd.Timestamp("2024-09-01", tz="UTC").to_pydatetime(), stamp)
+    where = pc.field("applied_at") < cut
+    want = build_features(apps.filter(where), labels)
+    got = build_features_distributed(
+        paths, [tmp_path / "labels.parquet"], client=client, applications_where=where
+    )
+    _assert_same(got, want)
+
+
+def test_a_training_set_on_dask_is_the_same_training_set(client, events):
+    apps, labels = events
+    as_of = pd.Timestamp("2024-12-01", tz="UTC")
+    want = build_training_set(apps, labels, as_of=as_of)
+    got = build_training_set(apps, labels, as_of=as_of, builder=builder(client, partitions=2))
+    pd.testing.assert_frame_equal(got.frame, want.frame, check_exact=False, rtol=0, atol=1e-9)
+    assert got.summary == want.summary and got.inputs_sha256 == want.inputs_sha256
+
+
+@pytest.fixture(scope="module")
+def model(served_bank):
+    return ModelSource(served_bank.uri, served_bank.client()).load()
+
+
+def test_dask_batch_scores_equal_batch_scoring(client, served_bank, model):
+    start = pd.Timestamp("2025-01-01T00:00:00+08:00").tz_convert("UTC")
+    end = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
+    want = score_period(served_bank.store, start, end, model)
+    got = score_period_distributed(served_bank.store, start, end, model, client=client, partitions=3)
+    assert len(want) > 1_000
+    assert got["application_id"].tolist() == want["application_id"].tolist()
+    np.testing.assert_allclose(got["score"], want["score"], rtol=0, atol=1e-12)
+    text = ["band", "action", "reason_codes", "reasons_zh", "reasons_en", "model_version"]
+    pd.testing.assert_frame_equal(got[text], want[text])
+
+
+def test_duanka_features_runs_on_an_existing_scheduler(client, served_bank, duanka_env, tmp_path):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    local, dask = tmp_path / "local.parquet", tmp_path / "dask.parquet"
+    common = ["features", "--data", str(served_bank.store.root), "--as-of", "2025-02-01"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*common, "--out", str(local)]).exit_code == 0
+    address = client.scheduler.address
+    result = runner.invoke(app, [*common, "--out", str(dask), "--engine", "dask", "--scheduler", address])
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(dask), pd.read_parquet(local), rtol=0, atol=1e-9)
+    refused = runner.invoke(app, [*common, "--scheduler", address])
+    assert refused.exit_code != 0
