@@ -56,4 +56,18 @@ LABEL_EVENTS = pa.schema(
     ]
 )
 
+# The joint-punishment list (断卡联合惩戒名单): one row per listing as received. ``applicant_key`` is
+# the listed person's ID number pseudonymised in the applicants' family, so it equals the
+# ``applicant_key`` of their applications; ``expires_at`` is filled (5 years) when the list left it empty.
+WATCHLIST_EVENTS = pa.schema(
+    [
+        pa.field("applicant_key", pa.string(), nullable=False),
+        pa.field("listed_at", UTC_TS, nullable=False),
+        pa.field("expires_at", UTC_TS, nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("row_digest", pa.string(), nullable=False),
+        pa.field("key_id", pa.string(), nullable=False),
+    ]
+)
+
 ADDRESS_KINDS = ("lodging", "dormitory", "residential", "office", "other")

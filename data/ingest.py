@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data.address import address_kinds, building_keys
-from data.contract import APPLICATIONS, LABELS, Table
+from data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
 from data.events import APPLICATION_EVENTS, LABEL_EVENTS
 from data.pseudonym import Pseudonymiser
 from data.reader import RawTable, iter_raw
@@ -51,7 +51,7 @@ class IngestReport:
     parts: list[Path] = field(default_factory=list)
 
 
-def _row_digests(valid: pd.DataFrame, table: Table, keys: Pseudonymiser) -> pd.Series:
+def row_digests(valid: pd.DataFrame, table: Table, keys: Pseudonymiser) -> pd.Series:
     """A keyed digest of each row's canonical contract values: tells an identical
     resend from a conflicting one without storing the raw values."""
     canonical = valid.loc[:, list(table.names)].copy()
@@ -104,7 +104,7 @@ def pseudonymise_applications(valid: pd.DataFrame, keys: Pseudonymiser) -> pd.Da
             # escorts are recorded by their ID number where known: one spelling per person
             values = values.str.strip().str.upper()
         out[stored] = keys.tokens(family, values)
-    out["row_digest"] = _row_digests(valid, APPLICATIONS, keys)
+    out["row_digest"] = row_digests(valid, APPLICATIONS, keys)
     out["key_id"] = keys.key_id
     return pd.DataFrame(out, index=valid.index)
 
@@ -148,7 +148,12 @@ def ingest_file(
     national bank's export fits in memory. A repeat of an ``application_id`` from an
     earlier slice meets it in the store: counted as already stored when identical,
     quarantined as a conflict otherwise, exactly as a repeat across two runs.
+    A watchlist goes through :func:`data.watchlist.ingest_watchlist`.
     """
+    if table is WATCHLIST:
+        from data.watchlist import ingest_watchlist  # it builds on this module
+
+        return ingest_watchlist(path, store, keys, chunk_rows=chunk_rows)
     store.check_key(keys.key_id)
     report = IngestReport(table=table.name, source=Path(path).name)
     stored = store.digests(table.name)
@@ -177,7 +182,7 @@ def _ingest_slice(
         schema, what = APPLICATION_EVENTS, "application"
     else:
         events = valid.loc[:, ["row", "application_id", "confirmed_at", "source"]].copy()
-        events["row_digest"] = _row_digests(valid, LABELS, keys)
+        events["row_digest"] = row_digests(valid, LABELS, keys)
         too_early = _label_rejections(events, store, raw.source)
         rejections.append(
             pd.DataFrame(

@@ -5,16 +5,23 @@ Layout (``DIR`` is ``--data``)::
     DIR/manifest.json            key id of the pseudonym secret, part list, counts
     DIR/applications/part-*.parquet
     DIR/labels/part-*.parquet
+    DIR/watchlist/part-*.parquet joint-punishment listings (data.watchlist)
     DIR/quarantine.csv           rejected rows: row, application_id, column, reason, source
+    DIR/.lock                    taken while a part, the manifest or the quarantine is written
 
 Parts are written to a temporary name and renamed, so a crash never leaves a
-half-written part where readers look.
+half-written part where readers look. Writers in several processes (``duanka
+ingest`` and the service feeding the watchlist) take ``DIR/.lock`` in turn, so
+two appends never pick the same part number or lose each other's manifest counts.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +29,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS
+from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 
 QUARANTINE_COLUMNS = ("row", "application_id", "column", "reason", "source")
+SCHEMAS = {"applications": APPLICATION_EVENTS, "labels": LABEL_EVENTS, "watchlist": WATCHLIST_EVENTS}
 
 
 class StoreKeyMismatch(RuntimeError):
@@ -64,10 +72,21 @@ class EventStore:
             )
 
     def _schema(self, table: str) -> pa.Schema:
-        return {"applications": APPLICATION_EVENTS, "labels": LABEL_EVENTS}[table]
+        return SCHEMAS[table]
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's write lock (``DIR/.lock``, an advisory ``flock``) until the block ends."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        """All stored rows of ``applications`` or ``labels`` (empty table when none)."""
+        """All stored rows of ``applications``, ``labels`` or ``watchlist`` (empty table when none)."""
         schema = self._schema(table)
         parts = sorted(self._dir(table).glob("part-*.parquet"))
         if not parts:
@@ -81,6 +100,9 @@ class EventStore:
     def labels(self, columns: list[str] | None = None) -> pa.Table:
         return self.read("labels", columns)
 
+    def watchlist(self, columns: list[str] | None = None) -> pa.Table:
+        return self.read("watchlist", columns)
+
     def digests(self, table: str) -> pd.Series:
         """``row_digest`` by ``application_id`` of what is stored."""
         stored = self.read(table, ["application_id", "row_digest"]).to_pandas()
@@ -90,19 +112,20 @@ class EventStore:
         """Write ``rows`` as a new part; update the manifest. Returns the part's path."""
         if rows.num_rows == 0:
             return None
-        self.check_key(key_id)
-        folder = self._dir(table)
-        folder.mkdir(parents=True, exist_ok=True)
-        seq = len(list(folder.glob("part-*.parquet")))
-        part = folder / f"part-{seq:06d}.parquet"
-        tmp = part.with_suffix(".tmp")
-        pq.write_table(rows.cast(self._schema(table)), tmp, compression="zstd")
-        os.replace(tmp, part)
-        manifest = self.manifest()
-        manifest["key_id"] = key_id
-        counts = manifest.setdefault("rows", {})
-        counts[table] = counts.get(table, 0) + rows.num_rows
-        self._write_manifest(manifest)
+        with self.locked():
+            self.check_key(key_id)
+            folder = self._dir(table)
+            folder.mkdir(parents=True, exist_ok=True)
+            seq = len(list(folder.glob("part-*.parquet")))
+            part = folder / f"part-{seq:06d}.parquet"
+            tmp = part.with_suffix(".tmp")
+            pq.write_table(rows.cast(self._schema(table)), tmp, compression="zstd")
+            os.replace(tmp, part)
+            manifest = self.manifest()
+            manifest["key_id"] = key_id
+            counts = manifest.setdefault("rows", {})
+            counts[table] = counts.get(table, 0) + rows.num_rows
+            self._write_manifest(manifest)
         return part
 
     def _write_manifest(self, manifest: dict) -> None:
@@ -115,6 +138,10 @@ class EventStore:
         """Append rejections not already recorded; return how many were new."""
         if rejections.empty:
             return 0
+        with self.locked():
+            return self._quarantine(rejections)
+
+    def _quarantine(self, rejections: pd.DataFrame) -> int:
         fresh = rejections.loc[:, list(QUARANTINE_COLUMNS)].astype({"row": "int64"})
         if self.quarantine_path.exists():
             known = pd.read_csv(self.quarantine_path, dtype=str, keep_default_na=False)

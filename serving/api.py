@@ -377,13 +377,20 @@ class Service:
         online = OnlineFeatureStore(config.paths.online, durable=True, checkpoint_every_s=0.5)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
         decisions = DecisionLog(config.paths.decisions)
+        watchlist = StoredWatchlist(config.store)
+        listings = len(watchlist.current())  # read now, not on the first request
         decisions.event(
             "model_loaded",
-            {**config.model.describe(), "uri": config.source.uri, "state_added": added},
+            {
+                **config.model.describe(),
+                "uri": config.source.uri,
+                "state_added": added,
+                "watchlist": listings,
+            },
             key_id=None,
             request_id=None,
         )
-        return Scorer(config.model, online, decisions, config.keys, StoredWatchlist(config.store))
+        return Scorer(config.model, online, decisions, config.keys, watchlist)
 
     def close(self) -> None:
         if self.scorer is not None:

@@ -6,8 +6,10 @@ caller survives a power cut). Three tables:
 ``decisions``
     One row per scored request item: request id, application id, caller's key
     id, time, model name, version and booster hash, score, band, reason codes,
-    latency, and whether it replayed a stored response. Triggers refuse UPDATE
-    and DELETE.
+    latency, whether it replayed a stored response, and which hard rule decided
+    (``watchlist``; empty when the model did). Triggers refuse UPDATE and DELETE.
+    A file made before the ``rule`` column existed gets it on open (empty for
+    the rows already there: the model decided them).
 ``events``
     Model loads and switches, label feeds: when, who, what. Append-only too.
 ``responses``
@@ -42,6 +44,7 @@ DECISION_COLUMNS = (
     "reason_codes",
     "latency_ms",
     "replayed",
+    "rule",
 )
 TABLES = ("decisions", "events")
 
@@ -50,7 +53,7 @@ _SCHEMA = (
     "request_id TEXT NOT NULL, application_id TEXT NOT NULL, key_id TEXT NOT NULL, "
     "decided_at TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, "
     "booster_sha256 TEXT NOT NULL, score REAL NOT NULL, band TEXT NOT NULL, reason_codes TEXT NOT NULL, "
-    "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL)",
+    "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL, rule TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
     "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
@@ -80,6 +83,7 @@ class DecisionRow:
     reason_codes: str
     latency_ms: float
     replayed: bool
+    rule: str = ""  # the hard rule that decided (serving.rules), empty when the model did
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class DecisionLog:
         self._con.execute("PRAGMA synchronous = FULL")
         for statement in _SCHEMA:
             self._con.execute(statement)
+        columns = {row[1] for row in self._con.execute("PRAGMA table_info(decisions)")}
+        if "rule" not in columns:  # a log written before hard rules existed
+            self._con.execute("ALTER TABLE decisions ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
         self._insert = (
             f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})"

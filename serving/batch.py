@@ -5,7 +5,9 @@ that for a whole history at once, and is proven equal to the online store the
 service scores from, so batch and service give the same score to the same
 application. Scores come from the same verified bundle as the service's;
 reasons are computed for medium-or-higher bands (or every row, on request),
-because explanation, not prediction, is what costs.
+because explanation, not prediction, is what costs. An applicant on the store's
+joint-punishment list at ``applied_at`` is refused by rule (:mod:`serving.rules`):
+band ``blocked``, action ``refuse``, reason ``WATCHLIST``; the score is still the model's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,10 +30,15 @@ from data.pseudonym import Pseudonymiser
 from data.reader import read_raw
 from data.store import EventStore
 from data.validate import validate
+from data.watchlist import Watchlist
 from features.offline import build_features
 from features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
+from serving.rules import refuse_listed
 from serving.scorer import LoadedModel
 from training.bands import ACTIONS
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 SCORE_COLUMNS = (
     "application_id",
@@ -148,9 +156,72 @@ def score_period(
         pc.greater_equal(applications["applied_at"], pa.scalar(reach.to_pydatetime(), stamp)),
         pc.less(applications["applied_at"], pa.scalar(end.to_pydatetime(), stamp)),
     )
-    features = build_features(applications.filter(window), store.labels(), progress=progress)
+    reached = applications.filter(window)
+    features = build_features(reached, store.labels(), progress=progress)
     chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
-    return score_features(chosen, model, explain_all=explain_all, progress=progress)
+    scores = score_features(chosen, model, explain_all=explain_all, progress=progress)
+    return apply_watchlist(scores, chosen, reached, Watchlist.from_store(store))
+
+
+def _period_where(start: pd.Timestamp, end: pd.Timestamp) -> pc.Expression:
+    """Applications a window of ``[start, end)`` can reach: the period and a year before it."""
+    stamp = APPLICATION_EVENTS.field("applied_at").type
+    reach = start - pd.Timedelta(days=MAX_WINDOW_DAYS)
+    applied = pc.field("applied_at")
+    return (applied >= pa.scalar(reach.to_pydatetime(), stamp)) & (
+        applied < pa.scalar(end.to_pydatetime(), stamp)
+    )
+
+
+def _score_partition(
+    features: pd.DataFrame, model: LoadedModel, start: pd.Timestamp, end: pd.Timestamp, explain_all: bool
+) -> pd.DataFrame:
+    """One feature partition's rows in ``[start, end)``, scored on a worker, with ``applied_at``."""
+    chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
+    scores = score_features(chosen, model, explain_all=explain_all)
+    scores.insert(1, "applied_at", chosen["applied_at"].to_numpy())
+    return scores
+
+
+def score_period_distributed(
+    store: EventStore,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    model: LoadedModel,
+    *,
+    client: Client,
+    explain_all: bool = False,
+    partitions: int | None = None,
+) -> pd.DataFrame:
+    """:func:`score_period` on a Dask cluster: the same scores, rows and order.
+
+    The workers read the store's Parquet parts themselves (so the store must
+    be on storage every worker reaches), build the features per partition
+    with :func:`features.distributed.feature_partitions`, and score each
+    application partition with the same verified model, sent to each worker once.
+    """
+    from features.distributed import feature_partitions
+
+    parts = {t: sorted((store.root / t).glob("part-*.parquet")) for t in ("applications", "labels")}
+    futures = feature_partitions(
+        client,
+        parts["applications"] or APPLICATION_EVENTS.empty_table(),
+        parts["labels"] or store.labels(),
+        applications_where=_period_where(start, end),
+        partitions=partitions,
+    )
+    shipped = client.scatter(model, broadcast=True, hash=False)
+    scored = [
+        client.submit(_score_partition, f, shipped, start, end, explain_all, pure=False) for f in futures
+    ]
+    frames = [f for f in client.gather(scored) if len(f)]
+    if not frames:
+        return score_features(pd.DataFrame(columns=["application_id", *MODEL_FEATURES]), model)
+    scores = pd.concat(frames, ignore_index=True)
+    scores = scores.sort_values(["applied_at", "application_id"], kind="stable", ignore_index=True)
+    watchlist = Watchlist.from_store(store)
+    applicants = store.applications(["application_id", "applicant_key"]) if len(watchlist) else None
+    return apply_watchlist(scores.drop(columns="applied_at"), scores, applicants, watchlist)
 
 
 def score_file(
@@ -187,10 +258,40 @@ def score_file(
     )
     history = store.applications()
     new = submitted.filter(pc.invert(pc.is_in(submitted["application_id"], history["application_id"])))
-    features = build_features(pa.concat_tables([history, new]), store.labels(), progress=progress)
+    every = pa.concat_tables([history, new])
+    features = build_features(every, store.labels(), progress=progress)
     chosen = features.loc[features["application_id"].isin(submitted["application_id"].to_pylist())]
     scores = score_features(chosen, model, explain_all=explain_all, progress=progress)
-    return FileScores(scores, checked.rejections)
+    return FileScores(apply_watchlist(scores, chosen, every, Watchlist.from_store(store)), checked.rejections)
+
+
+def apply_watchlist(
+    scores: pd.DataFrame, features: pd.DataFrame, applications: pa.Table | None, watchlist: Watchlist
+) -> pd.DataFrame:
+    """Refuse, by rule, the scored applications whose applicant was listed at their ``applied_at``.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        :func:`score_features` of ``features``, row for row.
+    features : pandas.DataFrame
+        ``application_id`` and ``applied_at`` of the scored applications.
+    applications : pyarrow.Table or None
+        ``application_id`` and ``applicant_key`` of at least those applications (stored-form
+        events); only read when ``watchlist`` holds a listing.
+    watchlist : Watchlist
+        The listings to apply.
+    """
+    if len(watchlist) == 0 or scores.empty or applications is None:
+        return scores
+    ids = applications.select(["application_id", "applicant_key"]).to_pandas()
+    applicant = features["application_id"].map(
+        ids.drop_duplicates("application_id").set_index("application_id")["applicant_key"]
+    )
+    listings = watchlist.listings_for(
+        applicant.reset_index(drop=True), features["applied_at"].reset_index(drop=True)
+    )
+    return refuse_listed(scores, listings)
 
 
 def write_scores(scores: pd.DataFrame, out: Path) -> Path:

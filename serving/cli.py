@@ -5,6 +5,8 @@ Verb and option names follow ``shared/spec/cli.md``; users script against them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +18,7 @@ from rich.table import Table as RichTable
 
 from data.config import SHANGHAI, get_settings
 from data.store import EventStore
+from training.bands import BLOCKED
 
 app = typer.Typer(
     name="duanka",
@@ -56,7 +59,10 @@ def _parse_date(value: str | None) -> date | None:
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option(help="Folder to write applications.csv, labels.csv, truth.csv into.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder to write applications.csv, labels.csv, watchlist.csv, truth.csv into."),
+    ],
     months: Annotated[int, typer.Option(min=1, help="Months of openings to simulate.")] = 12,
     applications: Annotated[int, typer.Option(min=1000, help="Total number of applications.")] = 50_000,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives identical files.")] = 7,
@@ -78,6 +84,8 @@ def generate(
     console.print(
         f"wrote {bank.n_applications:,} applications ({bank.n_mules:,} mules) -> {bank.applications}\n"
         f"wrote {bank.n_labels:,} confirmations -> {bank.labels}\n"
+        f"wrote {bank.n_listed:,} joint-punishment listings ({bank.n_reapplications:,} re-applications by "
+        f"listed people) -> {bank.watchlist}\n"
         f"wrote evaluation truth (never an input) -> {bank.truth}"
     )
 
@@ -97,8 +105,10 @@ def _keys(demo: bool):
     return keys
 
 
-def run_ingest(applications: Path | None, labels: Path | None, data_dir: Path, demo: bool) -> None:
-    from data.contract import APPLICATIONS, LABELS
+def run_ingest(
+    applications: Path | None, labels: Path | None, data_dir: Path, demo: bool, watchlist: Path | None = None
+) -> None:
+    from data.contract import APPLICATIONS, LABELS, WATCHLIST
     from data.ingest import ingest_file
     from data.reader import UnusableFile
     from data.store import EventStore, StoreKeyMismatch
@@ -108,7 +118,7 @@ def run_ingest(applications: Path | None, labels: Path | None, data_dir: Path, d
     summary = RichTable(title=f"ingest -> {data_dir}")
     for col in ("file", "read", "stored", "already stored", "duplicates", "quarantined"):
         summary.add_column(col, justify="right" if col != "file" else "left")
-    for path, table in ((applications, APPLICATIONS), (labels, LABELS)):
+    for path, table in ((applications, APPLICATIONS), (labels, LABELS), (watchlist, WATCHLIST)):
         if path is None:
             continue
         try:
@@ -136,11 +146,51 @@ def ingest(
     applications: Annotated[Path | None, typer.Option(help="Applications file (CSV or Parquet).")] = None,
     labels: Annotated[Path | None, typer.Option(help="Confirmed-mule labels file (CSV or Parquet).")] = None,
     data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+    watchlist: Annotated[
+        Path | None,
+        typer.Option(
+            help="Joint-punishment list, or a removal list (earlier expires_at), CSV or Parquet: "
+            "listed applicants are refused by rule."
+        ),
+    ] = None,
 ) -> None:
     """Validate, quarantine bad rows, pseudonymise and append to the event store (idempotent)."""
-    if applications is None and labels is None:
-        raise fail("nothing to ingest: give --applications and/or --labels")
-    run_ingest(applications, labels, data or get_settings().data_dir, demo=False)
+    if applications is None and labels is None and watchlist is None:
+        raise fail("nothing to ingest: give --applications, --labels and/or --watchlist")
+    run_ingest(applications, labels, data or get_settings().data_dir, demo=False, watchlist=watchlist)
+
+
+Engine = Annotated[
+    str, typer.Option(help="local (one machine, DuckDB) or dask (the same builder per partition).")
+]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine dask: scheduler address (tcp://HOST:8786) or scheduler file (.json) "
+        "[default: a local cluster of this machine]."
+    ),
+]
+Partitions = Annotated[
+    int | None, typer.Option(min=1, help="With --engine dask: partitions per stage [default: 2 x workers].")
+]
+
+
+@contextmanager
+def dask_engine(engine: str, scheduler: str | None) -> Iterator[object | None]:
+    """A Dask client for ``--engine dask`` (None for the local engine)."""
+    if engine not in ("local", "dask"):
+        raise typer.BadParameter(f"--engine {engine!r}: local or dask")
+    if engine == "local":
+        if scheduler is not None:
+            raise typer.BadParameter("--scheduler needs --engine dask")
+        yield None
+        return
+    try:
+        from features.distributed import dask_client
+    except ImportError:  # pragma: no cover - the extra is not installed
+        raise fail("--engine dask needs the dask extra: pip install 'duanka[dask]'") from None
+    with dask_client(scheduler) as client:
+        yield client
 
 
 @app.command()
@@ -150,6 +200,9 @@ def features(
     out: Annotated[
         Path | None, typer.Option(help="Parquet file to write [default: DATA/features-AS_OF.parquet].")
     ] = None,
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
+    partitions: Partitions = None,
 ) -> None:
     """Build the point-in-time training set as of a date (features, label, label maturity)."""
     from data.store import EventStore
@@ -160,13 +213,20 @@ def features(
     store = EventStore(data or settings.data_dir)
     if not store.manifest():
         raise fail(f"no ingested events in {store.root}: run duanka ingest first")
-    ts = build_training_set(
-        store.applications(),
-        store.labels(),
-        as_of=cutoff,
-        outcome_window_days=settings.outcome_window_days,
-        progress=True,
-    )
+    with dask_engine(engine, scheduler) as client:
+        builder = None
+        if client is not None:
+            from features.distributed import builder as dask_builder
+
+            builder = dask_builder(client, partitions=partitions)
+        ts = build_training_set(
+            store.applications(),
+            store.labels(),
+            as_of=cutoff,
+            outcome_window_days=settings.outcome_window_days,
+            progress=True,
+            builder=builder,
+        )
     target = out or store.root / f"features-{cutoff.tz_convert(SHANGHAI).date().isoformat()}.parquet"
     write_training_set(ts, target)
     s = ts.summary
@@ -191,7 +251,7 @@ def print_comparison(comparison: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
-def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, **options) -> None:
+def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, builder=None, **options) -> None:
     from data.store import EventStore
     from training.run import TrainConfig, train
     from training.tracking import configure
@@ -202,7 +262,7 @@ def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, **options
         raise fail(f"no ingested events in {store.root}: run duanka ingest first")
     configure(settings)
     try:
-        result = train(store, TrainConfig(as_of=as_of, truth=truth, **options), settings)
+        result = train(store, TrainConfig(as_of=as_of, truth=truth, **options), settings, builder=builder)
     except ValueError as exc:
         raise fail(str(exc)) from None
     print_comparison(result.comparison, "out-of-time test: model vs baselines (95% bootstrap CI)")
@@ -240,21 +300,35 @@ def train(
     tune_trials: Annotated[
         int, typer.Option(min=0, help="Optuna trials of a bounded search on the validation months (0: off).")
     ] = 0,
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
+    partitions: Partitions = None,
 ) -> None:
-    """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger."""
-    run_train(
-        data or get_settings().data_dir,
-        parse_instant(as_of),
-        truth,
-        valid_months=valid_months,
-        test_months=test_months,
-        train_months=train_months,
-        calibration=calibration,
-        negative_rate=negative_rate,
-        seed=seed,
-        n_boot=n_boot,
-        tune_trials=tune_trials,
-    )
+    """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger.
+
+    With --engine dask the point-in-time features are built on the cluster and the
+    (downsampled) model is fitted here (docs/scale-out.md).
+    """
+    with dask_engine(engine, scheduler) as client:
+        builder = None
+        if client is not None:
+            from features.distributed import builder as dask_builder
+
+            builder = dask_builder(client, partitions=partitions)
+        run_train(
+            data or get_settings().data_dir,
+            parse_instant(as_of),
+            truth,
+            builder=builder,
+            valid_months=valid_months,
+            test_months=test_months,
+            train_months=train_months,
+            calibration=calibration,
+            negative_rate=negative_rate,
+            seed=seed,
+            n_boot=n_boot,
+            tune_trials=tune_trials,
+        )
 
 
 @app.command()
@@ -341,10 +415,11 @@ def quickstart(
         out / "bank", months=months, applications=applications, seed=settings.seed, start=start, progress=True
     )
     console.print(
-        f"demo bank: {bank.n_applications:,} applications, {bank.n_labels:,} labels -> {out / 'bank'}"
+        f"demo bank: {bank.n_applications:,} applications, {bank.n_labels:,} labels, "
+        f"{bank.n_listed:,} watchlist listings -> {out / 'bank'}"
     )
     store_dir = out / "store"
-    run_ingest(bank.applications, bank.labels, store_dir, demo=True)
+    run_ingest(bank.applications, bank.labels, store_dir, demo=True, watchlist=bank.watchlist)
     as_of = pd.Timestamp(start, tz=SHANGHAI) + pd.DateOffset(months=months)
     console.print(f"training as of {as_of.date()} (the end of the demo period)")
     run_train(store_dir, as_of.tz_convert("UTC"), bank.truth)
@@ -363,13 +438,19 @@ def quickstart(
     scores_path = out / "scores.csv"
     month_start = as_of - pd.DateOffset(months=1)
     console.print(f"scoring the last month ({month_start.date()} to {as_of.date()}) with the champion")
-    run_score_period(
+    scored = run_score_period(
         store_dir,
         month_start.tz_convert("UTC"),
         as_of.tz_convert("UTC"),
         load_model(champion),
         scores_path,
         explain_all=False,
+    )
+    refused = int((scored["band"] == BLOCKED).sum())
+    alerts = int(scored["band"].isin(("high", "critical")).sum())
+    console.print(
+        f"refused by rule (applicant on the joint-punishment list): {refused:,} of {len(scored):,} "
+        f"applications; model alerts (high or critical): {alerts:,}"
     )
     console.print(
         "[bold green]quickstart done[/]\n"
@@ -411,24 +492,39 @@ def print_bands(scores: pd.DataFrame) -> None:
     table.add_column("applications", justify="right")
     table.add_column("share", justify="right")
     counts = scores["band"].value_counts()
-    for band in ("critical", "high", "medium", "low"):
+    for band in (BLOCKED, "critical", "high", "medium", "low"):
         n = int(counts.get(band, 0))
         table.add_row(band, f"{n:,}", f"{n / max(1, len(scores)):.2%}")
     console.print(table)
 
 
 def run_score_period(
-    data_dir: Path, start: pd.Timestamp, end: pd.Timestamp, model, out: Path, *, explain_all: bool
-) -> None:
-    from serving.batch import score_period
+    data_dir: Path,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    model,
+    out: Path,
+    *,
+    explain_all: bool,
+    client=None,
+    partitions: int | None = None,
+) -> pd.DataFrame:
+    """Score a stored period, write the scores, print them by band; the scores written."""
+    from serving.batch import score_period, score_period_distributed
 
     store = EventStore(data_dir)
     if not store.manifest():
         raise fail(f"no ingested events in {store.root}: run duanka ingest first")
-    scores = score_period(store, start, end, model, explain_all=explain_all, progress=True)
+    if client is None:
+        scores = score_period(store, start, end, model, explain_all=explain_all, progress=True)
+    else:
+        scores = score_period_distributed(
+            store, start, end, model, client=client, explain_all=explain_all, partitions=partitions
+        )
     if scores.empty:
         raise fail(f"no stored applications between {start} and {end}")
     _write(scores, out, model)
+    return scores
 
 
 def _write(scores: pd.DataFrame, out: Path, model) -> None:
@@ -460,6 +556,9 @@ def score(
     explain_all: Annotated[
         bool, typer.Option(help="Reasons for every band, not only medium and above.")
     ] = False,
+    engine: Engine = "local",
+    scheduler: Scheduler = None,
+    partitions: Partitions = None,
 ) -> None:
     """Point-in-time batch scores: each application with the state as it was when it applied."""
     from data.reader import UnusableFile
@@ -476,8 +575,20 @@ def score(
         start, end = parse_instant(from_), parse_instant(to)
         if start >= end:
             raise fail(f"--from {from_} is not before --to {to}")
-        run_score_period(data_dir, start, end, loaded, out, explain_all=explain_all)
+        with dask_engine(engine, scheduler) as client:
+            run_score_period(
+                data_dir,
+                start,
+                end,
+                loaded,
+                out,
+                explain_all=explain_all,
+                client=client,
+                partitions=partitions,
+            )
         return
+    if engine != "local":
+        raise fail("--engine dask scores a stored date range (--from/--to); a file is scored locally")
     store = EventStore(data_dir)
     try:
         result = score_file(
@@ -560,7 +671,12 @@ def keys_create(
     branches: Annotated[
         str | None, typer.Option(help="Comma-separated branch ids the key may score for [default: all].")
     ] = None,
-    admin: Annotated[bool, typer.Option(help="May reload the model (POST /v1/admin/reload).")] = False,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            help="May reload the model (POST /v1/admin/reload) and feed the watchlist (POST /v1/watchlist)."
+        ),
+    ] = False,
     data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
 ) -> None:
     """Create a key and print it once; only its SHA-256 is stored."""

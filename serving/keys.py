@@ -41,7 +41,7 @@ class ApiKey:
     branches : tuple of str or None
         Branches the key may score for; None for every branch.
     admin : bool
-        May reload the model (``POST /v1/admin/reload``).
+        May reload the model (``POST /v1/admin/reload``) and feed the watchlist (``POST /v1/watchlist``).
     created_at, revoked_at : str
         ISO 8601 UTC; ``revoked_at`` is None while the key is valid.
     """

@@ -10,7 +10,9 @@ A raw application is validated and pseudonymised exactly as ingestion does it, o
 record at a time (:mod:`data.record`, held to the column path by its tests), then its features come from
 the online state as of its ``applied_at``, it is recorded into that state, and
 the response is stored by application id, so a retry gets the same answer and
-counts once. A :class:`Scorer` and everything it holds is used from one thread.
+counts once. An applicant on the joint-punishment list at ``applied_at`` is refused
+by rule (:mod:`serving.rules`), whatever the score. A :class:`Scorer` and everything
+it holds is used from one thread.
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from data.contract import APPLICATIONS, LABELS, Table
+from data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
 from data.pseudonym import Pseudonymiser
 from data.reader import RawTable
 from data.record import application_event, trimmed, validate_record
 from data.validate import conflict_reason, validate
+from data.watchlist import EXPIRES_BEFORE_LISTED, Watchlist, WatchlistSource, expiry_problems, listing_events
 from features.online import OnlineFeatureStore
 from features.registry import FEATURE_SET_VERSION, MODEL_FEATURES
 from serving.audit import DecisionLog, DecisionRow, utc_now
-from training.bands import ACTION_TEXT, ACTIONS
+from serving.rules import refusal, refusal_action
+from training.bands import ACTION_TEXT, ACTIONS, BLOCKED
 from training.bundle import MODEL_NAME, ModelIntegrityError, RegisteredModel, load_registered
 from training.explain import Reason, ReasonExplainer
 
@@ -319,6 +323,30 @@ def prepare_labels(rows: Sequence[Mapping[str, object]]) -> list[dict]:
     ]
 
 
+def prepare_listings(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> pd.DataFrame:
+    """Validate and pseudonymise submitted watchlist rows exactly as ``duanka ingest --watchlist`` does.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`data.events.WATCHLIST_EVENTS` rows, one per submitted item; the raw ID numbers are gone.
+
+    Raises
+    ------
+    InvalidInput
+        Every defect of every item (an ``expires_at`` before its ``listed_at`` included).
+    """
+    valid, errors = _defects(rows, WATCHLIST)
+    early = expiry_problems(valid)
+    errors += [
+        FieldError(int(row) - 1, "expires_at", EXPIRES_BEFORE_LISTED) for row in valid.loc[early, "row"]
+    ]
+    if errors:
+        position = {name: i for i, name in enumerate(WATCHLIST.names)}
+        raise InvalidInput(sorted(errors, key=lambda e: (e.item, position[e.field])))
+    return listing_events(valid, keys)
+
+
 def _number(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
@@ -356,15 +384,24 @@ class Scorer:
         The audit trail and stored responses.
     keys : Pseudonymiser
         The pseudonym key of the state (for :meth:`score_application`).
+    watchlist : WatchlistSource, optional
+        The joint-punishment list, read once per request (the service follows the event
+        store: :class:`data.watchlist.StoredWatchlist`); no listing when not given.
     """
 
     def __init__(
-        self, model: LoadedModel, online: OnlineFeatureStore, log: DecisionLog, keys: Pseudonymiser
+        self,
+        model: LoadedModel,
+        online: OnlineFeatureStore,
+        log: DecisionLog,
+        keys: Pseudonymiser,
+        watchlist: WatchlistSource | None = None,
     ) -> None:
         self.model = model
         self.online = online
         self.log = log
         self.keys = keys
+        self.watchlist: WatchlistSource = Watchlist.empty() if watchlist is None else watchlist
 
     def switch(self, model: LoadedModel, *, trigger: str, key_id: str | None, request_id: str | None) -> bool:
         """Use ``model`` from the next request on; audited. False when it is already in use."""
@@ -424,7 +461,7 @@ class Scorer:
         answers: dict[str, Scored] = {aid: Scored(s.response, True) for aid, s in stored.items() if s}
         fresh = sorted((e for aid, e in unique.items() if aid not in answers), key=_arrival)
         if fresh:
-            answers.update(self._decide(model, fresh))
+            answers.update(self._decide(model, fresh, self.watchlist.current()))
         latency = (time.perf_counter() - started) * 1000.0
         decided_at = utc_now()
         rows = [
@@ -441,6 +478,7 @@ class Scorer:
                 reason_codes="|".join(r["code"] for r in answer.response["reasons"]),
                 latency_ms=latency,
                 replayed=answer.replayed,
+                rule=answer.response.get("rule") or "",
             )
             for aid, answer in answers.items()
         ]
@@ -450,7 +488,7 @@ class Scorer:
         )
         return [answers[e["application_id"]] for e in events]
 
-    def _decide(self, model: LoadedModel, events: list[dict]) -> dict[str, Scored]:
+    def _decide(self, model: LoadedModel, events: list[dict], watchlist: Watchlist) -> dict[str, Scored]:
         X = np.empty((len(events), len(MODEL_FEATURES)))
         for i, event in enumerate(events):
             # features first: an application never counts towards its own
@@ -466,22 +504,36 @@ class Scorer:
         bands = bundle.bands.assign(scores)
         out: dict[str, Scored] = {}
         for i, event in enumerate(events):
-            action = ACTIONS[str(bands[i])]
+            band = str(bands[i])
+            action = ACTIONS[band]
             zh, en = ACTION_TEXT[action]
-            out[event["application_id"]] = Scored(
-                {
-                    "application_id": event["application_id"],
-                    "score": float(scores[i]),
-                    "band": str(bands[i]),
+            response = {
+                "application_id": event["application_id"],
+                "score": float(scores[i]),
+                "band": band,
+                "action": action,
+                "action_zh": zh,
+                "action_en": en,
+                "reasons": [_reason(r) for r in reasons[i]],
+                "rule": None,
+                "model_band": band,
+                "model": model.describe(),
+                "features": {name: _number(v) for name, v in zip(MODEL_FEATURES, X[i], strict=True)},
+            }
+            listing = watchlist.listing(event["applicant_key"], event["applied_at"])
+            if listing is not None:
+                # the rule decides; the model's score and band stay, for monitoring only
+                decided = refusal(listing)
+                action, zh, en = refusal_action()
+                response |= {
+                    "band": BLOCKED,
                     "action": action,
                     "action_zh": zh,
                     "action_en": en,
-                    "reasons": [_reason(r) for r in reasons[i]],
-                    "model": model.describe(),
-                    "features": {name: _number(v) for name, v in zip(MODEL_FEATURES, X[i], strict=True)},
-                },
-                False,
-            )
+                    "reasons": [decided.reason()],
+                    "rule": decided.rule,
+                }
+            out[event["application_id"]] = Scored(response, False)
         return out
 
     def score_application(self, application: Mapping[str, object], *, key_id: str = "local") -> dict:
@@ -494,6 +546,11 @@ class Scorer:
         (event,) = prepare_applications([application], self.keys)
         (answer,) = self.score([event], key_id=key_id, request_id=f"local-{time.time_ns()}")
         return answer.response
+
+    def listings_stored(self, counts: Mapping[str, int], *, key_id: str, request_id: str) -> None:
+        """Audit a watchlist feed and take its listings into use from the next decision on."""
+        self.log.event("watchlist_received", dict(counts), key_id=key_id, request_id=request_id)
+        self.watchlist.current()
 
     def add_labels(self, labels: Sequence[dict], *, key_id: str, request_id: str) -> int:
         """Feed confirmations (from :func:`prepare_labels`) into the state; audited.

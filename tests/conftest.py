@@ -102,6 +102,11 @@ class ServedBank:
         """Point MLflow at this bank's store (another module may have moved it) and return a client."""
         return configure(self.settings)
 
+    def copy_store(self, folder: Path) -> EventStore:
+        """A copy of the ingested store that a test may add to (a watchlist); the session's stays as it is."""
+        shutil.copytree(self.store.root, folder, ignore=shutil.ignore_patterns("serving", ".lock"))
+        return EventStore(folder)
+
     def fresh_paths(self, folder: Path) -> ServingPaths:
         """Serving files in ``folder``, starting from a copy of the synced online state."""
         folder.mkdir(parents=True, exist_ok=True)

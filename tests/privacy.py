@@ -16,11 +16,15 @@ from data.contract import PERSONAL_COLUMNS
 
 
 def raw_identifiers(contract_file: Path) -> set[str]:
-    """Every personal value in a contract CSV (address at least 6 characters long)."""
+    """Every personal value in a contract CSV (address at least 6 characters long).
+
+    Any contract table: applications, or a watchlist (whose ``id_number`` is its one personal column).
+    """
     frame = pd.read_csv(contract_file, dtype=str, keep_default_na=False)
     values = set()
     for column in PERSONAL_COLUMNS:
-        values |= {v.strip() for v in frame[column] if len(v.strip()) >= 6}
+        if column in frame.columns:
+            values |= {v.strip() for v in frame[column] if len(v.strip()) >= 6}
     return values
 
 

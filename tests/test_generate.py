@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from data.address import address_kinds
-from data.contract import APPLICATIONS, LABELS
+from data.contract import APPLICATIONS, LABELS, WATCHLIST
 from data.identity import parse_resident_id, validate_phone, validate_uscc
 from data.reader import read_raw
 from data.synthetic import GeneratedBank, generate_bank
@@ -69,7 +69,7 @@ def _share(mask: pd.Series) -> float:
 def test_the_same_seed_writes_byte_identical_files_and_another_seed_does_not(tmp_path):
     def files(folder: str, seed: int, progress: bool = False) -> list[bytes]:
         bank = generate_bank(tmp_path / folder, months=4, applications=8_000, seed=seed, progress=progress)
-        return [p.read_bytes() for p in (bank.applications, bank.labels, bank.truth)]
+        return [p.read_bytes() for p in (bank.applications, bank.labels, bank.truth, bank.watchlist)]
 
     first = files("a", seed=3)
     assert files("b", seed=3, progress=True) == first
@@ -95,7 +95,8 @@ def test_the_requested_number_of_rows_with_unique_increasing_ids(bank, rows):
 
 
 def test_the_generated_files_pass_the_projects_own_validator(bank):
-    for path, table in ((bank.applications, APPLICATIONS), (bank.labels, LABELS)):
+    files = ((bank.applications, APPLICATIONS), (bank.labels, LABELS), (bank.watchlist, WATCHLIST))
+    for path, table in files:
         outcome = validate(read_raw(path, table), table)
         assert outcome.rejections.empty, outcome.rejections.head().to_string()
         assert outcome.duplicates_dropped == 0
@@ -344,3 +345,77 @@ def test_the_ordinary_population_looks_like_a_city(rows):
     personal = legit[legit["account_type"] == "personal"]
     assert _share(personal["address"].duplicated(keep=False)) > 0.05  # families, roommates
     assert 0.0 < _share(legit["photo_tampered"] == "true") < 0.01
+
+
+# --- the joint-punishment list ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def listings(bank: GeneratedBank, rows: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Each listing with the earliest confirmation of an account of the listed person."""
+    frame = _read(bank.watchlist)
+    confirmed = labels.assign(confirmed=pd.to_datetime(labels["confirmed_at"]))
+    first = confirmed.groupby("id_number")["confirmed"].min()
+    frame["listed"] = pd.to_datetime(frame["listed_at"])
+    frame["first_confirmed"] = frame["id_number"].map(first)
+    return frame
+
+
+def _reapplications(rows: pd.DataFrame, listings: pd.DataFrame) -> pd.DataFrame:
+    joined = rows.merge(listings[["id_number", "listed"]], on="id_number")
+    return joined.loc[joined["at"] >= joined["listed"]]
+
+
+def test_the_watchlist_has_the_contract_columns_and_lists_each_person_once(bank, listings):
+    assert bank.watchlist.read_text(encoding="utf-8").split("\n", 1)[0] == ",".join(WATCHLIST.names)
+    assert bank.n_listed == len(listings) > 100
+    assert listings["id_number"].is_unique
+    assert (listings["source"] == "pboc_joint_punishment").all()
+    assert (listings["expires_at"] == "").all()  # the contract's default: 5 years
+    assert listings["listed"].is_monotonic_increasing
+
+
+def test_people_are_listed_after_a_confirmation_of_their_account(listings, labels):
+    assert listings["first_confirmed"].notna().all()
+    # listed 7-60 days after the confirmation that listed them, never before the first one
+    assert (listings["listed"] >= listings["first_confirmed"] + 7 * DAY).all()
+    share = listings["id_number"].nunique() / labels["id_number"].nunique()
+    assert 0.45 <= share <= 0.75
+
+
+def test_some_listed_people_apply_again_at_another_branch_and_are_never_confirmed(
+    bank, rows, labels, listings
+):
+    again = _reapplications(rows, listings)
+    assert bank.n_reapplications == len(again) >= 10
+    assert again["mule"].all()
+    assert set(again["scheme"]) <= {"escort_ring", "solo_seller"}
+    assert (again["channel"] == "counter").all()
+    assert not again["application_id"].isin(labels["application_id"]).any()
+    earlier = rows.merge(again[["id_number", "listed"]].drop_duplicates(), on="id_number")
+    before = earlier.loc[earlier["at"] < earlier["listed"]]
+    used = before.groupby("id_number")["branch_id"].agg(set)
+    pairs = zip(again["id_number"], again["branch_id"], strict=True)
+    assert all(branch not in used[person] for person, branch in pairs)
+    # inside the 5-year listing: the rule, not the model, must refuse them
+    assert (again["at"] < again["listed"] + pd.DateOffset(years=5)).all()
+
+
+def test_duanka_generate_writes_the_watchlist_beside_the_contract_files(tmp_path):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    result = CliRunner().invoke(
+        app, ["generate", "--out", str(tmp_path), "--applications", "20000", "--months", "12", "--seed", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    written = _read(tmp_path / "watchlist.csv")
+    assert list(written.columns) == list(WATCHLIST.names) and len(written) > 0
+    assert f"{len(written):,} joint-punishment listings" in result.output
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "applications.csv",
+        "labels.csv",
+        "watchlist.csv",
+        "truth.csv",
+    }

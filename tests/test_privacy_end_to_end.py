@@ -1,7 +1,8 @@
 """Raw identifiers go in at every entry point and come out nowhere.
 
-Known raw values (the bank's exports) pass through ingest (with a quarantine), features, train,
-report, batch scoring, the service and the audit export; then every file written (Parquet decoded,
+Known raw values (the bank's exports, its joint-punishment list among them) pass through ingest
+(with a quarantine), features, train, report, batch scoring, the service (the watchlist feed
+included) and the audit export; then every file written (Parquet decoded,
 SQLite tables dumped as text, MLflow's store and artifacts), every log line, command output and
 HTTP response is searched for them. Training is the session's (``served_bank``): its event store,
 registry and artifacts are scanned rather than rebuilt.
@@ -93,7 +94,18 @@ def _run_every_entry_point(served_bank, out: Path, env: pytest.MonkeyPatch) -> t
     bad.loc[:9, "phone"] = bad.loc[:9, "phone"].str[:-1]
     bad.loc[10:19, "id_number"] = bad.loc[10:19, "id_number"].str[:-1] + "Y"
     bad.to_csv(out / "incoming.csv", index=False)
-    duanka("ingest", "--applications", str(out / "incoming.csv"), "--data", str(out / "store"))
+    listings = pd.read_csv(_watchlist(served_bank), dtype=str, keep_default_na=False)
+    listings.loc[:4, "id_number"] = listings.loc[:4, "id_number"].str[:-1] + "Y"
+    listings.to_csv(out / "watchlist-incoming.csv", index=False)
+    duanka(
+        "ingest",
+        "--applications",
+        str(out / "incoming.csv"),
+        "--watchlist",
+        str(out / "watchlist-incoming.csv"),
+        "--data",
+        str(out / "store"),
+    )
     assert (out / "store" / "quarantine.csv").stat().st_size > 0
     duanka(
         "features",
@@ -116,11 +128,15 @@ def _run_every_entry_point(served_bank, out: Path, env: pytest.MonkeyPatch) -> t
         "--explain-all",
     )
 
+    # the service runs on a copy of the store holding the bank's watchlist, and is fed more of it
+    served = served_bank.copy_store(out / "served-store")
+    duanka("ingest", "--watchlist", str(_watchlist(served_bank)), "--data", str(served.root))
     paths = served_bank.fresh_paths(out / "serving")
     token = KeyFile(paths.keys).create()[1]
+    admin = KeyFile(paths.keys).create(admin=True)[1]
     source = ModelSource(served_bank.uri, served_bank.client())
     config = ServiceConfig(
-        source=source, model=source.load(), keys=served_bank.keys, store=served_bank.store, paths=paths
+        source=source, model=source.load(), keys=served_bank.keys, store=served, paths=paths
     )
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -136,6 +152,16 @@ def _run_every_entry_point(served_bank, out: Path, env: pytest.MonkeyPatch) -> t
             broken = {**served_bank.holdout[0], "application_id": "PRIV-BAD", "phone": "1" * 12}
             texts.append(client.post("/v1/score", json=broken, headers=auth).text)
             texts.append(client.post("/v1/score/batch", json={"applications": [broken]}, headers=auth).text)
+            feed = [
+                {"id_number": row["id_number"], "listed_at": "2024-01-01", "source": "bank_internal"}
+                for row in served_bank.holdout[SERVED : SERVED + 10]
+            ]
+            admin_auth = {"Authorization": f"Bearer {admin}"}
+            for listings_sent in (feed, [{**feed[0], "id_number": feed[0]["id_number"][:-1]}]):
+                answer = client.post("/v1/watchlist", json={"listings": listings_sent}, headers=admin_auth)
+                texts.append(answer.text)
+            for row in served_bank.holdout[SERVED : SERVED + 10]:
+                texts.append(client.post("/v1/score", json=row, headers=auth).text)
             texts.append(client.get("/metrics").text)
     finally:
         root.removeHandler(handler)
@@ -148,10 +174,22 @@ def _run_every_entry_point(served_bank, out: Path, env: pytest.MonkeyPatch) -> t
     return out, texts
 
 
+def _watchlist(served_bank) -> Path:
+    """The generated bank's joint-punishment list (its people confirmed mules of the history)."""
+    return served_bank.root / "bank" / "watchlist.csv"
+
+
+def _listed(served_bank) -> set[str]:
+    """Every listed person's ID number, and the holdout people the service is fed as listings."""
+    fed = {row["id_number"].strip() for row in served_bank.holdout[SERVED : SERVED + 10]}
+    return raw_identifiers(_watchlist(served_bank)) | fed
+
+
 def test_the_seeded_values_are_really_in_the_inputs(served_bank):
     # the scan below proves something only if what it looks for went in
     inputs = raw_identifiers(served_bank.root / "history.csv") | raw_identifiers(served_bank.holdout_csv)
     assert _secrets(served_bank) <= inputs and len(_secrets(served_bank)) > 200
+    assert len(raw_identifiers(_watchlist(served_bank))) > 50
 
 
 def _found(secrets: set[str], texts: Iterable[str]) -> list[str]:
@@ -161,7 +199,7 @@ def _found(secrets: set[str], texts: Iterable[str]) -> list[str]:
 
 def test_no_raw_identifier_in_any_output_file_database_artifact_log_or_response(served_bank, outputs):
     out, texts = outputs
-    secrets = _secrets(served_bank)
+    secrets = _secrets(served_bank) | _listed(served_bank)
     # the inputs themselves (the bank's exports, and our broken copy of one) hold raw values by design
     written = [out, served_bank.store.root, served_bank.settings.models_dir, served_bank.root / "online"]
     files = [
@@ -187,5 +225,10 @@ def test_every_entry_point_left_something_to_scan(served_bank, outputs):
         assert (out / "store" / name).exists()
     for name in ("f.parquet", "report.html", "scores.csv", "audit.parquet", "events.csv"):
         assert (out / name).stat().st_size > 0, name
+    # the pseudonymised list was written where the scan looks, and the feed answered
+    assert list((out / "store" / "watchlist").glob("part-*.parquet"))
+    assert len(list((out / "served-store" / "watchlist").glob("part-*.parquet"))) == 2
+    assert any('"stored":10' in t.replace(" ", "") for t in texts)
+    assert any('"band":"blocked"' in t.replace(" ", "") for t in texts)
     assert any(re.search(r'"application_id":\s*"A', t) for t in texts)  # responses were collected
     assert list(served_bank.settings.models_dir.rglob("booster.txt"))  # MLflow artifacts are scanned

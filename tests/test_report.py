@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from data.config import Settings
-from data.contract import APPLICATIONS, LABELS
+from data.contract import APPLICATIONS, LABELS, WATCHLIST
 from data.ingest import ingest_file
 from data.pseudonym import Pseudonymiser
 from data.store import EventStore
@@ -26,6 +26,7 @@ from training.report import (
     estimate_branches,
     information_value,
     population_stability,
+    rule_and_model_decisions,
 )
 from training.run import TrainConfig, train
 from training.tracking import configure
@@ -45,6 +46,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     keys = Pseudonymiser.from_secret(b"x" * 40)
     ingest_file(bank.applications, APPLICATIONS, store, keys)
     ingest_file(bank.labels, LABELS, store, keys)
+    ingest_file(bank.watchlist, WATCHLIST, store, keys)
     previous = mlflow.get_tracking_uri()
     with pytest.MonkeyPatch.context() as env:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -59,8 +61,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
             f"models:/{MODEL_NAME}@champion", root / "out" / "model.html", client, progress=False
         )
         logged = [a.path for a in client.list_artifacts(result.run_id)]
+        frame = pd.read_parquet(
+            client.download_artifacts(result.run_id, "evaluation_frame.parquet", str(root))
+        )
     mlflow.set_tracking_uri(previous)
-    return {"html": out.read_text(encoding="utf-8"), "bank": bank, "logged": logged, "out": out}
+    return {
+        "html": out.read_text(encoding="utf-8"),
+        "bank": bank,
+        "logged": logged,
+        "out": out,
+        "frame": frame,
+    }
 
 
 def test_every_section_is_there(built: dict) -> None:
@@ -113,6 +124,30 @@ def test_the_baselines_and_ring_catch_rates_are_reported(built: dict) -> None:
     section = built["html"].split('id="performance"', 1)[1].split("<section", 1)[0]
     for name in ("lightgbm_no_links", "woe_scorecard", "branch_rules", "caught_any", "alerts_per_branch_day"):
         assert name in section
+
+
+def test_rule_refusals_are_counted_apart_from_model_alerts(built: dict) -> None:
+    frame = built["frame"]
+    test = frame.loc[frame["part"] == "test"]
+    refused = int((test["rule"] == "watchlist").sum())
+    assert refused > 0  # re-applications of listed people fall in the test months
+    section = built["html"].split('id="performance-rules"', 1)[1].split("<h3", 1)[0]
+    assert f"{refused:,} test applications were refused by a hard rule" in section
+    assert "rule: watchlist" in section and "model: alert (high or critical)" in section
+
+
+def test_the_decision_table_puts_each_application_on_one_row() -> None:
+    rule = np.array(["watchlist", "", "", "", "watchlist", ""], dtype=object)
+    band = np.array(["critical", "critical", "high", "medium", "low", "low"])
+    y = np.array([1, 1, 0, 0, 0, 1])
+    table = rule_and_model_decisions(rule, band, y).set_index("decided by")
+    assert table["applications"].sum() == len(rule)
+    assert table.loc["rule: watchlist"].tolist() == ["refuse", 2, 1, 1]
+    assert table.loc["model: alert (high or critical)", ["applications", "confirmed mules"]].tolist() == [
+        2,
+        1,
+    ]
+    assert table.loc["model: low", ["applications", "confirmed mules"]].tolist() == [1, 1]
 
 
 def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift() -> None:

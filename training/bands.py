@@ -1,7 +1,8 @@
 """Risk bands from an alert budget, and what each band asks of the branch.
 
 Thresholds are quantiles of calibrated validation scores, so "critical" is the
-top 0.5% of openings the bank expects, not a probability someone guessed.
+top 0.5% of openings the bank expects, not a probability someone guessed. The
+``blocked`` band and its ``refuse`` action belong to the hard rules, never to a score.
 """
 
 from __future__ import annotations
@@ -34,7 +35,16 @@ ACTION_TEXT: dict[str, tuple[str, str]] = {
         "Additional checks: contact details, address and purpose",
     ),
     "proceed": ("正常办理", "Proceed as usual"),
+    "refuse": (
+        "拒绝开户：申请人在惩戒期内，依规不得开立新账户",
+        "Refuse the opening: the applicant is under a listing that forbids new accounts",
+    ),
 }
+
+# A hard rule (serving.rules) decides before any model: its band and action are not the model's.
+BLOCKED = "blocked"
+REFUSE = "refuse"
+RULE_ACTIONS: dict[str, str] = {BLOCKED: REFUSE}
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,9 @@ class _Context:
         self.score = self.test["score"].to_numpy()
         self.X = self.test.loc[:, self.names].to_numpy(dtype=float)
         self.alert = np.isin(model.bundle.bands.assign(self.score), ALERT_BANDS)
+        # runs from before hard rules recorded no rule column: nothing is known to be refused
+        self.rules_recorded = "rule" in self.test.columns
+        self.rule = self.test["rule"].fillna("").to_numpy(dtype=object) if self.rules_recorded else None
 
     @cached_property
     def sample(self) -> np.ndarray:
@@ -430,6 +433,53 @@ def _whole(x: float) -> str:
     return _num(x, 0)
 
 
+def rule_and_model_decisions(
+    rule: np.ndarray, band: np.ndarray, y: np.ndarray, alert_bands: tuple[str, ...] = ALERT_BANDS
+) -> pd.DataFrame:
+    """Test applications by what decided them: each hard rule first, then the model's bands.
+
+    A rule refusal is not a model alert: it is counted on its own row, with how many of
+    those applications the model alone would have alerted on.
+
+    Parameters
+    ----------
+    rule : numpy.ndarray
+        Per application, the rule that refused it (``"watchlist"``) or ``""``.
+    band : numpy.ndarray
+        Per application, the model's band.
+    y : numpy.ndarray
+        Confirmed mule (1) or not.
+    """
+    refused = rule != ""
+    alert = np.isin(band, alert_bands)
+    rows = [
+        {
+            "decided by": f"rule: {name}",
+            "decision": "refuse",
+            "applications": int((rule == name).sum()),
+            "confirmed mules": int(y[rule == name].sum()),
+            "model alone would alert": int(alert[rule == name].sum()),
+        }
+        for name in sorted(set(rule[refused]))
+    ]
+    for label, chosen in (
+        (f"model: alert ({' or '.join(alert_bands)})", alert),
+        ("model: medium", band == "medium"),
+        ("model: low", band == "low"),
+    ):
+        mask = chosen & ~refused
+        rows.append(
+            {
+                "decided by": label,
+                "decision": "by band",
+                "applications": int(mask.sum()),
+                "confirmed mules": int(y[mask].sum()),
+                "model alone would alert": int((alert & mask).sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _performance(c: _Context) -> dict:
     params = c.run.params
     start, end = pd.Timestamp(params["split_test_start"]), pd.Timestamp(params["split_test_end"])
@@ -469,7 +519,14 @@ def _performance(c: _Context) -> dict:
     }
     lightgbm = {r["metric"]: r for r in c.run.evaluations["lightgbm"]}
     groups = c.run.group_catch
+    decided = None
+    if c.rule is not None:
+        decided = rule_and_model_decisions(c.rule, c.model.bundle.bands.assign(c.score), c.y)
+    refused = 0 if c.rule is None else int((c.rule != "").sum())
     return {
+        "decisions": _table(decided) if decided is not None else None,
+        "rule_refusals": refused,
+        "model_alerts": int((c.alert & (c.rule == "")).sum()) if c.rule is not None else int(c.alert.sum()),
         "curves": plots.roc_and_pr(c.y, c.score, lightgbm["roc_auc"]["value"], lightgbm["pr_auc"]["value"]),
         "calibration_plot": plots.calibration(calibration_bins(c.y, c.score)),
         "distributions": plots.score_distributions(

@@ -17,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from data.config import SHANGHAI, Settings
 from data.store import EventStore
+from data.watchlist import RULE as WATCHLIST_RULE
+from data.watchlist import Watchlist
 from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
 from features.training_set import TrainingSet, TrainingSummary, build_training_set
 from training.bands import Bands
@@ -120,11 +122,47 @@ FAIRNESS_ATTRIBUTES = (
 )
 
 
+def rule_decisions(store: EventStore, frame: pd.DataFrame) -> pd.Series:
+    """The hard rule that would have refused each application at its ``applied_at``, or ``""``.
+
+    Applies the store's joint-punishment list as it stands (removals included) with the
+    serving rule ``listed_at <= applied_at < expires_at`` (:mod:`data.watchlist`), so the
+    report can count rule refusals apart from model alerts.
+
+    Parameters
+    ----------
+    store : EventStore
+    frame : pandas.DataFrame
+        ``application_id`` and ``applied_at`` of the applications.
+
+    Returns
+    -------
+    pandas.Series
+        ``"watchlist"`` or ``""``, with ``frame``'s index.
+    """
+    watchlist = Watchlist.from_store(store)
+    if len(watchlist) == 0 or frame.empty:
+        return pd.Series("", index=frame.index, dtype=object)
+    keys = store.applications(["application_id", "applicant_key"]).to_pandas()
+    applicant = frame["application_id"].map(
+        keys.drop_duplicates("application_id").set_index("application_id")["applicant_key"]
+    )
+    listed = watchlist.listings_for(applicant, frame["applied_at"])["source"].notna()
+    return pd.Series(np.where(listed, WATCHLIST_RULE, ""), index=frame.index, dtype=object)
+
+
 def evaluation_frame(
-    parts: dict[str, pd.DataFrame], names: list[str], score: Callable[[np.ndarray], np.ndarray], seed: int
+    parts: dict[str, pd.DataFrame],
+    names: list[str],
+    score: Callable[[np.ndarray], np.ndarray],
+    seed: int,
+    rules: Callable[[pd.DataFrame], pd.Series] | None = None,
 ) -> pd.DataFrame:
     """Validation and test rows, and a sample of training rows, with features, label and score:
-    what the model report reads, so it never needs the event store."""
+    what the model report reads, so it never needs the event store.
+
+    ``rules`` names, per row, the hard rule that would have refused it (:func:`rule_decisions`);
+    the frame's ``rule`` column is empty without it."""
     train = parts[TRAIN]
     if len(train) > EVALUATION_TRAIN_SAMPLE:
         train = train.sample(EVALUATION_TRAIN_SAMPLE, random_state=seed).sort_values("applied_at")
@@ -135,7 +173,9 @@ def evaluation_frame(
         frame["part"] = name
         frame["score"] = score(_matrix(rows, names))
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    out["rule"] = "" if rules is None else rules(out).to_numpy(dtype=object)
+    return out
 
 
 def monthly_summary(ts: TrainingSet, labels: pd.DataFrame) -> pd.DataFrame:
@@ -183,14 +223,31 @@ def _steps(show: bool, total: int) -> Iterator[Callable[[str], None]]:
         bar.advance(task)
 
 
-def train(store: EventStore, cfg: TrainConfig, settings: Settings, *, progress: bool = True) -> TrainResult:
-    """Run the whole training job and register the model as ``duanka@challenger``."""
+def train(
+    store: EventStore,
+    cfg: TrainConfig,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    builder: Callable[..., pd.DataFrame] | None = None,
+) -> TrainResult:
+    """Run the whole training job and register the model as ``duanka@challenger``.
+
+    ``builder`` builds the point-in-time features (default
+    :func:`features.offline.build_features`; ``duanka train --engine dask``
+    passes :func:`features.distributed.builder`); the fit stays on this machine.
+    """
     with _steps(progress, 7) as step:
-        return _train(store, cfg, settings, progress, step)
+        return _train(store, cfg, settings, progress, step, builder)
 
 
 def _train(
-    store: EventStore, cfg: TrainConfig, settings: Settings, progress: bool, step: Callable[[str], None]
+    store: EventStore,
+    cfg: TrainConfig,
+    settings: Settings,
+    progress: bool,
+    step: Callable[[str], None],
+    builder: Callable[..., pd.DataFrame] | None = None,
 ) -> TrainResult:
     step("point-in-time features")
     ts = build_training_set(
@@ -199,6 +256,7 @@ def _train(
         as_of=cfg.as_of,
         outcome_window_days=settings.outcome_window_days,
         progress=False,  # the run's own bar is live: rich allows one at a time
+        builder=builder,
     )
     split, parts = _split(ts, cfg, settings)
     names = list(MODEL_FEATURES)
@@ -306,7 +364,11 @@ def _train(
         mlflow.log_text(monthly_summary(ts, labels).to_csv(), "monthly.csv")
         frame_path = Path(tmp) / "evaluation_frame.parquet"
         evaluation_frame(
-            parts, names, lambda X: calibrator.predict(full.booster_.predict(X, raw_score=True)), cfg.seed
+            parts,
+            names,
+            lambda X: calibrator.predict(full.booster_.predict(X, raw_score=True)),
+            cfg.seed,
+            lambda frame: rule_decisions(store, frame),
         ).to_parquet(frame_path, index=False)
         mlflow.log_artifact(str(frame_path))
         mlflow.log_dict(

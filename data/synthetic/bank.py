@@ -3,8 +3,11 @@
 Schemes and look-alikes (a few percent of the rows) are planned for the whole
 period first, because rings and agencies span months; the ordinary customers fill
 each month up to its share of the requested volume, so the files hold exactly
-``applications`` rows (unless the schemes alone exceed it). Memory is bounded by
-one month's rows plus the planned schemes.
+``applications`` rows (unless the schemes alone exceed it). Each month's
+confirmations put people on the joint-punishment list, and the re-applications of
+listed people (:mod:`data.synthetic.watchlist`) join a later month in place of as
+many ordinary customers. Memory is bounded by one month's rows plus the planned
+schemes.
 """
 
 from __future__ import annotations
@@ -14,22 +17,24 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from rich.progress import Progress
 
-from data.contract import APPLICATIONS, LABELS
+from data.contract import APPLICATIONS, LABELS, WATCHLIST
 from data.synthetic.lookalikes import agency_rows, factory_rows, university_rows
 from data.synthetic.outcomes import confirmations, label_table
 from data.synthetic.period import DAY, Period, day_weights
 from data.synthetic.population import legit_rows
 from data.synthetic.rows import TRUTH_COLUMNS, Draft, application_ids, render
 from data.synthetic.schemes import insider_rows, ring_rows, shell_rows, solo_rows
+from data.synthetic.watchlist import listings, watchlist_table
 from data.synthetic.world import World, build_world
 from data.synthetic.writer import CsvFile
 
 # Each planner draws from its own stream, so that changing one leaves the others' rows alone.
 _PLANNERS = (university_rows, factory_rows, agency_rows, ring_rows, shell_rows, insider_rows, solo_rows)
-_WORLD, _PLAN, _MONTH, _OUTCOME = range(4)
+_WORLD, _PLAN, _MONTH, _OUTCOME, _LISTING = range(5)
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,12 @@ class GeneratedBank:
     applications: Path
     labels: Path
     truth: Path
+    watchlist: Path
     n_applications: int
     n_labels: int
     n_mules: int
+    n_listed: int
+    n_reapplications: int
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -76,7 +84,7 @@ def generate_bank(
     start: date = date(2024, 1, 1),
     progress: bool = False,
 ) -> GeneratedBank:
-    """Write a synthetic bank: ``applications.csv``, ``labels.csv`` and ``truth.csv``.
+    """Write a synthetic bank: ``applications.csv``, ``labels.csv``, ``watchlist.csv`` and ``truth.csv``.
 
     Parameters
     ----------
@@ -110,7 +118,7 @@ def generate_bank(
     period = Period(start, months)
     chunks = period.chunks()
     world = build_world(period, applications, _rng(seed, _WORLD))
-    paths = {name: out_dir / f"{name}.csv" for name in ("applications", "labels", "truth")}
+    paths = {name: out_dir / f"{name}.csv" for name in ("applications", "labels", "truth", "watchlist")}
 
     with Progress(disable=not progress) as bar:
         task = bar.add_task("planning schemes", total=len(chunks) + 1)
@@ -122,36 +130,72 @@ def generate_bank(
         ordinary = _allocate(max(applications - len(planned_at), 0), month_weight)
         bar.advance(task)
 
-        written = mules = 0
+        written = mules = reapplications = 0
         confirmed = []
+        listed_people: set[str] = set()
+        listed: list[pa.Table] = []
+        pending: Draft | None = None  # re-applications of listed people, in later months
         with (
             CsvFile(paths["applications"], APPLICATIONS.names) as apps,
             CsvFile(paths["truth"], TRUTH_COLUMNS) as truth,
         ):
             for chunk, count, lo, hi in zip(chunks, ordinary, bounds[:-1], bounds[1:], strict=True):
                 bar.update(task, description=f"generating {chunk.label}")
-                parts = [legit_rows(int(count), chunk, world, _rng(seed, _MONTH, chunk.index))]
+                due, pending = _due(pending, int(chunk.stop.astype(np.int64)) * DAY)
+                retries = 0 if due is None else len(due)
+                parts = [
+                    legit_rows(max(int(count) - retries, 0), chunk, world, _rng(seed, _MONTH, chunk.index))
+                ]
                 if hi > lo:
                     parts.append(planned.take(np.arange(lo, hi)))
+                if due is not None:
+                    parts.append(due)
                 draft = Draft.concat(parts)
                 draft = draft.take(np.argsort(draft["at"], kind="stable"))
                 ids = application_ids(np.arange(written + 1, written + len(draft) + 1))
                 table, truth_table = render(draft, world.network, ids)
                 apps.write(table)
                 truth.write(truth_table)
-                confirmed.append(confirmations(draft, ids, _rng(seed, _OUTCOME, chunk.index), seed))
+                month_confirmed = confirmations(draft, ids, _rng(seed, _OUTCOME, chunk.index), seed)
+                confirmed.append(month_confirmed)
+                new, again = listings(
+                    draft, ids, month_confirmed, listed_people, world, _rng(seed, _LISTING, chunk.index)
+                )
+                listed.append(new)
+                pending = (
+                    again
+                    if pending is None
+                    else (pending if again is None else Draft.concat([pending, again]))
+                )
                 written += len(draft)
+                reapplications += retries
                 mules += int(pc.sum(truth_table["is_mule"]).as_py())
                 bar.advance(task)
 
     labels = label_table(confirmed)
     with CsvFile(paths["labels"], LABELS.names) as sink:
         sink.write(labels)
+    watchlist = watchlist_table(listed)
+    with CsvFile(paths["watchlist"], WATCHLIST.names) as sink:
+        sink.write(watchlist)
     return GeneratedBank(
         applications=paths["applications"],
         labels=paths["labels"],
         truth=paths["truth"],
+        watchlist=paths["watchlist"],
         n_applications=written,
         n_labels=labels.num_rows,
         n_mules=mules,
+        n_listed=watchlist.num_rows,
+        n_reapplications=reapplications,
     )
+
+
+def _due(pending: Draft | None, stop: int) -> tuple[Draft | None, Draft | None]:
+    """The pending re-applications before ``stop`` (local seconds), and the rest."""
+    if pending is None:
+        return None, None
+    now = pending["at"] < stop
+    due = pending.take(np.flatnonzero(now)) if now.any() else None
+    rest = pending.take(np.flatnonzero(~now)) if not now.all() else None
+    return due, rest

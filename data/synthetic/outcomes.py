@@ -3,7 +3,8 @@
 Most mule accounts are found out (80-90 %, by scheme), 14 to 275 days after
 opening; a ring's or an insider's accounts come to light around one time, as one
 police notice leads to the rest. A few legitimate accounts are confirmed by
-mistake.
+mistake. Re-applications by people on the joint-punishment list
+(:mod:`data.synthetic.watchlist`) are refused, so never confirmed.
 
 ``labels.csv`` is the bank's cumulative export taken on a data extraction date late
 enough to hold every confirmation of the period's applications (its end plus 275
@@ -78,6 +79,8 @@ def confirmations(draft: Draft, ids: pa.Array, rng: np.random.Generator, salt: i
         chance[rows] = CONFIRMED.get(name, FALSE_CONFIRMATION)
         shares = SOURCES[name if name in CONFIRMED else "legit"]
         source[rows] = rng.choice(len(LABEL_SOURCES), len(rows), p=shares)
+    # A listed person's new application is refused by rule: no account, nothing to confirm.
+    chance[draft["reapplied"]] = 0.0
     confirmed = rng.random(len(draft)) < chance
     at = draft["at"] + (_delays(draft, rng, salt) * DAY).astype(np.int64)
     rows = pa.array(np.flatnonzero(confirmed))

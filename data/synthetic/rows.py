@@ -60,6 +60,7 @@ _OPTIONAL: dict[str, Callable[[int], Column]] = {
     "company_id": lambda n: pa.nulls(n, pa.string()),
     "company_age": lambda n: np.zeros(n, np.int64),
     "group": lambda n: np.full(n, -1),  # numbered per scheme
+    "reapplied": lambda n: np.zeros(n, bool),  # a listed person trying again (data.synthetic.watchlist)
 }
 
 
