@@ -160,7 +160,7 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
     }
     with (
         OnlineFeatureStore(paths.online, durable=True, checkpoint_every_s=0.5) as online,
-        DecisionLog(paths.decisions) as log,
+        DecisionLog(paths.decisions, checkpoint_every_s=0.5) as log,
     ):
         bundle = model.registered.bundle
         for row in rows[:n]:
@@ -189,7 +189,7 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
     paths = fresh_state(work)
     with (
         OnlineFeatureStore(paths.online, durable=True, checkpoint_every_s=0.5) as online,
-        DecisionLog(paths.decisions) as log,
+        DecisionLog(paths.decisions, checkpoint_every_s=0.5) as log,
     ):
         scorer = Scorer(model, online, log, keys)
         whole = []
@@ -408,7 +408,7 @@ def batch(work: Path, rows: int) -> None:
     model = ModelSource(URI, configure(_settings(work))).load()
     store = EventStore(work / "store")
     t0 = time.perf_counter()
-    features = build_features(store.applications(), store.labels())
+    features = build_features(store.applications(), store.labels(), listings=store.watchlist())
     took = time.perf_counter() - t0
     print(f"batch: point-in-time features for {len(features):,} applications in {took:.1f} s")
     if len(features) < rows:

@@ -376,7 +376,7 @@ class Service:
         # It acknowledges, so durable; checkpoints in the background, so no request waits for one.
         online = OnlineFeatureStore(config.paths.online, durable=True, checkpoint_every_s=0.5)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
-        decisions = DecisionLog(config.paths.decisions)
+        decisions = DecisionLog(config.paths.decisions, checkpoint_every_s=0.5)
         watchlist = StoredWatchlist(config.store)
         listings = len(watchlist.current())  # read now, not on the first request
         decisions.event(

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
+
 DECISION_COLUMNS = (
     "request_id",
     "application_id",
@@ -103,14 +105,23 @@ class DecisionLog:
     ----------
     path : Path
         Created with its tables and triggers if new.
+    checkpoint_every_s : float, optional
+        Copy the write-ahead log into the database from a background thread this often
+        (:class:`data.wal.Checkpointer`), so that no decision waits for a checkpoint.
+        None: SQLite checkpoints in the commit that fills the log.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, checkpoint_every_s: float | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(self.path, isolation_level=None)
         self._con.execute("PRAGMA journal_mode = WAL")
         self._con.execute("PRAGMA synchronous = FULL")
+        if checkpoint_every_s is not None:
+            self._con.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}")
+        self._checkpointer = (
+            None if checkpoint_every_s is None else Checkpointer(self.path, checkpoint_every_s).start()
+        )
         for statement in _SCHEMA:
             self._con.execute(statement)
         columns = {row[1] for row in self._con.execute("PRAGMA table_info(decisions)")}
@@ -122,6 +133,8 @@ class DecisionLog:
         )
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._con.close()
 
     def __enter__(self) -> DecisionLog:

@@ -1,0 +1,25 @@
+"""The decision record checkpoints in the background and still loses nothing."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from serving.audit import DecisionLog
+
+
+def test_a_background_checkpointer_keeps_every_event_and_a_sound_file(tmp_path):
+    path = tmp_path / "decisions.db"
+    with DecisionLog(path, checkpoint_every_s=0.01) as log:
+        for i in range(1_500):
+            log.event("bench", {"application_id": f"A{i}"}, key_id="k", request_id=f"r{i}")
+        deadline = time.monotonic() + 10
+        while log._checkpointer.passes < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log._checkpointer.passes >= 3
+        with sqlite3.connect(path) as reader:
+            busy, frames, done = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, done) == (0, frames)
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT COUNT(*) FROM events WHERE kind = 'bench'").fetchone()[0] == 1_500
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
