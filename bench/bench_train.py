@@ -68,7 +68,9 @@ def main() -> None:
     as_of = (pd.Timestamp(start, tz=SHANGHAI) + pd.DateOffset(months=args.months)).tz_convert("UTC")
     ts = timed(
         "point-in-time training set",
-        lambda: build_training_set(store.applications(), store.labels(), as_of=as_of),
+        lambda: build_training_set(
+            store.applications(), store.labels(), listings=store.watchlist(), as_of=as_of
+        ),
     )
     cfg = TrainConfig(as_of=as_of)
     _, parts = _split(ts, cfg, Settings())

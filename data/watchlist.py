@@ -167,6 +167,36 @@ def ingest_watchlist(
     return report
 
 
+LISTING_KEY = ["applicant_key", "source", "listed_at"]  # one listing; repeats and removals share it
+
+
+def received_listings(events: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """One row per listing (person, source, ``listed_at``) with the earliest ``expires_at`` received.
+
+    Removals are applied (the earliest expiry wins); withdrawn listings (``expires_at`` equal to
+    ``listed_at``) are kept, so that whoever was fed the listing before learns it was withdrawn.
+
+    Parameters
+    ----------
+    events : pyarrow.Table or pandas.DataFrame
+        :data:`data.events.WATCHLIST_EVENTS` rows as stored (repeats and removals included).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``applicant_key``, ``source``, ``listed_at``, ``expires_at``.
+    """
+    frame = events.to_pandas() if isinstance(events, pa.Table) else events
+    frame = frame.loc[:, ["applicant_key", "source", "listed_at", "expires_at"]]
+    return frame.groupby(LISTING_KEY, as_index=False, sort=False)["expires_at"].min()
+
+
+def effective_listings(events: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """The listings that apply at some instant: :func:`received_listings` less the withdrawn ones."""
+    received = received_listings(events)
+    return received.loc[received["expires_at"] > received["listed_at"]].reset_index(drop=True)
+
+
 def micros(at: datetime) -> int:
     """An aware instant as whole microseconds since 1970 (exact: no float rounding at a boundary)."""
     return (at - _EPOCH) // _MICROSECOND
@@ -191,13 +221,9 @@ class Watchlist:
     """
 
     def __init__(self, events: pa.Table | pd.DataFrame) -> None:
-        frame = events.to_pandas() if isinstance(events, pa.Table) else events
-        frame = frame.loc[:, ["applicant_key", "source", "listed_at", "expires_at"]]
         # the earliest expiry received for one (person, source, listed_at) wins: removals end listings
-        effective = frame.groupby(["applicant_key", "source", "listed_at"], as_index=False, sort=False)[
-            "expires_at"
-        ].min()
-        effective = effective.loc[effective["expires_at"] > effective["listed_at"]]
+        self._received = received_listings(events)
+        effective = self._received.loc[self._received["expires_at"] > self._received["listed_at"]]
         self._frame = effective.sort_values(
             ["applicant_key", "listed_at", "source"], kind="stable"
         ).reset_index(drop=True)
@@ -217,6 +243,14 @@ class Watchlist:
     def current(self) -> Watchlist:
         """This snapshot (a fixed list is its own source, see :class:`WatchlistSource`)."""
         return self
+
+    def received(self) -> pd.DataFrame:
+        """Every listing received, withdrawn ones included (:func:`received_listings`).
+
+        What the online feature state is fed (:meth:`features.online.OnlineFeatureStore.add_listings`):
+        a withdrawal must reach a state that was given the listing before.
+        """
+        return self._received
 
     @cached_property
     def _by_key(self) -> dict[str, list[tuple[int, int, str]]]:

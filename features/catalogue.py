@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.registry import FEATURE_SET_VERSION, FEATURES, MODEL_FEATURES, Family
+from features.registry import FEATURE_SET_VERSION, FEATURES, MODEL_FEATURES, Family, Feature
 
 START = "<!-- catalogue:start (python -m features.catalogue) -->"
 END = "<!-- catalogue:end -->"
@@ -31,7 +31,7 @@ def catalogue_markdown() -> str:
             "|---|---|---|---|---|",
         ]
         for f in members:
-            window = f"{f.window_days} d" if f.window_days else "own"
+            window = _window(f)
             en, zh = f.en, f.zh
             if f.codes:
                 legend = ", ".join(f"{i} = {c}" for i, c in enumerate(f.codes))
@@ -40,6 +40,13 @@ def catalogue_markdown() -> str:
             lines.append(f"| `{f.name}` | {window} | {model} | {en} | {zh} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _window(feature: Feature) -> str:
+    """``30 d``; ``own`` for the application's own facts; ``all`` for counts with no window."""
+    if feature.window_days is not None:
+        return f"{feature.window_days} d"
+    return "all" if feature.aggregates else "own"
 
 
 def render(page: str) -> str:

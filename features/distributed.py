@@ -29,6 +29,12 @@ unchanged on partitions that hold every event its windows can read:
 4. **Join.** Each partition's output is split again by ``application_id``
    hash and joined with the application's own row, in registry order.
 
+The joint-punishment list is small (people, not applications): it is read on
+the client, reduced to the listings that apply
+(:func:`data.watchlist.effective_listings`) and sent to every worker once; each
+partition's builder reads its applicants' listings from it, as the single
+machine does.
+
 The tasks are plain :mod:`distributed` futures over Arrow tables (no
 dask.dataframe conversion, so types stay exactly those of the event
 schema). Shards run one after another so that one copy of the events, not
@@ -50,7 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS
+from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from data.watchlist import effective_listings
 from features.offline import _in_order, as_table, build_features, confirmations
 from features.registry import FEATURES, LINK_WINDOW_DAYS, Entity, Feature
 from features.values import DAY_US
@@ -202,17 +209,22 @@ def _labels_of(table: pa.Table) -> pa.Table:
 
 
 def _build(
-    pieces: list[pa.Table], shard: Shard, n_out: int, block: tuple[int, int] | None
+    pieces: list[pa.Table],
+    shard: Shard,
+    n_out: int,
+    block: tuple[int, int] | None,
+    listings: pa.Table | None = None,
 ) -> list[pd.DataFrame]:
     """The single-machine builder on one partition; rows split by ``application_id`` for the join.
 
     ``block`` is ``(start, end)`` in microseconds for the linked shard: the
     halo before ``start`` is read, only rows applied in ``[start, end)`` are kept.
+    ``listings`` is the whole (effective) list, shared by every partition.
     """
     table = pa.concat_tables([p for p in pieces if len(p)]) if any(len(p) for p in pieces) else None
     if table is None:
         return [pd.DataFrame() for _ in range(n_out)]
-    frame = build_features(table, _labels_of(table), features=shard.features)
+    frame = build_features(table, _labels_of(table), listings=listings, features=shard.features)
     if block is not None:
         at = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
         frame = frame.loc[(at >= block[0]) & (at < block[1])]
@@ -260,11 +272,21 @@ def _pick(client: Client, future: Future, i: int) -> Future:
     return client.submit(operator.getitem, future, i, pure=False)
 
 
+def _shared_listings(client: Client, listings: pa.Table | pd.DataFrame | None) -> Future | None:
+    """The listings that apply, sent to every worker once (None when there are none)."""
+    if listings is None or len(listings) == 0:
+        return None
+    applying = effective_listings(as_table(listings, WATCHLIST_EVENTS))
+    table = pa.Table.from_pandas(applying, preserve_index=False)
+    return client.scatter(table, broadcast=True, hash=False)
+
+
 def feature_partitions(
     client: Client,
     applications: Source,
     labels: Source,
     *,
+    listings: pa.Table | pd.DataFrame | None = None,
     partitions: int | None = None,
     features: Sequence[Feature] | None = None,
     applications_where: pc.Expression | None = None,
@@ -280,6 +302,9 @@ def feature_partitions(
         Events in :mod:`data.events` form: an Arrow table or DataFrame (scattered
         from here), or Parquet paths that the workers read (shared or object
         storage: every worker must reach them).
+    listings : pyarrow.Table or pandas.DataFrame, optional
+        The joint-punishment list as stored (:meth:`data.store.EventStore.watchlist`),
+        read here and sent to every worker once; None: nobody is listed.
     partitions : int, optional
         Partitions per stage; default twice the workers.
     features : sequence of Feature, optional
@@ -322,6 +347,7 @@ def feature_partitions(
     wait(prepared)
     del app_splits, label_splits
     ranges = [r for r in client.gather([client.submit(_time_range, p, pure=False) for p in prepared]) if r]
+    shared = _shared_listings(client, listings)
     outputs: list[Future] = []
     for shard in plan(chosen):
         if shard.key == TIME:
@@ -343,7 +369,9 @@ def feature_partitions(
             splits = [client.submit(_split_by_key, p, shard.key, n, pure=False) for p in prepared]
             blocks = [None] * n_parts
         built = [
-            client.submit(_build, [_pick(client, s, j) for s in splits], shard, n, blocks[j], pure=False)
+            client.submit(
+                _build, [_pick(client, s, j) for s in splits], shard, n, blocks[j], shared, pure=False
+            )
             for j in range(n_parts)
         ]
         # One shard's copy of the events at a time: wait, then let its splits go.
@@ -361,6 +389,7 @@ def build_features_distributed(
     labels: Source,
     *,
     client: Client,
+    listings: pa.Table | pd.DataFrame | None = None,
     partitions: int | None = None,
     features: Sequence[Feature] | None = None,
     applications_where: pc.Expression | None = None,
@@ -376,6 +405,7 @@ def build_features_distributed(
         client,
         applications,
         labels,
+        listings=listings,
         partitions=partitions,
         features=features,
         applications_where=applications_where,
@@ -391,8 +421,14 @@ def build_features_distributed(
 def builder(client: Client, **options: Any) -> Callable[[pa.Table, pa.Table], pd.DataFrame]:
     """A ``build_features``-shaped callable that runs on ``client`` (for the training set)."""
 
-    def build(applications: pa.Table, labels: pa.Table, *, progress: bool = False) -> pd.DataFrame:
-        return build_features_distributed(applications, labels, client=client, **options)
+    def build(
+        applications: pa.Table,
+        labels: pa.Table,
+        *,
+        listings: pa.Table | pd.DataFrame | None = None,
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        return build_features_distributed(applications, labels, client=client, listings=listings, **options)
 
     return build
 

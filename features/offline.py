@@ -4,9 +4,10 @@ Each entity's windowed counts are window functions over its partition,
 ordered by the application timestamp in integer microseconds with frames
 ``RANGE BETWEEN W PRECEDING AND 1 PRECEDING``: exactly ``[t - W, t)``, so an
 application never sees itself or anything applied at the same instant.
-Confirmed-mule counts and the linked group are their own queries
-(:func:`_confirmed_sql`, :mod:`features.linked`). The engines only count; the
-values come from the shared transforms in :mod:`features.values`.
+Confirmed-mule and listed-applicant counts and the linked group are their own
+queries (:func:`_marked_sql`, :mod:`features.linked`); the applicant's ended
+listings come from :func:`listing_history`. The engines only count; the values
+come from the shared transforms in :mod:`features.values`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data.watchlist import effective_listings
 from features import values
 from features.linked import linked_group
 from features.registry import FEATURES, Aggregate, Entity, Feature, Op
@@ -86,6 +88,56 @@ def confirmations(application_ids: pa.Array | pa.ChunkedArray, labels: pa.Table)
     return conf
 
 
+def listing_history(
+    applicant_keys: pa.Array | pa.ChunkedArray,
+    applied_at: np.ndarray,
+    listings: pa.Table | pd.DataFrame | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per application, its applicant's joint-punishment listings as the features read them.
+
+    Only listings that apply at some instant count (:func:`data.watchlist.effective_listings`:
+    removals applied, withdrawn listings dropped), the same rule as the online store's.
+
+    Parameters
+    ----------
+    applicant_keys : pyarrow.Array or pyarrow.ChunkedArray
+        One per application.
+    applied_at : numpy.ndarray
+        The applications' ``applied_at`` in microseconds (int64), aligned with ``applicant_keys``.
+    listings : pyarrow.Table or pandas.DataFrame or None
+        :data:`data.events.WATCHLIST_EVENTS` rows as stored; None means no listing.
+
+    Returns
+    -------
+    listed : numpy.ndarray
+        int64: the applicant's earliest ``listed_at`` in microseconds, or -1 when never listed.
+    ended : numpy.ndarray
+        int64: how many of the applicant's listings had ended (``expires_at <= applied_at``).
+    """
+    n = len(applicant_keys)
+    listed = np.full(n, -1, dtype=np.int64)
+    ended = np.zeros(n, dtype=np.int64)
+    if listings is None or len(listings) == 0 or n == 0:
+        return listed, ended
+    applying = pa.Table.from_pandas(effective_listings(listings), preserve_index=False)
+    con = duckdb.connect()
+    try:
+        rows = np.arange(n, dtype=np.int64)
+        con.register("a", pa.table({"rn": rows, "applicant_key": applicant_keys, "t": applied_at}))
+        con.register("l", applying.select(["applicant_key", "listed_at", "expires_at"]))
+        found = con.execute(
+            """SELECT a.rn, MIN(epoch_us(l.listed_at)) AS listed,
+                COUNT(*) FILTER (WHERE epoch_us(l.expires_at) <= a.t) AS ended
+            FROM a JOIN l USING (applicant_key) GROUP BY a.rn"""
+        ).fetchnumpy()
+    finally:
+        con.close()
+    at = np.asarray(found["rn"], dtype=np.int64)
+    listed[at] = np.asarray(found["listed"], dtype=np.int64)
+    ended[at] = np.asarray(found["ended"], dtype=np.int64)
+    return listed, ended
+
+
 def _objects(column: pa.ChunkedArray, rows: np.ndarray) -> np.ndarray:
     """Strings as an object array in which equal values share one Python object.
 
@@ -114,13 +166,18 @@ def _row_columns(applications: pa.Table, rows: np.ndarray) -> dict[str, np.ndarr
 
 
 def _engine_table(
-    applications: pa.Table, rows: np.ndarray, columns: dict[str, np.ndarray], conf: np.ndarray
+    applications: pa.Table,
+    rows: np.ndarray,
+    columns: dict[str, np.ndarray],
+    conf: np.ndarray,
+    listed: np.ndarray,
 ) -> pa.Table:
-    """What DuckDB counts over: codes instead of strings, flags, confirmation times."""
+    """What DuckDB counts over: codes instead of strings, flags, confirmation and listing times."""
     data: dict[str, pa.Array | np.ndarray] = {
         "idx": np.arange(len(rows), dtype=np.int64),
         "ts": columns["applied_at"],
         "conf": pa.array(conf, pa.int64(), mask=conf < 0),
+        "listed": pa.array(listed, pa.int64(), mask=listed < 0),
         "photo_tampered": columns["photo_tampered"],
     }
     for name in _CODED:
@@ -143,22 +200,28 @@ def _window_sql(entity: Entity, aggregates: list[Aggregate]) -> str:
     return f"SELECT idx, {selected} FROM apps WHERE {present} WINDOW {frames}"
 
 
-def _confirmed_sql(entity: Entity, window_days: int) -> str:
-    """Applications of the entity applied in ``[t - W, t)`` and confirmed before ``t``.
+# The time a marked count compares with t: the confirmation, or the applicant's earliest listing.
+_MARK = {Op.CONFIRMED: "conf", Op.LISTED: "listed"}
 
-    Each confirmed application counts for ``t`` in ``(max(applied, confirmed),
-    applied + W]``: +1 at the first instant, -1 after the last, summed over
-    everything strictly before ``t``. One whose confirmation came after its
-    window had closed never counts and is left out.
+
+def _marked_sql(aggregate: Aggregate) -> str:
+    """Applications of the entity applied in ``[t - W, t)`` and marked before ``t``.
+
+    The mark is the application's confirmation (:attr:`Op.CONFIRMED`) or its
+    applicant's earliest listing (:attr:`Op.LISTED`). Each marked application
+    counts for ``t`` in ``(max(applied, marked), applied + W]``: +1 at the first
+    instant, -1 after the last, summed over everything strictly before ``t``.
+    One marked after its window had closed never counts and is left out.
     """
-    (key,) = entity.keys
-    w = window_days * DAY_US
+    (key,) = aggregate.entity.keys
+    mark = _MARK[aggregate.op]
+    w = aggregate.window_days * DAY_US  # set for every op but LISTINGS_ENDED (Aggregate)
     return f"""
         WITH items AS (
-            SELECT {key} AS k, ts, conf FROM apps
-            WHERE {key} IS NOT NULL AND conf IS NOT NULL AND conf < ts + {w}
+            SELECT {key} AS k, ts, {mark} AS mark FROM apps
+            WHERE {key} IS NOT NULL AND {mark} IS NOT NULL AND {mark} < ts + {w}
         ), steps AS (
-            SELECT k, GREATEST(ts, conf) AS moment, 1 AS d, NULL::BIGINT AS idx FROM items
+            SELECT k, GREATEST(ts, mark) AS moment, 1 AS d, NULL::BIGINT AS idx FROM items
             UNION ALL SELECT k, ts + {w}, -1, NULL FROM items
             UNION ALL SELECT {key}, ts, 0, idx FROM apps WHERE {key} IS NOT NULL
         ), summed AS (
@@ -166,7 +229,7 @@ def _confirmed_sql(entity: Entity, window_days: int) -> str:
                 RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS n
             FROM steps
         )
-        SELECT idx, COALESCE(n, 0) AS "{Aggregate(entity, Op.CONFIRMED, window_days).name}"
+        SELECT idx, COALESCE(n, 0) AS "{aggregate.name}"
         FROM summed WHERE idx IS NOT NULL
     """
 
@@ -196,7 +259,8 @@ def _scatter(result: dict[str, np.ndarray], n: int, into: dict[str, np.ndarray])
 
 
 def _steps(features: Sequence[Feature]) -> list[tuple[str, Entity, list[Aggregate]]]:
-    """Engine work: the linked group, one windowed query per entity, one per confirmed count.
+    """Engine work: the linked group, one windowed query per entity, one per marked count,
+    and the applicant's ended listings (already counted by :func:`listing_history`).
 
     Only the aggregates that ``features`` read. The linked group, the
     hungriest, goes first, while the feature block is still empty.
@@ -209,16 +273,20 @@ def _steps(features: Sequence[Feature]) -> list[tuple[str, Entity, list[Aggregat
         if a.windowed:
             windowed.setdefault(a.entity, []).append(a)
     steps += [(e.name.lower(), e, aggs) for e, aggs in windowed.items()]
-    steps += [
-        (f"{a.entity.name.lower()} confirmed", a.entity, [a]) for a in aggregates if a.op is Op.CONFIRMED
-    ]
+    steps += [(f"{a.entity.name.lower()} {a.op}", a.entity, [a]) for a in aggregates if a.op in _MARK]
+    steps += [("listings ended", a.entity, [a]) for a in aggregates if a.op is Op.LISTINGS_ENDED]
     return steps
+
+
+def _needs_listings(features: Sequence[Feature]) -> bool:
+    return any(a.op in (Op.LISTED, Op.LISTINGS_ENDED) for f in features for a in f.aggregates)
 
 
 def build_features(
     applications: pa.Table | pd.DataFrame,
     labels: pa.Table | pd.DataFrame,
     *,
+    listings: pa.Table | pd.DataFrame | None = None,
     progress: bool = False,
     features: Sequence[Feature] | None = None,
 ) -> pd.DataFrame:
@@ -231,6 +299,10 @@ def build_features(
     labels : pyarrow.Table or pandas.DataFrame
         Confirmations in :data:`data.events.LABEL_EVENTS` form; an application
         confirmed more than once counts from its earliest confirmation.
+    listings : pyarrow.Table or pandas.DataFrame, optional
+        The joint-punishment list in :data:`data.events.WATCHLIST_EVENTS` form
+        (removals included: :meth:`data.store.EventStore.watchlist`). None: nobody
+        is listed, and the listing features are 0.
     progress : bool
         Show a progress bar on the terminal.
     features : sequence of Feature, optional
@@ -246,7 +318,7 @@ def build_features(
         ``application_id``, ``applied_at`` and every feature of
         :data:`features.registry.FEATURES` (or of ``features``), as float64.
     """
-    from data.events import APPLICATION_EVENTS, LABEL_EVENTS
+    from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 
     table = as_table(applications, APPLICATION_EVENTS)
     rows = _in_order(table)
@@ -254,13 +326,19 @@ def build_features(
     ids = table["application_id"].take(rows)
     columns = _row_columns(table, rows)
     conf = confirmations(ids, as_table(labels, LABEL_EVENTS))
-    # One float64 block that the frame wraps as it is; 10M rows are not copied again.
     chosen = FEATURES if features is None else tuple(features)
+    listed, ended = listing_history(
+        table["applicant_key"].take(rows),
+        columns["applied_at"],
+        as_table(listings, WATCHLIST_EVENTS) if listings is not None and _needs_listings(chosen) else None,
+    )
+    # One float64 block that the frame wraps as it is; 10M rows are not copied again.
     block = np.empty((len(chosen), n))
     values_of = _Evaluator(block, columns, chosen)
     steps = _steps(chosen)
     with _duckdb() as con, _progress(progress, len(steps)) as advance:
-        con.register("apps", _engine_table(table, rows, columns, conf))
+        con.register("apps", _engine_table(table, rows, columns, conf, listed))
+        del listed
         # Give back what reading and encoding left in Arrow's pool before DuckDB needs it.
         pa.default_memory_pool().release_unused()
         values_of.settle()
@@ -269,9 +347,10 @@ def build_features(
             if entity is Entity.LINKED:
                 stats = linked_group(con, n)
                 values_of.counts.update({a.name: stats[a.column] for a in aggregates})
-            elif aggregates[0].op is Op.CONFIRMED:
-                sql = _confirmed_sql(entity, aggregates[0].window_days)
-                _scatter(con.execute(sql).fetchnumpy(), n, values_of.counts)
+            elif aggregates[0].op is Op.LISTINGS_ENDED:
+                values_of.counts[aggregates[0].name] = ended.astype(np.float64)
+            elif aggregates[0].op in _MARK:
+                _scatter(con.execute(_marked_sql(aggregates[0])).fetchnumpy(), n, values_of.counts)
             else:
                 sql = _window_sql(entity, aggregates)
                 _scatter(con.execute(sql).fetchnumpy(), n, values_of.counts)

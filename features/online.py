@@ -1,12 +1,14 @@
 """The online store: live feature state in one SQLite file, one event at a time.
 
 It keeps the applications of the last year (the longest window) with the
-columns aggregates count, and each one's earliest confirmation. A feature
+columns aggregates count, each one's earliest confirmation and its applicant's
+earliest joint-punishment listing, and the listings themselves. A feature
 vector is computed on demand from that state with the same declarations and
 transforms as the offline builder, and the same point-in-time rule: only
-applications with ``applied_at < t`` and confirmations with ``confirmed_at < t``.
-Because the rule is applied at query time, the state may hold later events
-and confirmations without leaking them.
+applications with ``applied_at < t``, confirmations with ``confirmed_at < t``
+and listings with ``listed_at < t`` (ended: ``expires_at <= t``). Because the
+rule is applied at query time, the state may hold later events, confirmations
+and listings without leaking them.
 """
 
 from __future__ import annotations
@@ -73,8 +75,14 @@ _ROW_NUMBERS = (
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
 _MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", *LINK_KEYS)
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
-STATE_LAYOUT = 2  # the columns the state file keeps; 2: running totals
+STATE_LAYOUT = 3  # the columns the state file keeps; 2: running totals; 3: listings
+# The applicant's earliest listing that applies at some instant (withdrawn ones never do).
+_EARLIEST_LISTING = (
+    "SELECT MIN(listed_at) FROM listings WHERE applicant_key = {key} AND expires_at > listed_at"
+)
 _LOAD_SLICE = 100_000
+# The apps column a marked count compares with t: the confirmation, or the applicant's earliest listing.
+_MARK = {Op.CONFIRMED: "conf", Op.LISTED: "listed"}
 
 
 class StateLayoutMismatch(RuntimeError):
@@ -122,8 +130,10 @@ def _plans() -> list[_Plan]:
     for a in AGGREGATES:
         if a.op is Op.DISTINCT:
             by_window.setdefault((a.entity, a.window_days), []).append(a)
-        elif a.op is Op.CONFIRMED:
-            plans.append(_confirmed_plan(a))
+        elif a.op in _MARK:
+            plans.append(_marked_plan(a))
+        elif a.op is Op.LISTINGS_ENDED:
+            plans.append(_ended_plan(a))
     groups: dict[tuple[Entity, str | None], list[Aggregate]] = {}
     for (entity, _), aggregates in by_window.items():
         columns = {a.column for a in aggregates}
@@ -180,15 +190,27 @@ def _windowed_plans(entity: Entity, only: str | None, aggregates: list[Aggregate
     return plans
 
 
-def _confirmed_plan(a: Aggregate) -> _Plan:
+def _marked_plan(a: Aggregate) -> _Plan:
+    """Applications of a key in ``[t - W, t)`` marked before ``t``: a small partial index of marked rows."""
     (key,) = a.entity.keys
-    name = f"confirmed_{a.entity.name.lower()}"
+    mark = _MARK[a.op]
+    name = f"{a.op}_{a.entity.name.lower()}"
     sql = (
-        f"SELECT COUNT(*) FROM apps INDEXED BY {name} WHERE {key} = ? AND conf IS NOT NULL "
-        "AND ts >= ? AND ts < ? AND conf < ?"
+        f"SELECT COUNT(*) FROM apps INDEXED BY {name} WHERE {key} = ? AND {mark} IS NOT NULL "
+        f"AND ts >= ? AND ts < ? AND {mark} < ?"
     )
-    index = f"CREATE INDEX IF NOT EXISTS {name} ON apps ({key}, ts, conf) WHERE conf IS NOT NULL"
+    index = f"CREATE INDEX IF NOT EXISTS {name} ON apps ({key}, ts, {mark}) WHERE {mark} IS NOT NULL"
     return _Plan(a.entity, (a,), sql, index, scan_days=a.window_days)
+
+
+def _ended_plan(a: Aggregate) -> _Plan:
+    """The applicant's listings that applied at some instant and had ended by ``t``."""
+    sql = (
+        "SELECT COUNT(*) FROM listings INDEXED BY listings_ended WHERE applicant_key = ? "
+        "AND expires_at <= ? AND expires_at > listed_at"
+    )
+    index = "CREATE INDEX IF NOT EXISTS listings_ended ON listings (applicant_key, expires_at, listed_at)"
+    return _Plan(a.entity, (a,), sql, index)
 
 
 def _schema(plans: list[_Plan], totals: tuple[RunningTotals, ...]) -> list[str]:
@@ -196,13 +218,18 @@ def _schema(plans: list[_Plan], totals: tuple[RunningTotals, ...]) -> list[str]:
         ["application_id TEXT PRIMARY KEY", "ts INTEGER NOT NULL"]
         + [f"{c} TEXT" for c in _TEXT]
         + [f"{c} INTEGER NOT NULL" for c in _FLAGS]
-        + ["conf INTEGER"]
+        + ["conf INTEGER", "listed INTEGER"]
         + [f"{c} INTEGER" for r in totals for c in r.columns]
     )
     return [
         f"CREATE TABLE IF NOT EXISTS apps ({columns})",
         "CREATE TABLE IF NOT EXISTS labels "
         "(application_id TEXT PRIMARY KEY, confirmed_at INTEGER NOT NULL, source TEXT NOT NULL)",
+        # One row per listing received; the earliest expiry wins (data.watchlist). Never pruned:
+        # a listing that ended years ago still counts, and a bank's list is small.
+        "CREATE TABLE IF NOT EXISTS listings (applicant_key TEXT NOT NULL, source TEXT NOT NULL, "
+        "listed_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, "
+        "PRIMARY KEY (applicant_key, source, listed_at)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS apps_ts ON apps (ts)",  # for prune
         *_indexes(plans, totals),
@@ -262,10 +289,13 @@ class OnlineFeatureStore:
         row = self._con.execute("SELECT value FROM meta WHERE name = 'horizon'").fetchone()
         self._horizon: int = -(2**63) if row is None else row[0]
         run_columns = [c for r in self._totals for c in r.columns]
+        # conf and listed come from what the state holds: a confirmation or a listing may
+        # arrive before its application. Parameters: the row, its totals, its id, its applicant.
         self._insert = (
-            f"INSERT INTO apps ({', '.join(_ROW_ORDER)}, {', '.join(run_columns)}, conf) "
+            f"INSERT INTO apps ({', '.join(_ROW_ORDER)}, {', '.join(run_columns)}, conf, listed) "
             f"VALUES ({', '.join('?' * (len(_ROW_ORDER) + len(run_columns)))}, "
-            "(SELECT confirmed_at FROM labels WHERE application_id = ?))"
+            "(SELECT confirmed_at FROM labels WHERE application_id = ?), "
+            f"({_EARLIEST_LISTING.format(key='?')}))"
         )
         self._kept = {
             key: f"SELECT {', '.join(_MEMBER)} FROM apps INDEXED BY by_{Entity(key).name.lower()} "
@@ -356,7 +386,7 @@ class OnlineFeatureStore:
                 continue
             totals += running.row_totals(con.execute, key, ts, application_id, columns)
             running.shift_later(con.execute, key, ts, application_id, columns)
-        con.execute(self._insert, (*row, *totals, application_id))
+        con.execute(self._insert, (*row, *totals, application_id, columns["applicant_key"]))
         return True
 
     def is_empty(self) -> bool:
@@ -389,6 +419,11 @@ class OnlineFeatureStore:
         ------
         ValueError
             The store already holds applications.
+
+        Notes
+        -----
+        Listings may be added before or after (:meth:`add_listings`); either way each row
+        carries its applicant's earliest listing.
         """
         if not self.is_empty():
             raise ValueError(f"{self.path} already holds applications: add them with add_applications")
@@ -397,13 +432,16 @@ class OnlineFeatureStore:
             table = table.filter(pc.greater_equal(table["ts"], self._horizon))
         loaded = 0
         indexes = _indexes(self._plans, self._totals)
+        applicant = _ROW_ORDER.index("applicant_key")
         with self._lock:
             for statement in indexes:
                 self._con.execute(f"DROP INDEX IF EXISTS {_index_name(statement)}")
             with self._transaction() as con:
                 for batch in _with_totals(table, self._totals):
                     rows = zip(*(column.to_pylist() for column in batch.columns), strict=True)
-                    con.executemany(self._insert, ((*r, r[0]) for r in rows))
+                    # listed is looked up per row in the listings held (their primary key): a
+                    # store given its listings first is loaded complete, as add_applications would.
+                    con.executemany(self._insert, ((*r, r[0], r[applicant]) for r in rows))
                     loaded += batch.num_rows
                     if progress is not None:
                         progress(loaded)
@@ -457,6 +495,60 @@ class OnlineFeatureStore:
                     changed += 1
         return changed
 
+    def add_listings(self, listings: pa.Table | pd.DataFrame) -> int:
+        """Record joint-punishment listings (and removals) in one transaction; idempotent.
+
+        For one listing (person, source, ``listed_at``) the earliest ``expires_at`` received
+        wins, as in :mod:`data.watchlist`: a removal ends a listing, a later expiry never
+        extends it, and ``expires_at == listed_at`` withdraws it. The applications of every
+        person whose listings changed get their earliest listing again (``apps.listed``).
+
+        Parameters
+        ----------
+        listings : pyarrow.Table or pandas.DataFrame
+            ``applicant_key``, ``source``, ``listed_at`` and ``expires_at`` (tz-aware) of
+            :data:`data.events.WATCHLIST_EVENTS` rows, or of
+            :meth:`data.watchlist.Watchlist.received`; other columns are ignored.
+
+        Returns
+        -------
+        int
+            How many listings changed the state (new, or ending earlier than the one held).
+        """
+        rows = _listing_rows(listings)
+        if not rows:
+            return 0
+        with self._lock, self._transaction() as con:
+            con.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS incoming (applicant_key TEXT, source TEXT, "
+                "listed_at INTEGER, expires_at INTEGER)"
+            )
+            con.execute("DELETE FROM incoming")
+            con.executemany("INSERT INTO incoming VALUES (?, ?, ?, ?)", rows)
+            # Repeats within the call collapse first: the earliest expiry of each listing.
+            collapsed = (
+                "SELECT applicant_key, source, listed_at, MIN(expires_at) AS expires_at FROM incoming "
+                # WHERE true: SQLite's upsert needs it after a SELECT to parse ON CONFLICT
+                "WHERE true GROUP BY applicant_key, source, listed_at"
+            )
+            changed = con.execute(
+                f"SELECT i.applicant_key FROM ({collapsed}) AS i LEFT JOIN listings AS l "
+                "USING (applicant_key, source, listed_at) "
+                "WHERE l.expires_at IS NULL OR i.expires_at < l.expires_at"
+            ).fetchall()
+            con.execute(
+                f"INSERT INTO listings {collapsed} ON CONFLICT (applicant_key, source, listed_at) "
+                "DO UPDATE SET expires_at = excluded.expires_at "
+                "WHERE excluded.expires_at < listings.expires_at"
+            )
+            con.executemany(
+                f"UPDATE apps SET listed = ({_EARLIEST_LISTING.format(key='apps.applicant_key')}) "
+                "WHERE applicant_key = ?",
+                sorted(set(changed)),
+            )
+            con.execute("DELETE FROM incoming")
+        return len(changed)
+
     def features_for(self, event: Mapping[str, object], names: Sequence[str] = MODEL_FEATURES) -> np.ndarray:
         """Feature values of one application as of its ``applied_at``, without recording it.
 
@@ -487,8 +579,10 @@ class OnlineFeatureStore:
             key = tuple(event.get(k) for k in plan.entity.keys)
             if any(_missing(k) for k in key):
                 found: Sequence[float] = [np.nan] * len(plan.aggregates)
-            elif plan.aggregates[0].op is Op.CONFIRMED:
+            elif plan.aggregates[0].op in _MARK:
                 found = execute(plan.sql, (*key, t - plan.scan_days * DAY_US, t, t)).fetchone()
+            elif plan.aggregates[0].op is Op.LISTINGS_ENDED:
+                found = execute(plan.sql, (*key, t)).fetchone()
             else:
                 starts = (t - days * DAY_US for days in plan.starts)
                 scan = t - plan.scan_days * DAY_US
@@ -598,6 +692,31 @@ def _event_rows(applications: pa.Table) -> pa.Table:
         **{c: pa.array(flags[c].astype(np.int64)) for c in values.FLAG_COLUMNS},
     }
     return pa.table(data)
+
+
+def _listing_rows(listings: pa.Table | pd.DataFrame) -> list[tuple[str, str, int, int]]:
+    """``(applicant_key, source, listed_at, expires_at)`` with times in microseconds.
+
+    Raises
+    ------
+    ValueError
+        A time column is not tz-aware: listings carry UTC instants, as events do.
+    """
+    if len(listings) == 0:
+        return []
+    columns = ["applicant_key", "source", "listed_at", "expires_at"]
+    table = (
+        listings.select(columns)
+        if isinstance(listings, pa.Table)
+        else pa.Table.from_pandas(listings.loc[:, columns], preserve_index=False)
+    )
+    times = []
+    for name in ("listed_at", "expires_at"):
+        kind = table[name].type
+        if not pa.types.is_timestamp(kind) or kind.tz is None:
+            raise ValueError(f"listings' {name} is {kind}, not a tz-aware timestamp")
+        times.append(table[name].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_pylist())
+    return list(zip(table["applicant_key"].to_pylist(), table["source"].to_pylist(), *times, strict=True))
 
 
 def _with_totals(rows: pa.Table, totals: tuple[RunningTotals, ...]) -> Iterator[pa.RecordBatch]:

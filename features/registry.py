@@ -9,8 +9,9 @@ declarations; only the engine that counts differs.
 
 Point-in-time rule shared by every aggregate: for an application applied at
 ``t``, a window of ``W`` days holds the earlier applications with
-``t - W <= applied_at < t`` (same-timestamp applications excluded), and a
-confirmation counts only when ``confirmed_at < t``.
+``t - W <= applied_at < t`` (same-timestamp applications excluded), a
+confirmation counts only when ``confirmed_at < t``, and a joint-punishment
+listing only when ``listed_at < t`` (its end only when ``expires_at <= t``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class Op(StrEnum):
     FLAGGED = "flagged"  # ... of which the flag column is true
     DISTINCT = "distinct"  # distinct non-null values of a column among them
     CONFIRMED = "confirmed"  # ... of which confirmed as mules before t
+    LISTED = "listed"  # ... of which the applicant had been listed (joint-punishment list) before t
+    LISTINGS_ENDED = "listings_ended"  # the applicant's own listings that had ended by t; no window
     LINKED = "linked"  # one statistic of the linked group (features.linked)
 
 
@@ -82,18 +85,25 @@ class Aggregate:
 
     ``column`` is the flag for :attr:`Op.FLAGGED`, the counted column for
     :attr:`Op.DISTINCT` and the statistic for :attr:`Op.LINKED`.
+    ``window_days`` is None only for :attr:`Op.LISTINGS_ENDED`, which counts
+    listings, not applications: a listing that ended years ago still counts.
     """
 
     entity: Entity
     op: Op
-    window_days: int
+    window_days: int | None
     column: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.window_days is None) != (self.op is Op.LISTINGS_ENDED):
+            raise ValueError(f"{self.op}: a window is required for applications and absent for listings")
 
     @property
     def name(self) -> str:
         entity = self.entity.name.lower()
         what = f"{self.op}_{self.column}" if self.column else str(self.op)
-        return f"{entity}__{what}__{self.window_days}d"
+        span = "ever" if self.window_days is None else f"{self.window_days}d"
+        return f"{entity}__{what}__{span}"
 
     @property
     def windowed(self) -> bool:
@@ -125,7 +135,8 @@ class Feature:
         application's own facts). When the application has no such entity
         (no escort, say) the value is NaN.
     window_days : int or None
-        Look-back window; ``None`` for facts of the application itself.
+        Look-back window; ``None`` for facts of the application itself and
+        for the applicant's ended listings (counted whenever they ended).
     zh, en : str
         What a value means, with a ``{value}`` placeholder for explanations.
     transform : callable
@@ -199,6 +210,25 @@ def _distinct_applicants(entity: Entity, family: Family, days: int, prefix: str,
     )
 
 
+def _listed_applications(entity: Entity, family: Family, prefix: str, zh: str, en: str) -> Feature:
+    """Applications of ``entity`` in the last year whose applicant had been listed before ``t``.
+
+    The same window and point-in-time rule as the confirmed-mule counts, with the
+    applicant's earliest listing in place of the application's confirmation.
+    """
+    days = CONFIRMED_WINDOW_DAYS
+    return Feature(
+        f"{prefix}_listed_applications_{days}d",
+        family,
+        entity,
+        days,
+        zh,
+        en,
+        values.count,
+        (Aggregate(entity, Op.LISTED, days),),
+    )
+
+
 E, F = Entity, Family
 _ESC, _INT, _ADR, _STF, _SAB, _BR = (
     E.ESCORT,
@@ -260,6 +290,14 @@ _escort = (
         "{value} accounts the escort accompanied in the last year are confirmed mule accounts",
         values.count,
         (Aggregate(_ESC, Op.CONFIRMED, 365),),
+    ),
+    _listed_applications(
+        _ESC,
+        F.ESCORT,
+        "escort",
+        "该陪同人近一年陪同的开户申请中有{value}笔的开户人已被列入联合惩戒名单",
+        "{value} applications the escort accompanied in the last year were by people on a "
+        "joint-punishment list",
     ),
 )
 
@@ -326,6 +364,14 @@ _intermediary = (
         values.count,
         (Aggregate(_INT, Op.CONFIRMED, 365),),
     ),
+    _listed_applications(
+        _INT,
+        F.INTERMEDIARY,
+        "intermediary",
+        "该中介近一年经办的开户申请中有{value}笔的开户人已被列入联合惩戒名单",
+        "{value} applications the intermediary brought in the last year were by people on a "
+        "joint-punishment list",
+    ),
 )
 
 _address = (
@@ -391,6 +437,13 @@ _address = (
         values.count,
         (Aggregate(_ADR, Op.CONFIRMED, 365),),
     ),
+    _listed_applications(
+        _ADR,
+        F.ADDRESS,
+        "address",
+        "同一地址近一年的开户申请中有{value}笔的开户人已被列入联合惩戒名单",
+        "{value} applications with this building in the last year were by people on a joint-punishment list",
+    ),
 )
 
 _phone_device = (
@@ -437,6 +490,21 @@ _phone_device = (
             "The device was used by {{value}} different applicants in the last {days} days",
         )
         for d in (30, 365)
+    ),
+    _listed_applications(
+        E.PHONE,
+        F.PHONE_DEVICE,
+        "phone",
+        "同一手机号近一年的开户申请中有{value}笔的开户人已被列入联合惩戒名单",
+        "{value} applications giving this phone number in the last year were by people on a "
+        "joint-punishment list",
+    ),
+    _listed_applications(
+        E.DEVICE,
+        F.PHONE_DEVICE,
+        "device",
+        "同一设备近一年的开户申请中有{value}笔的开户人已被列入联合惩戒名单",
+        "{value} applications on this device in the last year were by people on a joint-punishment list",
     ),
 )
 
@@ -627,6 +695,17 @@ _applicant = (
         "The applicant applied at {value} different branches in the last year",
         values.count,
         (Aggregate(E.APPLICANT, Op.DISTINCT, 365, "branch_id"),),
+    ),
+    Feature(
+        # Listings in force at t are the hard rule's (serving.rules): only ended ones are a signal.
+        "applicant_ended_listings",
+        F.APPLICANT,
+        E.APPLICANT,
+        None,
+        "开户人曾有{value}条联合惩戒名单记录已于本次申请前到期或解除",
+        "The applicant had {value} joint-punishment listings that had ended before this application",
+        values.count,
+        (Aggregate(E.APPLICANT, Op.LISTINGS_ENDED, None),),
     ),
     Feature(
         "channel",

@@ -7,6 +7,14 @@ applied_at <= window``) and by ``as_of``. It is *mature* once its whole
 window has passed (``applied_at + window <= as_of``): only then is a 0 a
 negative. Immature rows stay in the frame, marked, so a report can count
 them; training leaves them out.
+
+An application whose applicant was on the joint-punishment list at its
+``applied_at`` is refused by rule (:mod:`serving.rules`), never by the model,
+and it is never confirmed (the account is not opened): as a row it would only
+teach the model a false negative. Such rows are taken out of the frame,
+counted (``rule_refused``) and kept aside (:attr:`TrainingSet.refused`) for the
+report's rule counts. They still happened, so they stay in every other
+application's windows.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +31,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS
-from features.offline import as_table, build_features, confirmations
+from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from data.watchlist import Watchlist
+from features.offline import _in_order, as_table, build_features, confirmations
 from features.registry import FEATURE_NAMES, FEATURE_SET_VERSION, MODEL_FEATURES
 from features.values import DAY_US
 
@@ -36,6 +45,7 @@ class TrainingSummary:
     immature: int
     positives: int  # mature rows labelled 1: what training learns from
     immature_positives: int  # confirmed early, window still open: reported, not trained on
+    rule_refused: int = 0  # listed at applied_at: decided by the watchlist rule, not in the frame
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,9 @@ class TrainingSet:
     """Features, labels and maturity per application, and where they came from.
 
     ``frame`` has ``application_id``, ``applied_at``, every feature of the
-    registry, ``label`` (0/1) and ``label_mature`` (bool).
+    registry, ``label`` (0/1) and ``label_mature`` (bool). ``refused`` has the
+    same columns for the applications the watchlist rule refused at their
+    ``applied_at``: out of the frame, for the report's rule counts only.
     """
 
     frame: pd.DataFrame
@@ -51,6 +63,7 @@ class TrainingSet:
     as_of: pd.Timestamp
     outcome_window_days: int
     inputs_sha256: dict[str, str]
+    refused: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def mature(self) -> pd.DataFrame:
         """The rows a model may be trained and evaluated on."""
@@ -74,11 +87,32 @@ def _digest(table: pa.Table) -> str:
     return hashlib.sha256("\n".join(ordered).encode("utf-8")).hexdigest()
 
 
+def _listed_at_applied(frame: pd.DataFrame, applications: pa.Table, listings: pa.Table) -> np.ndarray:
+    """Per row of ``frame``, whether its applicant was listed at its ``applied_at``.
+
+    The serving rule itself (:meth:`data.watchlist.Watchlist.listings_for`), so training
+    leaves out exactly what serving would refuse.
+    """
+    watchlist = Watchlist(listings)
+    if len(watchlist) == 0 or frame.empty:
+        return np.zeros(len(frame), dtype=bool)
+    # The applicant of each application as the builder kept it (first in time order).
+    kept = applications.select(["application_id", "applicant_key"]).take(pa.array(_in_order(applications)))
+    applicant = pd.Series(
+        kept["applicant_key"].to_numpy(zero_copy_only=False),
+        index=kept["application_id"].to_numpy(zero_copy_only=False),
+    )
+    keys = frame["application_id"].map(applicant).reset_index(drop=True)
+    found = watchlist.listings_for(keys, frame["applied_at"].reset_index(drop=True))
+    return found["source"].notna().to_numpy()
+
+
 def build_training_set(
     applications: pa.Table | pd.DataFrame,
     labels: pa.Table | pd.DataFrame,
     *,
     as_of: pd.Timestamp,
+    listings: pa.Table | pd.DataFrame | None = None,
     outcome_window_days: int = 180,
     progress: bool = False,
     builder: Callable[..., pd.DataFrame] | None = None,
@@ -89,6 +123,10 @@ def build_training_set(
     ----------
     applications, labels
         Events in :mod:`data.events` form.
+    listings : pyarrow.Table or pandas.DataFrame, optional
+        The joint-punishment list as stored (:meth:`data.store.EventStore.watchlist`):
+        the listing features read it, and applications listed at their ``applied_at``
+        are left out of the frame. None: nobody is listed.
     as_of : pandas.Timestamp
         The training run's date; nothing after it is considered at all.
     outcome_window_days : int
@@ -97,7 +135,7 @@ def build_training_set(
     progress : bool
         Show a progress bar.
     builder : callable, optional
-        ``builder(applications, labels, progress=...)`` giving what
+        ``builder(applications, labels, listings=..., progress=...)`` giving what
         :func:`features.offline.build_features` gives; the Dask engine passes
         :func:`features.distributed.builder`. Default: ``build_features``.
     """
@@ -107,13 +145,20 @@ def build_training_set(
     apps = apps.filter(pc.less_equal(apps["applied_at"], cut))
     known = as_table(labels, LABEL_EVENTS)
     known = known.filter(pc.less_equal(known["confirmed_at"], cut))
+    # A listing that starts after as_of reaches no application up to it (removals of earlier
+    # listings share their listed_at, so they stay).
+    listed = WATCHLIST_EVENTS.empty_table() if listings is None else as_table(listings, WATCHLIST_EVENTS)
+    listed = listed.filter(pc.less_equal(listed["listed_at"], cut))
 
-    frame = (builder or build_features)(apps, known, progress=progress)
+    frame = (builder or build_features)(apps, known, listings=listed, progress=progress)
     confirmed = confirmations(pa.array(frame["application_id"]), known)
     applied = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
     window = outcome_window_days * DAY_US
     frame["label"] = ((confirmed >= 0) & (confirmed - applied <= window)).astype(np.int8)
     frame["label_mature"] = applied + window <= at.value // 1_000
+    by_rule = _listed_at_applied(frame, apps, listed)
+    refused = frame.loc[by_rule].reset_index(drop=True)
+    frame = frame.loc[~by_rule].reset_index(drop=True)
     mature = int(frame["label_mature"].sum())
     positive = frame["label"].to_numpy() == 1
     summary = TrainingSummary(
@@ -122,13 +167,15 @@ def build_training_set(
         immature=len(frame) - mature,
         positives=int((positive & frame["label_mature"].to_numpy()).sum()),
         immature_positives=int((positive & ~frame["label_mature"].to_numpy()).sum()),
+        rule_refused=len(refused),
     )
     return TrainingSet(
         frame=frame,
         summary=summary,
         as_of=at,
         outcome_window_days=outcome_window_days,
-        inputs_sha256={"applications": _digest(apps), "labels": _digest(known)},
+        inputs_sha256={"applications": _digest(apps), "labels": _digest(known), "watchlist": _digest(listed)},
+        refused=refused,
     )
 
 

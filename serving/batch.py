@@ -157,10 +157,11 @@ def score_period(
         pc.less(applications["applied_at"], pa.scalar(end.to_pydatetime(), stamp)),
     )
     reached = applications.filter(window)
-    features = build_features(reached, store.labels(), progress=progress)
+    listings = store.watchlist()
+    features = build_features(reached, store.labels(), listings=listings, progress=progress)
     chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
     scores = score_features(chosen, model, explain_all=explain_all, progress=progress)
-    return apply_watchlist(scores, chosen, reached, Watchlist.from_store(store))
+    return apply_watchlist(scores, chosen, reached, Watchlist(listings))
 
 
 def _period_where(start: pd.Timestamp, end: pd.Timestamp) -> pc.Expression:
@@ -203,10 +204,12 @@ def score_period_distributed(
     from features.distributed import feature_partitions
 
     parts = {t: sorted((store.root / t).glob("part-*.parquet")) for t in ("applications", "labels")}
+    listings = store.watchlist()  # small: read here, sent to every worker once
     futures = feature_partitions(
         client,
         parts["applications"] or APPLICATION_EVENTS.empty_table(),
         parts["labels"] or store.labels(),
+        listings=listings,
         applications_where=_period_where(start, end),
         partitions=partitions,
     )
@@ -219,7 +222,7 @@ def score_period_distributed(
         return score_features(pd.DataFrame(columns=["application_id", *MODEL_FEATURES]), model)
     scores = pd.concat(frames, ignore_index=True)
     scores = scores.sort_values(["applied_at", "application_id"], kind="stable", ignore_index=True)
-    watchlist = Watchlist.from_store(store)
+    watchlist = Watchlist(listings)
     applicants = store.applications(["application_id", "applicant_key"]) if len(watchlist) else None
     return apply_watchlist(scores.drop(columns="applied_at"), scores, applicants, watchlist)
 
@@ -259,10 +262,11 @@ def score_file(
     history = store.applications()
     new = submitted.filter(pc.invert(pc.is_in(submitted["application_id"], history["application_id"])))
     every = pa.concat_tables([history, new])
-    features = build_features(every, store.labels(), progress=progress)
+    listings = store.watchlist()
+    features = build_features(every, store.labels(), listings=listings, progress=progress)
     chosen = features.loc[features["application_id"].isin(submitted["application_id"].to_pylist())]
     scores = score_features(chosen, model, explain_all=explain_all, progress=progress)
-    return FileScores(apply_watchlist(scores, chosen, every, Watchlist.from_store(store)), checked.rejections)
+    return FileScores(apply_watchlist(scores, chosen, every, Watchlist(listings)), checked.rejections)
 
 
 def apply_watchlist(

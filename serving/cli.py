@@ -222,6 +222,7 @@ def features(
         ts = build_training_set(
             store.applications(),
             store.labels(),
+            listings=store.watchlist(),
             as_of=cutoff,
             outcome_window_days=settings.outcome_window_days,
             progress=True,
@@ -234,6 +235,7 @@ def features(
         f"{s.rows:,} applications: {s.mature:,} with mature labels ({s.positives:,} confirmed mules), "
         f"{s.immature:,} immature (excluded from training; {s.immature_positives:,} already confirmed)"
     )
+    console.print(f"{s.rule_refused:,} refused by the watchlist rule at applied_at (left out of the set)")
     console.print(
         f"wrote training set -> {target}\n"
         f"wrote fingerprint -> {target.with_name(target.stem + '.fingerprint.json')}"
@@ -265,6 +267,11 @@ def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, builder=N
         result = train(store, TrainConfig(as_of=as_of, truth=truth, **options), settings, builder=builder)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    s = result.summary
+    console.print(
+        f"training set: {s.rows:,} applications ({s.mature:,} mature, {s.positives:,} confirmed mules); "
+        f"{s.rule_refused:,} refused by the watchlist rule at applied_at left out (the rule decides them)"
+    )
     print_comparison(result.comparison, "out-of-time test: model vs baselines (95% bootstrap CI)")
     if result.groups is not None:
         console.print("ring catch rates on the test months (flagged = band medium or above):")

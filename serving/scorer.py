@@ -11,8 +11,9 @@ record at a time (:mod:`data.record`, held to the column path by its tests), the
 the online state as of its ``applied_at``, it is recorded into that state, and
 the response is stored by application id, so a retry gets the same answer and
 counts once. An applicant on the joint-punishment list at ``applied_at`` is refused
-by rule (:mod:`serving.rules`), whatever the score. A :class:`Scorer` and everything
-it holds is used from one thread.
+by rule (:mod:`serving.rules`), whatever the score; the same list feeds the online
+state's listing features, so the rule and the features always read one list. A
+:class:`Scorer` and everything it holds is used from one thread.
 """
 
 from __future__ import annotations
@@ -386,7 +387,8 @@ class Scorer:
         The pseudonym key of the state (for :meth:`score_application`).
     watchlist : WatchlistSource, optional
         The joint-punishment list, read once per request (the service follows the event
-        store: :class:`data.watchlist.StoredWatchlist`); no listing when not given.
+        store: :class:`data.watchlist.StoredWatchlist`); no listing when not given. Each
+        new snapshot of it is fed to ``online`` (:meth:`sync_listings`) before it decides.
     """
 
     def __init__(
@@ -402,6 +404,21 @@ class Scorer:
         self.log = log
         self.keys = keys
         self.watchlist: WatchlistSource = Watchlist.empty() if watchlist is None else watchlist
+        self._fed: Watchlist | None = None
+        self.sync_listings()
+
+    def sync_listings(self) -> Watchlist:
+        """The watchlist in force now, its listings fed to the online state if it changed.
+
+        Whatever brought new listings (``POST /v1/watchlist``, or ``duanka ingest --watchlist``
+        on the running service's store), the next application's features see them, as the
+        rule does. Feeding is idempotent and costs one pass over the list, once per change.
+        """
+        current = self.watchlist.current()
+        if current is not self._fed:
+            self.online.add_listings(current.received())
+            self._fed = current
+        return current
 
     def switch(self, model: LoadedModel, *, trigger: str, key_id: str | None, request_id: str | None) -> bool:
         """Use ``model`` from the next request on; audited. False when it is already in use."""
@@ -461,7 +478,7 @@ class Scorer:
         answers: dict[str, Scored] = {aid: Scored(s.response, True) for aid, s in stored.items() if s}
         fresh = sorted((e for aid, e in unique.items() if aid not in answers), key=_arrival)
         if fresh:
-            answers.update(self._decide(model, fresh, self.watchlist.current()))
+            answers.update(self._decide(model, fresh, self.sync_listings()))
         latency = (time.perf_counter() - started) * 1000.0
         decided_at = utc_now()
         rows = [
@@ -548,9 +565,10 @@ class Scorer:
         return answer.response
 
     def listings_stored(self, counts: Mapping[str, int], *, key_id: str, request_id: str) -> None:
-        """Audit a watchlist feed and take its listings into use from the next decision on."""
+        """Audit a watchlist feed and take its listings into use (rule and features) from the next
+        decision on."""
         self.log.event("watchlist_received", dict(counts), key_id=key_id, request_id=request_id)
-        self.watchlist.current()
+        self.sync_listings()
 
     def add_labels(self, labels: Sequence[dict], *, key_id: str, request_id: str) -> int:
         """Feed confirmations (from :func:`prepare_labels`) into the state; audited.

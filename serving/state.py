@@ -24,7 +24,7 @@ from data.config import Settings
 from data.store import EventStore
 from features.online import OnlineFeatureStore
 
-STATE_TABLES = ("applications", "labels")  # the store's tables the online state is built from
+STATE_TABLES = ("watchlist", "applications", "labels")  # the store's tables the state is built from
 
 
 class StateKeyMismatch(RuntimeError):
@@ -59,11 +59,12 @@ class ServingPaths:
 
 
 def sync_online_state(online: OnlineFeatureStore, store: EventStore, marker: Path, key_id: str) -> int:
-    """Add the store's applications and confirmations that the online state lacks.
+    """Add the store's listings, applications and confirmations that the online state lacks.
 
-    Both additions are idempotent, so after a crash the next start simply adds
-    everything again; the marker only spares a restart from re-reading an
-    unchanged store.
+    Every addition is idempotent, so after a crash the next start simply adds
+    everything again; the marker only spares a restart from re-reading a table
+    that has not grown since the last sync. Listings go first, so a bulk load of
+    an empty state reads each applicant's listing as it inserts the row.
 
     Parameters
     ----------
@@ -99,24 +100,34 @@ def sync_online_state(online: OnlineFeatureStore, store: EventStore, marker: Pat
             f"{marker.parent} holds online state made with key {done['key_id']}, the service's key is "
             f"{key_id}: remove {marker.parent / 'online.db'} to rebuild it from the event store"
         )
-    # only what the state holds: new watchlist listings are no reason to re-read the store
     counts = {t: n for t, n in manifest.get("rows", {}).items() if t in STATE_TABLES}
-    if done.get("rows") == counts:
+    # An empty state (a new file, or one removed to be rebuilt) holds nothing, whatever the marker says.
+    synced = {} if online.is_empty() else done.get("rows", {})
+    grown = {t for t in STATE_TABLES if counts.get(t, 0) != synced.get(t, 0)}
+    if not grown:
         return 0
-    applications = store.applications()
-    if online.is_empty():
-        added = online.load_history(applications)
-    else:
-        added = 0
-        for batch in applications.to_batches(max_chunksize=50_000):
-            added += online.add_applications(pa.Table.from_batches([batch]).to_pylist())
-    labels = store.labels(["application_id", "confirmed_at", "source"])
-    for batch in labels.to_batches(max_chunksize=50_000):
-        online.add_labels(zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True))
+    if "watchlist" in grown:
+        online.add_listings(store.watchlist(["applicant_key", "source", "listed_at", "expires_at"]))
+    added = _sync_applications(online, store) if "applications" in grown else 0
+    if "labels" in grown:
+        labels = store.labels(["application_id", "confirmed_at", "source"])
+        for batch in labels.to_batches(max_chunksize=50_000):
+            online.add_labels(zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True))
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key_id": key_id, "rows": counts}), encoding="utf-8")
     os.replace(tmp, marker)
+    return added
+
+
+def _sync_applications(online: OnlineFeatureStore, store: EventStore) -> int:
+    """The store's applications into the state: a bulk load when it is empty. Returns those added."""
+    applications = store.applications()
+    if online.is_empty():
+        return online.load_history(applications)
+    added = 0
+    for batch in applications.to_batches(max_chunksize=50_000):
+        added += online.add_applications(pa.Table.from_batches([batch]).to_pylist())
     return added
 
 

@@ -1,12 +1,15 @@
 """Seeded pseudonymised event tables with dense linkage, for feature tests and benches.
 
-The tables follow :data:`data.events.APPLICATION_EVENTS` and
-:data:`data.events.LABEL_EVENTS`. They are built to exercise point-in-time
-logic, not to look like a real bank: many applications share escorts,
-intermediaries, lodging addresses, phones, number blocks, devices and staff;
-some share a timestamp exactly; some sit exactly 1, 7, 30, 90 or 365 days
-after an earlier application with the same keys; confirmations land before,
-at and after other applications' timestamps, some exactly at their own.
+The tables follow :data:`data.events.APPLICATION_EVENTS`,
+:data:`data.events.LABEL_EVENTS` and :data:`data.events.WATCHLIST_EVENTS`. They
+are built to exercise point-in-time logic, not to look like a real bank: many
+applications share escorts, intermediaries, lodging addresses, phones, number
+blocks, devices and staff; some share a timestamp exactly; some sit exactly 1,
+7, 30, 90 or 365 days after an earlier application with the same keys;
+confirmations land before, at and after other applications' timestamps, some
+exactly at their own; listings start before, at and after their people's
+applications and exactly at other applications' instants, and end (or are
+removed, or withdrawn) before, during and exactly at later applications.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data.events import ADDRESS_KINDS, APPLICATION_EVENTS, LABEL_EVENTS
+from data.events import ADDRESS_KINDS, APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 
 SECOND_US = 1_000_000
 DAY_US = 86_400 * SECOND_US
 EXACT_GAPS_DAYS = (1, 7, 30, 90, 365)
 PROVINCES = ("11", "31", "32", "33", "44", "51", "41", "42")
+LISTING_YEARS_DAYS = 5 * 365 + 1  # the default listing length, near enough for test data
+LIST_SOURCES = np.asarray(["pboc_joint_punishment", "bank_internal"])
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -56,6 +61,7 @@ def hex_keys(ids: np.ndarray, family: int) -> pa.Array:
 class Events:
     applications: pa.Table
     labels: pa.Table
+    listings: pa.Table  # the joint-punishment list as stored: repeats and removals included
 
 
 @dataclass(frozen=True)
@@ -223,7 +229,8 @@ class EventFactory:
         )
         order = np.argsort(ts, kind="stable")
         applications = applications.take(order)
-        return Events(applications, self._labels(rng, applications, is_ring[order]))
+        labels = self._labels(rng, applications, is_ring[order])
+        return Events(applications, labels, self._listings(applications, is_ring[order]))
 
     def _labels(self, rng: np.random.Generator, apps: pa.Table, ring: np.ndarray) -> pa.Table:
         n = apps.num_rows
@@ -251,6 +258,84 @@ class EventFactory:
             },
             schema=LABEL_EVENTS,
         )
+
+    def _listings(self, apps: pa.Table, ring: np.ndarray) -> pa.Table:
+        """Listings of ring members (often) and others (rarely), with every boundary the rules have.
+
+        Drawn from a generator of its own, so applications and labels are what they were
+        before listings existed.
+        """
+        rng = np.random.default_rng([self.seed, 0x5157])
+        ts = apps["applied_at"].cast(pa.int64()).to_numpy()
+        people = apps["applicant_key"].to_numpy(zero_copy_only=False)
+        nearby = _next_at_same(apps["address_key"].to_numpy(zero_copy_only=False), ts)
+        own: dict[str, list[int]] = {}
+        for person, at in zip(people, ts, strict=True):
+            own.setdefault(person, []).append(int(at))
+        start_us = pd.Timestamp(self.start, tz="UTC").value // 1_000
+        rows: list[tuple[str, int, int, str]] = []
+        for i in np.flatnonzero(rng.random(len(ts)) < np.where(ring, 0.3, 0.03)):
+            listed = _listed_at(rng, int(ts[i]), int(nearby[i]), start_us)
+            later = [at for at in own[people[i]] if at > listed] or [int(t) for t in ts[ts > listed][:50]]
+            expires = _expires_at(rng, listed, later)
+            row = (people[i], listed, expires, str(rng.choice(LIST_SOURCES)))
+            rows.append(row)
+            if expires > listed and rng.random() < 0.1:  # a removal: the same listing ends earlier
+                rows.append((row[0], listed, listed + int((expires - listed) * rng.random()), row[3]))
+            if rng.random() < 0.05:  # received twice
+                rows.append(row)
+        # People who never applied are listed too.
+        for person in hex_keys(np.arange(len(ts), len(ts) + 5), 2).to_pylist():
+            rows.append((person, start_us, start_us + LISTING_YEARS_DAYS * DAY_US, str(LIST_SOURCES[0])))
+        keys, listed_at, expires_at, sources = (list(c) for c in zip(*rows, strict=True))
+        stamp = pa.timestamp("us", tz="UTC")
+        return pa.table(
+            {
+                "applicant_key": pa.array(keys, pa.string()),
+                "listed_at": pa.array(listed_at, stamp),
+                "expires_at": pa.array(expires_at, stamp),
+                "source": pa.array(sources, pa.string()),
+                "row_digest": hex_keys(np.arange(len(rows)), 12),
+                "key_id": pa.array(np.full(len(rows), "test-key")),
+            },
+            schema=WATCHLIST_EVENTS,
+        )
+
+
+def _next_at_same(keys: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Per row, the row of the next application with the same key (-1 for none)."""
+    frame = pd.DataFrame({"key": keys, "ts": ts, "row": np.arange(len(ts))})
+    frame = frame.sort_values(["key", "ts", "row"], kind="stable")
+    following = frame.groupby("key", sort=False)["row"].shift(-1).fillna(-1).astype(np.int64)
+    out = np.full(len(ts), -1, dtype=np.int64)
+    out[frame["row"].to_numpy()] = following.to_numpy()
+    return out
+
+
+def _listed_at(rng: np.random.Generator, applied: int, nearby: int, start_us: int) -> int:
+    """Before, at or after the person's application, at a neighbour's instant, or years earlier."""
+    kind = rng.integers(0, 5)
+    if kind == 0:
+        return applied - int(rng.integers(1, 200)) * DAY_US - int(rng.integers(0, SECOND_US))
+    if kind == 1:
+        return applied + int(rng.integers(1, 120)) * DAY_US
+    if kind == 2:
+        return applied  # listed at the very instant of the application
+    if kind == 3 and nearby >= 0:
+        return nearby  # at the instant of the next application at the same building
+    return start_us - int(rng.integers(0, 6 * 365)) * DAY_US
+
+
+def _expires_at(rng: np.random.Generator, listed: int, later: list[int]) -> int:
+    """The default length, a short one, exactly at a later application, or withdrawn."""
+    kind = rng.choice(4, p=[0.5, 0.25, 0.15, 0.1])
+    if kind == 0:
+        return listed + LISTING_YEARS_DAYS * DAY_US
+    if kind == 1:
+        return listed + int(rng.integers(1, 150)) * DAY_US
+    if kind == 2 and later:
+        return int(rng.choice(later))
+    return listed  # withdrawn: it never applied
 
 
 _DEFAULTS: dict[str, object] = {
@@ -323,3 +408,28 @@ def applications_table(rows: list[dict]) -> pa.Table:
 
 def labels_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=LABEL_EVENTS)
+
+
+def listing(
+    applicant_key: str, listed_at: object, expires_at: object | None = None, source: str = "bank_internal"
+) -> dict:
+    """One hand-made listing; ``expires_at`` defaults to five years on. Naive times are UTC."""
+
+    def utc(value: object) -> pd.Timestamp:
+        at = pd.Timestamp(value)
+        return at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+
+    start = utc(listed_at)
+    end = start + pd.DateOffset(years=5) if expires_at is None else utc(expires_at)
+    return {
+        "applicant_key": applicant_key,
+        "listed_at": start.to_pydatetime(),
+        "expires_at": end.to_pydatetime(),
+        "source": source,
+        "row_digest": f"listing-{applicant_key}-{start.value}-{end.value}-{source}",
+        "key_id": "test-key",
+    }
+
+
+def listings_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=WATCHLIST_EVENTS)

@@ -32,7 +32,7 @@ def client():
 
 @pytest.fixture(scope="module")
 def events():
-    """Dense linkage and rings; plus repeated application ids (the first in time order stands)."""
+    """Dense linkage and rings; repeated application ids (the first in time order stands); listings."""
     built = EventFactory(n=12_000, seed=11).build()
     apps = built.applications
     again = apps.slice(100, 40)
@@ -41,7 +41,7 @@ def events():
     at = again.schema.get_field_index("applied_at")
     repeated = again.set_column(at, again.schema.field(at), later)
     same_instant = apps.slice(500, 5)  # an exact repeat: same id, same instant
-    return pa.concat_tables([apps, repeated, same_instant]), built.labels
+    return pa.concat_tables([apps, repeated, same_instant]), built.labels, built.listings
 
 
 def _assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
@@ -71,15 +71,18 @@ def test_the_plan_builds_every_feature_once_on_a_key_that_holds_its_counts_whole
 
 
 def test_dask_features_equal_the_single_machine_builder(client, events):
-    apps, labels = events
-    want = build_features(apps, labels)
+    apps, labels, listings = events
+    want = build_features(apps, labels, listings=listings)
+    assert (want["escort_listed_applications_365d"] > 0).sum() > 0
     # Short link blocks: most blocks lean on the 30-day halo of the one before.
-    got = build_features_distributed(apps, labels, client=client, partitions=3, link_block_days=31)
+    got = build_features_distributed(
+        apps, labels, client=client, listings=listings, partitions=3, link_block_days=31
+    )
     _assert_same(got, want)
 
 
 def test_workers_read_parquet_themselves_with_a_filter(client, events, tmp_path):
-    apps, labels = events
+    apps, labels, _ = events
     paths = []
     for i, start in enumerate(range(0, len(apps), 5_000)):
         paths.append(tmp_path / f"part-{i}.parquet")
@@ -96,10 +99,13 @@ def test_workers_read_parquet_themselves_with_a_filter(client, events, tmp_path)
 
 
 def test_a_training_set_on_dask_is_the_same_training_set(client, events):
-    apps, labels = events
+    apps, labels, listings = events
     as_of = pd.Timestamp("2024-12-01", tz="UTC")
-    want = build_training_set(apps, labels, as_of=as_of)
-    got = build_training_set(apps, labels, as_of=as_of, builder=builder(client, partitions=2))
+    want = build_training_set(apps, labels, listings=listings, as_of=as_of)
+    assert want.summary.rule_refused > 0
+    got = build_training_set(
+        apps, labels, listings=listings, as_of=as_of, builder=builder(client, partitions=2)
+    )
     pd.testing.assert_frame_equal(got.frame, want.frame, check_exact=False, rtol=0, atol=1e-9)
     assert got.summary == want.summary and got.inputs_sha256 == want.inputs_sha256
 

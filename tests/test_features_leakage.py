@@ -1,4 +1,4 @@
-"""Nothing from the future reaches a feature: later events, later confirmations, own labels.
+"""Nothing from the future reaches a feature: later events, confirmations and listings, own labels.
 
 Each test builds the same rows twice, once with and once without what must
 not matter, and compares every feature of every affected row.
@@ -15,9 +15,18 @@ import pytest
 from features.offline import build_features
 from features.online import OnlineFeatureStore
 from features.registry import FEATURE_NAMES
-from tests.factories import EventFactory, label, labels_table
+from tests.factories import (
+    EventFactory,
+    application,
+    applications_table,
+    label,
+    labels_table,
+    listing,
+    listings_table,
+)
 
 DAY = pd.Timedelta(days=1)
+US = pd.Timedelta(microseconds=1)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +76,32 @@ def test_confirmations_at_or_after_an_application_change_nothing_for_it(events, 
     assert _same_rows(without, with_later) != []  # the later rows do see them
 
 
+def _later_listings(events, cut: pd.Timestamp) -> list[dict]:
+    """Every applicant listed at the cut or later (a fifth exactly at it): a third of them for
+    five years, a third for a day, a third withdrawn at once."""
+    people = sorted(set(events.applications["applicant_key"].to_pylist()))
+    delays = np.random.default_rng(4).integers(0, 100, len(people))
+    rows = []
+    for i, (person, d) in enumerate(zip(people, delays, strict=True)):
+        start = cut if i % 5 == 0 else cut + int(d) * DAY + int(d) * US
+        length = (None, DAY, pd.Timedelta(0))[i % 3]
+        rows.append(listing(person, start, None if length is None else start + length))
+    return rows
+
+
+@pytest.mark.parametrize("share", [0.3, 0.7])
+def test_listings_at_or_after_an_application_change_nothing_for_it(events, share):
+    cut = _cut_time(events, share)
+    stored = events.listings.to_pylist()
+    known = [row for row in stored if row["listed_at"] < cut]
+    later = _later_listings(events, cut)
+    without = build_features(events.applications, events.labels, listings=listings_table(known))
+    with_later = build_features(events.applications, events.labels, listings=listings_table(known + later))
+    upto = without[without["applied_at"] <= cut]
+    assert _same_rows(upto, with_later) == []
+    assert _same_rows(without, with_later) != []  # the later rows do see them
+
+
 def test_an_application_s_own_label_never_reaches_its_own_row(events):
     labels = events.labels.to_pylist()
     base = build_features(events.applications, events.labels)
@@ -83,8 +118,10 @@ def test_input_order_does_not_matter(events):
     rng = np.random.default_rng(3)
     apps = events.applications.take(rng.permutation(events.applications.num_rows))
     labels = events.labels.take(rng.permutation(events.labels.num_rows))
+    listings = events.listings.take(rng.permutation(events.listings.num_rows))
     pd.testing.assert_frame_equal(
-        build_features(apps, labels), build_features(events.applications, events.labels)
+        build_features(apps, labels, listings=listings),
+        build_features(events.applications, events.labels, listings=events.listings),
     )
 
 
@@ -92,6 +129,7 @@ def test_online_state_ignores_what_arrives_after_the_query_time(events, tmp_path
     cut = _cut_time(events, 0.5)
     apps = events.applications.to_pylist()
     labels = events.labels.to_pylist()
+    stored = events.listings.to_pylist()
     targets = [e for e in apps if e["applied_at"] <= cut][-300:]
     with OnlineFeatureStore(tmp_path / "state.db") as store:
         for event in apps:
@@ -100,7 +138,9 @@ def test_online_state_ignores_what_arrives_after_the_query_time(events, tmp_path
         for row in labels:
             if row["confirmed_at"] < cut:
                 store.add_label(row["application_id"], row["confirmed_at"], row["source"])
+        store.add_listings(listings_table([row for row in stored if row["listed_at"] < cut]))
         before = np.array([store.features_for(e, FEATURE_NAMES) for e in targets])
+        assert np.nansum(before[:, FEATURE_NAMES.index("address_listed_applications_365d")]) > 0
         for event in apps:
             if event["applied_at"] > cut:
                 store.add_application(event)
@@ -109,5 +149,60 @@ def test_online_state_ignores_what_arrives_after_the_query_time(events, tmp_path
                 store.add_label(row["application_id"], row["confirmed_at"], row["source"])
         for event in targets:  # each target confirmed too, at the cut: not before any of them
             store.add_label(event["application_id"], cut.to_pydatetime(), "investigation")
+        store.add_listings(listings_table([row for row in stored if row["listed_at"] >= cut]))
+        store.add_listings(listings_table(_later_listings(events, cut)))
         after = np.array([store.features_for(e, FEATURE_NAMES) for e in targets])
     np.testing.assert_array_equal(after, before)
+
+
+T0 = pd.Timestamp("2024-05-01 03:00", tz="UTC")
+
+
+@pytest.fixture
+def boundaries():
+    """A listed person's earlier applications beside others at the listing's start and end instants."""
+    listed_at, ends_at = T0 + 10 * DAY, T0 + 40 * DAY
+    apps = [
+        application("p_before", T0, applicant_key="p", escort_key="e", address_key="b"),
+        application("at_listing", listed_at, escort_key="e", address_key="b"),
+        application("after_listing", listed_at + US, escort_key="e", address_key="b"),
+        application("p_listed", listed_at + DAY, applicant_key="p"),  # in force: the rule's, not ended
+        application("p_before_end", ends_at - US, applicant_key="p"),
+        application("p_at_end", ends_at, applicant_key="p"),
+    ]
+    # at_listing's applicant was listed and the listing withdrawn: never listed at all
+    withdrawn = listing("person-at_listing", T0 - DAY, T0 - DAY)
+    listings = [listing("p", listed_at, ends_at), withdrawn]
+    return applications_table(apps), listings_table(listings)
+
+
+EXPECTED_AT_BOUNDARIES = {
+    # application -> (escort_listed_applications_365d, address_..., applicant_ended_listings)
+    "p_before": (0, 0, 0),
+    "at_listing": (0, 0, 0),  # listed at the very instant: not before t
+    "after_listing": (1, 1, 0),
+    "p_listed": (np.nan, 0, 0),  # no escort; a building of its own
+    "p_before_end": (np.nan, 0, 0),
+    "p_at_end": (np.nan, 0, 1),  # ended at the very instant: ended by t
+}
+BOUNDARY_FEATURES = ["escort_listed_applications_365d", "address_listed_applications_365d"]
+
+
+def test_listing_boundaries_offline(boundaries):
+    apps, listings = boundaries
+    built = build_features(apps, labels_table([]), listings=listings).set_index("application_id")
+    columns = [*BOUNDARY_FEATURES, "applicant_ended_listings"]
+    for aid, expected in EXPECTED_AT_BOUNDARIES.items():
+        np.testing.assert_array_equal(built.loc[aid, columns].to_numpy(dtype=float), expected, err_msg=aid)
+
+
+def test_listing_boundaries_online(boundaries, tmp_path):
+    apps, listings = boundaries
+    columns = [*BOUNDARY_FEATURES, "applicant_ended_listings"]
+    with OnlineFeatureStore(tmp_path / "state.db") as store:
+        store.add_listings(listings)  # every listing held before any query: the rule does the rest
+        for event in apps.to_pylist():
+            np.testing.assert_array_equal(
+                store.features_for(event, columns), EXPECTED_AT_BOUNDARIES[event["application_id"]]
+            )
+            store.add_application(event)

@@ -14,7 +14,7 @@ import pytest
 
 from features.online import OnlineFeatureStore, StateLayoutMismatch
 from features.registry import FEATURE_NAMES
-from tests.factories import EventFactory, application
+from tests.factories import EventFactory, application, listing, listings_table
 
 T0 = pd.Timestamp("2024-05-01 03:00", tz="UTC")
 DAY = pd.Timedelta(days=1)
@@ -93,6 +93,60 @@ def test_loading_history_is_the_same_as_adding_it(tmp_path):
         assert not bulk.add_application(apps[0])
         with pytest.raises(ValueError, match="already holds applications"):
             bulk.load_history(events.applications)
+
+
+@pytest.mark.parametrize("listings_first", [True, False])
+def test_a_bulk_load_takes_listings_held_before_or_added_after(tmp_path, listings_first):
+    events = EventFactory(n=1_500, seed=34).build()
+    apps = events.applications.to_pylist()
+    targets = sorted(apps, key=lambda e: e["applied_at"])[-150:]
+    with OnlineFeatureStore(tmp_path / "one.db") as one, OnlineFeatureStore(tmp_path / "bulk.db") as bulk:
+        one.add_applications(apps)
+        one.add_listings(events.listings)
+        if listings_first:
+            bulk.add_listings(events.listings)
+        bulk.load_history(events.applications)
+        if not listings_first:
+            assert bulk.add_listings(events.listings) > 0
+        held = bulk._con.execute("SELECT COUNT(*) FROM apps WHERE listed IS NOT NULL").fetchone()[0]
+        assert held > 0
+        for event in targets:
+            np.testing.assert_array_equal(
+                bulk.features_for(event, FEATURE_NAMES), one.features_for(event, FEATURE_NAMES)
+            )
+
+
+def test_listings_are_idempotent_and_a_removal_or_withdrawal_takes_effect(store):
+    escort = FEATURE_NAMES.index("escort_listed_applications_365d")
+    ended = FEATURE_NAMES.index("applicant_ended_listings")
+    store.add_application(application("a", T0, escort_key="e", applicant_key="p"))
+    later = application("x", T0 + 40 * DAY, escort_key="e", applicant_key="p")
+    first = listing("p", T0 + DAY)
+    assert store.add_listings(listings_table([first, first])) == 1  # a repeat within the call: once
+    assert store.add_listings(listings_table([first])) == 0
+    assert store.features_for(later, FEATURE_NAMES)[[escort, ended]].tolist() == [1, 0]
+    # Ended by a removal 10 days on: still listed before x, and one ended listing at x.
+    assert store.add_listings(listings_table([{**first, "expires_at": _at(T0 + 11 * DAY)}])) == 1
+    assert store.add_listings(listings_table([{**first, "expires_at": _at(T0 + 30 * DAY)}])) == 0  # later
+    assert store.features_for(later, FEATURE_NAMES)[[escort, ended]].tolist() == [1, 1]
+    # Withdrawn (expires at listed_at): as if never listed.
+    assert store.add_listings(listings_table([{**first, "expires_at": first["listed_at"]}])) == 1
+    assert store.features_for(later, FEATURE_NAMES)[[escort, ended]].tolist() == [0, 0]
+
+
+def test_a_listing_may_arrive_before_its_person_s_application(store):
+    assert store.add_listings(listings_table([listing("p", T0 - 10 * DAY)])) == 1
+    store.add_application(application("a", T0, escort_key="e", applicant_key="p"))
+    target = application("x", T0 + DAY, escort_key="e")
+    index = FEATURE_NAMES.index("escort_listed_applications_365d")
+    assert store.features_for(target, FEATURE_NAMES)[index] == 1
+
+
+def test_listings_with_naive_times_are_refused(store):
+    rows = listings_table([listing("p", T0)]).to_pandas()
+    rows["listed_at"] = rows["listed_at"].dt.tz_localize(None)
+    with pytest.raises(ValueError, match="tz-aware"):
+        store.add_listings(rows)
 
 
 def test_a_state_file_of_another_layout_is_refused(tmp_path):

@@ -3,8 +3,10 @@
 The reference is plain Python over lists of events: for each target it walks
 the earlier events and applies the point-in-time rule, the entity match, the
 window and the linked-group bound as the registry and features.linked state
-them. Only the final arithmetic (the shared transforms in features.values) is
-reused, and that has its own tests.
+them, and reads the joint-punishment list as docs/contract.md states it (the
+earliest expiry of a listing wins; a withdrawn one never applied). Only the
+final arithmetic (the shared transforms in features.values) is reused, and
+that has its own tests.
 """
 
 from __future__ import annotations
@@ -72,12 +74,29 @@ def own_columns(event: dict) -> dict[str, np.ndarray]:
     return columns
 
 
-def reference_counts(x: dict, history: list[dict], confirmed: dict[str, int]) -> dict:
+def reference_listings(rows: list[dict]) -> list[tuple[str, int, int]]:
+    """``(person, listed_at, expires_at)`` of every listing that applied at some instant."""
+    earliest_end: dict[tuple[str, str, int], int] = {}
+    for row in rows:
+        listing = (row["applicant_key"], row["source"], us(row["listed_at"]))
+        end = us(row["expires_at"])
+        earliest_end[listing] = min(end, earliest_end.get(listing, end))
+    return [(person, start, end) for (person, _, start), end in earliest_end.items() if end > start]
+
+
+def reference_counts(x: dict, history: list[dict], confirmed: dict[str, int], listings: list[tuple]) -> dict:
     t = x["_t"]
     earlier = [e for e in history if e["_t"] < t]
+    first_listed: dict[str, int] = {}
+    for person, start, _ in listings:
+        first_listed[person] = min(start, first_listed.get(person, start))
     counts: dict[str, np.ndarray] = {}
     for agg in AGGREGATES:
         if agg.op is Op.LINKED:
+            continue
+        if agg.op is Op.LISTINGS_ENDED:
+            ended = [1 for person, _, end in listings if person == x["applicant_key"] and end <= t]
+            counts[agg.name] = np.array([float(len(ended))])
             continue
         key = [x[k] for k in agg.entity.keys]
         if any(k is None for k in key):
@@ -94,6 +113,8 @@ def reference_counts(x: dict, history: list[dict], confirmed: dict[str, int]) ->
             n = sum(1 for e in window if flag(e, agg.column))
         elif agg.op is Op.DISTINCT:
             n = len({e[agg.column] for e in window if e[agg.column] is not None})
+        elif agg.op is Op.LISTED:
+            n = sum(1 for e in window if first_listed.get(e["applicant_key"], math.inf) < t)
         else:
             n = sum(1 for e in window if confirmed.get(e["application_id"], math.inf) < t)
         counts[agg.name] = np.array([float(n)])
@@ -136,12 +157,15 @@ def test_offline_builder_matches_the_reference_loop(seed, days):
         at = us(row["confirmed_at"])
         confirmed[row["application_id"]] = min(at, confirmed.get(row["application_id"], at))
 
-    built = build_features(events.applications, events.labels).set_index("application_id")
+    listings = reference_listings(events.listings.to_pylist())
+
+    built = build_features(events.applications, events.labels, listings=events.listings)
+    built = built.set_index("application_id")
     targets = np.random.default_rng(seed).choice(len(history), 250, replace=False)
     mismatches = []
     for i in targets:
         x = history[i]
-        counts = reference_counts(x, history, confirmed)
+        counts = reference_counts(x, history, confirmed, listings)
         columns = own_columns(x)
         expected = np.array([f.evaluate(columns, counts)[0] for f in FEATURES])
         got = built.loc[x["application_id"], list(FEATURE_NAMES)].to_numpy(dtype=float)
@@ -153,7 +177,7 @@ def test_offline_builder_matches_the_reference_loop(seed, days):
 def test_reference_sample_exercises_every_feature():
     """The comparison above means something only if the sample has non-trivial values."""
     events = EventFactory(n=900, seed=11, days=90).build()
-    built = build_features(events.applications, events.labels)
+    built = build_features(events.applications, events.labels, listings=events.listings)
     for name in FEATURE_NAMES:
         column = built[name].dropna()
         assert column.nunique() > 1, name

@@ -6,16 +6,20 @@ import dataclasses
 import re
 
 import numpy as np
+import pytest
 
 from features import catalogue
 from features.registry import (
     BY_NAME,
+    CONFIRMED_WINDOW_DAYS,
     FEATURE_SET_VERSION,
     FEATURES,
     MAX_WINDOW_DAYS,
     MODEL_FEATURES,
+    Aggregate,
     Entity,
     Family,
+    Op,
     feature_set_version,
 )
 
@@ -40,6 +44,19 @@ def test_windows_match_their_aggregates_and_stay_within_the_state_bound():
         else:
             assert (f.window_days, f.entity) == (None, Entity.APPLICATION), f.name
         assert (f.window_days or 0) <= MAX_WINDOW_DAYS
+
+
+def test_listing_counts_share_the_confirmed_window_and_ended_listings_have_none():
+    listed = [f for f in FEATURES if any(a.op is Op.LISTED for a in f.aggregates)]
+    entities = {Entity.ESCORT, Entity.INTERMEDIARY, Entity.ADDRESS, Entity.PHONE, Entity.DEVICE}
+    assert {f.entity for f in listed} == entities
+    assert {f.window_days for f in listed} == {CONFIRMED_WINDOW_DAYS}
+    ended = BY_NAME["applicant_ended_listings"]
+    assert (ended.entity, ended.window_days, ended.in_model) == (Entity.APPLICANT, None, True)
+    with pytest.raises(ValueError, match="window"):
+        Aggregate(Entity.ESCORT, Op.LISTED, None)
+    with pytest.raises(ValueError, match="window"):
+        Aggregate(Entity.APPLICANT, Op.LISTINGS_ENDED, 365)
 
 
 def test_model_features_follow_the_registry_and_leave_gender_out():

@@ -9,7 +9,15 @@ import pytest
 
 from features.registry import FEATURE_NAMES, FEATURE_SET_VERSION
 from features.training_set import build_training_set, write_training_set
-from tests.factories import EventFactory, application, applications_table, label, labels_table
+from tests.factories import (
+    EventFactory,
+    application,
+    applications_table,
+    label,
+    labels_table,
+    listing,
+    listings_table,
+)
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 US = pd.Timedelta(microseconds=1)
@@ -97,9 +105,10 @@ def test_written_set_and_fingerprint(handmade, tmp_path):
         "immature": 3,
         "positives": 1,
         "immature_positives": 1,
+        "rule_refused": 0,
     }
     assert [c["name"] for c in stored["schema"]] == list(ts.frame.columns)
-    assert set(stored["inputs_sha256"]) == {"applications", "labels"}
+    assert set(stored["inputs_sha256"]) == {"applications", "labels", "watchlist"}
     assert len(stored["parquet_sha256"]) == 64
     assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == [
         "train.fingerprint.json",
@@ -114,3 +123,59 @@ def test_input_hashes_follow_content_not_order(handmade):
     fewer = build_training_set(apps.slice(1), labels, as_of=AS_OF)
     assert shuffled.inputs_sha256 == one
     assert fewer.inputs_sha256["applications"] != one["applications"]
+
+
+@pytest.fixture
+def with_listings():
+    apps = [
+        application("before_listing", T0 + 9 * DAY, applicant_key="p", escort_key="e"),
+        application("at_listing", T0 + 10 * DAY, applicant_key="p", escort_key="e"),  # refused
+        application("listed", T0 + 30 * DAY, applicant_key="p", escort_key="e"),  # refused
+        application("at_expiry", T0 + 50 * DAY, applicant_key="p", escort_key="e"),  # ended: kept
+        application("withdrawn", T0 + 30 * DAY, applicant_key="q"),  # never listed at all
+        application("listed_after_as_of", AS_OF, applicant_key="r"),
+        application("other", T0 + 60 * DAY, escort_key="e"),
+    ]
+    listings = [
+        listing("p", T0 + 10 * DAY, T0 + 50 * DAY),
+        listing("q", T0, T0),
+        listing("r", AS_OF + US),  # does not exist as of AS_OF
+    ]
+    labels = [label("listed", T0 + 40 * DAY)]  # refused, yet confirmed: still not a training row
+    return applications_table(apps), labels_table(labels), listings_table(listings)
+
+
+def test_applications_the_watchlist_rule_refuses_are_left_out_and_counted(with_listings, tmp_path):
+    apps, labels, listings = with_listings
+    ts = build_training_set(apps, labels, listings=listings, as_of=AS_OF)
+    assert ts.frame["application_id"].tolist() == [
+        "before_listing",
+        "withdrawn",
+        "at_expiry",
+        "other",
+        "listed_after_as_of",
+    ]
+    assert ts.summary.rule_refused == 2
+    assert ts.summary.rows == 5
+    assert ts.refused["application_id"].tolist() == ["at_listing", "listed"]
+    assert ts.refused["label"].tolist() == [0, 1]
+    assert list(ts.refused.columns) == list(ts.frame.columns)
+    # They happened: the escort's other applications still count them.
+    frame = ts.frame.set_index("application_id")
+    assert frame.loc["other", "escort_listed_applications_365d"] == 4
+    assert frame.loc["at_expiry", "applicant_ended_listings"] == 1
+    fingerprint = write_training_set(ts, tmp_path / "train.parquet")
+    assert fingerprint["counts"]["rule_refused"] == 2
+    assert set(pd.read_parquet(tmp_path / "train.parquet")["application_id"]).isdisjoint(
+        ts.refused["application_id"]
+    )
+
+
+def test_without_listings_nothing_is_refused_and_a_later_listing_changes_nothing(with_listings):
+    apps, labels, listings = with_listings
+    bare = build_training_set(apps, labels, as_of=AS_OF)
+    assert bare.summary.rule_refused == 0 and len(bare.frame) == 7
+    later_only = listings_table([row for row in listings.to_pylist() if row["applicant_key"] == "r"])
+    later = build_training_set(apps, labels, listings=later_only, as_of=AS_OF)
+    pd.testing.assert_frame_equal(later.frame, bare.frame)
+    assert later.inputs_sha256 == bare.inputs_sha256  # a listing after as_of is not an input

@@ -71,6 +71,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "logged": logged,
         "out": out,
         "frame": frame,
+        "summary": result.summary,
     }
 
 
@@ -124,6 +125,17 @@ def test_the_baselines_and_ring_catch_rates_are_reported(built: dict) -> None:
     section = built["html"].split('id="performance"', 1)[1].split("<section", 1)[0]
     for name in ("lightgbm_no_links", "woe_scorecard", "branch_rules", "caught_any", "alerts_per_branch_day"):
         assert name in section
+
+
+def test_rule_refusals_are_reported_but_never_trained_on(built: dict) -> None:
+    """Left out of the training set and counted; the report's frame carries only out-of-time ones."""
+    frame = built["frame"]
+    refused = frame.loc[frame["rule"] == "watchlist"]
+    assert len(refused) > 0
+    assert set(refused["part"]) <= {"valid", "test"}
+    assert built["summary"].rule_refused >= len(refused)
+    # everything the model was fitted on was decided by the model
+    assert (frame.loc[frame["part"] == "train", "rule"] == "").all()
 
 
 def test_rule_refusals_are_counted_apart_from_model_alerts(built: dict) -> None:

@@ -1,5 +1,7 @@
 """A listed applicant is refused by rule at every entry point: the scorer, ``POST /v1/score`` and
 ``/v1/score/batch``, batch scoring and ``duanka score``; an expired, withdrawn or future listing is not.
+The list also feeds the listing features, and the service's online state gets every listing the
+rule sees (at start, from ``POST /v1/watchlist`` and from ``duanka ingest --watchlist`` while serving).
 
 Each test works on a copy of the session's store with a watchlist added, so the session's own
 store (which other modules score without one) is left as it is.
@@ -11,22 +13,28 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from data.contract import WATCHLIST
+from data.events import APPLICATION_EVENTS
 from data.ingest import ingest_file
 from data.store import EventStore
 from data.watchlist import StoredWatchlist
+from features.offline import build_features
 from features.online import OnlineFeatureStore
+from features.registry import FEATURE_NAMES
 from serving.api import ServiceConfig, create_app
 from serving.audit import DECISION_COLUMNS, DecisionLog
 from serving.batch import score_file, score_period
 from serving.cli import app
 from serving.keys import KeyFile
-from serving.scorer import ModelSource, Scorer
+from serving.scorer import ModelSource, Scorer, prepare_applications
+from serving.state import sync_online_state
 from tests.privacy import leaks
 
 SOURCE = "pboc_joint_punishment"
@@ -332,3 +340,61 @@ def test_every_re_application_of_a_generated_listed_mule_is_refused(served_bank,
     start, end = pd.Timestamp("2024-01-01T00:00:00+08:00"), pd.Timestamp("2025-03-01T00:00:00+08:00")
     scores = score_period(store, start.tz_convert("UTC"), end.tz_convert("UTC"), model)
     assert set(scores.loc[scores["band"] == "blocked", "application_id"]) == again
+
+
+ENDED = ("2020-01-01T00:00:00+08:00", "2023-06-01T00:00:00+08:00")  # over before the bank's first day
+
+
+def _ended_listing_csv(row: dict, path: Path) -> Path:
+    """A listing of ``row``'s applicant that ended long before any application: never refused."""
+    frame = pd.DataFrame([(row["id_number"], *ENDED, "bank_internal")], columns=list(WATCHLIST.names))
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_synced_state_gives_the_offline_listing_features(served_bank, tmp_path):
+    """The bank's own list: the state synced from the store scores the holdout as batch builds it."""
+    store = served_bank.copy_store(tmp_path / "store")
+    ingest_file(served_bank.root / "bank" / "watchlist.csv", WATCHLIST, store, served_bank.keys)
+    events = prepare_applications(served_bank.holdout, served_bank.keys)
+    events.sort(key=lambda e: (e["applied_at"], e["application_id"]))
+    every = pa.concat_tables([store.applications(), pa.Table.from_pylist(events, schema=APPLICATION_EVENTS)])
+    offline = build_features(every, store.labels(), listings=store.watchlist()).set_index("application_id")
+    expected = offline.loc[[e["application_id"] for e in events], list(FEATURE_NAMES)].to_numpy()
+    listing_columns = [i for i, name in enumerate(FEATURE_NAMES) if "listed" in name or "listings" in name]
+    assert np.nansum(expected[:, listing_columns]) > 0
+    paths = served_bank.fresh_paths(tmp_path / "serving")
+    with OnlineFeatureStore(paths.online) as online:
+        # The copied state holds the applications and labels already: only the listings are new.
+        assert sync_online_state(online, store, paths.sync_marker, served_bank.keys.key_id) == 0
+        assert online._con.execute("SELECT COUNT(*) FROM listings").fetchone()[0] > 0
+        got = np.empty_like(expected)
+        for i, event in enumerate(events):
+            got[i] = online.features_for(event, FEATURE_NAMES)
+            online.add_application(event)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_a_listing_ingested_while_serving_reaches_the_next_application_s_features(
+    served_bank, model, tmp_path
+):
+    row = served_bank.holdout[5]
+    store = served_bank.copy_store(tmp_path / "store")
+    paths = served_bank.fresh_paths(tmp_path / "serving")
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+        scorer = Scorer(model, online, log, served_bank.keys, StoredWatchlist(store))
+        ingest_file(_ended_listing_csv(row, tmp_path / "ended.csv"), WATCHLIST, store, served_bank.keys)
+        answer = scorer.score_application(row)
+    assert answer["features"]["applicant_ended_listings"] == 1
+    _check_model_decision(answer)  # ended: a signal, not a refusal
+
+
+def test_a_listing_posted_to_the_service_reaches_the_next_application_s_features(service, served_bank):
+    client, tokens, _ = service
+    row = served_bank.holdout[-2]
+    listing = {"id_number": row["id_number"], "listed_at": ENDED[0], "expires_at": ENDED[1], "source": SOURCE}
+    fed = client.post("/v1/watchlist", json={"listings": [listing]}, headers=_auth(tokens["admin"]))
+    assert fed.status_code == 200, fed.text
+    answer = client.post("/v1/score", json=row, headers=_auth(tokens["all"])).json()
+    assert answer["features"]["applicant_ended_listings"] == 1
+    _check_model_decision(answer)

@@ -40,6 +40,7 @@ def _test_rows(challenger: RegisteredModel, store: EventStore, settings: Setting
     ts = build_training_set(
         store.applications(),
         store.labels(),
+        listings=store.watchlist(),
         as_of=as_of,
         outcome_window_days=int(params["outcome_window_days"]),
     )

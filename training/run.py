@@ -111,6 +111,21 @@ def _split(
     return split, parts
 
 
+def rule_refused_parts(ts: TrainingSet, split: TimeSplit) -> dict[str, pd.DataFrame]:
+    """The mature applications the watchlist rule refused, by out-of-time part.
+
+    Out of fitting, calibration and the logged metrics (the model never decides them);
+    the evaluation frame carries them so the report counts rule refusals apart from
+    model alerts.
+    """
+    refused = ts.refused
+    if refused.empty:
+        return {}
+    mature = refused.loc[refused["label_mature"]]
+    part = split.assign(mature["applied_at"])
+    return {name: mature.loc[part == name] for name in (VALID, TEST)}
+
+
 EVALUATION_TRAIN_SAMPLE = 100_000
 # Attributes the report measures fairness by; logged even when the model does not use them.
 FAIRNESS_ATTRIBUTES = (
@@ -157,17 +172,24 @@ def evaluation_frame(
     score: Callable[[np.ndarray], np.ndarray],
     seed: int,
     rules: Callable[[pd.DataFrame], pd.Series] | None = None,
+    refused: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Validation and test rows, and a sample of training rows, with features, label and score:
     what the model report reads, so it never needs the event store.
 
     ``rules`` names, per row, the hard rule that would have refused it (:func:`rule_decisions`);
-    the frame's ``rule`` column is empty without it."""
+    the frame's ``rule`` column is empty without it. ``refused`` adds, to their parts, the
+    applications a rule refused (:func:`rule_refused_parts`), scored for monitoring."""
     train = parts[TRAIN]
     if len(train) > EVALUATION_TRAIN_SAMPLE:
         train = train.sample(EVALUATION_TRAIN_SAMPLE, random_state=seed).sort_values("applied_at")
     frames = []
-    for name, rows in ((TRAIN, train), (VALID, parts[VALID]), (TEST, parts[TEST])):
+    for name, part in ((TRAIN, train), (VALID, parts[VALID]), (TEST, parts[TEST])):
+        rows = part
+        if refused is not None and name in refused and not refused[name].empty:
+            rows = pd.concat([part, refused[name]]).sort_values(
+                ["applied_at", "application_id"], kind="stable"
+            )
         extra = [a for a in FAIRNESS_ATTRIBUTES if a not in names]
         frame = rows.loc[:, ["application_id", "applied_at", "label", *names, *extra]].copy()
         frame["part"] = name
@@ -253,6 +275,7 @@ def _train(
     ts = build_training_set(
         store.applications(),
         store.labels(),
+        listings=store.watchlist(),
         as_of=cfg.as_of,
         outcome_window_days=settings.outcome_window_days,
         progress=False,  # the run's own bar is live: rich allows one at a time
@@ -369,6 +392,7 @@ def _train(
             lambda X: calibrator.predict(full.booster_.predict(X, raw_score=True)),
             cfg.seed,
             lambda frame: rule_decisions(store, frame),
+            rule_refused_parts(ts, split),
         ).to_parquet(frame_path, index=False)
         mlflow.log_artifact(str(frame_path))
         mlflow.log_dict(
