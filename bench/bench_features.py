@@ -44,6 +44,7 @@ def offline(rows: int, seed: int, folder: Path) -> None:
     events = EventFactory(n=rows, seed=seed, days=DAYS).build()
     pq.write_table(events.applications, folder / "applications.parquet")
     pq.write_table(events.labels, folder / "labels.parquet")
+    pq.write_table(events.listings, folder / "listings.parquet")
     del events
     subprocess.run([sys.executable, __file__, "--build", str(folder)], check=True)
 
@@ -52,9 +53,10 @@ def build(folder: Path) -> None:
     start = time.perf_counter()
     applications = pq.read_table(folder / "applications.parquet")
     labels = pq.read_table(folder / "labels.parquet")
+    listings = pq.read_table(folder / "listings.parquet")
     read_s = time.perf_counter() - start
     start = time.perf_counter()
-    frame = build_features(applications, labels)
+    frame = build_features(applications, labels, listings=listings)
     seconds = time.perf_counter() - start
     rows = applications.num_rows
     print(
@@ -122,6 +124,7 @@ def online(history: int, queries: int, seed: int, folder: Path) -> None:
     with OnlineFeatureStore(path) as store:
         start = time.perf_counter()
         store.load_history(apps.slice(0, history))
+        store.add_listings(events.listings)  # applied at query time (listed_at < t): no leak
         first = apps["applied_at"][history].as_py()
         store.add_labels(
             (row["application_id"], row["confirmed_at"], row["source"])
