@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,7 +75,7 @@ _ROW_NUMBERS = (
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
 _MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", *LINK_KEYS)
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
-STATE_LAYOUT = 3  # the columns the state file keeps; 2: running totals; 3: listings
+STATE_LAYOUT = 4  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes
 # The applicant's earliest listing that applies at some instant (withdrawn ones never do).
 _EARLIEST_LISTING = (
     "SELECT MIN(listed_at) FROM listings WHERE applicant_key = {key} AND expires_at > listed_at"
@@ -115,7 +115,25 @@ class _Plan:
     scan_days: int = 0
 
 
-def _plans() -> list[_Plan]:
+def _plans_and_totals() -> tuple[list[_Plan], tuple[RunningTotals, ...]]:
+    """The queries, and the running totals; an entity with both keeps them in one index.
+
+    Every index is one more page to write per recorded application: the escort's,
+    intermediary's and applicant's distinct counts and running totals share theirs.
+    """
+    totals = {r.entity: r for r in running_totals()}
+    plans = _plans(totals)
+    names = {plan.index.split(" ON ")[0].split()[-1] for plan in plans}
+    shared = tuple(
+        replace(r, shared_index=f"by_{r.entity.name.lower()}")
+        if f"by_{r.entity.name.lower()}" in names
+        else r
+        for r in totals.values()
+    )
+    return plans, shared
+
+
+def _plans(totals: Mapping[Entity, RunningTotals]) -> list[_Plan]:
     """The queries for distinct values and confirmations (counts and flags: :class:`_Running`).
 
     Each reads an index that holds every column it needs (no table lookups,
@@ -142,16 +160,23 @@ def _plans() -> list[_Plan]:
             only = None
         groups.setdefault((entity, only), []).extend(aggregates)
     for (entity, only), aggregates in groups.items():
-        plans += _windowed_plans(entity, only, aggregates)
+        running = totals.get(entity) if only is None else None
+        plans += _windowed_plans(entity, only, aggregates, running)
     return plans
 
 
-def _windowed_plans(entity: Entity, only: str | None, aggregates: list[Aggregate]) -> list[_Plan]:
+def _windowed_plans(
+    entity: Entity, only: str | None, aggregates: list[Aggregate], running: RunningTotals | None
+) -> list[_Plan]:
     keys = entity.keys
     name = f"by_{entity.name.lower()}" + (f"_{only}" if only else "")
-    # The link keys' main index orders ties by id: "most recent F" reads F entries and stops.
-    order = ["ts", "application_id"] if only is None and keys[0] in LINK_KEYS else ["ts"]
+    # The link keys' main index orders ties by id: "most recent F" reads F entries and stops;
+    # running totals are kept in (ts, application_id) order too.
+    linked = only is None and keys[0] in LINK_KEYS
+    order = ["ts", "application_id"] if linked or running is not None else ["ts"]
     covered = sorted({a.column for a in aggregates if a.column} - set(keys))
+    if running is not None:
+        covered += [c for c in running.index_columns if c not in covered]
     present = [f"{c} IS NOT NULL" for c in (*keys, only) if c in _NULLABLE]
     index = f"CREATE INDEX IF NOT EXISTS {name} ON apps ({', '.join([*keys, *order, *covered])})"
     if present:
@@ -237,7 +262,8 @@ def _schema(plans: list[_Plan], totals: tuple[RunningTotals, ...]) -> list[str]:
 
 
 def _indexes(plans: list[_Plan], totals: tuple[RunningTotals, ...]) -> list[str]:
-    return [*dict.fromkeys(plan.index for plan in plans), *(r.index_sql() for r in totals)]
+    own = [sql for sql in (r.index_sql() for r in totals) if sql is not None]
+    return [*dict.fromkeys(plan.index for plan in plans), *own]
 
 
 class OnlineFeatureStore:
@@ -280,8 +306,7 @@ class OnlineFeatureStore:
             else f"wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}",
         ):
             self._con.execute(f"PRAGMA {pragma}")
-        self._plans = _plans()
-        self._totals = running_totals()
+        self._plans, self._totals = _plans_and_totals()
         self._check_layout()
         for statement in _schema(self._plans, self._totals):
             self._con.execute(statement)

@@ -31,6 +31,7 @@ class RunningTotals:
     entity: Entity
     aggregates: tuple[Aggregate, ...]
     flags: tuple[str, ...]
+    shared_index: str | None = None  # an index of the distinct counts that also carries the totals
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -44,15 +45,25 @@ class RunningTotals:
 
     @property
     def index_name(self) -> str:
-        return f"run_{self.entity.name.lower()}"
+        return self.shared_index or f"run_{self.entity.name.lower()}"
+
+    @property
+    def index_columns(self) -> tuple[str, ...]:
+        """What the index holds after the key and (ts, application_id): totals and own flags."""
+        return (*self.columns, *self.flags)
 
     def _where_key(self) -> str:
         return " AND ".join(f"{k} = ?" for k in self.entity.keys)
 
-    def index_sql(self) -> str:
-        """A covering index: key, order, totals and own flags (for the first-row base)."""
+    def index_sql(self) -> str | None:
+        """A covering index: key, order, totals and own flags (for the first-row base).
+
+        None when the totals live in a shared index, which its owner creates.
+        """
+        if self.shared_index is not None:
+            return None
         keys = self.entity.keys
-        columns = ", ".join([*keys, "ts", "application_id", *self.columns, *self.flags])
+        columns = ", ".join([*keys, "ts", "application_id", *self.index_columns])
         present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
         return f"CREATE INDEX IF NOT EXISTS {self.index_name} ON apps ({columns}) WHERE {present}"
 

@@ -6,6 +6,9 @@ process, as in tests, from sharing or double-registering counters.
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -62,6 +65,29 @@ class ServiceMetrics:
         self.reloads = Counter(
             "duanka_model_reloads", "Model reload attempts by outcome.", ["outcome"], registry=self.registry
         )
+        self.gc_pauses = Histogram(
+            "duanka_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation: every request waits them out.",
+            ["generation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._gc_started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.labels(str(info["generation"])).observe(time.perf_counter() - self._gc_started)
+
+    def watch_gc(self) -> None:
+        """Time the collector's pauses (``gc.callbacks``) until :meth:`unwatch_gc`."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def model_in_use(self, version: str, booster_sha256: str) -> None:
         self.model.clear()

@@ -276,7 +276,9 @@ class EventFactory:
         rows: list[tuple[str, int, int, str]] = []
         for i in np.flatnonzero(rng.random(len(ts)) < np.where(ring, 0.3, 0.03)):
             listed = _listed_at(rng, int(ts[i]), int(nearby[i]), start_us)
-            later = [at for at in own[people[i]] if at > listed] or [int(t) for t in ts[ts > listed][:50]]
+            # ts is in time order: the next 50 applications after the listing, found by bisection.
+            after = int(np.searchsorted(ts, listed, side="right"))
+            later = [at for at in own[people[i]] if at > listed] or [int(t) for t in ts[after : after + 50]]
             expires = _expires_at(rng, listed, later)
             row = (people[i], listed, expires, str(rng.choice(LIST_SOURCES)))
             rows.append(row)

@@ -3,6 +3,7 @@ that a model switch is audited and never drops a request."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -339,6 +340,15 @@ def test_health_readiness_and_metrics(service):
         "duanka_model_info",
     ):
         assert name in metrics
+
+
+def test_what_the_service_loaded_is_frozen_and_collector_pauses_are_measured(service):
+    """The model and libraries are out of the collector's sight; its pauses show in /metrics."""
+    client, _, _, _ = service
+    assert gc.get_freeze_count() > 50_000
+    gc.collect()
+    metrics = client.get("/metrics").text
+    assert 'duanka_gc_pause_seconds_count{generation="2"}' in metrics
 
 
 def test_the_openapi_document_has_examples(service):
