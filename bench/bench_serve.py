@@ -35,7 +35,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data.config import Settings
-from data.contract import APPLICATIONS, LABELS
+from data.contract import APPLICATIONS, LABELS, WATCHLIST
 from data.ingest import ingest_file
 from data.pseudonym import Pseudonymiser
 from data.store import EventStore
@@ -94,6 +94,8 @@ def prepare_events(work: Path, history: int, requests: int, seed: int, train_app
         t0 = time.perf_counter()
         ingest_file(work / "history.csv", APPLICATIONS, store, keys)
         ingest_file(work / "bank" / "labels.csv", LABELS, store, keys)
+        if (work / "bank" / "watchlist.csv").exists():
+            ingest_file(work / "bank" / "watchlist.csv", WATCHLIST, store, keys)
         (work / "store" / ".ingested").touch()
         print(f"ingested {history:,} applications in {time.perf_counter() - t0:.0f} s")
 
@@ -106,6 +108,7 @@ def prepare_events(work: Path, history: int, requests: int, seed: int, train_app
         train_store = EventStore(work / "train-store")
         ingest_file(bank.applications, APPLICATIONS, train_store, keys)
         ingest_file(bank.labels, LABELS, train_store, keys)
+        ingest_file(bank.watchlist, WATCHLIST, train_store, keys)
         client = configure(settings)
         as_of = (pd.Timestamp(START, tz="Asia/Shanghai") + pd.DateOffset(months=MONTHS)).tz_convert("UTC")
         result = train(train_store, TrainConfig(as_of=as_of, n_boot=20), settings, progress=True)

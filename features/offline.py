@@ -28,7 +28,7 @@ from features.linked import linked_group
 from features.registry import FEATURES, Aggregate, Entity, Feature, Op
 from features.values import DAY_US
 
-DUCKDB_MEMORY_LIMIT = "3GB"
+DUCKDB_MEMORY_LIMIT = "2GB"  # measured at 3M applications: same build time as 3GB, 0.9 GiB less at the peak
 
 # Columns kept as int32 codes in DuckDB: entity keys and the columns counted distinctly.
 _CODED = (
@@ -251,10 +251,17 @@ def _duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def _scatter(result: dict[str, np.ndarray], n: int, into: dict[str, np.ndarray]) -> None:
+    """Each result column to its rows, NaN elsewhere; ``result`` is emptied as it goes.
+
+    Taking the columns out one at a time frees each result column as soon as it is
+    placed: with 10M rows a step's nine results held to the end cost 0.7 GB at the peak.
+    """
     at = np.asarray(result.pop("idx"), dtype=np.int64)
-    for name, found in result.items():
+    for name in list(result):
+        found = result.pop(name)
         column = np.full(n, np.nan)
-        column[at] = np.asarray(found, dtype=np.float64)
+        column[at] = found
+        del found
         into[name] = column
 
 
@@ -321,7 +328,12 @@ def build_features(
     from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 
     table = as_table(applications, APPLICATION_EVENTS)
+    # The strings (pseudonyms, 3.7 GiB at 10M) are encoded below and then let go: a caller
+    # that hands over its only reference gets them freed before the output block fills.
+    del applications
     rows = _in_order(table)
+    # What reading the input and sorting it left in Arrow's pool (GiBs at 10M) goes back first.
+    pa.default_memory_pool().release_unused()
     n = len(rows)
     ids = table["application_id"].take(rows)
     columns = _row_columns(table, rows)
@@ -338,7 +350,8 @@ def build_features(
     steps = _steps(chosen)
     with _duckdb() as con, _progress(progress, len(steps)) as advance:
         con.register("apps", _engine_table(table, rows, columns, conf, listed))
-        del listed
+        applied_at = table["applied_at"].take(rows)
+        del listed, table
         # Give back what reading and encoding left in Arrow's pool before DuckDB needs it.
         pa.default_memory_pool().release_unused()
         values_of.settle()
@@ -356,7 +369,7 @@ def build_features(
                 _scatter(con.execute(sql).fetchnumpy(), n, values_of.counts)
             values_of.settle()
     frame = pd.DataFrame(block.T, columns=[f.name for f in chosen], copy=False)
-    frame.insert(0, "applied_at", table["applied_at"].take(rows).to_pandas())
+    frame.insert(0, "applied_at", applied_at.to_pandas())
     frame.insert(0, "application_id", ids.to_pandas())
     return frame
 
