@@ -87,20 +87,26 @@ def _digest(table: pa.Table) -> str:
     return hashlib.sha256("\n".join(ordered).encode("utf-8")).hexdigest()
 
 
-def _listed_at_applied(frame: pd.DataFrame, applications: pa.Table, listings: pa.Table) -> np.ndarray:
+def _applicants(applications: pa.Table) -> pa.Table:
+    """Application id and applicant of each application as the builder keeps it (first in time order).
+
+    Arrow, not pandas: 10M short strings as Python objects would cost more than the table.
+    """
+    return applications.select(["application_id", "applicant_key"]).take(pa.array(_in_order(applications)))
+
+
+def _listed_at_applied(frame: pd.DataFrame, applicants: pa.Table, listings: pa.Table) -> np.ndarray:
     """Per row of ``frame``, whether its applicant was listed at its ``applied_at``.
 
     The serving rule itself (:meth:`data.watchlist.Watchlist.listings_for`), so training
-    leaves out exactly what serving would refuse.
+    leaves out exactly what serving would refuse. ``applicants`` comes from :func:`_applicants`.
     """
     watchlist = Watchlist(listings)
     if len(watchlist) == 0 or frame.empty:
         return np.zeros(len(frame), dtype=bool)
-    # The applicant of each application as the builder kept it (first in time order).
-    kept = applications.select(["application_id", "applicant_key"]).take(pa.array(_in_order(applications)))
     applicant = pd.Series(
-        kept["applicant_key"].to_numpy(zero_copy_only=False),
-        index=kept["application_id"].to_numpy(zero_copy_only=False),
+        applicants["applicant_key"].to_numpy(zero_copy_only=False),
+        index=applicants["application_id"].to_numpy(zero_copy_only=False),
     )
     keys = frame["application_id"].map(applicant).reset_index(drop=True)
     found = watchlist.listings_for(keys, frame["applied_at"].reset_index(drop=True))
@@ -142,6 +148,7 @@ def build_training_set(
     at = as_of_timestamp(as_of)
     cut = pa.scalar(at.to_pydatetime(), pa.timestamp("us", tz="UTC"))
     apps = as_table(applications, APPLICATION_EVENTS)
+    del applications  # the filtered copy below is all that is needed: let a handed-over input go
     apps = apps.filter(pc.less_equal(apps["applied_at"], cut))
     known = as_table(labels, LABEL_EVENTS)
     known = known.filter(pc.less_equal(known["confirmed_at"], cut))
@@ -150,13 +157,20 @@ def build_training_set(
     listed = WATCHLIST_EVENTS.empty_table() if listings is None else as_table(listings, WATCHLIST_EVENTS)
     listed = listed.filter(pc.less_equal(listed["listed_at"], cut))
 
-    frame = (builder or build_features)(apps, known, listings=listed, progress=progress)
+    # What is needed of the applications after the build is taken now, and the table itself
+    # is handed to the builder as its only reference, so the builder can free its strings once
+    # encoded (3.3 GiB of 11 at the peak for 10M applications: docs/features.md).
+    inputs_sha256 = {"applications": _digest(apps), "labels": _digest(known), "watchlist": _digest(listed)}
+    applicants = _applicants(apps)
+    handed = [apps]
+    del apps
+    frame = (builder or build_features)(handed.pop(), known, listings=listed, progress=progress)
     confirmed = confirmations(pa.array(frame["application_id"]), known)
     applied = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
     window = outcome_window_days * DAY_US
     frame["label"] = ((confirmed >= 0) & (confirmed - applied <= window)).astype(np.int8)
     frame["label_mature"] = applied + window <= at.value // 1_000
-    by_rule = _listed_at_applied(frame, apps, listed)
+    by_rule = _listed_at_applied(frame, applicants, listed)
     refused = frame.loc[by_rule].reset_index(drop=True)
     frame = frame.loc[~by_rule].reset_index(drop=True)
     mature = int(frame["label_mature"].sum())
@@ -174,7 +188,7 @@ def build_training_set(
         summary=summary,
         as_of=at,
         outcome_window_days=outcome_window_days,
-        inputs_sha256={"applications": _digest(apps), "labels": _digest(known), "watchlist": _digest(listed)},
+        inputs_sha256=inputs_sha256,
         refused=refused,
     )
 
