@@ -36,14 +36,16 @@ class Checkpointer:
         self.path = Path(path)
         self.interval_s = interval_s
         self.passes = 0
+        self.last: tuple[int, int, int] | None = None  # the latest pass's (busy, frames, copied)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def checkpoint(self, con: sqlite3.Connection) -> tuple[int, int, int]:
         """One passive checkpoint: ``(busy, frames in the log, frames checkpointed)``."""
         busy, frames, done = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.last = (busy, frames, done)
         self.passes += 1
-        return busy, frames, done
+        return self.last
 
     def _run(self) -> None:
         con = sqlite3.connect(self.path, isolation_level=None, timeout=5)
