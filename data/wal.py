@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,23 @@ class Checkpointer:
         self.last = (busy, frames, done)
         self.passes += 1
         return self.last
+
+    def settled(self, timeout_s: float) -> tuple[int, int, int] | None:
+        """Wait for a pass that began after this call and copied the whole log (before a backup).
+
+        Returns
+        -------
+        tuple or None
+            That pass's ``(busy, frames, copied)``, or None when none came within ``timeout_s``.
+        """
+        began_after = self.passes + 1  # a pass under way now may have started before the call
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            last = self.last
+            if self.passes > began_after and last is not None and last[0] == 0 and last[1] == last[2]:
+                return last
+            time.sleep(min(self.interval_s, 0.05))
+        return None
 
     def _run(self) -> None:
         con = sqlite3.connect(self.path, isolation_level=None, timeout=5)

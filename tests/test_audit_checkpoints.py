@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 
 from serving.audit import DecisionLog
 
@@ -13,18 +12,11 @@ def test_a_background_checkpointer_keeps_every_event_and_a_sound_file(tmp_path):
     with DecisionLog(path, checkpoint_every_s=0.01) as log:
         for i in range(1_500):
             log.event("bench", {"application_id": f"A{i}"}, key_id="k", request_id=f"r{i}")
-        checkpointer = log._checkpointer
-        written, deadline = checkpointer.passes, time.monotonic() + 30
-        # A pass that began after the last write and copied every frame of the log.
-        while time.monotonic() < deadline and not (
-            checkpointer.passes > written + 1
-            and checkpointer.last[0] == 0
-            and checkpointer.last[1] == checkpointer.last[2]
-        ):
-            time.sleep(0.01)
-        busy, frames, done = checkpointer.last
-        assert checkpointer.passes > written + 1
-        assert (busy, done) == (0, frames)
+        # A pass that began after the last write copies every frame of the log.
+        settled = log._checkpointer.settled(timeout_s=30)
+        assert settled is not None
+        busy, frames, done = settled
+        assert (busy, done) == (0, frames) and frames > 0
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT COUNT(*) FROM events WHERE kind = 'bench'").fetchone()[0] == 1_500
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

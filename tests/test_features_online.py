@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -266,18 +265,11 @@ def test_a_background_checkpointer_copies_the_log_while_writes_go_on(tmp_path):
     with OnlineFeatureStore(path, durable=True, checkpoint_every_s=0.01) as store:
         for event in apps:
             store.add_application(event)
-        checkpointer = store._checkpointer
-        written, deadline = checkpointer.passes, time.monotonic() + 30
-        # A pass that began after the last write and copied every frame of the log.
-        while time.monotonic() < deadline and not (
-            checkpointer.passes > written + 1
-            and checkpointer.last[0] == 0
-            and checkpointer.last[1] == checkpointer.last[2]
-        ):
-            time.sleep(0.01)
-        busy, frames, done = checkpointer.last
-        assert checkpointer.passes > written + 1
-        assert (busy, done) == (0, frames)  # nothing left that the thread had not copied
+        # A pass that began after the last write copies every frame of the log.
+        settled = store._checkpointer.settled(timeout_s=30)
+        assert settled is not None
+        busy, frames, done = settled
+        assert (busy, done) == (0, frames) and frames > 0  # nothing left that the thread had not copied
         # The writer itself no longer checkpoints at SQLite's default mark.
         assert store._con.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 10_000
     with OnlineFeatureStore(path) as reopened:
