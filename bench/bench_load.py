@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,9 +49,13 @@ def rss_mib(pid: int) -> float:
 
 async def fixed_rate(
     url: str, bodies: list[bytes], headers: dict, rate: float, pid: int, hard_stop: float
-) -> tuple[list[float], dict[str, int], list[tuple[float, float]]]:
-    """Send ``bodies`` at ``rate``; (latencies of answered requests in ms, errors by kind, RSS samples)."""
-    latencies: list[float] = []
+) -> tuple[list[tuple[float, float]], dict[str, int], list[tuple[float, float]]]:
+    """Send ``bodies`` at ``rate``.
+
+    Returns (when each answered request was sent, s, and its latency, ms), errors by kind, and
+    RSS samples.
+    """
+    latencies: list[tuple[float, float]] = []
     errors: dict[str, int] = {}
     memory: list[tuple[float, float]] = []
     limits = httpx.Limits(max_connections=512)
@@ -63,7 +71,7 @@ async def fixed_rate(
             if response.status_code != 200:
                 errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
                 return
-            latencies.append((time.perf_counter() - t0) * 1000)
+            latencies.append((t0 - start, (time.perf_counter() - t0) * 1000))
 
         async def sample() -> None:
             while True:
@@ -85,6 +93,50 @@ async def fixed_rate(
         sampler.cancel()
         memory.append((time.perf_counter() - start, rss_mib(pid)))
     return latencies, errors, memory
+
+
+def print_slow_seconds(latencies: list[tuple[float, float]], budget_ms: float) -> None:
+    """How the requests over budget spread in time: a few clustered seconds mean stalls, not load."""
+    over = [(int(sent), ms) for sent, ms in latencies if ms > budget_ms]
+    seconds = len({second for second, _ in over})
+    print(f"  over {budget_ms:.0f} ms: {len(over):,} requests in {seconds:,} distinct seconds")
+    per_ten = Counter(second // 10 * 10 for second, _ in over)
+    print("  over budget by 10 s of sending: " + ", ".join(f"{s}s {n}" for s, n in sorted(per_ten.items())))
+    worst: dict[int, float] = {}
+    for second, ms in over:
+        worst[second] = max(worst.get(second, 0.0), ms)
+    slowest = sorted(worst.items(), key=lambda item: -item[1])[:10]
+    if slowest:
+        print("  slowest seconds (sent at, worst ms): " + ", ".join(f"{s}s {ms:.0f}" for s, ms in slowest))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, seconds (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def print_server_view(exposition: str, budget_s: float) -> None:
+    """The server's own latency histogram and garbage-collector pauses, from ``/metrics``.
+
+    Requests the server finished within budget but the client saw late were delayed outside
+    the handler: in the socket queue, the event loop, or the client itself.
+    """
+    families = {f.name: f for f in text_string_to_metric_families(exposition)}
+    buckets = {
+        (s.labels["le"]): s.value
+        for s in families["duanka_http_request_duration_seconds"].samples
+        if s.name.endswith("_bucket") and s.labels["route"] == "/v1/score"
+    }
+    total = buckets["+Inf"]
+    within = buckets[repr(budget_s)]
+    print(f"  server-side /v1/score: {total - within:,.0f} of {total:,.0f} over {budget_s * 1000:.0f} ms")
+    pauses = [
+        (s.labels["generation"], s.value)
+        for s in families["duanka_gc_pause_seconds"].samples
+        if s.name.endswith("_count") or s.name.endswith("_sum")
+    ]
+    print("  server GC pauses (generation: count, seconds): " + ", ".join(f"{g} {v:g}" for g, v in pauses))
 
 
 def main() -> None:
@@ -120,20 +172,34 @@ def main() -> None:
         _wait(f"http://127.0.0.1:{port}/readyz", server)
         url = f"http://127.0.0.1:{port}/v1/score"
         hard_stop = time.perf_counter() + args.seconds + 60
-        latencies, errors, memory = asyncio.run(
-            fixed_rate(url, bodies, headers, args.rate, server.pid, hard_stop)
-        )
+        # The client's own collector would pause its event loop and show as server latency.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        cpu_before = cpu_seconds(server.pid)
+        try:
+            latencies, errors, memory = asyncio.run(
+                fixed_rate(url, bodies, headers, args.rate, server.pid, hard_stop)
+            )
+        finally:
+            gc.enable()
+        server_cpu = cpu_seconds(server.pid) - cpu_before
+        server_view = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_S).text
     finally:
         server.terminate()
         server.wait(timeout=30)
 
-    answered = np.asarray(latencies)
+    answered = np.asarray([ms for _, ms in latencies])
     failed = sum(errors.values())
     print(f"duanka serve, POST /v1/score at {args.rate:.0f}/s for {args.seconds:.0f} s: {n:,} requests")
     print(f"  answered 200: {answered.size:,}; errors: {failed:,} {dict(sorted(errors.items()))}")
     if answered.size:
         p50, p99 = np.percentile(answered, [50, 99])
         print(f"  latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {answered.max():.1f} ms")
+    if answered.size:
+        print_slow_seconds(latencies, budget_ms=20.0)
+    print_server_view(server_view, budget_s=0.02)
+    print(f"  server CPU: {server_cpu:.1f} s, {server_cpu / n * 1000:.2f} ms per request")
     print("  server RSS (MiB) over time: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in memory))
     print(f"  RSS start {memory[0][1]:.0f} MiB, end {memory[-1][1]:.0f} MiB")
 

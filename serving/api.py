@@ -3,11 +3,13 @@
 Everything that touches SQLite (the online state, the decision record) runs on
 one dedicated thread, in arrival order: the state sees applications one at a
 time, as the point-in-time replay assumes, and SQLite connections never cross
-threads. Validation runs on another thread, in passes shared by the requests
-waiting for it (:class:`Preparer`). Parsing, authentication and serialisation
-stay on the event loop. Loading a new model runs on yet another thread and only
-the swap goes through the scoring thread, so a reload never drops or stalls a
-request for longer than one decision.
+threads. A scoring request crosses to that thread once: validation, the branch
+check and the decision run there together (each handover between threads is a
+wait for the interpreter lock, which is what the tail latency at a steady rate
+was made of). Parsing, authentication and serialisation stay on the event loop.
+Loading a new model runs on yet another thread and only the swap goes through
+the scoring thread, so a reload never drops or stalls a request for longer than
+one decision.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from serving.scorer import (
     InvalidInput,
     LoadedModel,
     ModelSource,
+    Scored,
     Scorer,
-    application_key,
-    prepare_application_groups,
+    prepare_applications,
     prepare_labels,
     prepare_listings,
 )
@@ -362,7 +364,6 @@ class Service:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duanka-scorer")
         self.scorer: Scorer | None = None
         self.reload_lock = asyncio.Lock()
-        self.preparer = Preparer(config.keys)
         self.refused_version: str | None = None
         self.watchlist_lock = asyncio.Lock()  # one watchlist feed writes to the event store at a time
 
@@ -377,6 +378,7 @@ class Service:
         # It acknowledges, so durable; checkpoints in the background, so no request waits for one.
         online = OnlineFeatureStore(config.paths.online, durable=True, checkpoint_every_s=0.5)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
+        online.warm()
         decisions = DecisionLog(config.paths.decisions, checkpoint_every_s=0.5)
         watchlist = StoredWatchlist(config.store)
         listings = len(watchlist.current())  # read now, not on the first request
@@ -446,70 +448,6 @@ class Service:
                 self.refused_version = version
             except Exception:  # a registry hiccup must not stop polling or serving
                 log.exception("model poll failed; keeping version %s", scorer.model.version)
-
-
-class Preparer:
-    """Validates and pseudonymises the applications of concurrent requests in one pass.
-
-    Validation is column-wise pandas work whose cost is per call (tens of
-    milliseconds), not per row: requests that arrive while a pass runs share the
-    next one. Requests naming the same application id never share a pass, so
-    each is judged as if alone. Passes run off the event loop.
-    """
-
-    def __init__(self, keys: Pseudonymiser) -> None:
-        self.keys = keys
-        self.queue: asyncio.Queue[tuple[list[dict], asyncio.Future]] = asyncio.Queue()
-
-    async def prepare(self, rows: list[dict]) -> list[dict]:
-        """The prepared events of one request's rows.
-
-        Raises
-        ------
-        InvalidInput
-            The request's own defects; other requests of the same pass are unaffected.
-        """
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self.queue.put((rows, future))
-        result = await future
-        if isinstance(result, InvalidInput):
-            raise result
-        return result
-
-    async def run(self) -> None:
-        waiting: list[tuple[list[dict], asyncio.Future]] = []
-        while True:
-            if not waiting:
-                waiting.append(await self.queue.get())
-            while not self.queue.empty():
-                waiting.append(self.queue.get_nowait())
-            chosen: list[tuple[list[dict], asyncio.Future]] = []
-            later: list[tuple[list[dict], asyncio.Future]] = []
-            ids: set[str] = set()
-            size = 0
-            for rows, future in waiting:
-                mine = {application_key(row) for row in rows}
-                if chosen and (mine & ids or size + len(rows) > MAX_BATCH):
-                    later.append((rows, future))
-                    continue
-                chosen.append((rows, future))
-                ids |= mine
-                size += len(rows)
-            waiting = later
-            results: list
-            try:
-                results = await asyncio.to_thread(
-                    prepare_application_groups, [r for r, _ in chosen], self.keys
-                )
-            except Exception as exc:  # a failed pass fails its requests, never the preparer
-                results = [exc] * len(chosen)
-            for (_, future), result in zip(chosen, results, strict=True):
-                if future.done():  # the caller went away
-                    continue
-                if isinstance(result, Exception) and not isinstance(result, InvalidInput):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
 
 
 class OutOfScope(Exception):
@@ -670,7 +608,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         service.metrics.model_in_use(config.model.version, config.model.booster_sha256)
         settle_heap()
         service.metrics.watch_gc()
-        tasks = [asyncio.create_task(service.preparer.run())]
+        tasks = []
         if config.poll_seconds > 0 and config.source.alias is not None:
             tasks.append(asyncio.create_task(service.poll()))
         try:
@@ -737,20 +675,23 @@ def create_app(config: ServiceConfig) -> FastAPI:
         svc = service()
         scorer = svc.scorer
         assert scorer is not None
-        events = await svc.preparer.prepare([a.contract_fields() for a in items])
-        outside = [
-            FieldError(i, "branch_id", f"this key may not score for branch {e['branch_id']}")
-            for i, e in enumerate(events)
-            if not key.may_score_for(e["branch_id"])
-        ]
-        if outside:
-            raise OutOfScope(outside)
+        rows = [a.contract_fields() for a in items]
         request_id = request.scope["duanka.request_id"]
-        answers = await svc.on_thread(
-            lambda: scorer.score(
+
+        def on_scoring_thread() -> list[Scored]:
+            events = prepare_applications(rows, svc.config.keys)
+            outside = [
+                FieldError(i, "branch_id", f"this key may not score for branch {e['branch_id']}")
+                for i, e in enumerate(events)
+                if not key.may_score_for(e["branch_id"])
+            ]
+            if outside:
+                raise OutOfScope(outside)
+            return scorer.score(
                 events, key_id=key.key_id, request_id=request_id, started=request.scope["duanka.started"]
             )
-        )
+
+        answers = await svc.on_thread(on_scoring_thread)
         out = []
         seen: set[str] = set()
         for item, answer in zip(items, answers, strict=True):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
@@ -101,6 +102,9 @@ def utc_now() -> str:
 class DecisionLog:
     """The decision record in one SQLite file, used from one thread.
 
+    Each call holds a lock, which the background checkpointer also takes for the
+    millisecond it needs to start the log over (:class:`data.wal.Checkpointer`).
+
     Parameters
     ----------
     path : Path
@@ -114,13 +118,16 @@ class DecisionLog:
     def __init__(self, path: Path, *, checkpoint_every_s: float | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, isolation_level=None)
+        self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
         self._con.execute("PRAGMA journal_mode = WAL")
         self._con.execute("PRAGMA synchronous = FULL")
         if checkpoint_every_s is not None:
             self._con.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}")
         self._checkpointer = (
-            None if checkpoint_every_s is None else Checkpointer(self.path, checkpoint_every_s).start()
+            None
+            if checkpoint_every_s is None
+            else Checkpointer(self.path, checkpoint_every_s, writer_lock=self._lock).start()
         )
         for statement in _SCHEMA:
             self._con.execute(statement)
@@ -135,7 +142,8 @@ class DecisionLog:
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
-        self._con.close()
+        with self._lock:
+            self._con.close()
 
     def __enter__(self) -> DecisionLog:
         return self
@@ -145,9 +153,10 @@ class DecisionLog:
 
     def stored(self, application_id: str) -> StoredResponse | None:
         """The response given earlier for ``application_id``, if any."""
-        row = self._con.execute(
-            "SELECT row_digest, response FROM responses WHERE application_id = ?", (application_id,)
-        ).fetchone()
+        with self._lock:
+            row = self._con.execute(
+                "SELECT row_digest, response FROM responses WHERE application_id = ?", (application_id,)
+            ).fetchone()
         return None if row is None else StoredResponse(row[0], json.loads(row[1]))
 
     def record(
@@ -165,35 +174,38 @@ class DecisionLog:
             ``application_id -> (row_digest, response)`` for the newly scored items.
         """
         con = self._con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            con.executemany(self._insert, (astuple(d) for d in decisions))
-            if responses:
-                con.executemany(
-                    "INSERT INTO responses VALUES (?, ?, ?)",
-                    ((a, digest, json.dumps(r)) for a, (digest, r) in responses.items()),
-                )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        with self._lock:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany(self._insert, (astuple(d) for d in decisions))
+                if responses:
+                    con.executemany(
+                        "INSERT INTO responses VALUES (?, ?, ?)",
+                        ((a, digest, json.dumps(r)) for a, (digest, r) in responses.items()),
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def event(
         self, kind: str, detail: Mapping[str, object], *, key_id: str | None, request_id: str | None
     ) -> None:
         """Append one non-decision event (model load or switch, label feed)."""
-        self._con.execute(
-            "INSERT INTO events (at, kind, key_id, request_id, detail) VALUES (?, ?, ?, ?, ?)",
-            (utc_now(), kind, key_id, request_id, json.dumps(detail, sort_keys=True)),
-        )
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO events (at, kind, key_id, request_id, detail) VALUES (?, ?, ?, ?, ?)",
+                (utc_now(), kind, key_id, request_id, json.dumps(detail, sort_keys=True)),
+            )
 
     def writable(self) -> bool:
         """Whether a write lock can be taken now (readiness)."""
-        try:
-            self._con.execute("BEGIN IMMEDIATE")
-            self._con.execute("ROLLBACK")
-        except sqlite3.Error:
-            return False
+        with self._lock:
+            try:
+                self._con.execute("BEGIN IMMEDIATE")
+                self._con.execute("ROLLBACK")
+            except sqlite3.Error:
+                return False
         return True
 
 

@@ -215,15 +215,6 @@ def _defects(rows: Sequence[Mapping[str, object]], table: Table) -> tuple[pd.Dat
     return checked.valid, sorted(errors, key=lambda e: (e.item, position[e.field]))
 
 
-def application_key(row: Mapping[str, object]) -> str:
-    """The application id a submitted row will have after validation (trimmed), for grouping."""
-    try:
-        text = canonical_text(row.get("application_id"))
-    except TypeError:
-        return repr(row.get("application_id"))
-    return (text or "").strip()
-
-
 def _prepared(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict] | InvalidInput:
     """One request's events, or every defect of its items (see :func:`prepare_applications`)."""
     errors: list[FieldError] = []
@@ -261,20 +252,6 @@ def _prepared(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list
     return events
 
 
-def prepare_application_groups(
-    groups: Sequence[Sequence[Mapping[str, object]]], keys: Pseudonymiser
-) -> list[list[dict] | InvalidInput]:
-    """Validate and pseudonymise several requests' applications, each judged alone.
-
-    Returns
-    -------
-    list
-        Per group, what :func:`prepare_applications` returns for it, or the
-        :class:`InvalidInput` it raises (items numbered within the group).
-    """
-    return [_prepared(group, keys) for group in groups]
-
-
 def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict]:
     """Validate and pseudonymise submitted applications exactly as ingestion does.
 
@@ -296,7 +273,7 @@ def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymis
     InvalidInput
         Every defect of every item, as the contract validator words it.
     """
-    (prepared,) = prepare_application_groups([rows], keys)
+    prepared = _prepared(rows, keys)
     if isinstance(prepared, InvalidInput):
         raise prepared
     return prepared

@@ -168,6 +168,21 @@ def test_features_for_does_not_record_the_application(store):
     assert store.features_for(later, FEATURE_NAMES)[index] == 2
 
 
+def test_warming_reads_the_latest_applications_and_changes_nothing(tmp_path):
+    apps = EventFactory(n=400, seed=36).build().applications.to_pylist()
+    with OnlineFeatureStore(tmp_path / "state.db") as store:
+        store.add_applications(apps[:300])
+        targets = apps[300:320]
+        before = [store.features_for(t, FEATURE_NAMES) for t in targets]
+        changes = store._con.total_changes
+        assert store.warm(applications=50) == 50
+        assert store.warm(applications=1_000) == 300  # no more than it holds
+        assert store._con.total_changes == changes  # it wrote nothing
+        assert store._con.execute("SELECT COUNT(*) FROM apps").fetchone()[0] == 300
+        for target, features in zip(targets, before, strict=True):
+            np.testing.assert_array_equal(store.features_for(target, FEATURE_NAMES), features)
+
+
 def test_labels_are_idempotent_and_the_earliest_counts(store):
     store.add_application(application("a", T0, escort_key="e"))
     target = application("x", T0 + 20 * DAY, escort_key="e")

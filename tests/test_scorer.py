@@ -25,7 +25,6 @@ from serving.scorer import (
     Scorer,
     canonical_text,
     check_compatible,
-    prepare_application_groups,
     prepare_applications,
     prepare_labels,
 )
@@ -205,13 +204,3 @@ def test_a_confirmation_fed_to_the_state_changes_later_applications_features(sco
     assert scorer.add_labels(labels, key_id="test", request_id="r1") == 1
     after = dict(zip(MODEL_FEATURES, scorer.online.features_for(event), strict=True))
     assert after["address_confirmed_mules_365d"] == before["address_confirmed_mules_365d"] + 1
-
-
-def test_requests_validated_in_one_pass_are_each_judged_alone(served_bank):
-    rows = served_bank.holdout
-    groups = [rows[6:8], [{**rows[8], "phone": "1"}, rows[9]], [rows[10]]]
-    first, second, third = prepare_application_groups(groups, served_bank.keys)
-    assert first == prepare_applications(rows[6:8], served_bank.keys)
-    assert isinstance(second, InvalidInput)
-    assert [(e.item, e.field) for e in second.errors] == [(0, "phone")]
-    assert third == prepare_applications([rows[10]], served_bank.keys)
