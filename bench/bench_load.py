@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import subprocess
@@ -32,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serve import URI, _env, _free_port, _wait, fresh_state, prepare, request_rows
+from bench_serve import URI, _env, _free_port, _wait, fresh_state, measured, prepare, request_rows
 
 from serving.keys import KeyFile
 
@@ -172,17 +171,9 @@ def main() -> None:
         _wait(f"http://127.0.0.1:{port}/readyz", server)
         url = f"http://127.0.0.1:{port}/v1/score"
         hard_stop = time.perf_counter() + args.seconds + 60
-        # The client's own collector would pause its event loop and show as server latency.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
         cpu_before = cpu_seconds(server.pid)
-        try:
-            latencies, errors, memory = asyncio.run(
-                fixed_rate(url, bodies, headers, args.rate, server.pid, hard_stop)
-            )
-        finally:
-            gc.enable()
+        load = fixed_rate(url, bodies, headers, args.rate, server.pid, hard_stop)
+        latencies, errors, memory = measured(load)
         server_cpu = cpu_seconds(server.pid) - cpu_before
         server_view = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_S).text
     finally:

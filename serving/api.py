@@ -375,28 +375,33 @@ class Service:
         """On the scoring thread: open the state, bring it up to the event store, audit the start."""
         config = self.config
         config.paths.root.mkdir(parents=True, exist_ok=True)
-        # It acknowledges, so durable; checkpoints in the background, so no request waits for one.
-        online = OnlineFeatureStore(config.paths.online, durable=True, checkpoint_every_s=0.5)
+        # Not fsynced per application: the decision record is (the Scorer's redo log). Checkpoints
+        # run in the background, so no request waits for one.
+        online = OnlineFeatureStore(config.paths.online, durable=False, checkpoint_every_s=0.5)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
-        online.warm()
         decisions = DecisionLog(config.paths.decisions, checkpoint_every_s=0.5)
         watchlist = StoredWatchlist(config.store)
         listings = len(watchlist.current())  # read now, not on the first request
+        scorer = Scorer(config.model, online, decisions, config.keys, watchlist)
+        redone = scorer.redo()
+        online.warm()
         decisions.event(
             "model_loaded",
             {
                 **config.model.describe(),
                 "uri": config.source.uri,
                 "state_added": added,
+                "state_redone": redone,
                 "watchlist": listings,
             },
             key_id=None,
             request_id=None,
         )
-        return Scorer(config.model, online, decisions, config.keys, watchlist)
+        return scorer
 
     def close(self) -> None:
         if self.scorer is not None:
+            self.scorer.close()
             self.scorer.online.close()
             self.scorer.log.close()
 

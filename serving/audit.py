@@ -14,7 +14,14 @@ caller survives a power cut). Three tables:
     Model loads and switches, label feeds: when, who, what. Append-only too.
 ``responses``
     The response given for each application id, so that a retry gets the same
-    answer without scoring or counting twice.
+    answer without scoring or counting twice, and the prepared (pseudonymised)
+    application it answered: the redo record of the online state.
+``meta``
+    ``state_synced_through``: the last response whose application is known to be
+    on disk in the online state too. The state is written without an fsync per
+    application (:class:`serving.scorer.Scorer` syncs it about once a second); on
+    start, the applications of later responses are recorded into it again
+    (idempotent), so a power cut loses nothing that was answered.
 
 Nothing here holds a raw identifier: application ids, pseudonymised features
 and reason texts filled with feature values only.
@@ -60,7 +67,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
     "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
-    "response TEXT NOT NULL)",
+    "response TEXT NOT NULL, event TEXT)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     *(
         f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
         f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
@@ -68,6 +76,23 @@ _SCHEMA = (
         for verb in ("UPDATE", "DELETE")
     ),
 )
+
+
+_SYNCED = (
+    "INSERT INTO meta VALUES ('state_synced_through', ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)"
+)
+
+
+def _event_text(event: Mapping[str, object]) -> str:
+    """A prepared application as JSON: its one timestamp as ISO 8601, the rest as they are."""
+    return json.dumps({**event, "applied_at": event["applied_at"].isoformat()})  # type: ignore[attr-defined]
+
+
+def _event_from_text(text: str) -> dict:
+    event = json.loads(text)
+    event["applied_at"] = datetime.fromisoformat(event["applied_at"])
+    return event
 
 
 @dataclass(frozen=True)
@@ -134,6 +159,9 @@ class DecisionLog:
         columns = {row[1] for row in self._con.execute("PRAGMA table_info(decisions)")}
         if "rule" not in columns:  # a log written before hard rules existed
             self._con.execute("ALTER TABLE decisions ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
+        if "event" not in {row[1] for row in self._con.execute("PRAGMA table_info(responses)")}:
+            # written when the state was fsynced per application: its older answers need no redo
+            self._con.execute("ALTER TABLE responses ADD COLUMN event TEXT")
         self._insert = (
             f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})"
@@ -162,8 +190,10 @@ class DecisionLog:
     def record(
         self,
         decisions: Iterable[DecisionRow],
-        responses: Mapping[str, tuple[str, dict]] | None = None,
-    ) -> None:
+        responses: Mapping[str, tuple[str, dict, Mapping[str, object]]] | None = None,
+        *,
+        state_synced_through: int | None = None,
+    ) -> int | None:
         """Append audit rows and store new responses in one durable transaction.
 
         Parameters
@@ -171,7 +201,15 @@ class DecisionLog:
         decisions : iterable of DecisionRow
             Every item of the request, replays included.
         responses : mapping, optional
-            ``application_id -> (row_digest, response)`` for the newly scored items.
+            ``application_id -> (row_digest, response, prepared event)`` for the newly scored items.
+        state_synced_through : int, optional
+            A response position (as returned here) whose applications, and all before, are now
+            synced in the online state.
+
+        Returns
+        -------
+        int or None
+            The position of the last response stored so far (None while there is none).
         """
         con = self._con
         with self._lock:
@@ -180,13 +218,39 @@ class DecisionLog:
                 con.executemany(self._insert, (astuple(d) for d in decisions))
                 if responses:
                     con.executemany(
-                        "INSERT INTO responses VALUES (?, ?, ?)",
-                        ((a, digest, json.dumps(r)) for a, (digest, r) in responses.items()),
+                        "INSERT INTO responses VALUES (?, ?, ?, ?)",
+                        (
+                            (a, digest, json.dumps(r), _event_text(event))
+                            for a, (digest, r, event) in responses.items()
+                        ),
                     )
+                if state_synced_through is not None:
+                    con.execute(_SYNCED, (state_synced_through,))
+                last = con.execute("SELECT MAX(rowid) FROM responses").fetchone()[0]
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+        return last
+
+    def state_synced(self, through: int) -> None:
+        """Note that the applications of responses up to ``through`` are synced in the online state."""
+        with self._lock:
+            self._con.execute(_SYNCED, (through,))
+
+    def unsynced_events(self) -> list[dict]:
+        """The prepared applications answered after the state was last known synced, oldest first.
+
+        Recording them into the state again is what makes it whole after a power cut; after a
+        clean stop there are none.
+        """
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT event FROM responses WHERE rowid > COALESCE("
+                "(SELECT value FROM meta WHERE name = 'state_synced_through'), 0) "
+                "AND event IS NOT NULL ORDER BY rowid"
+            ).fetchall()
+        return [_event_from_text(text) for (text,) in rows]
 
     def event(
         self, kind: str, detail: Mapping[str, object], *, key_id: str | None, request_id: str | None
