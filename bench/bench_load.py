@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -31,7 +30,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serve import URI, _env, _free_port, _wait, fresh_state, measured, prepare, request_rows
+from bench_serve import (
+    URI,
+    _env,
+    _free_port,
+    _wait,
+    fresh_state,
+    measured,
+    prepare,
+    request_bodies,
+    request_rows,
+)
 
 from serving.keys import KeyFile
 
@@ -158,7 +167,7 @@ def main() -> None:
         "Authorization": f"Bearer {KeyFile(paths.keys).create()[1]}",
         "Content-Type": "application/json",
     }
-    bodies = [json.dumps({**rows[i % len(rows)], "application_id": f"L{i:07d}"}).encode() for i in range(n)]
+    bodies = request_bodies(rows, n, "L")
     port = _free_port()
     duanka = str(Path(sys.executable).parent / "duanka")
     server = subprocess.Popen(

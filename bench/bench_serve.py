@@ -28,7 +28,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Coroutine
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -151,6 +151,28 @@ def fresh_state(work: Path) -> ServingPaths:
 def request_rows(work: Path) -> list[dict]:
     raw = pd.read_csv(work / "requests.csv", dtype=str, keep_default_na=False)
     return [{k: (v if v != "" else None) for k, v in row.items()} for row in raw.to_dict("records")]
+
+
+def request_bodies(rows: list[dict], n: int, prefix: str) -> list[bytes]:
+    """``n`` request bodies in time order, cycling over ``rows`` (held back, in time order).
+
+    Each new pass over the rows moves their ``applied_at`` on by the span they cover, so
+    the service sees what a branch sends: applications as they are opened, later and later,
+    with the same escorts and addresses coming back. Sending a pass again at its old times
+    would be a stream of late events, each of which moves the running totals of every later
+    application of its keys (a cost that grows with each pass, and one that live scoring
+    does not have).
+    """
+    times = [datetime.fromisoformat(str(row["applied_at"])) for row in rows]
+    span = max(times) - min(times) + timedelta(seconds=1)
+    bodies = []
+    for i in range(n):
+        cycle, j = divmod(i, len(rows))
+        at = (times[j] + cycle * span).isoformat()
+        bodies.append(
+            json.dumps({**rows[j], "application_id": f"{prefix}{i:07d}", "applied_at": at}).encode()
+        )
+    return bodies
 
 
 def _percentiles(ms: list[float]) -> str:
@@ -339,8 +361,8 @@ def http(work: Path, rows: list[dict], rate: float, seconds: float, concurrency:
     _, token = KeyFile(paths.keys).create()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     n = int(rate * seconds)
-    bodies = [json.dumps({**rows[i % len(rows)], "application_id": f"R{i}"}).encode() for i in range(n)]
-    flat = [json.dumps({**rows[i % len(rows)], "application_id": f"F{i}"}).encode() for i in range(2 * n)]
+    in_order = request_bodies(rows, 3 * n, "R")
+    bodies, flat = in_order[:n], in_order[n:]
     port = _free_port()
     server = subprocess.Popen(
         [
