@@ -139,6 +139,8 @@ def print_server_view(exposition: str, budget_s: float) -> None:
     total = buckets["+Inf"]
     within = buckets[repr(budget_s)]
     print(f"  server-side /v1/score: {total - within:,.0f} of {total:,.0f} over {budget_s * 1000:.0f} ms")
+    for le in ("0.003", "0.005", "0.0075", "0.01"):
+        print(f"    within {float(le) * 1000:g} ms: {buckets[le] / total:.1%}")
     pauses = [
         (s.labels["generation"], s.value)
         for s in families["duanka_gc_pause_seconds"].samples
