@@ -253,7 +253,9 @@ def print_comparison(comparison: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
-def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, builder=None, **options) -> None:
+def run_train(
+    data_dir: Path, as_of: pd.Timestamp, truth: Path | None, builder=None, fit_client=None, **options
+) -> None:
     from data.store import EventStore
     from training.run import TrainConfig, train
     from training.tracking import configure
@@ -264,7 +266,13 @@ def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, builder=N
         raise fail(f"no ingested events in {store.root}: run duanka ingest first")
     configure(settings)
     try:
-        result = train(store, TrainConfig(as_of=as_of, truth=truth, **options), settings, builder=builder)
+        result = train(
+            store,
+            TrainConfig(as_of=as_of, truth=truth, **options),
+            settings,
+            builder=builder,
+            fit_client=fit_client,
+        )
     except ValueError as exc:
         raise fail(str(exc)) from None
     s = result.summary
@@ -310,12 +318,23 @@ def train(
     engine: Engine = "local",
     scheduler: Scheduler = None,
     partitions: Partitions = None,
+    fit: Annotated[
+        str,
+        typer.Option(
+            help="local: fit LightGBM here; dask (with --engine dask): fit across the cluster with "
+            "lightgbm.dask, for a training set this machine cannot fit."
+        ),
+    ] = "local",
 ) -> None:
     """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger.
 
     With --engine dask the point-in-time features are built on the cluster and the
-    (downsampled) model is fitted here (docs/scale-out.md).
+    (downsampled) model is fitted here, or with --fit dask on the cluster too (docs/scale-out.md).
     """
+    if fit not in ("local", "dask"):
+        raise typer.BadParameter(f"--fit {fit!r}: local or dask")
+    if fit == "dask" and engine != "dask":
+        raise typer.BadParameter("--fit dask needs --engine dask")
     with dask_engine(engine, scheduler) as client:
         builder = None
         if client is not None:
@@ -327,6 +346,7 @@ def train(
             parse_instant(as_of),
             truth,
             builder=builder,
+            fit_client=client if fit == "dask" else None,
             valid_months=valid_months,
             test_months=test_months,
             train_months=train_months,

@@ -142,3 +142,31 @@ def test_duanka_features_runs_on_an_existing_scheduler(client, served_bank, duan
     pd.testing.assert_frame_equal(pd.read_parquet(dask), pd.read_parquet(local), rtol=0, atol=1e-9)
     refused = runner.invoke(app, [*common, "--scheduler", address])
     assert refused.exit_code != 0
+
+
+def test_duanka_train_fits_on_the_cluster_with_lightgbm_dask(client, served_bank, duanka_env):
+    import mlflow
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from training.bundle import MODEL_NAME
+
+    common = ["train", "--data", str(served_bank.store.root), "--as-of", "2025-03-01", "--n-boot", "10"]
+    runner = CliRunner()
+    refused = runner.invoke(app, [*common, "--fit", "dask"])
+    assert refused.exit_code != 0 and "--fit dask needs --engine dask" in refused.output
+    address = client.scheduler.address
+    result = runner.invoke(app, [*common, "--engine", "dask", "--scheduler", address, "--fit", "dask"])
+    assert result.exit_code == 0, result.output
+    registry = served_bank.client()
+    spread = registry.get_model_version_by_alias(MODEL_NAME, "challenger")
+    local = registry.get_model_version(MODEL_NAME, served_bank.version)
+    assert spread.version != local.version
+    spread_run, local_run = (mlflow.get_run(v.run_id) for v in (spread, local))
+    assert spread_run.data.params["fit"] == "lightgbm.dask"
+    assert local_run.data.params["fit"] == "lightgbm"
+    ap = "lightgbm.test_pr_auc"
+    metrics = spread_run.data.metrics
+    prevalence = metrics["test_positives"] / metrics["test_rows"]
+    assert metrics[ap] > 5 * prevalence  # it ranks: a useless model's average precision is the prevalence
+    assert abs(spread_run.data.metrics[ap] - local_run.data.metrics[ap]) < 0.1

@@ -24,6 +24,7 @@ from features.training_set import TrainingSet, TrainingSummary, build_training_s
 from training.bands import Bands
 from training.bundle import MODEL_NAME, log_bundle, sha256_text, write_bundle
 from training.calibration import make_calibrator
+from training.dask_fit import DaskMuleClassifier
 from training.groups import GroupCatch, group_catch_rates, load_truth
 from training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
 from training.model import MuleClassifier
@@ -77,9 +78,17 @@ def _matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
 
 
 def _fit_lightgbm(
-    parts: dict[str, pd.DataFrame], names: list[str], cfg: TrainConfig, params: dict | None = None
+    parts: dict[str, pd.DataFrame],
+    names: list[str],
+    cfg: TrainConfig,
+    params: dict | None = None,
+    fit_client: object | None = None,
 ) -> MuleClassifier:
-    model = MuleClassifier(negative_rate=cfg.negative_rate, random_state=cfg.seed, **(params or {}))
+    common = {"negative_rate": cfg.negative_rate, "random_state": cfg.seed, **(params or {})}
+    if fit_client is None:
+        model = MuleClassifier(**common)
+    else:
+        model = DaskMuleClassifier(client=fit_client, **common)
     return model.fit(
         _matrix(parts[TRAIN], names),
         parts[TRAIN]["label"].to_numpy(),
@@ -252,15 +261,20 @@ def train(
     *,
     progress: bool = True,
     builder: Callable[..., pd.DataFrame] | None = None,
+    fit_client: object | None = None,
 ) -> TrainResult:
     """Run the whole training job and register the model as ``duanka@challenger``.
 
     ``builder`` builds the point-in-time features (default
     :func:`features.offline.build_features`; ``duanka train --engine dask``
-    passes :func:`features.distributed.builder`); the fit stays on this machine.
+    passes :func:`features.distributed.builder`). The fit runs on this machine, or with
+    ``fit_client`` (a Dask client) across its cluster with ``lightgbm.dask``
+    (:class:`training.dask_fit.DaskMuleClassifier`).
     """
+    if fit_client is not None and cfg.tune_trials:
+        raise ValueError("the tuning search fits on this machine: use it without the Dask fit")
     with _steps(progress, 7) as step:
-        return _train(store, cfg, settings, progress, step, builder)
+        return _train(store, cfg, settings, progress, step, builder, fit_client)
 
 
 def _train(
@@ -270,6 +284,7 @@ def _train(
     progress: bool,
     step: Callable[[str], None],
     builder: Callable[..., pd.DataFrame] | None = None,
+    fit_client: object | None = None,
 ) -> TrainResult:
     step("point-in-time features")
     ts = build_training_set(
@@ -285,7 +300,8 @@ def _train(
     names = list(MODEL_FEATURES)
     test_y = parts[TEST]["label"].to_numpy()
 
-    step("LightGBM" + (f" ({cfg.tune_trials} tuning trials)" if cfg.tune_trials else ""))
+    tuning = f" ({cfg.tune_trials} tuning trials)" if cfg.tune_trials else ""
+    step("LightGBM" + tuning + (" on Dask" if fit_client is not None else ""))
     tuned: dict = {}
     if cfg.tune_trials:
         tuned = tune(
@@ -298,7 +314,7 @@ def _train(
             negative_rate=cfg.negative_rate,
             seed=cfg.seed,
         )
-    full = _fit_lightgbm(parts, names, cfg, tuned)
+    full = _fit_lightgbm(parts, names, cfg, tuned, fit_client)
     calibrator = make_calibrator(cfg.calibration).fit(
         full.decision_function(_matrix(parts[VALID], names)), parts[VALID]["label"].to_numpy()
     )
@@ -307,7 +323,7 @@ def _train(
 
     step("ablation without linkage families")
     ablation_names = list(linkage_free_features())
-    ablation = _fit_lightgbm(parts, ablation_names, cfg)
+    ablation = _fit_lightgbm(parts, ablation_names, cfg, fit_client=fit_client)
     ablation_calibrator = make_calibrator(cfg.calibration).fit(
         ablation.decision_function(_matrix(parts[VALID], ablation_names)), parts[VALID]["label"].to_numpy()
     )
@@ -349,6 +365,7 @@ def _train(
                 "feature_set_version": FEATURE_SET_VERSION,
                 "code_version": code_version(),
                 "best_iteration": full.booster_.best_iteration,
+                "fit": "lightgbm.dask" if fit_client is not None else "lightgbm",
                 "tune_trials": cfg.tune_trials,
                 "n_features": len(names),
                 **{f"split_{k}": v for k, v in split.describe().items()},
