@@ -193,6 +193,7 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
         OnlineFeatureStore(paths.online, durable=False, checkpoint_every_s=0.5) as online,
         DecisionLog(paths.decisions, checkpoint_every_s=0.5) as log,
     ):
+        online.warm()  # as the service does before it says it is ready
         bundle = model.registered.bundle
         synced_at = time.perf_counter()
         for row in rows[:n]:
@@ -226,6 +227,7 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
         OnlineFeatureStore(paths.online, durable=False, checkpoint_every_s=0.5) as online,
         DecisionLog(paths.decisions, checkpoint_every_s=0.5) as log,
     ):
+        online.warm()
         scorer = Scorer(model, online, log, keys)
         whole = []
         for row in rows[n : 2 * n]:

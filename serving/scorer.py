@@ -215,8 +215,27 @@ def _defects(rows: Sequence[Mapping[str, object]], table: Table) -> tuple[pd.Dat
     return checked.valid, sorted(errors, key=lambda e: (e.item, position[e.field]))
 
 
-def _prepared(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict] | InvalidInput:
-    """One request's events, or every defect of its items (see :func:`prepare_applications`)."""
+def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict]:
+    """Validate and pseudonymise submitted applications exactly as ingestion does.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Contract fields by name; absent fields are missing values, others are ignored.
+    keys : Pseudonymiser
+        The key the state was built with.
+
+    Returns
+    -------
+    list of dict
+        One :data:`data.events.APPLICATION_EVENTS` row per submitted item, in
+        order; an exact repeat within ``rows`` gets the same event as its first.
+
+    Raises
+    ------
+    InvalidInput
+        Every defect of every item, as the contract validator words it.
+    """
     errors: list[FieldError] = []
     events: list[dict] = []
     # trimmed application id -> (item, trimmed contract values, event or None) of its first item
@@ -248,35 +267,8 @@ def _prepared(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list
         events.append(event)  # type: ignore[arg-type]
     if errors:
         position = {name: i for i, name in enumerate(APPLICATIONS.names)}
-        return InvalidInput(sorted(errors, key=lambda e: (e.item, position[e.field])))
+        raise InvalidInput(sorted(errors, key=lambda e: (e.item, position[e.field])))
     return events
-
-
-def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict]:
-    """Validate and pseudonymise submitted applications exactly as ingestion does.
-
-    Parameters
-    ----------
-    rows : sequence of mapping
-        Contract fields by name; absent fields are missing values, others are ignored.
-    keys : Pseudonymiser
-        The key the state was built with.
-
-    Returns
-    -------
-    list of dict
-        One :data:`data.events.APPLICATION_EVENTS` row per submitted item, in
-        order; an exact repeat within ``rows`` gets the same event as its first.
-
-    Raises
-    ------
-    InvalidInput
-        Every defect of every item, as the contract validator words it.
-    """
-    prepared = _prepared(rows, keys)
-    if isinstance(prepared, InvalidInput):
-        raise prepared
-    return prepared
 
 
 def prepare_labels(rows: Sequence[Mapping[str, object]]) -> list[dict]:
