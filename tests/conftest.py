@@ -172,3 +172,17 @@ def service_client(
     )
     with TestClient(create_app(config)) as client:
         yield client, {"Authorization": f"Bearer {token}"}, paths
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A 2-worker local Dask cluster (one thread each), as CI runs the scale-out tests."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c

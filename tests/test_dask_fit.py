@@ -6,7 +6,6 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 from sklearn.datasets import make_classification
 from sklearn.metrics import average_precision_score
 
@@ -15,17 +14,6 @@ from training.model import MuleClassifier
 
 NAMES = [f"f{i}" for i in range(12)]
 SMALL = {"n_estimators": 120, "early_stopping_rounds": 30, "random_state": 3}
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="2GiB"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +38,10 @@ def test_margins_by_round_are_the_booster_s_margins_after_each_round(data):
         )
 
 
-def test_a_cluster_fit_ranks_as_well_as_the_local_fit(client, data):
+def test_a_cluster_fit_ranks_as_well_as_the_local_fit(dask_client, data):
     X, y, Xv, yv, Xt, yt = data
     local = MuleClassifier(**SMALL).fit(X, y, Xv, yv, NAMES)
-    spread = DaskMuleClassifier(client=client, **SMALL).fit(X, y, Xv, yv, NAMES)
+    spread = DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, Xv, yv, NAMES)
     # The round is the best one on every validation row, as early stopping would pick.
     assert spread.booster_.best_iteration == int(np.argmax(spread.validation_precision_)) + 1
     assert spread.booster_.num_trees() == SMALL["n_estimators"]
@@ -65,9 +53,9 @@ def test_a_cluster_fit_ranks_as_well_as_the_local_fit(client, data):
     assert spread.training_rows_ == local.training_rows_
 
 
-def test_the_cluster_booster_ships_as_lightgbm_text(client, data):
+def test_the_cluster_booster_ships_as_lightgbm_text(dask_client, data):
     X, y, Xv, yv, Xt, _ = data
-    spread = DaskMuleClassifier(client=client, **SMALL).fit(X, y, Xv, yv, NAMES)
+    spread = DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, Xv, yv, NAMES)
     text = spread.booster_.model_to_string(num_iteration=spread.booster_.best_iteration)
     reloaded = lgb.Booster(model_str=text)
     assert reloaded.feature_name() == NAMES
@@ -76,9 +64,9 @@ def test_the_cluster_booster_ships_as_lightgbm_text(client, data):
     )
 
 
-def test_a_cluster_fit_needs_a_client_and_takes_no_callbacks(client, data):
+def test_a_cluster_fit_needs_a_client_and_takes_no_callbacks(dask_client, data):
     X, y, Xv, yv, _, _ = data
     with pytest.raises(ValueError, match="needs a Dask client"):
         DaskMuleClassifier(**SMALL).fit(X, y, Xv, yv, NAMES)
     with pytest.raises(ValueError, match="no training callbacks"):
-        DaskMuleClassifier(client=client, **SMALL).fit(X, y, Xv, yv, NAMES, callbacks=[lambda env: None])
+        DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, Xv, yv, NAMES, callbacks=[lambda env: None])

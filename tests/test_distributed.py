@@ -8,7 +8,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client, LocalCluster
 
 from features.distributed import build_features_distributed, builder, plan
 from features.offline import build_features
@@ -20,14 +19,8 @@ from tests.factories import EventFactory
 
 
 @pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB"
-        ) as cluster,
-        Client(cluster) as c,
-    ):
-        yield c
+def client(dask_client):
+    return dask_client
 
 
 @pytest.fixture(scope="module")

@@ -76,21 +76,14 @@ class DaskMuleClassifier(MuleClassifier):
             raise ValueError("DaskMuleClassifier needs a Dask client")
         if callbacks:
             raise ValueError("lightgbm.dask takes no training callbacks")
-        if not 0 < self.negative_rate <= 1:
-            raise ValueError("negative_rate must be in (0, 1]")
-        y = np.asarray(y).astype(int)
-        y_valid = np.asarray(y_valid).astype(int)
-        if y.sum() == 0 or y_valid.sum() == 0:
-            raise ValueError("training and validation months both need confirmed mules")
+        y, y_valid = self._checked_labels(y, y_valid)
         rows, weight = self._downsample(y)
         workers = len(self.client.scheduler_info()["workers"])  # type: ignore[attr-defined]
         chunk = math.ceil(len(rows) / (self.partitions or workers))
         params = self.lgb_params()
         for local_only in ("metric", "num_threads", "deterministic", "force_row_wise"):
             params.pop(local_only)
-        model = DaskLGBMClassifier(
-            client=self.client, n_estimators=self.n_estimators, **params
-        )
+        model = DaskLGBMClassifier(client=self.client, n_estimators=self.n_estimators, **params)
         model.fit(
             da.from_array(np.asarray(X)[rows], chunks=(chunk, -1)),
             da.from_array(y[rows], chunks=chunk),

@@ -77,6 +77,16 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
             "verbosity": -1,
         }
 
+    def _checked_labels(self, y: np.ndarray, y_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The labels as integers, after the checks every fit makes."""
+        if not 0 < self.negative_rate <= 1:
+            raise ValueError("negative_rate must be in (0, 1]")
+        y = np.asarray(y).astype(int)
+        y_valid = np.asarray(y_valid).astype(int)
+        if y.sum() == 0 or y_valid.sum() == 0:
+            raise ValueError("training and validation months both need confirmed mules")
+        return y, y_valid
+
     def _downsample(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.random_state)
         keep = (y == 1) | (rng.random(len(y)) < self.negative_rate)
@@ -92,12 +102,7 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         feature_names: list[str],
         callbacks: list | None = None,
     ) -> MuleClassifier:
-        if not 0 < self.negative_rate <= 1:
-            raise ValueError("negative_rate must be in (0, 1]")
-        y = np.asarray(y).astype(int)
-        y_valid = np.asarray(y_valid).astype(int)
-        if y.sum() == 0 or y_valid.sum() == 0:
-            raise ValueError("training and validation months both need confirmed mules")
+        y, y_valid = self._checked_labels(y, y_valid)
         rows, weight = self._downsample(y)
         train = lgb.Dataset(
             np.asarray(X)[rows], y[rows], weight=weight, feature_name=feature_names, free_raw_data=True
