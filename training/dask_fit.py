@@ -60,15 +60,16 @@ class DaskMuleClassifier(MuleClassifier):
         self.client = client
         self.partitions = partitions
 
-    def fit(
+    def _boost(
         self,
         X: np.ndarray,
         y: np.ndarray,
+        weight: np.ndarray,
         X_valid: np.ndarray,
         y_valid: np.ndarray,
         feature_names: list[str],
-        callbacks: list | None = None,
-    ) -> DaskMuleClassifier:
+        callbacks: list | None,
+    ) -> lgb.Booster:
         import dask.array as da
         from lightgbm.dask import DaskLGBMClassifier
 
@@ -76,26 +77,21 @@ class DaskMuleClassifier(MuleClassifier):
             raise ValueError("DaskMuleClassifier needs a Dask client")
         if callbacks:
             raise ValueError("lightgbm.dask takes no training callbacks")
-        y, y_valid = self._checked_labels(y, y_valid)
-        rows, weight = self._downsample(y)
         workers = len(self.client.scheduler_info()["workers"])  # type: ignore[attr-defined]
-        chunk = math.ceil(len(rows) / (self.partitions or workers))
+        chunk = math.ceil(len(y) / (self.partitions or workers))
         params = self.lgb_params()
         for local_only in ("metric", "num_threads", "deterministic", "force_row_wise"):
             params.pop(local_only)
         model = DaskLGBMClassifier(client=self.client, n_estimators=self.n_estimators, **params)
         model.fit(
-            da.from_array(np.asarray(X)[rows], chunks=(chunk, -1)),
-            da.from_array(y[rows], chunks=chunk),
+            da.from_array(X, chunks=(chunk, -1)),
+            da.from_array(y, chunks=chunk),
             sample_weight=da.from_array(weight, chunks=chunk),
-            feature_name=list(feature_names),
+            feature_name=feature_names,
         )
         booster = model.booster_
         margins = margins_by_round(booster, X_valid)
         precision = [average_precision_score(y_valid, margins[:, k]) for k in range(margins.shape[1])]
         booster.best_iteration = int(np.argmax(precision)) + 1
-        self.booster_ = booster
         self.validation_precision_ = np.asarray(precision)
-        self.feature_names_ = list(feature_names)
-        self.training_rows_ = len(rows)
-        return self
+        return booster

@@ -104,20 +104,33 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
     ) -> MuleClassifier:
         y, y_valid = self._checked_labels(y, y_valid)
         rows, weight = self._downsample(y)
-        train = lgb.Dataset(
-            np.asarray(X)[rows], y[rows], weight=weight, feature_name=feature_names, free_raw_data=True
+        self.booster_ = self._boost(
+            np.asarray(X)[rows], y[rows], weight, np.asarray(X_valid), y_valid, list(feature_names), callbacks
         )
-        valid = lgb.Dataset(np.asarray(X_valid), y_valid, reference=train)
-        self.booster_ = lgb.train(
+        self.feature_names_ = list(feature_names)
+        self.training_rows_ = len(rows)
+        return self
+
+    def _boost(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        weight: np.ndarray,
+        X_valid: np.ndarray,
+        y_valid: np.ndarray,
+        feature_names: list[str],
+        callbacks: list | None,
+    ) -> lgb.Booster:
+        """The booster for the downsampled, weighted rows, its best round chosen on validation."""
+        train = lgb.Dataset(X, y, weight=weight, feature_name=feature_names, free_raw_data=True)
+        valid = lgb.Dataset(X_valid, y_valid, reference=train)
+        return lgb.train(
             self.lgb_params(),
             train,
             num_boost_round=self.n_estimators,
             valid_sets=[valid],
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False), *(callbacks or [])],
         )
-        self.feature_names_ = list(feature_names)
-        self.training_rows_ = len(rows)
-        return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
         """Raw margin (log-odds under the downsampled prior)."""
