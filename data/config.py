@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     audit_db: Path | None = None
     model_poll_seconds: float = Field(default=30.0, ge=0)
+    # --engine dask: where a run's stages are written; every worker must reach it (docs/scale-out.md)
+    scratch_dir: Path | None = None
 
     def tracking_uri(self) -> str:
         """MLflow tracking store: the environment's, else SQLite under ``models_dir``."""

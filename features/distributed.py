@@ -43,7 +43,9 @@ nine, is in flight at a time. ``dask`` is imported only inside functions.
 
 from __future__ import annotations
 
-import operator
+import shutil
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 CONFIRMED = "confirmed_at"  # carried with each application: its earliest confirmation, or null
+PREPARED = APPLICATION_EVENTS.append(pa.field(CONFIRMED, LABEL_EVENTS.field("confirmed_at").type))
 TIME = "applied_at"  # the linked shard's "key": time blocks with a halo
 _HALO_US = LINK_WINDOW_DAYS * DAY_US
 _OWN_FACTS_KEY = "applicant_key"
@@ -130,6 +133,10 @@ def plan(features: Sequence[Feature] = FEATURES) -> tuple[Shard, ...]:
 
 
 # ---------------------------------------------------------------- tasks (run on workers)
+#
+# Every stage reads its inputs from Parquet in the scratch folder and writes its outputs there,
+# returning paths: a task holds one partition in memory, never the cluster's whole share of the
+# events, so the bank's size is bounded by the scratch folder's disk, not the workers' memory.
 
 
 def _hash(values: np.ndarray) -> np.ndarray:
@@ -159,29 +166,57 @@ def _split(table: pa.Table, parts: np.ndarray, n: int) -> list[pa.Table]:
     return [table.take(pa.array(order[bounds[p] : bounds[p + 1]])) for p in range(n)]
 
 
-def _read(path: str, schema: pa.Schema, where: pc.Expression | None) -> pa.Table:
-    table = pq.read_table(path, schema=schema, filters=where)
-    return as_table(table, schema)
+def _write(table: pa.Table, path: str) -> str:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
+    return path
 
 
-def _filter(table: pa.Table, where: pc.Expression | None) -> pa.Table:
-    return table if where is None else table.filter(where)
+def _write_pieces(pieces: Sequence[pa.Table | pd.DataFrame], stem: str) -> list[str | None]:
+    """Piece ``j`` to ``{stem}-{j}.parquet``; None where a piece is empty (nothing is written)."""
+    paths: list[str | None] = []
+    for j, piece in enumerate(pieces):
+        if not len(piece):
+            paths.append(None)
+            continue
+        table = piece if isinstance(piece, pa.Table) else pa.Table.from_pandas(piece, preserve_index=False)
+        paths.append(_write(table, f"{stem}-{j:05d}.parquet"))
+    return paths
 
 
-def _split_by_id(table: pa.Table, n: int) -> list[pa.Table]:
-    return _split(table, _hash_parts(table, "application_id", n), n)
+def _read_pieces(paths: Sequence[str | None], schema: pa.Schema) -> pa.Table:
+    found = [pq.read_table(p, schema=schema) for p in paths if p]
+    return pa.concat_tables(found) if found else schema.empty_table()
 
 
-def _prepare(applications: list[pa.Table], labels: list[pa.Table]) -> pa.Table:
+def _remove(paths: Sequence[str | None]) -> None:
+    for path in paths:
+        if path:
+            Path(path).unlink(missing_ok=True)
+
+
+def _split_input(item: str | pa.Table, schema: pa.Schema, where: pc.Expression | None, n: int, stem: str):
+    """One input (a Parquet path, or a scattered slice) filtered and split by ``application_id``."""
+    if isinstance(item, str):
+        table = as_table(pq.read_table(item, schema=schema, filters=where), schema)
+    else:
+        table = item if where is None else item.filter(where)
+    return _write_pieces(_split(table, _hash_parts(table, "application_id", n), n), stem)
+
+
+def _prepare(applications: list[str | None], labels: list[str | None], path: str):
     """One application partition: ids unique as the builder keeps them, in its order, with
-    each application's earliest confirmation in :data:`CONFIRMED`."""
-    apps = pa.concat_tables(applications) if applications else APPLICATION_EVENTS.empty_table()
+    each application's earliest confirmation in :data:`CONFIRMED`; written to ``path``.
+
+    Returns the path and the partition's first and last ``applied_at`` (None when empty).
+    """
+    apps = _read_pieces(applications, APPLICATION_EVENTS)
     apps = apps.take(pa.array(_in_order(apps))) if len(apps) else apps
-    known = pa.concat_tables(labels) if labels else LABEL_EVENTS.empty_table()
+    known = _read_pieces(labels, LABEL_EVENTS)
     conf = confirmations(apps["application_id"], known)
-    stamp = LABEL_EVENTS.field("confirmed_at").type
-    column = pa.array(conf, pa.int64(), mask=conf < 0).cast(stamp)
-    return apps.append_column(CONFIRMED, column)
+    column = pa.array(conf, pa.int64(), mask=conf < 0).cast(PREPARED.field(CONFIRMED).type)
+    prepared = apps.append_column(PREPARED.field(CONFIRMED), column)
+    return _write(prepared, path), _time_range(prepared)
 
 
 def _time_range(table: pa.Table) -> tuple[int, int] | None:
@@ -191,16 +226,18 @@ def _time_range(table: pa.Table) -> tuple[int, int] | None:
     return int(pc.min(ts).as_py()), int(pc.max(ts).as_py())
 
 
-def _split_by_key(table: pa.Table, key: str, n: int) -> list[pa.Table]:
-    return _split(table, _hash_parts(table, key, n), n)
+def _split_by_key(path: str, key: str, n: int, stem: str) -> list[str | None]:
+    table = pq.read_table(path, schema=PREPARED)
+    return _write_pieces(_split(table, _hash_parts(table, key, n), n), stem)
 
 
-def _split_by_time(table: pa.Table, origin: int, block_us: int, n: int) -> list[pa.Table]:
+def _split_by_time(path: str, origin: int, block_us: int, n: int, stem: str) -> list[str | None]:
     """Block ``j`` gets the rows applied in ``[s_j - 30 d, e_j)``: its own and its halo."""
+    table = pq.read_table(path, schema=PREPARED)
     ts = table["applied_at"].cast(pa.int64()).to_numpy()
     first = (ts - origin) // block_us
     last = np.minimum((ts - origin + _HALO_US) // block_us, n - 1)
-    return [table.filter(pa.array((first <= j) & (last >= j))) for j in range(n)]
+    return _write_pieces([table.filter(pa.array((first <= j) & (last >= j))) for j in range(n)], stem)
 
 
 def _labels_of(table: pa.Table) -> pa.Table:
@@ -209,21 +246,22 @@ def _labels_of(table: pa.Table) -> pa.Table:
 
 
 def _build(
-    pieces: list[pa.Table],
+    pieces: list[str | None],
     shard: Shard,
     n_out: int,
     block: tuple[int, int] | None,
-    listings: pa.Table | None = None,
-) -> list[pd.DataFrame]:
+    listings: pa.Table | None,
+    stem: str,
+) -> list[str | None]:
     """The single-machine builder on one partition; rows split by ``application_id`` for the join.
 
     ``block`` is ``(start, end)`` in microseconds for the linked shard: the
     halo before ``start`` is read, only rows applied in ``[start, end)`` are kept.
     ``listings`` is the whole (effective) list, shared by every partition.
     """
-    table = pa.concat_tables([p for p in pieces if len(p)]) if any(len(p) for p in pieces) else None
-    if table is None:
-        return [pd.DataFrame() for _ in range(n_out)]
+    if not any(pieces):
+        return [None] * n_out
+    table = _read_pieces(pieces, PREPARED)
     frame = build_features(table, _labels_of(table), listings=listings, features=shard.features)
     if block is not None:
         at = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
@@ -231,16 +269,17 @@ def _build(
     frame = frame.drop(columns="applied_at")
     ids = frame["application_id"].to_numpy(dtype=object)
     parts = (_hash(ids) % np.uint64(n_out)).astype(np.int64) if len(ids) else np.zeros(0, np.int64)
-    return [frame.loc[parts == q] for q in range(n_out)]
+    return _write_pieces([frame.loc[parts == q] for q in range(n_out)], stem)
 
 
-def _join(prepared: pa.Table, pieces: list[pd.DataFrame], names: list[str]) -> pd.DataFrame:
+def _join(prepared: str, pieces: list[str | None], names: list[str], path: str) -> str:
     """One application partition's rows: id, applied_at and every feature, in registry order."""
-    ids = prepared["application_id"].to_pandas()
-    frame = pd.DataFrame({"application_id": ids, "applied_at": prepared["applied_at"].to_pandas()})
+    own = pq.read_table(prepared, columns=["application_id", "applied_at"])
+    ids = own["application_id"].to_pandas()
+    frame = pd.DataFrame({"application_id": ids, "applied_at": own["applied_at"].to_pandas()})
     columns: dict[str, np.ndarray] = {}
     index = pd.Index(ids)
-    for piece in (p for p in pieces if len(p)):
+    for piece in (pd.read_parquet(p) for p in pieces if p):
         at = index.get_indexer(piece["application_id"])
         if (at < 0).any():
             raise RuntimeError("a partition returned an application it was not given")
@@ -250,26 +289,28 @@ def _join(prepared: pa.Table, pieces: list[pd.DataFrame], names: list[str]) -> p
     if missing and len(frame):
         raise RuntimeError(f"no partition returned {missing[:3]}")
     block = np.column_stack([columns[n] for n in names]) if len(frame) else np.empty((0, len(names)))
-    return pd.concat([frame, pd.DataFrame(block, columns=names)], axis=1)
+    frame = pd.concat([frame, pd.DataFrame(block, columns=names)], axis=1)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False, compression="zstd")
+    return path
+
+
+def _remove_tree(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the driver (runs on the client)
 
 
-def _inputs(client: Client, source: Source, schema: pa.Schema, where: pc.Expression | None) -> list[Future]:
-    """Futures of Arrow tables: workers read Parquet paths themselves; a table is scattered in slices."""
+def _inputs(client: Client, source: Source, schema: pa.Schema) -> list[str | Future]:
+    """Parquet paths (the workers read them), or a table scattered in one slice per worker."""
     if isinstance(source, pa.Table | pd.DataFrame):
         table = as_table(source, schema)
         n = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         step = max(1, -(-len(table) // n))
         slices = [table.slice(i, step) for i in range(0, max(1, len(table)), step)]
-        scattered = client.scatter(slices, hash=False)
-        return [client.submit(_filter, s, where, pure=False) for s in scattered]
-    return [client.submit(_read, str(p), schema, where, pure=False) for p in source]
-
-
-def _pick(client: Client, future: Future, i: int) -> Future:
-    return client.submit(operator.getitem, future, i, pure=False)
+        return client.scatter(slices, hash=False)
+    return [str(p) for p in source]
 
 
 def _shared_listings(client: Client, listings: pa.Table | pd.DataFrame | None) -> Future | None:
@@ -281,19 +322,41 @@ def _shared_listings(client: Client, listings: pa.Table | pd.DataFrame | None) -
     return client.scatter(table, broadcast=True, hash=False)
 
 
+def _run(client: Client, function: Callable[..., Any], *calls: tuple) -> list[Any]:
+    """One stage: ``function(*args)`` for each argument tuple, on the cluster; their results."""
+    futures = [client.submit(function, *args, pure=False) for args in calls]
+    return client.gather(futures)
+
+
+@contextmanager
+def scratch_folder(client: Client, root: str | Path | None = None) -> Iterator[str]:
+    """A fresh folder for one run's stages under ``root``, removed (by a worker) afterwards.
+
+    ``root`` must be a path every worker reaches at the same name (a shared file system);
+    None: the system's temporary folder, which only a cluster on this machine shares.
+    """
+    folder = str(Path(root or tempfile.gettempdir()) / f"duanka-dask-{uuid.uuid4().hex[:12]}")
+    try:
+        yield folder
+    finally:
+        client.submit(_remove_tree, folder, pure=False).result()
+
+
 def feature_partitions(
     client: Client,
     applications: Source,
     labels: Source,
     *,
+    scratch: str | Path,
     listings: pa.Table | pd.DataFrame | None = None,
     partitions: int | None = None,
     features: Sequence[Feature] | None = None,
     applications_where: pc.Expression | None = None,
     labels_where: pc.Expression | None = None,
     link_block_days: int | None = None,
-) -> list[Future]:
-    """Futures of the feature partitions, each a frame as :func:`build_features` returns for its rows.
+) -> list[str]:
+    """The feature partitions, written as Parquet under ``scratch``, each a frame as
+    :func:`build_features` returns for its rows.
 
     Parameters
     ----------
@@ -302,6 +365,10 @@ def feature_partitions(
         Events in :mod:`data.events` form: an Arrow table or DataFrame (scattered
         from here), or Parquet paths that the workers read (shared or object
         storage: every worker must reach them).
+    scratch : str or path
+        A folder every worker reaches (:func:`scratch_folder`): each stage's
+        partitions are written there and removed once the next stage has read
+        them; the feature partitions stay, under ``scratch/features``.
     listings : pyarrow.Table or pandas.DataFrame, optional
         The joint-punishment list as stored (:meth:`data.store.EventStore.watchlist`),
         read here and sent to every worker once; None: nobody is listed.
@@ -317,39 +384,48 @@ def feature_partitions(
 
     Returns
     -------
-    list of distributed.Future
-        One per ``application_id`` partition: ``application_id``,
+    list of str
+        One Parquet path per ``application_id`` partition: ``application_id``,
         ``applied_at`` and the features, in (applied_at, application_id) order.
     """
-    from distributed import wait
-
     chosen = tuple(FEATURES if features is None else features)
     names = [f.name for f in chosen]
     workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     n = partitions or 2 * workers
-    app_splits = [
-        client.submit(_split_by_id, t, n, pure=False)
-        for t in _inputs(client, applications, APPLICATION_EVENTS, applications_where)
-    ]
-    label_splits = [
-        client.submit(_split_by_id, t, n, pure=False)
-        for t in _inputs(client, labels, LABEL_EVENTS, labels_where)
-    ]
-    prepared = [
-        client.submit(
-            _prepare,
-            [_pick(client, s, q) for s in app_splits],
-            [_pick(client, s, q) for s in label_splits],
-            pure=False,
+    root = str(scratch)
+    by_id = {
+        kind: _run(
+            client,
+            _split_input,
+            *(
+                (item, schema, where, n, f"{root}/by-id/{kind}-{i:05d}")
+                for i, item in enumerate(_inputs(client, source, schema))
+            ),
         )
-        for q in range(n)
-    ]
-    wait(prepared)
-    del app_splits, label_splits
-    ranges = [r for r in client.gather([client.submit(_time_range, p, pure=False) for p in prepared]) if r]
+        for kind, source, schema, where in (
+            ("applications", applications, APPLICATION_EVENTS, applications_where),
+            ("labels", labels, LABEL_EVENTS, labels_where),
+        )
+    }
+    stage = _run(
+        client,
+        _prepare,
+        *(
+            (
+                [s[q] for s in by_id["applications"]],
+                [s[q] for s in by_id["labels"]],
+                f"{root}/prepared/part-{q:05d}.parquet",
+            )
+            for q in range(n)
+        ),
+    )
+    _run(client, _remove, *((s,) for split in by_id.values() for s in split))
+    prepared = [path for path, _ in stage]
+    ranges = [r for _, r in stage if r]
     shared = _shared_listings(client, listings)
-    outputs: list[Future] = []
-    for shard in plan(chosen):
+    built: list[list[str | None]] = []
+    for k, shard in enumerate(plan(chosen)):
+        folder = f"{root}/shard-{k:02d}"
         if shard.key == TIME:
             if not ranges:
                 continue
@@ -358,30 +434,44 @@ def feature_partitions(
             days = link_block_days or max(LINK_WINDOW_DAYS, -(-span // (n * DAY_US)))
             block_us = days * DAY_US
             n_parts = int(-(-span // block_us))
-            splits = [
-                client.submit(_split_by_time, p, origin, block_us, n_parts, pure=False) for p in prepared
-            ]
+            splits = _run(
+                client,
+                _split_by_time,
+                *((p, origin, block_us, n_parts, f"{folder}/split/{q:05d}") for q, p in enumerate(prepared)),
+            )
             blocks: list[tuple[int, int] | None] = [
                 (origin + j * block_us, origin + (j + 1) * block_us) for j in range(n_parts)
             ]
         else:
             n_parts = n
-            splits = [client.submit(_split_by_key, p, shard.key, n, pure=False) for p in prepared]
-            blocks = [None] * n_parts
-        built = [
-            client.submit(
-                _build, [_pick(client, s, j) for s in splits], shard, n, blocks[j], shared, pure=False
+            splits = _run(
+                client,
+                _split_by_key,
+                *((p, shard.key, n, f"{folder}/split/{q:05d}") for q, p in enumerate(prepared)),
             )
-            for j in range(n_parts)
-        ]
-        # One shard's copy of the events at a time: wait, then let its splits go.
-        wait(built)
-        del splits
-        outputs.extend(built)
-    return [
-        client.submit(_join, prepared[q], [_pick(client, b, q) for b in outputs], names, pure=False)
-        for q in range(n)
-    ]
+            blocks = [None] * n_parts
+        built.extend(
+            _run(
+                client,
+                _build,
+                *(
+                    ([s[j] for s in splits], shard, n, blocks[j], shared, f"{folder}/built/{j:05d}")
+                    for j in range(n_parts)
+                ),
+            )
+        )
+        # One shard's copy of the events at a time.
+        _run(client, _remove, *((s,) for s in splits))
+    joined = _run(
+        client,
+        _join,
+        *(
+            (prepared[q], [b[q] for b in built], names, f"{root}/features/part-{q:05d}.parquet")
+            for q in range(n)
+        ),
+    )
+    _run(client, _remove, (prepared,), *((b,) for b in built))
+    return joined
 
 
 def build_features_distributed(
@@ -389,6 +479,7 @@ def build_features_distributed(
     labels: Source,
     *,
     client: Client,
+    scratch: str | Path | None = None,
     listings: pa.Table | pd.DataFrame | None = None,
     partitions: int | None = None,
     features: Sequence[Feature] | None = None,
@@ -398,24 +489,25 @@ def build_features_distributed(
 ) -> pd.DataFrame:
     """:func:`features.offline.build_features` on a Dask cluster, gathered into one frame.
 
-    The same frame, value for value and in the same order; arguments as
-    :func:`feature_partitions`.
+    The same frame, value for value and in the same order. ``scratch`` is the
+    root of the run's stage folder (:func:`scratch_folder`); the other arguments
+    as :func:`feature_partitions`.
     """
-    futures = feature_partitions(
-        client,
-        applications,
-        labels,
-        listings=listings,
-        partitions=partitions,
-        features=features,
-        applications_where=applications_where,
-        labels_where=labels_where,
-        link_block_days=link_block_days,
-    )
-    frames = client.gather(futures)
-    frame = pd.concat(frames, ignore_index=True)
-    frame = frame.sort_values(["applied_at", "application_id"], kind="stable", ignore_index=True)
-    return frame
+    with scratch_folder(client, scratch) as folder:
+        paths = feature_partitions(
+            client,
+            applications,
+            labels,
+            scratch=folder,
+            listings=listings,
+            partitions=partitions,
+            features=features,
+            applications_where=applications_where,
+            labels_where=labels_where,
+            link_block_days=link_block_days,
+        )
+        frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    return frame.sort_values(["applied_at", "application_id"], kind="stable", ignore_index=True)
 
 
 def builder(client: Client, **options: Any) -> Callable[[pa.Table, pa.Table], pd.DataFrame]:

@@ -175,9 +175,10 @@ def _period_where(start: pd.Timestamp, end: pd.Timestamp) -> pc.Expression:
 
 
 def _score_partition(
-    features: pd.DataFrame, model: LoadedModel, start: pd.Timestamp, end: pd.Timestamp, explain_all: bool
+    path: str, model: LoadedModel, start: pd.Timestamp, end: pd.Timestamp, explain_all: bool
 ) -> pd.DataFrame:
     """One feature partition's rows in ``[start, end)``, scored on a worker, with ``applied_at``."""
+    features = pd.read_parquet(path)
     chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
     scores = score_features(chosen, model, explain_all=explain_all)
     scores.insert(1, "applied_at", chosen["applied_at"].to_numpy())
@@ -193,31 +194,35 @@ def score_period_distributed(
     client: Client,
     explain_all: bool = False,
     partitions: int | None = None,
+    scratch: str | Path | None = None,
 ) -> pd.DataFrame:
     """:func:`score_period` on a Dask cluster: the same scores, rows and order.
 
     The workers read the store's Parquet parts themselves (so the store must
     be on storage every worker reaches), build the features per partition
-    with :func:`features.distributed.feature_partitions`, and score each
+    with :func:`features.distributed.feature_partitions` in a stage folder under
+    ``scratch`` (:func:`features.distributed.scratch_folder`), and score each
     application partition with the same verified model, sent to each worker once.
     """
-    from features.distributed import feature_partitions
+    from features.distributed import feature_partitions, scratch_folder
 
     parts = {t: sorted((store.root / t).glob("part-*.parquet")) for t in ("applications", "labels")}
     listings = store.watchlist()  # small: read here, sent to every worker once
-    futures = feature_partitions(
-        client,
-        parts["applications"] or APPLICATION_EVENTS.empty_table(),
-        parts["labels"] or store.labels(),
-        listings=listings,
-        applications_where=_period_where(start, end),
-        partitions=partitions,
-    )
-    shipped = client.scatter(model, broadcast=True, hash=False)
-    scored = [
-        client.submit(_score_partition, f, shipped, start, end, explain_all, pure=False) for f in futures
-    ]
-    frames = [f for f in client.gather(scored) if len(f)]
+    with scratch_folder(client, scratch) as folder:
+        paths = feature_partitions(
+            client,
+            parts["applications"] or APPLICATION_EVENTS.empty_table(),
+            parts["labels"] or store.labels(),
+            scratch=folder,
+            listings=listings,
+            applications_where=_period_where(start, end),
+            partitions=partitions,
+        )
+        shipped = client.scatter(model, broadcast=True, hash=False)
+        scored = [
+            client.submit(_score_partition, p, shipped, start, end, explain_all, pure=False) for p in paths
+        ]
+        frames = [f for f in client.gather(scored) if len(f)]
     if not frames:
         return score_features(pd.DataFrame(columns=["application_id", *MODEL_FEATURES]), model)
     scores = pd.concat(frames, ignore_index=True)

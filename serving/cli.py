@@ -189,6 +189,11 @@ def dask_engine(engine: str, scheduler: str | None) -> Iterator[object | None]:
         from features.distributed import dask_client
     except ImportError:  # pragma: no cover - the extra is not installed
         raise fail("--engine dask needs the dask extra: pip install 'duanka[dask]'") from None
+    if scheduler is not None and get_settings().scratch_dir is None:
+        raise typer.BadParameter(
+            "--scheduler needs DUANKA_SCRATCH_DIR: a folder every worker reaches at the same path "
+            "(the run's stages are written there)"
+        )
     with dask_client(scheduler) as client:
         yield client
 
@@ -218,7 +223,7 @@ def features(
         if client is not None:
             from features.distributed import builder as dask_builder
 
-            builder = dask_builder(client, partitions=partitions)
+            builder = dask_builder(client, partitions=partitions, scratch=get_settings().scratch_dir)
         ts = build_training_set(
             store.applications(),
             store.labels(),
@@ -340,7 +345,7 @@ def train(
         if client is not None:
             from features.distributed import builder as dask_builder
 
-            builder = dask_builder(client, partitions=partitions)
+            builder = dask_builder(client, partitions=partitions, scratch=get_settings().scratch_dir)
         run_train(
             data or get_settings().data_dir,
             parse_instant(as_of),
@@ -546,7 +551,14 @@ def run_score_period(
         scores = score_period(store, start, end, model, explain_all=explain_all, progress=True)
     else:
         scores = score_period_distributed(
-            store, start, end, model, client=client, explain_all=explain_all, partitions=partitions
+            store,
+            start,
+            end,
+            model,
+            client=client,
+            explain_all=explain_all,
+            partitions=partitions,
+            scratch=get_settings().scratch_dir,
         )
     if scores.empty:
         raise fail(f"no stored applications between {start} and {end}")

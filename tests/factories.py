@@ -83,6 +83,10 @@ class EventFactory:
         Confirmation rate outside rings; ring members are confirmed far more often.
     start : str
         First day (UTC).
+    first_id : int
+        Application ids (and row digests) are made from ``first_id`` on, so factories
+        for consecutive periods can make one bank with unique ids; people, escorts
+        and the other keys come from the same id space in every factory, so they recur.
     """
 
     n: int = 2_000
@@ -91,6 +95,7 @@ class EventFactory:
     ring_share: float = 0.2
     label_rate: float = 0.02
     start: str = "2024-01-01"
+    first_id: int = 0
 
     def build(self) -> Events:
         rng = np.random.default_rng(self.seed)
@@ -183,7 +188,7 @@ class EventFactory:
         block = phone_number // 10_000
         branch_province = np.asarray(PROVINCES)[branch % len(PROVINCES)]
         home = np.asarray(PROVINCES)[home_province]
-        ids = hex_keys(np.arange(n), 1)  # random order against time: ties break by id
+        ids = hex_keys(np.arange(self.first_id, self.first_id + n), 1)  # random order against time
         applications = pa.table(
             {
                 "application_id": ids,
@@ -222,7 +227,7 @@ class EventFactory:
                 "u_shield": pa.array(rng.random(n) < bundle_p),
                 "mobile_banking": pa.array(rng.random(n) < bundle_p),
                 "payment_binding": pa.array(rng.random(n) < bundle_p),
-                "row_digest": hex_keys(np.arange(n), 10),
+                "row_digest": hex_keys(np.arange(self.first_id, self.first_id + n), 10),
                 "key_id": pa.array(np.full(n, "test-key")),
             },
             schema=APPLICATION_EVENTS,
@@ -254,7 +259,7 @@ class EventFactory:
                 "application_id": pa.array(np.concatenate([ids[chosen], ids[again]])),
                 "confirmed_at": pa.array(np.concatenate([confirmed, again_at]), pa.timestamp("us", tz="UTC")),
                 "source": pa.array(sources[rng.integers(0, 3, m)]),
-                "row_digest": hex_keys(np.arange(m), 11),
+                "row_digest": hex_keys(np.arange(m) + 2 * self.first_id, 11),  # m < 2n: disjoint
             },
             schema=LABEL_EVENTS,
         )

@@ -85,10 +85,12 @@ def test_workers_read_parquet_themselves_with_a_filter(client, events, tmp_path)
     cut = pa.scalar(pd.Timestamp("2024-09-01", tz="UTC").to_pydatetime(), stamp)
     where = pc.field("applied_at") < cut
     want = build_features(apps.filter(where), labels)
+    scratch = tmp_path / "scratch"
     got = build_features_distributed(
-        paths, [tmp_path / "labels.parquet"], client=client, applications_where=where
+        paths, [tmp_path / "labels.parquet"], client=client, applications_where=where, scratch=scratch
     )
     _assert_same(got, want)
+    assert list(scratch.iterdir()) == []  # every stage's files, and the features, removed
 
 
 def test_a_training_set_on_dask_is_the_same_training_set(client, events):
@@ -130,14 +132,28 @@ def test_duanka_features_runs_on_an_existing_scheduler(client, served_bank, duan
     runner = CliRunner()
     assert runner.invoke(app, [*common, "--out", str(local)]).exit_code == 0
     address = client.scheduler.address
-    result = runner.invoke(app, [*common, "--out", str(dask), "--engine", "dask", "--scheduler", address])
+    on_cluster = [*common, "--out", str(dask), "--engine", "dask", "--scheduler", address]
+    unshared = runner.invoke(app, on_cluster)
+    assert unshared.exit_code != 0 and "DUANKA_SCRATCH_DIR" in unshared.output
+    scratch = tmp_path / "scratch"
+    _use_scratch(duanka_env, scratch)
+    result = runner.invoke(app, on_cluster)
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_parquet(dask), pd.read_parquet(local), rtol=0, atol=1e-9)
+    assert list(scratch.iterdir()) == []  # the run's stages are removed
     refused = runner.invoke(app, [*common, "--scheduler", address])
     assert refused.exit_code != 0
 
 
-def test_duanka_train_fits_on_the_cluster_with_lightgbm_dask(client, served_bank, duanka_env):
+def _use_scratch(env: pytest.MonkeyPatch, folder) -> None:
+    from data.config import get_settings
+
+    folder.mkdir(exist_ok=True)
+    env.setenv("DUANKA_SCRATCH_DIR", str(folder))
+    get_settings.cache_clear()
+
+
+def test_duanka_train_fits_on_the_cluster_with_lightgbm_dask(client, served_bank, duanka_env, tmp_path):
     import mlflow
     from typer.testing import CliRunner
 
@@ -149,6 +165,7 @@ def test_duanka_train_fits_on_the_cluster_with_lightgbm_dask(client, served_bank
     refused = runner.invoke(app, [*common, "--fit", "dask"])
     assert refused.exit_code != 0 and "--fit dask needs --engine dask" in refused.output
     address = client.scheduler.address
+    _use_scratch(duanka_env, tmp_path / "scratch")
     result = runner.invoke(app, [*common, "--engine", "dask", "--scheduler", address, "--fit", "dask"])
     assert result.exit_code == 0, result.output
     registry = served_bank.client()
