@@ -85,10 +85,18 @@ class EventStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def parts(self, table: str) -> list[Path]:
+        """The Parquet parts of ``applications``, ``labels`` or ``watchlist``, in write order.
+
+        What a cluster's workers read themselves (the store must be on storage they reach).
+        """
+        self._schema(table)
+        return sorted(self._dir(table).glob("part-*.parquet"))
+
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
         """All stored rows of ``applications``, ``labels`` or ``watchlist`` (empty table when none)."""
         schema = self._schema(table)
-        parts = sorted(self._dir(table).glob("part-*.parquet"))
+        parts = self.parts(table)
         if not parts:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty

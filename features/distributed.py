@@ -35,10 +35,14 @@ the client, reduced to the listings that apply
 partition's builder reads its applicants' listings from it, as the single
 machine does.
 
-The tasks are plain :mod:`distributed` futures over Arrow tables (no
-dask.dataframe conversion, so types stay exactly those of the event
-schema). Shards run one after another so that one copy of the events, not
-nine, is in flight at a time. ``dask`` is imported only inside functions.
+The tasks are plain :mod:`distributed` futures (no dask.dataframe
+conversion, so types stay exactly those of the event schema). Each stage
+writes its partitions as Parquet to a scratch folder every worker reaches
+and returns their paths; the next stage reads them and the driver removes
+them once read. So a task holds one partition, not the cluster's share of
+the bank, and the bank's size is bounded by the scratch folder's disk.
+Shards run one after another, so one re-partitioned copy of the events is
+on disk at a time. ``dask`` is imported only inside functions.
 """
 
 from __future__ import annotations
@@ -272,9 +276,10 @@ def _build(
     return _write_pieces([frame.loc[parts == q] for q in range(n_out)], stem)
 
 
-def _join(prepared: str, pieces: list[str | None], names: list[str], path: str) -> str:
-    """One application partition's rows: id, applied_at and every feature, in registry order."""
-    own = pq.read_table(prepared, columns=["application_id", "applied_at"])
+def _join(prepared: str, pieces: list[str | None], names: list[str], carry: list[str], path: str) -> str:
+    """One application partition's rows: id, applied_at and every feature, in registry order,
+    then the ``carry`` columns of the prepared partition."""
+    own = pq.read_table(prepared, columns=["application_id", "applied_at", *carry])
     ids = own["application_id"].to_pandas()
     frame = pd.DataFrame({"application_id": ids, "applied_at": own["applied_at"].to_pandas()})
     columns: dict[str, np.ndarray] = {}
@@ -290,6 +295,8 @@ def _join(prepared: str, pieces: list[str | None], names: list[str], path: str) 
         raise RuntimeError(f"no partition returned {missing[:3]}")
     block = np.column_stack([columns[n] for n in names]) if len(frame) else np.empty((0, len(names)))
     frame = pd.concat([frame, pd.DataFrame(block, columns=names)], axis=1)
+    for name in carry:
+        frame[name] = own[name].to_pandas()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False, compression="zstd")
     return path
@@ -354,6 +361,7 @@ def feature_partitions(
     applications_where: pc.Expression | None = None,
     labels_where: pc.Expression | None = None,
     link_block_days: int | None = None,
+    carry: Sequence[str] = (),
 ) -> list[str]:
     """The feature partitions, written as Parquet under ``scratch``, each a frame as
     :func:`build_features` returns for its rows.
@@ -381,13 +389,19 @@ def feature_partitions(
     link_block_days : int, optional
         Length of the linked group's time blocks; default the history's span
         over ``partitions``, at least 30 days (the halo is 30 days).
+    carry : sequence of str
+        Columns of the prepared applications to add after the features: any
+        event column, or :data:`CONFIRMED` (the earliest confirmation read).
 
     Returns
     -------
     list of str
         One Parquet path per ``application_id`` partition: ``application_id``,
-        ``applied_at`` and the features, in (applied_at, application_id) order.
+        ``applied_at``, the features and ``carry``, in (applied_at, application_id) order.
     """
+    unknown = [c for c in carry if c not in PREPARED.names]
+    if unknown:
+        raise ValueError(f"cannot carry {unknown}: not a column of the prepared applications")
     chosen = tuple(FEATURES if features is None else features)
     names = [f.name for f in chosen]
     workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
@@ -466,7 +480,7 @@ def feature_partitions(
         client,
         _join,
         *(
-            (prepared[q], [b[q] for b in built], names, f"{root}/features/part-{q:05d}.parquet")
+            (prepared[q], [b[q] for b in built], names, list(carry), f"{root}/features/part-{q:05d}.parquet")
             for q in range(n)
         ),
     )

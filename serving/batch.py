@@ -206,7 +206,7 @@ def score_period_distributed(
     """
     from features.distributed import feature_partitions, scratch_folder
 
-    parts = {t: sorted((store.root / t).glob("part-*.parquet")) for t in ("applications", "labels")}
+    parts = {t: store.parts(t) for t in ("applications", "labels")}
     listings = store.watchlist()  # small: read here, sent to every worker once
     with scratch_folder(client, scratch) as folder:
         paths = feature_partitions(

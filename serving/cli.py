@@ -258,9 +258,7 @@ def print_comparison(comparison: pd.DataFrame, title: str) -> None:
     console.print(table)
 
 
-def run_train(
-    data_dir: Path, as_of: pd.Timestamp, truth: Path | None, builder=None, fit_client=None, **options
-) -> None:
+def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, cluster=None, **options) -> None:
     from data.store import EventStore
     from training.run import TrainConfig, train
     from training.tracking import configure
@@ -275,8 +273,7 @@ def run_train(
             store,
             TrainConfig(as_of=as_of, truth=truth, **options),
             settings,
-            builder=builder,
-            fit_client=fit_client,
+            cluster=cluster,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -333,25 +330,24 @@ def train(
 ) -> None:
     """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger.
 
-    With --engine dask the point-in-time features are built on the cluster and the
-    (downsampled) model is fitted here, or with --fit dask on the cluster too (docs/scale-out.md).
+    With --engine dask the training set is built and downsampled on the cluster and the
+    model is fitted here, or with --fit dask on the cluster too (docs/scale-out.md).
     """
     if fit not in ("local", "dask"):
         raise typer.BadParameter(f"--fit {fit!r}: local or dask")
     if fit == "dask" and engine != "dask":
         raise typer.BadParameter("--fit dask needs --engine dask")
     with dask_engine(engine, scheduler) as client:
-        builder = None
+        cluster = None
         if client is not None:
-            from features.distributed import builder as dask_builder
+            from training.run import Cluster
 
-            builder = dask_builder(client, partitions=partitions, scratch=get_settings().scratch_dir)
+            cluster = Cluster(client, partitions, get_settings().scratch_dir, fit=fit == "dask")
         run_train(
             data or get_settings().data_dir,
             parse_instant(as_of),
             truth,
-            builder=builder,
-            fit_client=client if fit == "dask" else None,
+            cluster=cluster,
             valid_months=valid_months,
             test_months=test_months,
             train_months=train_months,

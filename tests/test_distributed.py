@@ -93,6 +93,20 @@ def test_workers_read_parquet_themselves_with_a_filter(client, events, tmp_path)
     assert list(scratch.iterdir()) == []  # every stage's files, and the features, removed
 
 
+def test_a_failed_run_leaves_no_stage_files_behind(client, events, tmp_path):
+    apps, _, _ = events
+    pq.write_table(apps.slice(0, 2_000), tmp_path / "applications.parquet")
+    scratch = tmp_path / "scratch"
+    with pytest.raises(FileNotFoundError):
+        build_features_distributed(
+            [tmp_path / "applications.parquet"],
+            [tmp_path / "missing.parquet"],
+            client=client,
+            scratch=scratch,
+        )
+    assert list(scratch.iterdir()) == []
+
+
 def test_a_training_set_on_dask_is_the_same_training_set(client, events):
     apps, labels, listings = events
     as_of = pd.Timestamp("2024-12-01", tz="UTC")

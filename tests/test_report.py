@@ -72,6 +72,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "out": out,
         "frame": frame,
         "summary": result.summary,
+        "evaluations": result.evaluations,
     }
 
 
@@ -146,6 +147,22 @@ def test_rule_refusals_are_counted_apart_from_model_alerts(built: dict) -> None:
     section = built["html"].split('id="performance-rules"', 1)[1].split("<h3", 1)[0]
     assert f"{refused:,} test applications were refused by a hard rule" in section
     assert "rule: watchlist" in section and "model: alert (high or critical)" in section
+
+
+def test_the_reports_figures_measure_the_rows_the_logged_metrics_measure(built: dict) -> None:
+    """Rule-refused applications are counted in the decision table, and nowhere else."""
+    from sklearn.metrics import average_precision_score
+
+    test = built["frame"].loc[built["frame"]["part"] == "test"]
+    decided = test.loc[test["rule"] == ""]
+    refused = len(test) - len(decided)
+    assert refused > 0
+    section = built["html"].split('id="performance"', 1)[1].split("<h3", 1)[0]
+    counted = f"{len(decided):,} applications decided by the model ({refused:,} more refused by a hard rule)"
+    assert counted in section
+    assert f"with {int(decided['label'].sum())} confirmed mules" in section
+    logged = built["evaluations"]["lightgbm"].point["pr_auc"]
+    assert logged == pytest.approx(average_precision_score(decided["label"], decided["score"]), abs=1e-9)
 
 
 def test_the_decision_table_puts_each_application_on_one_row() -> None:

@@ -101,9 +101,31 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         y_valid: np.ndarray,
         feature_names: list[str],
         callbacks: list | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> MuleClassifier:
+        """Fit on the training rows, stopping early on the validation rows.
+
+        Parameters
+        ----------
+        X, y : training rows and labels.
+        X_valid, y_valid : validation rows and labels (early stopping).
+        feature_names : list of str
+        callbacks : list, optional
+            LightGBM training callbacks.
+        sample_weight : numpy.ndarray, optional
+            The rows are already downsampled (the cluster chose them,
+            :mod:`training.sampled_set`) and these are their weights: nothing is
+            downsampled here. None: keep every positive and ``negative_rate`` of
+            the negatives, weighted ``1 / negative_rate``.
+        """
         y, y_valid = self._checked_labels(y, y_valid)
-        rows, weight = self._downsample(y)
+        if sample_weight is None:
+            rows, weight = self._downsample(y)
+        else:
+            weight = np.asarray(sample_weight, dtype=np.float64)
+            if weight.shape != y.shape or not (weight > 0).all():
+                raise ValueError("sample_weight must be positive, one per training row")
+            rows = np.arange(len(y))
         self.booster_ = self._boost(
             np.asarray(X)[rows], y[rows], weight, np.asarray(X_valid), y_valid, list(feature_names), callbacks
         )

@@ -255,15 +255,18 @@ class _Context:
         self.explainer = ReasonExplainer(model.bundle)
         frame = run.frame
         self.names = model.bundle.feature_names
-        self.test = frame.loc[frame["part"] == TEST].reset_index(drop=True)
+        every = frame.loc[frame["part"] == TEST].reset_index(drop=True)
+        # runs from before hard rules recorded no rule column: nothing is known to be refused
+        self.rule = every["rule"].fillna("").to_numpy(dtype=object) if "rule" in every.columns else None
+        self.rule_bands = model.bundle.bands.assign(every["score"].to_numpy())
+        self.rule_y = every["label"].to_numpy().astype(int)
+        # What the model decides: the rows the logged metrics measure, and every table and figure here.
+        self.test = every if self.rule is None else every.loc[self.rule == ""].reset_index(drop=True)
         self.train = frame.loc[frame["part"] == TRAIN].reset_index(drop=True)
         self.y = self.test["label"].to_numpy().astype(int)
         self.score = self.test["score"].to_numpy()
         self.X = self.test.loc[:, self.names].to_numpy(dtype=float)
         self.alert = np.isin(model.bundle.bands.assign(self.score), ALERT_BANDS)
-        # runs from before hard rules recorded no rule column: nothing is known to be refused
-        self.rules_recorded = "rule" in self.test.columns
-        self.rule = self.test["rule"].fillna("").to_numpy(dtype=object) if self.rules_recorded else None
 
     @cached_property
     def sample(self) -> np.ndarray:
@@ -521,12 +524,12 @@ def _performance(c: _Context) -> dict:
     groups = c.run.group_catch
     decided = None
     if c.rule is not None:
-        decided = rule_and_model_decisions(c.rule, c.model.bundle.bands.assign(c.score), c.y)
+        decided = rule_and_model_decisions(c.rule, c.rule_bands, c.rule_y)
     refused = 0 if c.rule is None else int((c.rule != "").sum())
     return {
         "decisions": _table(decided) if decided is not None else None,
         "rule_refusals": refused,
-        "model_alerts": int((c.alert & (c.rule == "")).sum()) if c.rule is not None else int(c.alert.sum()),
+        "model_alerts": int(c.alert.sum()),
         "curves": plots.roc_and_pr(c.y, c.score, lightgbm["roc_auc"]["value"], lightgbm["pr_auc"]["value"]),
         "calibration_plot": plots.calibration(calibration_bins(c.y, c.score)),
         "distributions": plots.score_distributions(

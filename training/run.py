@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from data.config import SHANGHAI, Settings
+from data.config import Settings
 from data.store import EventStore
 from data.watchlist import RULE as WATCHLIST_RULE
-from data.watchlist import Watchlist
 from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
 from features.training_set import TrainingSet, TrainingSummary, build_training_set
 from training.bands import Bands
@@ -28,7 +27,9 @@ from training.dask_fit import DaskMuleClassifier
 from training.groups import GroupCatch, group_catch_rates, load_truth
 from training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
 from training.model import MuleClassifier
+from training.monthly import month_counts, monthly_summary
 from training.rules import BranchRules
+from training.sampled_set import build_sampled_training_set
 from training.scorecard import WoEScorecard
 from training.split import TEST, TRAIN, VALID, TimeSplit
 from training.tracking import PROJECT_ROOT, code_version, configure, metric_key
@@ -95,19 +96,26 @@ def _fit_lightgbm(
         _matrix(parts[VALID], names),
         parts[VALID]["label"].to_numpy(),
         names,
+        sample_weight=_weights(parts[TRAIN]),
     )
 
 
-def _split(
-    ts: TrainingSet, cfg: TrainConfig, settings: Settings
-) -> tuple[TimeSplit, dict[str, pd.DataFrame]]:
-    split = TimeSplit.before_maturity(
+def _weights(train: pd.DataFrame) -> np.ndarray | None:
+    """A sampled set's weights (:mod:`training.sampled_set`); None where every row is there."""
+    return train["weight"].to_numpy() if "weight" in train.columns else None
+
+
+def _time_split(cfg: TrainConfig, settings: Settings) -> TimeSplit:
+    return TimeSplit.before_maturity(
         cfg.as_of,
         outcome_window_days=settings.outcome_window_days,
         valid_months=cfg.valid_months,
         test_months=cfg.test_months,
         train_months=cfg.train_months,
     )
+
+
+def _parts(ts: TrainingSet, split: TimeSplit) -> dict[str, pd.DataFrame]:
     mature = ts.frame.loc[ts.frame["label_mature"]]
     part = split.assign(mature["applied_at"])
     parts = {name: mature.loc[part == name] for name in (TRAIN, VALID, TEST)}
@@ -117,7 +125,7 @@ def _split(
                 f"the {name} months ({split.describe()}) hold no confirmed mules: "
                 "move --as-of later or change the month options"
             )
-    return split, parts
+    return parts
 
 
 def rule_refused_parts(ts: TrainingSet, split: TimeSplit) -> dict[str, pd.DataFrame]:
@@ -146,33 +154,20 @@ FAIRNESS_ATTRIBUTES = (
 )
 
 
-def rule_decisions(store: EventStore, frame: pd.DataFrame) -> pd.Series:
-    """The hard rule that would have refused each application at its ``applied_at``, or ``""``.
+def refused_by_rule(refused: pd.DataFrame) -> Callable[[pd.DataFrame], pd.Series]:
+    """Per row of a frame, the hard rule that refused it (``"watchlist"``) or ``""``.
 
-    Applies the store's joint-punishment list as it stands (removals included) with the
-    serving rule ``listed_at <= applied_at < expires_at`` (:mod:`data.watchlist`), so the
-    report can count rule refusals apart from model alerts.
-
-    Parameters
-    ----------
-    store : EventStore
-    frame : pandas.DataFrame
-        ``application_id`` and ``applied_at`` of the applications.
-
-    Returns
-    -------
-    pandas.Series
-        ``"watchlist"`` or ``""``, with ``frame``'s index.
+    ``refused`` holds the applications the watchlist rule refused at their ``applied_at``
+    (:attr:`features.training_set.TrainingSet.refused`), found with the serving rule itself,
+    so the report counts rule refusals apart from model alerts.
     """
-    watchlist = Watchlist.from_store(store)
-    if len(watchlist) == 0 or frame.empty:
-        return pd.Series("", index=frame.index, dtype=object)
-    keys = store.applications(["application_id", "applicant_key"]).to_pandas()
-    applicant = frame["application_id"].map(
-        keys.drop_duplicates("application_id").set_index("application_id")["applicant_key"]
-    )
-    listed = watchlist.listings_for(applicant, frame["applied_at"])["source"].notna()
-    return pd.Series(np.where(listed, WATCHLIST_RULE, ""), index=frame.index, dtype=object)
+    ids = refused["application_id"] if len(refused) else pd.Series([], dtype=object)
+
+    def rule(frame: pd.DataFrame) -> pd.Series:
+        listed = frame["application_id"].isin(ids).to_numpy()
+        return pd.Series(np.where(listed, WATCHLIST_RULE, ""), index=frame.index, dtype=object)
+
+    return rule
 
 
 def evaluation_frame(
@@ -186,10 +181,14 @@ def evaluation_frame(
     """Validation and test rows, and a sample of training rows, with features, label and score:
     what the model report reads, so it never needs the event store.
 
-    ``rules`` names, per row, the hard rule that would have refused it (:func:`rule_decisions`);
+    ``rules`` names, per row, the hard rule that would have refused it (:func:`refused_by_rule`);
     the frame's ``rule`` column is empty without it. ``refused`` adds, to their parts, the
-    applications a rule refused (:func:`rule_refused_parts`), scored for monitoring."""
+    applications a rule refused (:func:`rule_refused_parts`), scored for monitoring. Of a
+    sampled training set's training months, the uniform sample stands for them (the kept
+    rows over-represent mules)."""
     train = parts[TRAIN]
+    if "uniform" in train.columns:
+        train = train.loc[train["uniform"].to_numpy()]
     if len(train) > EVALUATION_TRAIN_SAMPLE:
         train = train.sample(EVALUATION_TRAIN_SAMPLE, random_state=seed).sort_values("applied_at")
     frames = []
@@ -207,29 +206,6 @@ def evaluation_frame(
     out = pd.concat(frames, ignore_index=True)
     out["rule"] = "" if rules is None else rules(out).to_numpy(dtype=object)
     return out
-
-
-def monthly_summary(ts: TrainingSet, labels: pd.DataFrame) -> pd.DataFrame:
-    """Volumes, label rates and label delays by month of application (Asia/Shanghai)."""
-    frame = ts.frame.loc[:, ["application_id", "applied_at", "label", "label_mature"]]
-    month = frame["applied_at"].dt.tz_convert(SHANGHAI).dt.strftime("%Y-%m")
-    confirmed = frame.merge(labels, on="application_id", how="inner")
-    delay = (confirmed["confirmed_at"] - confirmed["applied_at"]).dt.total_seconds() / 86_400
-    delays = delay.groupby(
-        month.loc[frame["application_id"].isin(confirmed["application_id"])].values
-    ).median()
-    summary = (
-        frame.assign(month=month)
-        .groupby("month")
-        .agg(
-            applications=("application_id", "size"),
-            mature=("label_mature", "sum"),
-            confirmed=("label", "sum"),
-        )
-    )
-    summary["label_rate"] = summary["confirmed"] / summary["applications"]
-    summary["median_label_delay_days"] = delays.reindex(summary.index)
-    return summary
 
 
 @contextmanager
@@ -254,39 +230,39 @@ def _steps(show: bool, total: int) -> Iterator[Callable[[str], None]]:
         bar.advance(task)
 
 
-def train(
-    store: EventStore,
-    cfg: TrainConfig,
-    settings: Settings,
-    *,
-    progress: bool = True,
-    builder: Callable[..., pd.DataFrame] | None = None,
-    fit_client: object | None = None,
-) -> TrainResult:
-    """Run the whole training job and register the model as ``duanka@challenger``.
+@dataclass(frozen=True)
+class Cluster:
+    """Where ``duanka train --engine dask`` builds and samples its training set.
 
-    ``builder`` builds the point-in-time features (default
-    :func:`features.offline.build_features`; ``duanka train --engine dask``
-    passes :func:`features.distributed.builder`). The fit runs on this machine, or with
-    ``fit_client`` (a Dask client) across its cluster with ``lightgbm.dask``
-    (:class:`training.dask_fit.DaskMuleClassifier`).
+    Attributes
+    ----------
+    client : distributed.Client
+    partitions : int, optional
+        Partitions per stage (:func:`features.distributed.feature_partitions`).
+    scratch : path, optional
+        Root of the run's stage folder; every worker must reach it.
+    fit : bool
+        Fit on the cluster too, with ``lightgbm.dask``.
     """
-    if fit_client is not None and cfg.tune_trials:
-        raise ValueError("the tuning search fits on this machine: use it without the Dask fit")
-    with _steps(progress, 7) as step:
-        return _train(store, cfg, settings, progress, step, builder, fit_client)
+
+    client: object
+    partitions: int | None = None
+    scratch: Path | None = None
+    fit: bool = False
 
 
-def _train(
-    store: EventStore,
-    cfg: TrainConfig,
-    settings: Settings,
-    progress: bool,
-    step: Callable[[str], None],
-    builder: Callable[..., pd.DataFrame] | None = None,
-    fit_client: object | None = None,
-) -> TrainResult:
-    step("point-in-time features")
+@dataclass(frozen=True)
+class _Data:
+    """What the run reads of its training set, from one machine or a cluster."""
+
+    ts: TrainingSet
+    parts: dict[str, pd.DataFrame]  # the training months sampled when built on a cluster
+    part_counts: dict[str, tuple[int, int]]  # rows and mules of each whole part
+    months: pd.DataFrame  # training.monthly.month_counts of every application
+    confirmed: pd.DataFrame  # application_id, applied_at of the applications confirmed by as_of
+
+
+def _data_here(store: EventStore, cfg: TrainConfig, settings: Settings, split: TimeSplit) -> _Data:
     ts = build_training_set(
         store.applications(),
         store.labels(),
@@ -294,9 +270,75 @@ def _train(
         as_of=cfg.as_of,
         outcome_window_days=settings.outcome_window_days,
         progress=False,  # the run's own bar is live: rich allows one at a time
-        builder=builder,
     )
-    split, parts = _split(ts, cfg, settings)
+    parts = _parts(ts, split)
+    counts = {name: (len(rows), int(rows["label"].sum())) for name, rows in parts.items()}
+    known = store.labels(["application_id", "confirmed_at"]).to_pandas()
+    known = known.loc[known["confirmed_at"] <= ts.as_of, "application_id"]
+    confirmed = ts.frame.loc[ts.frame["application_id"].isin(known), ["application_id", "applied_at"]]
+    return _Data(ts, parts, counts, month_counts(ts.frame), confirmed)
+
+
+def _data_on(
+    cluster: Cluster, store: EventStore, cfg: TrainConfig, settings: Settings, split: TimeSplit
+) -> _Data:
+    sampled = build_sampled_training_set(
+        cluster.client,  # type: ignore[arg-type]
+        store.parts("applications"),
+        store.parts("labels"),
+        as_of=cfg.as_of,
+        split=split,
+        negative_rate=cfg.negative_rate,
+        seed=cfg.seed,
+        listings=store.watchlist(),
+        outcome_window_days=settings.outcome_window_days,
+        scratch=cluster.scratch,
+        partitions=cluster.partitions,
+    )
+    parts = _parts(sampled.training_set, split)
+    return _Data(sampled.training_set, parts, sampled.part_counts, sampled.months, sampled.confirmed)
+
+
+def train(
+    store: EventStore,
+    cfg: TrainConfig,
+    settings: Settings,
+    *,
+    progress: bool = True,
+    cluster: Cluster | None = None,
+) -> TrainResult:
+    """Run the whole training job and register the model as ``duanka@challenger``.
+
+    On this machine by default. With ``cluster`` the training set is built and
+    sampled on a Dask cluster (:mod:`training.sampled_set`: this machine receives
+    the training months' mules and sampled legitimate openings, and the validation
+    and test months), and with ``cluster.fit`` the model is fitted there too with
+    ``lightgbm.dask`` (:class:`training.dask_fit.DaskMuleClassifier`).
+    """
+    if cluster is not None and cfg.tune_trials:
+        raise ValueError(
+            "the tuning search fits on every training row of this machine: run it without --engine dask"
+        )
+    with _steps(progress, 7) as step:
+        return _train(store, cfg, settings, step, cluster)
+
+
+def _train(
+    store: EventStore,
+    cfg: TrainConfig,
+    settings: Settings,
+    step: Callable[[str], None],
+    cluster: Cluster | None = None,
+) -> TrainResult:
+    step("point-in-time features" + (" on Dask" if cluster is not None else ""))
+    split = _time_split(cfg, settings)
+    data = (
+        _data_here(store, cfg, settings, split)
+        if cluster is None
+        else _data_on(cluster, store, cfg, settings, split)
+    )
+    ts, parts = data.ts, data.parts
+    fit_client = cluster.client if cluster is not None and cluster.fit else None
     names = list(MODEL_FEATURES)
     test_y = parts[TEST]["label"].to_numpy()
 
@@ -328,7 +370,9 @@ def _train(
         ablation.decision_function(_matrix(parts[VALID], ablation_names)), parts[VALID]["label"].to_numpy()
     )
     step("WoE scorecard and branch rules")
-    scorecard = WoEScorecard(random_state=cfg.seed).fit(parts[TRAIN].loc[:, names], parts[TRAIN]["label"])
+    scorecard = WoEScorecard(random_state=cfg.seed).fit(
+        parts[TRAIN].loc[:, names], parts[TRAIN]["label"], sample_weight=_weights(parts[TRAIN])
+    )
     rules = BranchRules()
 
     scores = {
@@ -372,10 +416,9 @@ def _train(
                 **{f"lgb_{k}": v for k, v in full.lgb_params().items()},
             }
         )
-        for part_name, rows in parts.items():
-            mlflow.log_metrics(
-                {f"{part_name}_rows": len(rows), f"{part_name}_positives": int(rows["label"].sum())}
-            )
+        for part_name, (rows, positives) in data.part_counts.items():
+            mlflow.log_metrics({f"{part_name}_rows": rows, f"{part_name}_positives": positives})
+        mlflow.log_metric("train_rows_fitted", len(parts[TRAIN]))
         mlflow.log_metrics({f"set_{k}": float(v) for k, v in asdict(ts.summary).items()})
         for model_name, ev in evaluations.items():
             for suffix, values in (("", ev.point), ("_ci_low", ev.ci_low), ("_ci_high", ev.ci_high)):
@@ -401,14 +444,14 @@ def _train(
             mlflow.log_text(groups.to_frame().to_csv(), "group_catch.csv")
         labels = store.labels(["application_id", "confirmed_at"]).to_pandas()
         labels = labels.loc[labels["confirmed_at"] <= ts.as_of]
-        mlflow.log_text(monthly_summary(ts, labels).to_csv(), "monthly.csv")
+        mlflow.log_text(monthly_summary(data.months, data.confirmed, labels).to_csv(), "monthly.csv")
         frame_path = Path(tmp) / "evaluation_frame.parquet"
         evaluation_frame(
             parts,
             names,
             lambda X: calibrator.predict(full.booster_.predict(X, raw_score=True)),
             cfg.seed,
-            lambda frame: rule_decisions(store, frame),
+            refused_by_rule(ts.refused),
             rule_refused_parts(ts, split),
         ).to_parquet(frame_path, index=False)
         mlflow.log_artifact(str(frame_path))
