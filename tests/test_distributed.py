@@ -192,5 +192,7 @@ def test_duanka_train_fits_on_the_cluster_with_lightgbm_dask(client, served_bank
     ap = "lightgbm.test_pr_auc"
     metrics = spread_run.data.metrics
     prevalence = metrics["test_positives"] / metrics["test_rows"]
-    assert metrics[ap] > 5 * prevalence  # it ranks: a useless model's average precision is the prevalence
-    assert abs(spread_run.data.metrics[ap] - local_run.data.metrics[ap]) < 0.1
+    # It ranks: a useless model's average precision is the prevalence. How close the cluster fit
+    # comes to the local fit is tested on 24,000 rows in test_dask_fit.py; this test set holds
+    # too few mules for a tight comparison.
+    assert metrics[ap] > 5 * prevalence, (metrics[ap], prevalence, local_run.data.metrics[ap])

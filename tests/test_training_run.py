@@ -18,7 +18,7 @@ from data.synthetic import generate_bank
 from features.training_set import TrainingSet, TrainingSummary
 from training.bundle import MODEL_NAME, load_registered
 from training.promote import promote
-from training.run import TrainConfig, _split, train
+from training.run import TrainConfig, _parts, _time_split, train
 from training.split import TEST, TRAIN, VALID
 from training.tracking import configure
 
@@ -108,7 +108,7 @@ def test_immature_labels_never_reach_any_part():
             ("2024-12-01", 1, False),  # immature: confirmed early, window open
         ]
     )
-    _, parts = _split(ts, TrainConfig(as_of=AS_OF), Settings())
+    parts = _parts(ts, _time_split(TrainConfig(as_of=AS_OF), Settings()))
     used = pd.concat(parts.values())
     assert used["label_mature"].all()
     assert len(used) == 6
