@@ -243,6 +243,9 @@ def _duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
                 "preserve_insertion_order": False,
             }
         )
+        # The builder reports its own steps (``progress``); DuckDB's bars would interleave with
+        # them on a terminal and flood a Dask worker's log with one bar per long query.
+        con.execute("SET enable_progress_bar = false")
         try:
             yield con
         finally:
