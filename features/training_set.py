@@ -113,6 +113,47 @@ def _listed_at_applied(frame: pd.DataFrame, applicants: pa.Table, listings: pa.T
     return found["source"].notna().to_numpy()
 
 
+def known_at(
+    labels: pa.Table | pd.DataFrame, listings: pa.Table | pd.DataFrame | None, cut: pa.Scalar
+) -> tuple[pa.Table, pa.Table]:
+    """The confirmations and joint-punishment listings known at ``cut`` (the run's ``as_of``)."""
+    known = as_table(labels, LABEL_EVENTS)
+    known = known.filter(pc.less_equal(known["confirmed_at"], cut))
+    # A listing that starts after as_of reaches no application up to it (removals of earlier
+    # listings share their listed_at, so they stay).
+    listed = WATCHLIST_EVENTS.empty_table() if listings is None else as_table(listings, WATCHLIST_EVENTS)
+    return known, listed.filter(pc.less_equal(listed["listed_at"], cut))
+
+
+def add_labels(
+    frame: pd.DataFrame, confirmed: np.ndarray, as_of: pd.Timestamp, outcome_window_days: int
+) -> None:
+    """Add ``label`` and ``label_mature`` to ``frame`` in place.
+
+    ``confirmed`` holds each row's earliest confirmation in UTC microseconds, or -1 where none
+    is known: the label is 1 when it came within the outcome window of opening, and mature
+    when the window had closed by ``as_of``.
+    """
+    applied = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    window = outcome_window_days * DAY_US
+    frame["label"] = ((confirmed >= 0) & (confirmed - applied <= window)).astype(np.int8)
+    frame["label_mature"] = applied + window <= as_of.value // 1_000
+
+
+def summarise(frame: pd.DataFrame, rule_refused: int) -> TrainingSummary:
+    """The counts of a labelled frame whose watchlist-refused rows are already taken out."""
+    mature = frame["label_mature"].to_numpy()
+    positive = frame["label"].to_numpy() == 1
+    return TrainingSummary(
+        rows=len(frame),
+        mature=int(mature.sum()),
+        immature=int((~mature).sum()),
+        positives=int((positive & mature).sum()),
+        immature_positives=int((positive & ~mature).sum()),
+        rule_refused=rule_refused,
+    )
+
+
 def build_training_set(
     applications: pa.Table | pd.DataFrame,
     labels: pa.Table | pd.DataFrame,
@@ -150,12 +191,7 @@ def build_training_set(
     apps = as_table(applications, APPLICATION_EVENTS)
     del applications  # the filtered copy below is all that is needed: let a handed-over input go
     apps = apps.filter(pc.less_equal(apps["applied_at"], cut))
-    known = as_table(labels, LABEL_EVENTS)
-    known = known.filter(pc.less_equal(known["confirmed_at"], cut))
-    # A listing that starts after as_of reaches no application up to it (removals of earlier
-    # listings share their listed_at, so they stay).
-    listed = WATCHLIST_EVENTS.empty_table() if listings is None else as_table(listings, WATCHLIST_EVENTS)
-    listed = listed.filter(pc.less_equal(listed["listed_at"], cut))
+    known, listed = known_at(labels, listings, cut)
 
     # What is needed of the applications after the build is taken now, and the table itself
     # is handed to the builder as its only reference, so the builder can free its strings once
@@ -166,26 +202,13 @@ def build_training_set(
     del apps
     frame = (builder or build_features)(handed.pop(), known, listings=listed, progress=progress)
     confirmed = confirmations(pa.array(frame["application_id"]), known)
-    applied = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
-    window = outcome_window_days * DAY_US
-    frame["label"] = ((confirmed >= 0) & (confirmed - applied <= window)).astype(np.int8)
-    frame["label_mature"] = applied + window <= at.value // 1_000
+    add_labels(frame, confirmed, at, outcome_window_days)
     by_rule = _listed_at_applied(frame, applicants, listed)
     refused = frame.loc[by_rule].reset_index(drop=True)
     frame = frame.loc[~by_rule].reset_index(drop=True)
-    mature = int(frame["label_mature"].sum())
-    positive = frame["label"].to_numpy() == 1
-    summary = TrainingSummary(
-        rows=len(frame),
-        mature=mature,
-        immature=len(frame) - mature,
-        positives=int((positive & frame["label_mature"].to_numpy()).sum()),
-        immature_positives=int((positive & ~frame["label_mature"].to_numpy()).sum()),
-        rule_refused=len(refused),
-    )
     return TrainingSet(
         frame=frame,
-        summary=summary,
+        summary=summarise(frame, len(refused)),
         as_of=at,
         outcome_window_days=outcome_window_days,
         inputs_sha256=inputs_sha256,

@@ -23,7 +23,7 @@ into one sha256 here.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from data.events import APPLICATION_EVENTS, LABEL_EVENTS
 from features.distributed import CONFIRMED, Source, _write_pieces, feature_partitions, scratch_folder
 from features.offline import as_table
 from features.training_set import (
@@ -41,9 +41,11 @@ from features.training_set import (
     TrainingSummary,
     _digest,
     _listed_at_applied,
+    add_labels,
     as_of_timestamp,
+    known_at,
+    summarise,
 )
-from features.values import DAY_US
 from training.monthly import add_counts, month_counts
 from training.split import TEST, TRAIN, VALID, TimeSplit
 
@@ -102,8 +104,8 @@ class _Sampled:
 
 def _sample_partition(
     path: str,
-    as_of_us: int,
-    window_us: int,
+    as_of: pd.Timestamp,
+    outcome_window_days: int,
     listings: pa.Table,
     split: TimeSplit,
     negative_rate: float,
@@ -115,24 +117,12 @@ def _sample_partition(
     applicants = pa.table(
         {"application_id": frame["application_id"].to_numpy(), "applicant_key": frame.pop("applicant_key")}
     )
-    applied = frame["applied_at"].to_numpy(dtype="datetime64[us]").astype(np.int64)
     known = confirmed_at.notna().to_numpy()
     confirmed = np.where(known, confirmed_at.to_numpy(dtype="datetime64[us]").astype(np.int64), -1)
-    frame["label"] = ((confirmed >= 0) & (confirmed - applied <= window_us)).astype(np.int8)
-    frame["label_mature"] = applied + window_us <= as_of_us
+    add_labels(frame, confirmed, as_of, outcome_window_days)
     by_rule = _listed_at_applied(frame, applicants, listings)
     kept = frame.loc[~by_rule]
-    mature_rows = kept["label_mature"].to_numpy()
-    positive = kept["label"].to_numpy() == 1
-    summary = {
-        "rows": len(kept),
-        "mature": int(mature_rows.sum()),
-        "immature": int((~mature_rows).sum()),
-        "positives": int((positive & mature_rows).sum()),
-        "immature_positives": int((positive & ~mature_rows).sum()),
-        "rule_refused": int(by_rule.sum()),
-    }
-    mature = kept.loc[mature_rows]
+    mature = kept.loc[kept["label_mature"].to_numpy()]
     part = split.assign(mature["applied_at"]).to_numpy()
     label = mature["label"].to_numpy()
     counts = {name: (int((part == name).sum()), int(label[part == name].sum())) for name in PARTS}
@@ -147,7 +137,7 @@ def _sample_partition(
     return _Sampled(
         rows=rows,
         refused=refused,
-        summary=summary,
+        summary=asdict(summarise(kept, int(by_rule.sum()))),
         part_counts=counts,
         months=month_counts(kept),
         confirmed=kept.loc[known[~by_rule], ["application_id", "applied_at"]],
@@ -235,12 +225,8 @@ def build_sampled_training_set(
     if not 0 < negative_rate <= 1:
         raise ValueError("negative_rate must be in (0, 1]")
     at = as_of_timestamp(as_of)
-    stamp = pa.timestamp("us", tz="UTC")
-    cut = pa.scalar(at.to_pydatetime(), stamp)
-    known = _read_here(labels, LABEL_EVENTS)
-    known = known.filter(pc.less_equal(known["confirmed_at"], cut))
-    listed = WATCHLIST_EVENTS.empty_table() if listings is None else as_table(listings, WATCHLIST_EVENTS)
-    listed = listed.filter(pc.less_equal(listed["listed_at"], cut))
+    cut = pa.scalar(at.to_pydatetime(), pa.timestamp("us", tz="UTC"))
+    known, listed = known_at(_read_here(labels, LABEL_EVENTS), listings, cut)
     with scratch_folder(client, scratch) as folder:
         if isinstance(applications, pa.Table | pd.DataFrame):  # small enough to be here already
             source: Source = as_table(applications, APPLICATION_EVENTS)
@@ -261,13 +247,12 @@ def build_sampled_training_set(
             carry=(CONFIRMED, "applicant_key"),
         )
         shared = client.scatter(listed, broadcast=True, hash=False)
-        window_us = outcome_window_days * DAY_US
         futures = [
             client.submit(
                 _sample_partition,
                 p,
-                at.value // 1_000,
-                window_us,
+                at,
+                outcome_window_days,
                 shared,
                 split,
                 negative_rate,
