@@ -106,6 +106,31 @@ def read_bundle(booster_path: Path, meta_path: Path) -> ScoringBundle:
     )
 
 
+EVIDENCE_PATH = "evidence"  # run artifact folder of the evidence model (training.fit)
+
+
+def load_evidence(run_id: str, expected_sha256: str | None) -> ScoringBundle | None:
+    """The evidence model a training run logged beside its shipped model, verified.
+
+    None for a run from before shipped models were refits (it logged none).
+    ``expected_sha256`` is the registered version's ``evidence_sha256`` tag.
+    """
+    if expected_sha256 is None:
+        return None
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EVIDENCE_PATH))
+    except (mlflow.exceptions.MlflowException, OSError):
+        raise ModelIntegrityError(f"run {run_id}: its evidence model is missing") from None
+    meta_path = local / META_FILE
+    try:
+        actual = sha256_text(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        raise ModelIntegrityError(f"run {run_id}: the evidence model is unreadable") from None
+    if actual != expected_sha256:
+        raise ModelIntegrityError(f"run {run_id}: the evidence model differs from the one registered")
+    return read_bundle(local / BOOSTER_FILE, meta_path)
+
+
 class DuankaPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow entry point for callers that send precomputed feature rows."""
 

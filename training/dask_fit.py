@@ -65,8 +65,8 @@ class DaskMuleClassifier(MuleClassifier):
         X: np.ndarray,
         y: np.ndarray,
         weight: np.ndarray,
-        X_valid: np.ndarray,
-        y_valid: np.ndarray,
+        X_valid: np.ndarray | None,
+        y_valid: np.ndarray | None,
         feature_names: list[str],
         callbacks: list | None,
     ) -> lgb.Booster:
@@ -90,6 +90,9 @@ class DaskMuleClassifier(MuleClassifier):
             feature_name=feature_names,
         )
         booster = model.booster_
+        if X_valid is None:  # a refit keeps the rounds an earlier fit chose
+            booster.best_iteration = booster.current_iteration()
+            return booster
         margins = margins_by_round(booster, X_valid)
         precision = [average_precision_score(y_valid, margins[:, k]) for k in range(margins.shape[1])]
         booster.best_iteration = int(np.argmax(precision)) + 1

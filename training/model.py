@@ -13,6 +13,21 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 
+def downsample(
+    y: np.ndarray, negative_rate: float, seed: int, weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every positive and ``negative_rate`` of the negatives, drawn with ``seed``.
+
+    Returns the kept positions and their weights: ``weight`` (1 by default) times
+    ``1 / negative_rate`` for the kept negatives, so the loss still sees the bank's prevalence.
+    """
+    rng = np.random.default_rng(seed)
+    keep = (y == 1) | (rng.random(len(y)) < negative_rate)
+    base = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    kept = np.flatnonzero(keep)
+    return kept, base[kept] * np.where(y[kept] == 1, 1.0, 1.0 / negative_rate)
+
+
 class MuleClassifier(BaseEstimator, ClassifierMixin):
     """LightGBM with negative downsampling and early stopping on validation months.
 
@@ -77,28 +92,25 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
             "verbosity": -1,
         }
 
-    def _checked_labels(self, y: np.ndarray, y_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _checked_labels(
+        self, y: np.ndarray, y_valid: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """The labels as integers, after the checks every fit makes."""
         if not 0 < self.negative_rate <= 1:
             raise ValueError("negative_rate must be in (0, 1]")
         y = np.asarray(y).astype(int)
-        y_valid = np.asarray(y_valid).astype(int)
-        if y.sum() == 0 or y_valid.sum() == 0:
+        if y_valid is not None:
+            y_valid = np.asarray(y_valid).astype(int)
+        if y.sum() == 0 or (y_valid is not None and y_valid.sum() == 0):
             raise ValueError("training and validation months both need confirmed mules")
         return y, y_valid
-
-    def _downsample(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(self.random_state)
-        keep = (y == 1) | (rng.random(len(y)) < self.negative_rate)
-        weight = np.where(y[keep] == 1, 1.0, 1.0 / self.negative_rate)
-        return np.flatnonzero(keep), weight
 
     def fit(
         self,
         X: np.ndarray,
         y: np.ndarray,
-        X_valid: np.ndarray,
-        y_valid: np.ndarray,
+        X_valid: np.ndarray | None,
+        y_valid: np.ndarray | None,
         feature_names: list[str],
         callbacks: list | None = None,
         sample_weight: np.ndarray | None = None,
@@ -108,7 +120,8 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         Parameters
         ----------
         X, y : training rows and labels.
-        X_valid, y_valid : validation rows and labels (early stopping).
+        X_valid, y_valid : validation rows and labels (early stopping). None: a refit,
+            which runs exactly ``n_estimators`` rounds (the number an earlier fit chose).
         feature_names : list of str
         callbacks : list, optional
             LightGBM training callbacks.
@@ -120,14 +133,20 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         """
         y, y_valid = self._checked_labels(y, y_valid)
         if sample_weight is None:
-            rows, weight = self._downsample(y)
+            rows, weight = downsample(y, self.negative_rate, self.random_state)
         else:
             weight = np.asarray(sample_weight, dtype=np.float64)
             if weight.shape != y.shape or not (weight > 0).all():
                 raise ValueError("sample_weight must be positive, one per training row")
             rows = np.arange(len(y))
         self.booster_ = self._boost(
-            np.asarray(X)[rows], y[rows], weight, np.asarray(X_valid), y_valid, list(feature_names), callbacks
+            np.asarray(X)[rows],
+            y[rows],
+            weight,
+            None if X_valid is None else np.asarray(X_valid),
+            y_valid,
+            list(feature_names),
+            callbacks,
         )
         self.feature_names_ = list(feature_names)
         self.training_rows_ = len(rows)
@@ -138,13 +157,20 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         X: np.ndarray,
         y: np.ndarray,
         weight: np.ndarray,
-        X_valid: np.ndarray,
-        y_valid: np.ndarray,
+        X_valid: np.ndarray | None,
+        y_valid: np.ndarray | None,
         feature_names: list[str],
         callbacks: list | None,
     ) -> lgb.Booster:
-        """The booster for the downsampled, weighted rows, its best round chosen on validation."""
+        """The booster for the downsampled, weighted rows, its best round chosen on validation
+        (every round kept when there is no validation: a refit)."""
         train = lgb.Dataset(X, y, weight=weight, feature_name=feature_names, free_raw_data=True)
+        if X_valid is None:
+            booster = lgb.train(
+                self.lgb_params(), train, num_boost_round=self.n_estimators, callbacks=callbacks
+            )
+            booster.best_iteration = booster.current_iteration()
+            return booster
         valid = lgb.Dataset(X_valid, y_valid, reference=train)
         return lgb.train(
             self.lgb_params(),

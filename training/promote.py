@@ -1,9 +1,17 @@
-"""Moving ``champion``: the challenger replaces it only when better on the same out-of-time months.
+"""Moving ``champion``: the challenger replaces it only when better, like with like, on rows
+neither model was fitted on.
 
-The rule (also in docs/model.md): the challenger's PR-AUC on the challenger's test
-months must exceed the champion's on the same rows, and its recall at a 1% alert
-rate may not fall by more than ``RECALL_TOLERANCE``. ``--force`` overrides; every
-decision is logged to MLflow (experiment ``duanka-promotions``) and tagged on the version.
+A shipped model is a refit on everything labelled up to its as-of date, so no
+labelled rows are left that the challenger's shipped model has not seen. Each run
+therefore keeps its *evidence* model (:mod:`training.fit`): the same configuration
+fitted by the same protocol on the split's training months only. The rule (also in
+docs/model.md) compares the two runs' evidence models on the challenger's
+out-of-time test months, less any row the champion's evidence model was fitted,
+stopped or calibrated on (applied before the champion's own test months began):
+the challenger's PR-AUC there must exceed the champion's, and its recall at a 1%
+alert rate may not fall by more than ``RECALL_TOLERANCE``. ``--force`` overrides;
+every decision is logged to MLflow (experiment ``duanka-promotions``) and tagged on
+the version.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from data.config import Settings
 from data.store import EventStore
 from features.registry import FEATURE_SET_VERSION
 from features.training_set import build_training_set
-from training.bundle import MODEL_NAME, RegisteredModel, load_registered
+from training.bundle import MODEL_NAME, RegisteredModel, ScoringBundle, load_evidence, load_registered
 from training.metrics import point_metrics, recall_key
 from training.tracking import metric_key
 
@@ -34,8 +42,26 @@ class Decision:
     metrics: dict[str, float]
 
 
+def _params(model: RegisteredModel) -> dict[str, str]:
+    return mlflow.get_run(model.run_id).data.params
+
+
+def _evidence(model: RegisteredModel, client: mlflow.MlflowClient) -> ScoringBundle | None:
+    tags = client.get_model_version(MODEL_NAME, model.version).tags
+    return load_evidence(model.run_id, tags.get("evidence_sha256"))
+
+
+def comparison_rows(challenger_params: dict[str, str], champion_params: dict[str, str], frame: pd.DataFrame):
+    """The rows of ``frame`` in the challenger's test months that the champion's evidence never saw."""
+    start = max(
+        pd.Timestamp(challenger_params["split_test_start"]), pd.Timestamp(champion_params["split_test_start"])
+    )
+    end = pd.Timestamp(challenger_params["split_test_end"])
+    return frame.loc[(frame["applied_at"] >= start) & (frame["applied_at"] < end)]
+
+
 def _test_rows(challenger: RegisteredModel, store: EventStore, settings: Settings) -> pd.DataFrame:
-    params = mlflow.get_run(challenger.run_id).data.params
+    params = _params(challenger)
     as_of = pd.Timestamp(params["as_of"])
     ts = build_training_set(
         store.applications(),
@@ -88,15 +114,34 @@ def promote(store: EventStore, settings: Settings, *, force: bool = False) -> De
                 "by this code: compare by hand and use --force"
             ),
         )
+    elif (champion_evidence := _evidence(champion, client)) is None or (
+        challenger_evidence := _evidence(challenger, client)
+    ) is None:
+        promoted, reason = (
+            False,
+            "a model kept no evidence model (it predates refits), so nothing compares like with like: "
+            "compare by hand and use --force",
+        )
     else:
-        rows = _test_rows(challenger, store, settings)
+        evidence = {CHALLENGER: challenger_evidence, CHAMPION: champion_evidence}
+        rows = comparison_rows(
+            _params(challenger), _params(champion), _test_rows(challenger, store, settings)
+        )
         y = rows["label"].to_numpy()
-        results = {}
-        for role, model in ((CHALLENGER, challenger), (CHAMPION, champion)):
-            X = rows.loc[:, model.bundle.feature_names].to_numpy(dtype=float)
-            results[role] = point_metrics(y, model.bundle.score(X))
-        promoted, reason = _decide(results[CHALLENGER], results[CHAMPION])
-        metrics = {f"{role}_{k}": v for role, m in results.items() for k, v in m.items()}
+        if len(rows) == 0 or y.min() == y.max():
+            promoted, reason = (
+                False,
+                "no test rows with both classes that neither evidence model was fitted on "
+                "(the champion's test months start after the challenger's): use --force",
+            )
+        else:
+            results = {}
+            for role, bundle in evidence.items():
+                X = rows.loc[:, bundle.feature_names].to_numpy(dtype=float)
+                results[role] = point_metrics(y, bundle.score(X))
+            promoted, reason = _decide(results[CHALLENGER], results[CHAMPION])
+            reason += f" (evidence models on {len(rows):,} test rows neither was fitted on)"
+            metrics = {f"{role}_{k}": v for role, m in results.items() for k, v in m.items()}
     if promoted:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, challenger.version)
     decision = Decision(promoted, reason, challenger.version, champion.version if champion else None, metrics)

@@ -20,13 +20,12 @@ from data.store import EventStore
 from data.watchlist import RULE as WATCHLIST_RULE
 from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
 from features.training_set import TrainingSet, TrainingSummary, build_training_set
-from training.bands import Bands
-from training.bundle import MODEL_NAME, log_bundle, sha256_text, write_bundle
+from training.bundle import EVIDENCE_PATH, MODEL_NAME, log_bundle, sha256_text, write_bundle
 from training.calibration import make_calibrator
-from training.dask_fit import DaskMuleClassifier
+from training.fit import FitOptions, Fitted, fit_evidence, fit_models, matrix, sampled_weights
 from training.groups import GroupCatch, group_catch_rates, load_truth
+from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, confirmed_us
 from training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
-from training.model import MuleClassifier
 from training.monthly import month_counts, monthly_summary
 from training.rules import BranchRules
 from training.sampled_set import build_sampled_training_set
@@ -60,6 +59,18 @@ class TrainConfig:
     n_boot: int = 200
     truth: Path | None = None
     tune_trials: int = 0
+    label_policy: LabelPolicy = DEFAULT_POLICY
+    horizon_days: int = DEFAULT_HORIZON_DAYS
+    fast: bool = False  # skip the baselines and the bootstrap (backtests)
+
+    def fit_options(self) -> FitOptions:
+        return FitOptions(
+            calibration=self.calibration,
+            negative_rate=self.negative_rate,
+            seed=self.seed,
+            label_policy=LabelPolicy(self.label_policy),
+            horizon_days=self.horizon_days,
+        )
 
 
 @dataclass
@@ -71,38 +82,8 @@ class TrainResult:
     evaluations: dict[str, Evaluation]
     summary: TrainingSummary
     groups: GroupCatch | None = None
+    fitted: Fitted | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def _matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
-    return frame.loc[:, names].to_numpy(dtype=np.float64)
-
-
-def _fit_lightgbm(
-    parts: dict[str, pd.DataFrame],
-    names: list[str],
-    cfg: TrainConfig,
-    params: dict | None = None,
-    fit_client: object | None = None,
-) -> MuleClassifier:
-    common = {"negative_rate": cfg.negative_rate, "random_state": cfg.seed, **(params or {})}
-    if fit_client is None:
-        model = MuleClassifier(**common)
-    else:
-        model = DaskMuleClassifier(client=fit_client, **common)
-    return model.fit(
-        _matrix(parts[TRAIN], names),
-        parts[TRAIN]["label"].to_numpy(),
-        _matrix(parts[VALID], names),
-        parts[VALID]["label"].to_numpy(),
-        names,
-        sample_weight=_weights(parts[TRAIN]),
-    )
-
-
-def _weights(train: pd.DataFrame) -> np.ndarray | None:
-    """A sampled set's weights (:mod:`training.sampled_set`); None where every row is there."""
-    return train["weight"].to_numpy() if "weight" in train.columns else None
 
 
 def _time_split(cfg: TrainConfig, settings: Settings) -> TimeSplit:
@@ -201,7 +182,7 @@ def evaluation_frame(
         extra = [a for a in FAIRNESS_ATTRIBUTES if a not in names]
         frame = rows.loc[:, ["application_id", "applied_at", "label", *names, *extra]].copy()
         frame["part"] = name
-        frame["score"] = score(_matrix(rows, names))
+        frame["score"] = score(matrix(rows, names))
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     out["rule"] = "" if rules is None else rules(out).to_numpy(dtype=object)
@@ -319,8 +300,74 @@ def train(
         raise ValueError(
             "the tuning search fits on every training row of this machine: run it without --engine dask"
         )
-    with _steps(progress, 7) as step:
+    with _steps(progress, 6) as step:
         return _train(store, cfg, settings, step, cluster)
+
+
+def evidence_comparison(
+    parts: dict[str, pd.DataFrame],
+    fitted: Fitted,
+    cfg: TrainConfig,
+    fit_client: object | None = None,
+) -> tuple[dict[str, Evaluation], pd.DataFrame]:
+    """The evidence model against the baselines on the out-of-time test months.
+
+    ``cfg.fast`` (backtests): the evidence model alone, without bootstrap intervals.
+    """
+    names = fitted.names
+    test = parts[TEST]
+    scores = {"lightgbm": fitted.evidence_score(matrix(test, names))}
+    if not cfg.fast:
+        options = cfg.fit_options()
+        ablation_names = linkage_free_features()
+        ablation = fit_evidence(parts, ablation_names, options, fit_client=fit_client)
+        ablation_calibrator = make_calibrator(cfg.calibration).fit(
+            ablation.decision_function(matrix(parts[VALID], ablation_names)), parts[VALID]["label"].to_numpy()
+        )
+        scorecard = WoEScorecard(random_state=cfg.seed).fit(
+            parts[TRAIN].loc[:, names], parts[TRAIN]["label"], sample_weight=sampled_weights(parts[TRAIN])
+        )
+        scores |= {
+            "lightgbm_no_links": ablation_calibrator.predict(
+                ablation.decision_function(matrix(test, ablation_names))
+            ),
+            "woe_scorecard": scorecard.predict_proba(test.loc[:, names])[:, 1],
+            "branch_rules": BranchRules().score(test),
+        }
+    n_boot = 0 if cfg.fast else cfg.n_boot
+    test_y = test["label"].to_numpy()
+    evaluations = {name: evaluate(test_y, s, n_boot=n_boot, seed=cfg.seed) for name, s in scores.items()}
+    return evaluations, compare(evaluations, HEADLINE_METRICS)
+
+
+def known_labels(store: EventStore, as_of: pd.Timestamp) -> pd.DataFrame:
+    """``application_id`` and ``confirmed_at`` of the confirmations the store held at ``as_of``."""
+    labels = store.labels(["application_id", "confirmed_at"]).to_pandas()
+    return labels.loc[labels["confirmed_at"] <= as_of]
+
+
+def fit_as_of(
+    ts: TrainingSet,
+    parts: dict[str, pd.DataFrame],
+    split: TimeSplit,
+    labels: pd.DataFrame,
+    cfg: TrainConfig,
+    params: dict | None = None,
+    fit_client: object | None = None,
+) -> Fitted:
+    """The evidence and shipped models of a training set: what ``duanka train --as-of`` ships."""
+    return fit_models(
+        ts.frame,
+        parts,
+        split,
+        confirmed_us(ts.frame, labels, ts.as_of),
+        ts.as_of,
+        ts.outcome_window_days,
+        cfg.fit_options(),
+        names=list(MODEL_FEATURES),
+        params=params,
+        fit_client=fit_client,
+    )
 
 
 def _train(
@@ -340,52 +387,28 @@ def _train(
     ts, parts = data.ts, data.parts
     fit_client = cluster.client if cluster is not None and cluster.fit else None
     names = list(MODEL_FEATURES)
-    test_y = parts[TEST]["label"].to_numpy()
+    labels = known_labels(store, ts.as_of)
 
     tuning = f" ({cfg.tune_trials} tuning trials)" if cfg.tune_trials else ""
-    step("LightGBM" + tuning + (" on Dask" if fit_client is not None else ""))
+    step("LightGBM: evidence fit and refit" + tuning + (" on Dask" if fit_client is not None else ""))
     tuned: dict = {}
     if cfg.tune_trials:
         tuned = tune(
-            _matrix(parts[TRAIN], names),
+            matrix(parts[TRAIN], names),
             parts[TRAIN]["label"].to_numpy(),
-            _matrix(parts[VALID], names),
+            matrix(parts[VALID], names),
             parts[VALID]["label"].to_numpy(),
             names,
             n_trials=cfg.tune_trials,
             negative_rate=cfg.negative_rate,
             seed=cfg.seed,
         )
-    full = _fit_lightgbm(parts, names, cfg, tuned, fit_client)
-    calibrator = make_calibrator(cfg.calibration).fit(
-        full.decision_function(_matrix(parts[VALID], names)), parts[VALID]["label"].to_numpy()
-    )
-    bands = Bands.from_budget(calibrator.predict(full.decision_function(_matrix(parts[VALID], names))))
-    test_score = calibrator.predict(full.decision_function(_matrix(parts[TEST], names)))
+    fitted = fit_as_of(ts, parts, split, labels, cfg, tuned, fit_client)
 
-    step("ablation without linkage families")
-    ablation_names = list(linkage_free_features())
-    ablation = _fit_lightgbm(parts, ablation_names, cfg, fit_client=fit_client)
-    ablation_calibrator = make_calibrator(cfg.calibration).fit(
-        ablation.decision_function(_matrix(parts[VALID], ablation_names)), parts[VALID]["label"].to_numpy()
-    )
-    step("WoE scorecard and branch rules")
-    scorecard = WoEScorecard(random_state=cfg.seed).fit(
-        parts[TRAIN].loc[:, names], parts[TRAIN]["label"], sample_weight=_weights(parts[TRAIN])
-    )
-    rules = BranchRules()
-
-    scores = {
-        "lightgbm": test_score,
-        "lightgbm_no_links": ablation_calibrator.predict(
-            ablation.decision_function(_matrix(parts[TEST], ablation_names))
-        ),
-        "woe_scorecard": scorecard.predict_proba(parts[TEST].loc[:, names])[:, 1],
-        "branch_rules": rules.score(parts[TEST]),
-    }
-    step("out-of-time evaluation (bootstrap)")
-    evaluations = {name: evaluate(test_y, s, n_boot=cfg.n_boot, seed=cfg.seed) for name, s in scores.items()}
-    comparison = compare(evaluations, HEADLINE_METRICS)
+    step("baselines" if not cfg.fast else "evidence (fast: no baselines)")
+    evaluations, comparison = evidence_comparison(parts, fitted, cfg, fit_client)
+    step("out-of-time evaluation")
+    test_score = fitted.evidence_score(matrix(parts[TEST], names))
 
     step("ring catch rates")
     groups = None
@@ -394,10 +417,11 @@ def _train(
         test_rows = (
             parts[TEST].loc[:, ["application_id", "applied_at"]].merge(truth, on="application_id", how="left")
         )
-        groups = group_catch_rates(test_rows, bands.assign(test_score) != "low")
+        groups = group_catch_rates(test_rows, fitted.evidence_bands.assign(test_score) != "low")
 
     step("MLflow logging and registration")
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        shipped = fitted.shipped
         mlflow.log_params(
             {
                 "as_of": cfg.as_of.isoformat(),
@@ -405,27 +429,32 @@ def _train(
                 "negative_rate": cfg.negative_rate,
                 "seed": cfg.seed,
                 "n_boot": cfg.n_boot,
+                "fast": cfg.fast,
                 "outcome_window_days": settings.outcome_window_days,
+                "label_policy": str(cfg.label_policy),
+                "horizon_days": cfg.horizon_days,
                 "feature_set_version": FEATURE_SET_VERSION,
                 "code_version": code_version(),
-                "best_iteration": full.booster_.best_iteration,
+                "best_iteration": shipped.booster_.best_iteration,
                 "fit": "lightgbm.dask" if fit_client is not None else "lightgbm",
                 "tune_trials": cfg.tune_trials,
                 "n_features": len(names),
                 **{f"split_{k}": v for k, v in split.describe().items()},
-                **{f"lgb_{k}": v for k, v in full.lgb_params().items()},
+                **fitted.describe(),
+                **{f"lgb_{k}": v for k, v in shipped.lgb_params().items()},
             }
         )
         for part_name, (rows, positives) in data.part_counts.items():
             mlflow.log_metrics({f"{part_name}_rows": rows, f"{part_name}_positives": positives})
         mlflow.log_metric("train_rows_fitted", len(parts[TRAIN]))
+        mlflow.log_metric("refit_rows_fitted", shipped.training_rows_)
         mlflow.log_metrics({f"set_{k}": float(v) for k, v in asdict(ts.summary).items()})
         for model_name, ev in evaluations.items():
             for suffix, values in (("", ev.point), ("_ci_low", ev.ci_low), ("_ci_high", ev.ci_high)):
                 mlflow.log_metrics(
                     {metric_key(f"{model_name}.test_{k}{suffix}"): v for k, v in values.items()}
                 )
-        mlflow.log_dict({"model_features": names, "linkage_free": ablation_names}, "features.json")
+        mlflow.log_dict({"model_features": names, "linkage_free": linkage_free_features()}, "features.json")
         mlflow.log_dict(
             {
                 "inputs_sha256": ts.inputs_sha256,
@@ -442,25 +471,40 @@ def _train(
         )
         if groups is not None:
             mlflow.log_text(groups.to_frame().to_csv(), "group_catch.csv")
-        labels = store.labels(["application_id", "confirmed_at"]).to_pandas()
-        labels = labels.loc[labels["confirmed_at"] <= ts.as_of]
         mlflow.log_text(monthly_summary(data.months, data.confirmed, labels).to_csv(), "monthly.csv")
         frame_path = Path(tmp) / "evaluation_frame.parquet"
         evaluation_frame(
             parts,
             names,
-            lambda X: calibrator.predict(full.booster_.predict(X, raw_score=True)),
+            fitted.evidence_score,
             cfg.seed,
             refused_by_rule(ts.refused),
             rule_refused_parts(ts, split),
         ).to_parquet(frame_path, index=False)
         mlflow.log_artifact(str(frame_path))
+        rules = BranchRules()
         mlflow.log_dict(
             {"rules": [{"code": r.code, "description": r.description} for r in rules.rules]}, "rules.json"
         )
-        paths = write_bundle(Path(tmp), full.booster_, calibrator, bands, names, FEATURE_SET_VERSION)
+        evidence_paths = write_bundle(
+            Path(tmp) / EVIDENCE_PATH,
+            fitted.evidence.booster_,
+            fitted.evidence_calibrator,
+            fitted.evidence_bands,
+            names,
+            FEATURE_SET_VERSION,
+        )
+        mlflow.log_artifacts(str(Path(tmp) / EVIDENCE_PATH), EVIDENCE_PATH)
+        paths = write_bundle(
+            Path(tmp) / "shipped",
+            shipped.booster_,
+            fitted.calibrator,
+            fitted.bands,
+            names,
+            FEATURE_SET_VERSION,
+        )
         example = parts[VALID].loc[:, names].head(5).astype("float64")
-        info = log_bundle(Path(tmp), example, paths, PROJECT_ROOT)
+        info = log_bundle(Path(tmp) / "shipped", example, paths, PROJECT_ROOT)
         client = mlflow.MlflowClient()
         version = str(info.registered_model_version)
         meta = json.loads(Path(paths["meta"]).read_text(encoding="utf-8"))
@@ -469,9 +513,17 @@ def _train(
         client.set_model_version_tag(
             MODEL_NAME, version, "bundle_sha256", sha256_text(Path(paths["meta"]).read_text(encoding="utf-8"))
         )
+        client.set_model_version_tag(
+            MODEL_NAME,
+            version,
+            "evidence_sha256",
+            sha256_text(Path(evidence_paths["meta"]).read_text(encoding="utf-8")),
+        )
         client.set_model_version_tag(MODEL_NAME, version, "run_id", run.info.run_id)
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
-        return TrainResult(run.info.run_id, version, split, comparison, evaluations, ts.summary, groups)
+        return TrainResult(
+            run.info.run_id, version, split, comparison, evaluations, ts.summary, groups, fitted
+        )
 
 
 def configure_tracking(settings: Settings) -> None:

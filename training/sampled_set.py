@@ -69,7 +69,8 @@ class SampledTrainingSet:
     Attributes
     ----------
     training_set : TrainingSet
-        ``frame``: the mature applications of the three parts that the run uses, with
+        ``frame``: the mature applications of the three parts that the run uses and the
+        immature ones of the last ``recent_days``, with
         ``weight`` (``1 / negative_rate`` for a sampled legitimate application of the
         training months, else 1) and ``uniform`` (True for a uniform sample of the
         training months at ``negative_rate``: what the report's training reference
@@ -110,6 +111,7 @@ def _sample_partition(
     split: TimeSplit,
     negative_rate: float,
     seed: int,
+    recent_from: pd.Timestamp,
 ) -> _Sampled:
     """One feature partition, labelled, refused by rule where listed, split and sampled (on a worker)."""
     frame = pd.read_parquet(path)
@@ -132,6 +134,9 @@ def _sample_partition(
     rows = mature.loc[keep].copy()
     rows["weight"] = np.where(training[keep] & (label[keep] == 0), 1.0 / negative_rate, 1.0)
     rows["uniform"] = training[keep] & chosen[keep]
+    # The latest openings, immature: the shipped model's band cuts are quantiles of their scores.
+    recent = kept.loc[~kept["label_mature"].to_numpy() & (kept["applied_at"] >= recent_from).to_numpy()]
+    rows = pd.concat([rows, recent.assign(weight=1.0, uniform=False)])
     refused = frame.loc[by_rule & frame["label_mature"].to_numpy()]
     refused = refused.loc[split.assign(refused["applied_at"]).isin([VALID, TEST]).to_numpy()]
     return _Sampled(
@@ -201,6 +206,7 @@ def build_sampled_training_set(
     outcome_window_days: int = 180,
     scratch: str | Path | None = None,
     partitions: int | None = None,
+    recent_days: int = 61,
 ) -> SampledTrainingSet:
     """The training set as of ``as_of``, built on the cluster and sampled there.
 
@@ -221,6 +227,9 @@ def build_sampled_training_set(
         Seeds the choice (:func:`uniform`).
     scratch, partitions
         As :func:`features.distributed.build_features_distributed`.
+    recent_days : int
+        The immature applications of these last days before ``as_of`` come back whole
+        (unlabelled): the shipped model's band cuts are read off them (:mod:`training.fit`).
     """
     if not 0 < negative_rate <= 1:
         raise ValueError("negative_rate must be in (0, 1]")
@@ -257,6 +266,7 @@ def build_sampled_training_set(
                 split,
                 negative_rate,
                 seed,
+                at - pd.Timedelta(days=recent_days),
                 pure=False,
             )
             for p in paths
