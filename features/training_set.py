@@ -216,6 +216,44 @@ def build_training_set(
     )
 
 
+def training_set_at(
+    later: TrainingSet, labels: pa.Table | pd.DataFrame, as_of: pd.Timestamp
+) -> TrainingSet:
+    """The training set as of an earlier instant, read off one built as of a later one.
+
+    Features are point in time (each row sees only what came before it), so a row's
+    values do not depend on the build's ``as_of``; what does is which rows exist and
+    which confirmations are known. Both are cut here: rows applied after ``as_of`` go,
+    and labels are recomputed from the confirmations known at ``as_of``. A rolling
+    backtest builds features once and cuts them per period
+    (:mod:`training.backtest`); a test checks the result equals a build as of ``as_of``.
+    ``inputs_sha256`` is left empty: the cut never saw the raw inputs.
+    """
+    at = as_of_timestamp(as_of)
+    if at > later.as_of:
+        raise ValueError(f"cannot cut a training set built as of {later.as_of} at a later {at}")
+    cut = pa.scalar(at.to_pydatetime(), pa.timestamp("us", tz="UTC"))
+    known, _ = known_at(labels, None, cut)
+
+    def relabelled(frame: pd.DataFrame) -> pd.DataFrame:
+        rows = frame.loc[frame["applied_at"] <= at].reset_index(drop=True) if len(frame) else frame.copy()
+        if len(rows):
+            confirmed = confirmations(pa.array(rows["application_id"]), known)
+            add_labels(rows, confirmed, at, later.outcome_window_days)
+        return rows
+
+    frame = relabelled(later.frame)
+    refused = relabelled(later.refused)
+    return TrainingSet(
+        frame=frame,
+        summary=summarise(frame, len(refused)),
+        as_of=at,
+        outcome_window_days=later.outcome_window_days,
+        inputs_sha256={},
+        refused=refused,
+    )
+
+
 def write_training_set(training_set: TrainingSet, path: Path) -> dict[str, object]:
     """Write the frame as Parquet and a JSON fingerprint beside it (``<stem>.fingerprint.json``).
 

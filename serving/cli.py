@@ -14,11 +14,15 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from data.config import SHANGHAI, get_settings
 from data.store import EventStore
+from data.synthetic.scenarios import ScenarioName
 from training.bands import BLOCKED
+from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy
+from training.periods import Every
 
 app = typer.Typer(
     name="duanka",
@@ -69,6 +73,13 @@ def generate(
     start: Annotated[
         str, typer.Option(help="First day of the simulated period (YYYY-MM-DD).")
     ] = "2024-01-01",
+    scenario: Annotated[
+        ScenarioName,
+        typer.Option(
+            help="How far the rings have adapted to being watched (docs/synthetic.md): default is "
+            "today's world; escorts_hidden, spread_out, insiders_move change one habit each, adapted all."
+        ),
+    ] = ScenarioName.DEFAULT,
 ) -> None:
     """Write a synthetic bank in the input-contract format (truth.csv is for evaluation only)."""
     from data.synthetic import generate_bank
@@ -80,8 +91,10 @@ def generate(
         seed=seed,
         start=_parse_date(start),
         progress=True,
+        scenario=scenario.value,
     )
     console.print(
+        f"scenario {bank.scenario.describe()}\n"
         f"wrote {bank.n_applications:,} applications ({bank.n_mules:,} mules) -> {bank.applications}\n"
         f"wrote {bank.n_labels:,} confirmations -> {bank.labels}\n"
         f"wrote {bank.n_listed:,} joint-punishment listings ({bank.n_reapplications:,} re-applications by "
@@ -160,6 +173,17 @@ def ingest(
     run_ingest(applications, labels, data or get_settings().data_dir, demo=False, watchlist=watchlist)
 
 
+LabelPolicyOption = Annotated[
+    LabelPolicy,
+    typer.Option(
+        help="Rows and labels of the shipped refit: mature (outcome window closed), delay-weighted "
+        "(every row; an unconfirmed one weighted by the chance its label has arrived), horizon "
+        "(a shorter outcome horizon, --horizon-days)."
+    ),
+]
+HorizonOption = Annotated[
+    int, typer.Option(min=1, help="The outcome horizon of --label-policy horizon, in days.")
+]
 Engine = Annotated[
     str, typer.Option(help="local (one machine, DuckDB) or dask (the same builder per partition).")
 ]
@@ -327,8 +351,13 @@ def train(
             "lightgbm.dask, for a training set this machine cannot fit."
         ),
     ] = "local",
+    label_policy: LabelPolicyOption = DEFAULT_POLICY,
+    horizon_days: HorizonOption = DEFAULT_HORIZON_DAYS,
 ) -> None:
     """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger.
+
+    The split's evidence model is what the comparison reports; the registered model is refit
+    on all labelled history up to --as-of with the rounds and calibration the split chose.
 
     With --engine dask the training set is built and downsampled on the cluster and the
     model is fitted here, or with --fit dask on the cluster too (docs/scale-out.md).
@@ -356,7 +385,87 @@ def train(
             seed=seed,
             n_boot=n_boot,
             tune_trials=tune_trials,
+            label_policy=label_policy,
+            horizon_days=horizon_days,
         )
+
+
+@app.command()
+def backtest(
+    from_: Annotated[str, typer.Option("--from", help="Start of the first period (YYYY-MM-DD or ISO 8601).")],
+    to: Annotated[str, typer.Option(help="End of the last period.")],
+    data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+    every: Annotated[Every, typer.Option(help="Period length.")] = Every.MONTH,
+    truth: Annotated[
+        Path | None, typer.Option(help="truth.csv of a generated bank: recall by scheme.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="The HTML page with the plots.")] = Path("backtest.html"),
+    fast: Annotated[
+        bool, typer.Option(help="Skip the baselines and the bootstrap inside each period's training.")
+    ] = False,
+    valid_months: Annotated[int, typer.Option(min=1, help="As in train.")] = 2,
+    test_months: Annotated[int, typer.Option(min=1, help="As in train.")] = 2,
+    calibration: Annotated[str, typer.Option(help="platt or isotonic.")] = "platt",
+    negative_rate: Annotated[float, typer.Option(min=0.001, max=1.0, help="As in train.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for downsampling, LightGBM and the bootstrap.")] = 0,
+    n_boot: Annotated[
+        int, typer.Option(min=10, help="Bootstrap resamples of the pooled and period figures.")
+    ] = 200,
+    label_policy: LabelPolicyOption = DEFAULT_POLICY,
+    horizon_days: HorizonOption = DEFAULT_HORIZON_DAYS,
+) -> None:
+    """Rolling-origin backtest: for each period, train as of its start on what was known then
+    (as train --as-of would) and score the period point in time. Registers nothing."""
+    from training.backtest import BacktestConfig, StoreTooYoung
+    from training.backtest import backtest as run_backtest
+    from training.backtest_report import html_page, interval_lines, log_backtest, terminal_table
+    from training.run import TrainConfig
+    from training.tracking import configure
+
+    if calibration not in ("platt", "isotonic"):
+        raise typer.BadParameter(f"--calibration {calibration!r}: platt or isotonic")
+    settings = get_settings()
+    store = EventStore(data or settings.data_dir)
+    if not store.manifest():
+        raise fail(f"no ingested events in {store.root}: run duanka ingest first")
+    start, end = parse_instant(from_), parse_instant(to)
+    train_cfg = TrainConfig(
+        as_of=start,
+        valid_months=valid_months,
+        test_months=test_months,
+        calibration=calibration,
+        negative_rate=negative_rate,
+        seed=seed,
+        n_boot=n_boot,
+        label_policy=label_policy,
+        horizon_days=horizon_days,
+        fast=fast,
+    )
+    cfg = BacktestConfig(start=start, end=end, train=train_cfg, every=every, n_boot=n_boot)
+    configure(settings)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("backtest", total=None)
+        try:
+            result = run_backtest(
+                store,
+                cfg,
+                settings.outcome_window_days,
+                truth_path=truth,
+                progress=lambda text: bar.update(task, description=text),
+            )
+        except (StoreTooYoung, ValueError) as exc:
+            raise fail(str(exc)) from None
+    console.print(terminal_table(result))
+    for line in interval_lines(result):
+        console.print(line)
+    if result.by_scheme is not None:
+        console.print("recall at 1% alerts (pooled) by scheme:")
+        console.print(result.by_scheme.round(3).to_string())
+    page = html_page(result, cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    run_id = log_backtest(result, cfg, page, settings.outcome_window_days)
+    console.print(f"wrote {out}; MLflow run {run_id} in experiment duanka-backtest (nothing registered)")
 
 
 @app.command()
