@@ -8,6 +8,10 @@ confirmations put people on the joint-punishment list, and the re-applications o
 listed people (:mod:`data.synthetic.watchlist`) join a later month in place of as
 many ordinary customers. Memory is bounded by one month's rows plus the planned
 schemes.
+
+A scenario (:mod:`data.synthetic.scenarios`) says how far the rings have adapted
+to a bank that watches for them; ``default`` is today's world, and for it a seed
+gives the same files it gave before scenarios existed.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import pyarrow.compute as pc
 from rich.progress import Progress
 
 from data.contract import APPLICATIONS, LABELS, WATCHLIST
+from data.synthetic import scenarios
 from data.synthetic.lookalikes import agency_rows, factory_rows, university_rows
 from data.synthetic.outcomes import confirmations, label_table
 from data.synthetic.period import DAY, Period, day_weights
 from data.synthetic.population import legit_rows
 from data.synthetic.rows import TRUTH_COLUMNS, Draft, application_ids, render
+from data.synthetic.scenarios import Scenario
 from data.synthetic.schemes import insider_rows, ring_rows, shell_rows, solo_rows
 from data.synthetic.watchlist import listings, watchlist_table
 from data.synthetic.world import World, build_world
@@ -50,6 +56,7 @@ class GeneratedBank:
     n_mules: int
     n_listed: int
     n_reapplications: int
+    scenario: Scenario
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -83,6 +90,7 @@ def generate_bank(
     seed: int = 7,
     start: date = date(2024, 1, 1),
     progress: bool = False,
+    scenario: str | Scenario = "default",
 ) -> GeneratedBank:
     """Write a synthetic bank: ``applications.csv``, ``labels.csv``, ``watchlist.csv`` and ``truth.csv``.
 
@@ -100,6 +108,10 @@ def generate_bank(
         First day of the period.
     progress : bool
         Show a progress bar, one step per month.
+    scenario : str or Scenario
+        How far the rings have adapted: a name from
+        :data:`data.synthetic.scenarios.SCENARIOS` or a Scenario. Each scheme keeps
+        its name in ``truth.csv`` whatever the scenario.
 
     Returns
     -------
@@ -109,15 +121,16 @@ def generate_bank(
     Raises
     ------
     ValueError
-        If ``months`` or ``applications`` is below 1.
+        If ``months`` or ``applications`` is below 1, or the scenario is unknown.
     """
     if months < 1 or applications < 1:
         raise ValueError("months and applications must be at least 1")
+    adapted = scenarios.scenario(scenario)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     period = Period(start, months)
     chunks = period.chunks()
-    world = build_world(period, applications, _rng(seed, _WORLD))
+    world = build_world(period, applications, _rng(seed, _WORLD), adapted)
     paths = {name: out_dir / f"{name}.csv" for name in ("applications", "labels", "truth", "watchlist")}
 
     with Progress(disable=not progress) as bar:
@@ -188,6 +201,7 @@ def generate_bank(
         n_mules=mules,
         n_listed=watchlist.num_rows,
         n_reapplications=reapplications,
+        scenario=adapted,
     )
 
 

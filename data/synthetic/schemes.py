@@ -16,6 +16,12 @@ pair below moves linearly) they spread over more branches, their escorts are
 recorded less often, more of their openings move to the app on shared phones,
 and their addresses are written in more variants. Some recruits show none of the
 signals: own phone, own address, no escort recorded.
+
+Scenarios: once a bank watches for the rings' tells, the rings change them. The
+parameters such a change moves (escorts recorded, number blocks, devices, hotels,
+branches and visits per ring, insiders' postings) are read from
+``world.scenario`` (:mod:`data.synthetic.scenarios`); the constants below are the
+default scenario's values, today's world.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ ESCORT_AGES = ((22, 45, 1.0),)
 RECRUIT_PLACES = (Place.LODGING, None, Place.RESIDENCE)  # None: household-register address
 RECRUIT_PLACE_SHARES = (0.7, 0.2, 0.1)
 RING_HOTELS = (1, 2)
-BLOCK_SIM = 0.8  # recruits on a SIM from the ring's number block
+RING_BLOCKS = (1, 1)  # 7-digit number blocks per ring
+BLOCK_SIM = 0.8  # recruits on a SIM from the ring's number blocks
 BLOCK_TENURE = 14  # days, at most, those SIMs are old
 FULL_BUNDLE = 0.85
 RING_TAMPERED = 0.02
@@ -95,6 +102,8 @@ INSIDER_SHARE = 0.001
 INSIDER_ACCOUNTS = 250  # per insider over the period, about
 INSIDERS = (1, 6)
 INSIDER_MONTHS = (6, 20)  # active, within the period
+INSIDER_POSTS = (1, 1)  # branches an insider is posted to in turn, opening under that branch's staff id
+INSIDER_BORROWED = 0.0  # of an insider's openings, recorded under a colleague at the same desk
 INSIDER_ONSITE = 0.3
 INSIDER_TAMPERED = (0.35, 0.75)  # without, with an on-site visit recorded (a doctored photo)
 INSIDER_AFTER_HOURS = 0.25
@@ -147,6 +156,26 @@ def _branches(world: World, city: int, count: int, rng: np.random.Generator) -> 
     return rng.choice(local, count, replace=False, p=weight / weight.sum())
 
 
+def _count(bounds: tuple[int, int], rng: np.random.Generator) -> int:
+    """A whole number drawn uniformly from the inclusive ``bounds``."""
+    return int(rng.integers(bounds[0], bounds[1] + 1))
+
+
+def _ring_phones(blocks: tuple[int, int], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` recruits' numbers from the ring's blocks, as many as drawn from ``blocks``.
+
+    A ring with one block draws exactly what the default world always drew: one
+    block, then its numbers.
+    """
+    count = blocks[0] if blocks[0] == blocks[1] else _count(blocks, rng)
+    which = np.zeros(n, np.int64) if count == 1 else rng.integers(0, count, n)
+    phone = np.empty(n, np.int64)
+    for b in range(count):
+        rows = np.flatnonzero(which == b)
+        phone[rows] = block_phones(draw_block(rng, 0.5), len(rows), rng)
+    return phone
+
+
 def _window(world: World, bounds: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Consecutive days of the period, as many as drawn from ``bounds`` (fewer if it is short)."""
     days = world.period.days
@@ -158,6 +187,7 @@ def _window(world: World, bounds: tuple[int, int], rng: np.random.Generator) -> 
 def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
     """Escort rings of the whole period; a group per ring."""
     budget = round(RING_SHARE * world.volume)
+    adapted = world.scenario
     last_day = world.period.days[-1]
     city_weight = _city_weights(world)
     recruits: list[dict[str, np.ndarray]] = []
@@ -168,7 +198,7 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
         window = _window(world, RING_DAYS, rng)
         progress = float(world.period.progress(stamp(window[len(window) // 2], 0)))
         city = int(rng.choice(len(CITIES), p=city_weight))
-        branches = _branches(world, city, round(ramp(RING_BRANCHES, progress) + rng.normal()), rng)
+        branches = _branches(world, city, round(ramp(adapted.ring_branches, progress) + rng.normal()), rng)
         people = _lognormal_count(rng, RECRUITS, 12)
         # Each recruit opens one to three accounts: the first during the visit, the
         # others at the ring's next branches over the following days.
@@ -182,21 +212,21 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
             replace=False,
             p=MIGRATION,
         )
-        hotels = rng.integers(0, SITES, int(rng.integers(RING_HOTELS[0], RING_HOTELS[1] + 1)))
+        hotels = rng.integers(0, SITES, _count(adapted.ring_hotels, rng))
         hotel_district = rng.choice(world.districts_of(city), len(hotels))
-        devices = rng.integers(0, DEVICE_SPACE, int(rng.integers(RING_DEVICES[0], RING_DEVICES[1] + 1)))
+        devices = rng.integers(0, DEVICE_SPACE, _count(adapted.ring_devices, rng))
 
         # Recruits come in visits: a few at a time, one escort, one branch, one after another.
         sizes = []
         while sum(sizes) < people:
-            sizes.append(min(people - sum(sizes), int(rng.integers(VISIT[0], VISIT[1] + 1))))
+            sizes.append(min(people - sum(sizes), _count(adapted.visit, rng)))
         visit = np.repeat(np.arange(len(sizes)), sizes)
         visits = len(sizes)
         visit_day = rng.choice(window, visits)
         visit_branch = rng.integers(0, len(branches), visits)
         served = queued(visit, 9 * HOUR + HOUR // 2 + rng.integers(0, 5 * HOUR, visits), (480, 1500), rng)
 
-        block_sim = rng.random(people) < BLOCK_SIM
+        block_sim = rng.random(people) < adapted.block_sim
         hotel = rng.integers(0, len(hotels), people)
         recruits.append(
             {
@@ -207,7 +237,7 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
                 "site": hotels[hotel],
                 "day": visit_day[visit],
                 "phone": np.where(
-                    block_sim, block_phones(draw_block(rng, 0.5), people, rng), draw_phones(people, rng)
+                    block_sim, _ring_phones(adapted.ring_blocks, people, rng), draw_phones(people, rng)
                 ),
                 "tenure": np.where(
                     block_sim, rng.integers(0, BLOCK_TENURE + 1, people), tenure_days(people, rng, 0.1)
@@ -234,7 +264,7 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
                 "branch": branches[(visit_branch[own_visit] + nth) % len(branches)],
                 "device": devices[rng.integers(0, len(devices), rows)],
                 "escort": escorts + rng.integers(0, escort_count, visits)[own_visit],
-                "recorded": rng.random(rows) < ramp(ESCORT_RECORDED, progress),
+                "recorded": rng.random(rows) < ramp(adapted.escort_recorded, progress),
                 "referred": referrer & (rng.random(rows) < 0.5),
             }
         )
@@ -345,7 +375,9 @@ def shell_rows(world: World, rng: np.random.Generator) -> Draft | None:
             variety=ramp(SHELL_VARIETY, rows["progress"]),
             rng=rng,
         ),
-        escort=escort_ids(rows["day"], rows["group"], rng.random(n) < SHELL_ESCORTED, rng, ESCORT_AGES, 0.3),
+        escort=escort_ids(
+            rows["day"], rows["group"], rng.random(n) < world.scenario.shell_escorted, rng, ESCORT_AGES, 0.3
+        ),
         intermediary=np.where(
             rng.random(n) < SHELL_RECORDED, intermediary_numbers(rows["group"], _SHELL_SALT), -1
         ),
@@ -376,10 +408,11 @@ def insider_rows(world: World, rng: np.random.Generator) -> Draft | None:
         rows = np.flatnonzero(insider == who)
         months = int(rng.integers(*INSIDER_MONTHS))
         day[rows] = draw_days(len(rows), _window(world, (months * 30, months * 30), rng), rng)
+    branch, staff = _postings(world, branch, staff, insider, day, rng)
     after = rng.random(n) < INSIDER_AFTER_HOURS
     seconds = np.where(after, after_hours_seconds(n, rng), counter_seconds(n, rng))
     people = draw_applicants(day, draw_ages(n, INSIDER_AGES, rng), rng, INSIDER_MIGRANT)
-    home_district = network.branch_district[branch[insider]]
+    home_district = network.branch_district[branch]
     district = np.where(rng.random(n) < 0.5, home_district, world.same_city(home_district, rng))
     place = rng.choice(len(INSIDER_PLACES), n, p=INSIDER_PLACE_SHARES)
     onsite = rng.random(n) < INSIDER_ONSITE
@@ -387,10 +420,10 @@ def insider_rows(world: World, rng: np.random.Generator) -> Draft | None:
     return Draft.build(
         "insider",
         at=stamp(day, seconds),
-        branch=branch[insider],
+        branch=branch,
         channel=np.full(n, COUNTER),
         corporate=np.ones(n, bool),
-        staff=staff[insider],
+        staff=staff,
         id_number=people.id_number,
         phone=draw_phones(n, rng),
         tenure=tenure_days(n, rng, INSIDER_NEW_SIM, 60),
@@ -419,6 +452,67 @@ def insider_rows(world: World, rng: np.random.Generator) -> Draft | None:
         payment_binding=payment_binding,
         group=insider,
     )
+
+
+def _postings(
+    world: World,
+    branch: np.ndarray,
+    staff: np.ndarray,
+    insider: np.ndarray,
+    day: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per opening, the branch and the staff member it is recorded under.
+
+    Parameters
+    ----------
+    world : World
+    branch, staff : numpy.ndarray
+        Per insider, the branch and corporate-desk staff member they start at.
+    insider : numpy.ndarray
+        Per opening, its insider.
+    day : numpy.ndarray
+        Per opening, its day.
+    rng : numpy.random.Generator
+
+    Notes
+    -----
+    By default an insider stays at one desk, so every opening carries one staff
+    id. Where the scenario posts insiders to several branches of their city in
+    turn, their openings in day order fall into consecutive spells, one per
+    posting, each under the insider's id at that branch's corporate desk; where
+    it has them borrow, a share of openings goes under the desk colleague's id.
+    The default world draws nothing here.
+    """
+    posts, borrowed = world.scenario.insider_posts, world.scenario.insider_borrowed
+    network = world.network
+    row_branch, row_staff = branch[insider], staff[insider]
+    if posts[1] > 1:
+        for who in range(len(branch)):
+            rows = np.flatnonzero(insider == who)
+            local = network.branches_in(int(network.branch_city[branch[who]]))
+            others = local[local != branch[who]]
+            count = min(_count(posts, rng), len(others) + 1, max(len(rows), 1))
+            if count < 2:
+                continue
+            weight = network.branch_weight[others]
+            sequence = np.concatenate(
+                [[branch[who]], rng.choice(others, count - 1, replace=False, p=weight / weight.sum())]
+            )
+            seat = np.concatenate(
+                [[staff[who] - network.staff_first[branch[who]]], rng.integers(0, CORPORATE_DESK, count - 1)]
+            )
+            order = rows[np.argsort(day[rows], kind="stable")]
+            cuts = np.sort(rng.choice(np.arange(1, len(rows)), count - 1, replace=False))
+            spell = np.searchsorted(cuts, np.arange(len(rows)), side="right")
+            row_branch[order] = sequence[spell]
+            row_staff[order] = network.staff_first[sequence[spell]] + seat[spell]
+    if borrowed > 0:
+        n = len(insider)
+        first = network.staff_first[row_branch]
+        colleague = (row_staff - first + rng.integers(1, CORPORATE_DESK, n)) % CORPORATE_DESK
+        row_staff = np.where(rng.random(n) < borrowed, first + colleague, row_staff)
+    return row_branch, row_staff
 
 
 def solo_rows(world: World, rng: np.random.Generator) -> Draft | None:

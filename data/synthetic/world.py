@@ -1,15 +1,21 @@
-"""What every part of the generator shares: the period, the bank, its volume, and
-how its customers' homes are spread over the districts."""
+"""What every part of the generator shares: the period, the bank, its volume, how
+its customers' homes are spread over the districts, and the scenario: how far the
+rings have adapted (:mod:`data.synthetic.scenarios`). The planners take the
+scenario from here, so that a scenario is one argument and not a module setting."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from data.synthetic.network import Network, build_network
 from data.synthetic.period import Period
 from data.synthetic.places import DISTRICT_CITY
+
+if TYPE_CHECKING:  # scenarios imports the schemes, which import this module
+    from data.synthetic.scenarios import Scenario
 
 # A district's applicants of the period live in 1/0.3 times as many households,
 # drawn at random: about a quarter of them share their address (family,
@@ -26,6 +32,7 @@ class World:
     network: Network
     volume: int  # applications in the whole period
     households: np.ndarray  # per district, the number of households its applicants live in
+    scenario: Scenario  # the parameters the rings' adaptation moves
 
     @property
     def annual_volume(self) -> float:
@@ -59,9 +66,10 @@ def worth_adding(planned: int, size: int, budget: int) -> bool:
     return abs(planned + size - budget) < abs(planned - budget)
 
 
-def build_world(period: Period, volume: int, rng: np.random.Generator) -> World:
-    """The bank's network and household spread for ``volume`` applications over ``period``."""
+def build_world(period: Period, volume: int, rng: np.random.Generator, scenario: Scenario) -> World:
+    """The bank's network and household spread for ``volume`` applications over ``period``,
+    its schemes planned as ``scenario`` says."""
     network = build_network(rng)
     residents = volume * network.district_weight()
     households = np.maximum(residents / _APPLICANTS_PER_HOUSEHOLD, _FEWEST_HOUSEHOLDS)
-    return World(period, network, volume, households.astype(np.int64))
+    return World(period, network, volume, households.astype(np.int64), scenario)

@@ -1,0 +1,129 @@
+"""Adaptation scenarios: the same bank after the rings have learned what it watches for.
+
+A model trained on today's world learns today's tells: escorts in the visitor log,
+a ring's recruits on SIMs from one number block, one hotel and a couple of shared
+phones, an insider's openings under one staff id. Once a bank alerts on those,
+the rings change exactly those habits. A :class:`Scenario` names the handful of
+planner parameters (:mod:`data.synthetic.schemes`) that such a change moves, so
+that a backtest can ask how the model fares on a world that hides each tell.
+
+Only the parameters here vary between scenarios; everything else, and every
+scheme's name in ``truth.csv``, stays as it is. The ``default`` scenario holds the
+schemes module's constants and draws exactly the random numbers it always drew,
+so a seed gives the same files as before scenarios existed. The planners read
+their values from ``world.scenario``, never from the constants directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import StrEnum
+
+from data.synthetic.schemes import (
+    BLOCK_SIM,
+    ESCORT_RECORDED,
+    INSIDER_BORROWED,
+    INSIDER_POSTS,
+    RING_BLOCKS,
+    RING_BRANCHES,
+    RING_DEVICES,
+    RING_HOTELS,
+    SHELL_ESCORTED,
+    VISIT,
+)
+
+
+class ScenarioName(StrEnum):
+    """The named scenarios, as ``duanka generate --scenario`` accepts them."""
+
+    DEFAULT = "default"
+    ESCORTS_HIDDEN = "escorts_hidden"
+    SPREAD_OUT = "spread_out"
+    INSIDERS_MOVE = "insiders_move"
+    ADAPTED = "adapted"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """The planner parameters an adaptation moves; the defaults are today's world.
+
+    ``(start, end)`` pairs move linearly over the period, like the schemes' own
+    adaptation; ``(low, high)`` pairs are inclusive ranges drawn per ring or insider.
+    """
+
+    name: str
+    # Escort rings: share of counter openings whose escort is recorded, (start, end).
+    escort_recorded: tuple[float, float] = ESCORT_RECORDED
+    # Shell operations: share of openings that record the escort.
+    shell_escorted: float = SHELL_ESCORTED
+    # Escort rings: 7-digit number blocks their SIMs come from, per ring.
+    ring_blocks: tuple[int, int] = RING_BLOCKS
+    # Escort rings: share of recruits on a SIM from one of the ring's blocks.
+    block_sim: float = BLOCK_SIM
+    # Escort rings: shared phones their app openings are made on, per ring.
+    ring_devices: tuple[int, int] = RING_DEVICES
+    # Escort rings: hotels and 公寓 their recruits are lodged in, per ring.
+    ring_hotels: tuple[int, int] = RING_HOTELS
+    # Escort rings: branches used, about, (start, end).
+    ring_branches: tuple[float, float] = RING_BRANCHES
+    # Escort rings: recruits an escort brings to a branch at once.
+    visit: tuple[int, int] = VISIT
+    # Insiders: branches each is posted to in turn, opening under that branch's staff id.
+    insider_posts: tuple[int, int] = INSIDER_POSTS
+    # Insiders: share of their openings recorded under a colleague's id at the same desk.
+    insider_borrowed: float = INSIDER_BORROWED
+
+    def moved(self) -> dict[str, object]:
+        """The parameters whose values differ from the default scenario's, by name."""
+        base = Scenario(self.name)
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "name" and getattr(self, f.name) != getattr(base, f.name)
+        }
+
+    def describe(self) -> str:
+        """``name (parameter=value, ...)``: what this scenario moves."""
+        moved = ", ".join(f"{k}={v}" for k, v in self.moved().items()) or "today's world"
+        return f"{self.name} ({moved})"
+
+
+# What each adaptation moves; `adapted` moves all of them.
+_ESCORTS_HIDDEN = {"escort_recorded": (0.15, 0.02), "shell_escorted": 0.03}
+_SPREAD_OUT = {
+    "ring_blocks": (2, 5),
+    "block_sim": 0.45,
+    "ring_devices": (3, 8),
+    "ring_hotels": (3, 6),
+    "ring_branches": (5.0, 14.0),
+    "visit": (1, 3),
+}
+_INSIDERS_MOVE = {"insider_posts": (3, 6), "insider_borrowed": 0.3}
+
+SCENARIOS: dict[ScenarioName, Scenario] = {
+    ScenarioName.DEFAULT: Scenario(ScenarioName.DEFAULT.value),
+    ScenarioName.ESCORTS_HIDDEN: Scenario(ScenarioName.ESCORTS_HIDDEN.value, **_ESCORTS_HIDDEN),
+    ScenarioName.SPREAD_OUT: Scenario(ScenarioName.SPREAD_OUT.value, **_SPREAD_OUT),
+    ScenarioName.INSIDERS_MOVE: Scenario(ScenarioName.INSIDERS_MOVE.value, **_INSIDERS_MOVE),
+    ScenarioName.ADAPTED: Scenario(
+        ScenarioName.ADAPTED.value, **_ESCORTS_HIDDEN, **_SPREAD_OUT, **_INSIDERS_MOVE
+    ),
+}
+DEFAULT = SCENARIOS[ScenarioName.DEFAULT]
+
+
+def scenario(name: str | Scenario) -> Scenario:
+    """The scenario called ``name`` (a Scenario is returned as it is).
+
+    Raises
+    ------
+    ValueError
+        If no scenario has that name.
+    """
+    if isinstance(name, Scenario):
+        return name
+    try:
+        return SCENARIOS[ScenarioName(name)]
+    except ValueError:
+        known = ", ".join(SCENARIOS)
+        raise ValueError(f"unknown scenario {name!r}; known: {known}") from None
