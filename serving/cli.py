@@ -464,7 +464,7 @@ def backtest(
     page = html_page(result, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    run_id = log_backtest(result, cfg, page, settings.outcome_window_days)
+    run_id = log_backtest(result, cfg, page, settings.outcome_window_days, settings)
     console.print(f"wrote {out}; MLflow run {run_id} in experiment duanka-backtest (nothing registered)")
 
 

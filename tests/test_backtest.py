@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data.config import Settings
+from data.config import Settings, get_settings
 from data.contract import APPLICATIONS, LABELS, WATCHLIST
 from data.ingest import ingest_file
 from data.pseudonym import Pseudonymiser
@@ -148,6 +148,7 @@ def test_periods_are_local_calendar_months_up_to_the_end():
 
 def test_the_command_prints_the_table_writes_the_page_and_logs_a_run(bank, monkeypatch):
     monkeypatch.setenv("DUANKA_MODELS_DIR", str(bank["root"] / "models"))
+    get_settings.cache_clear()
     out = bank["root"] / "page" / "backtest.html"
     result = CliRunner().invoke(
         app,
@@ -172,3 +173,6 @@ def test_the_command_prints_the_table_writes_the_page_and_logs_a_run(bank, monke
     assert page.count("data:image/png;base64,") >= 2
     experiment = mlflow.get_experiment_by_name("duanka-backtest")
     assert experiment is not None and mlflow.search_runs([experiment.experiment_id]).shape[0] >= 1
+    # Its artifacts live under the models folder, never in the folder the command ran in.
+    assert experiment.artifact_location.startswith((bank["root"] / "models").resolve().as_uri())
+    get_settings.cache_clear()

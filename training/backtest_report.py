@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from data.config import SHANGHAI
+from data.config import SHANGHAI, Settings
 from training.backtest import (
     ALERT_BUDGET_HIGH,
     CRITICAL_BUDGET,
@@ -27,7 +27,7 @@ from training.backtest import (
 )
 from training.metrics import recall_key
 from training.plots import ACCENT, BAND_COLOURS, MUTED, RISK, _figure, to_data_uri
-from training.tracking import code_version, metric_key
+from training.tracking import code_version, experiment_id, metric_key
 
 RECALL_1 = recall_key(0.01)
 
@@ -207,12 +207,15 @@ def html_page(result: BacktestResult, cfg: BacktestConfig) -> str:
     )
 
 
-def log_backtest(result: BacktestResult, cfg: BacktestConfig, page: str, outcome_window_days: int) -> str:
+def log_backtest(
+    result: BacktestResult, cfg: BacktestConfig, page: str, outcome_window_days: int, settings: Settings
+) -> str:
     """One run in the ``duanka-backtest`` experiment; returns its id. Nothing is registered."""
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(EXPERIMENT)
     t = cfg.train
-    with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
+    with (
+        mlflow.start_run(experiment_id=experiment_id(EXPERIMENT, settings)) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         mlflow.log_params(
             {
                 "from": cfg.start.isoformat(),

@@ -27,7 +27,7 @@ from features.registry import FEATURE_SET_VERSION
 from features.training_set import build_training_set
 from training.bundle import MODEL_NAME, RegisteredModel, ScoringBundle, load_evidence, load_registered
 from training.metrics import point_metrics, recall_key
-from training.tracking import metric_key
+from training.tracking import experiment_id, metric_key
 
 RECALL_TOLERANCE = 0.02
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -145,17 +145,16 @@ def promote(store: EventStore, settings: Settings, *, force: bool = False) -> De
     if promoted:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, challenger.version)
     decision = Decision(promoted, reason, challenger.version, champion.version if champion else None, metrics)
-    _log(decision, force)
+    _log(decision, force, settings)
     client.set_model_version_tag(
         MODEL_NAME, challenger.version, "promotion", ("promoted: " if promoted else "kept out: ") + reason
     )
     return decision
 
 
-def _log(decision: Decision, force: bool) -> None:
-    experiment = mlflow.get_experiment_by_name("duanka-promotions")
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment("duanka-promotions")
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"promote v{decision.challenger_version}"):
+def _log(decision: Decision, force: bool, settings: Settings) -> None:
+    experiment = experiment_id("duanka-promotions", settings)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"promote v{decision.challenger_version}"):
         mlflow.log_params(
             {
                 "challenger_version": decision.challenger_version,

@@ -31,11 +31,21 @@ def configure(settings: Settings) -> MlflowClient:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = exported
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        artifact_location = None if settings.mlflow_tracking_uri else settings.artifact_root()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+    experiment_id(EXPERIMENT, settings)
     mlflow.set_experiment(EXPERIMENT)
     return MlflowClient()
+
+
+def experiment_id(name: str, settings: Settings) -> str:
+    """The id of experiment ``name``, created if missing with its artifacts under the embedded
+    artifact root (a team's tracking server decides that itself), never in the current folder."""
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None if settings.mlflow_tracking_uri else settings.artifact_root()
+    if location is not None and name != EXPERIMENT:
+        location = f"{location}/{name}"
+    return mlflow.create_experiment(name, artifact_location=location)
 
 
 def code_version() -> str:
