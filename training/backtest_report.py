@@ -236,18 +236,11 @@ def log_backtest(
         for step, (_, row) in enumerate(result.table.drop(index=["pooled", EVIDENCE_ROW]).iterrows()):
             values = {k: row[k] for k in (*HEADLINE, "critical_share", "alert_share") if not pd.isna(row[k])}
             mlflow.log_metrics({metric_key(f"period.{k}"): float(v) for k, v in values.items()}, step=step)
-        pooled = result.table.loc["pooled"]
-        mlflow.log_metrics(
-            {
-                metric_key(f"pooled.{k}"): float(pooled[k])
-                for k in (*HEADLINE, *(f"{h}_ci_low" for h in HEADLINE), *(f"{h}_ci_high" for h in HEADLINE))
-                if not pd.isna(pooled[k])
-            }
-            | {
-                "pooled.critical_share": float(pooled["critical_share"]),
-                "pooled.alert_share": float(pooled["alert_share"]),
-            }
-        )
+        for name, prefix in (("pooled", "pooled"), (EVIDENCE_ROW, "pooled_evidence")):
+            row = result.table.loc[name]
+            keys = (*HEADLINE, *(f"{h}_ci_{side}" for h in HEADLINE for side in ("low", "high")))
+            values = {k: row[k] for k in (*keys, "critical_share", "alert_share") if not pd.isna(row[k])}
+            mlflow.log_metrics({metric_key(f"{prefix}.{k}"): float(v) for k, v in values.items()})
         folder = Path(tmp)
         result.table.to_csv(folder / "backtest.csv")
         (folder / "backtest.html").write_text(page, encoding="utf-8")
