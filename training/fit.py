@@ -135,25 +135,26 @@ def _window(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, label: 
 
 
 def _refit_sample(
-    frame: pd.DataFrame, refit: RefitRows, split: TimeSplit, options: FitOptions
+    frame: pd.DataFrame, refit: RefitRows, options: FitOptions
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions, labels and weights of the refit's downsampled rows.
 
-    A set sampled on a cluster (with ``weight``) arrives with its training months already
-    downsampled; only its validation and test months are downsampled here.
+    A set sampled on a cluster (:mod:`training.sampled_set`) marks the rows it already
+    downsampled (``sampled``, with their ``weight``); only the others are downsampled here.
     """
     label = refit.label
-    if "weight" not in frame.columns:
+    if "sampled" not in frame.columns:
         kept, weight = downsample(label, options.negative_rate, options.seed, refit.weight)
         return refit.rows[kept], label[kept], weight
-    part = split.assign(frame["applied_at"].iloc[refit.rows]).to_numpy()
-    sampled = part == TRAIN
+    sampled = frame["sampled"].to_numpy()[refit.rows]
     whole = np.flatnonzero(~sampled)
     kept, weight = downsample(label[whole], options.negative_rate, options.seed, refit.weight[whole])
-    rows = np.concatenate([np.flatnonzero(sampled), whole[kept]])
-    weights = np.concatenate([frame["weight"].to_numpy()[refit.rows[sampled]], weight])
-    order = np.argsort(refit.rows[rows], kind="stable")
-    return refit.rows[rows][order], label[rows][order], weights[order]
+    chosen = np.concatenate([np.flatnonzero(sampled), whole[kept]])
+    weights = np.concatenate(
+        [frame["weight"].to_numpy()[refit.rows[sampled]] * refit.weight[sampled], weight]
+    )
+    order = np.argsort(refit.rows[chosen], kind="stable")
+    return refit.rows[chosen][order], label[chosen][order], weights[order]
 
 
 def fit_models(
@@ -194,11 +195,6 @@ def fit_models(
     evidence_calibrator = make_calibrator(options.calibration).fit(valid_margin, valid_y)
     evidence_bands = Bands.from_budget(evidence_calibrator.predict(valid_margin))
 
-    if "weight" in frame.columns and options.label_policy is not LabelPolicy.MATURE:
-        raise ValueError(
-            f"--label-policy {options.label_policy}: a training set sampled on a cluster holds mature rows "
-            "only; use --label-policy mature with --engine dask"
-        )
     refit = refit_rows(
         frame,
         confirmed,
@@ -207,7 +203,7 @@ def fit_models(
         outcome_window_days=outcome_window_days,
         horizon_days=options.horizon_days,
     )
-    rows, label, weight = _refit_sample(frame, refit, split, options)
+    rows, label, weight = _refit_sample(frame, refit, options)
     rounds = max(1, int(evidence.booster_.best_iteration or evidence.booster_.current_iteration()))
     shipped = classifier(options, fit_client, **{**(params or {}), "n_estimators": rounds}).fit(
         matrix(frame.iloc[rows], names), label, None, None, names, sample_weight=weight

@@ -70,7 +70,8 @@ class SampledTrainingSet:
     ----------
     training_set : TrainingSet
         ``frame``: the mature applications of the three parts that the run uses and the
-        immature ones of the last ``recent_days``, with
+        immature ones (those of the last ``recent_days`` whole, the others sampled like the
+        training months), with ``sampled`` (True where the rows were downsampled here),
         ``weight`` (``1 / negative_rate`` for a sampled legitimate application of the
         training months, else 1) and ``uniform`` (True for a uniform sample of the
         training months at ``negative_rate``: what the report's training reference
@@ -134,9 +135,20 @@ def _sample_partition(
     rows = mature.loc[keep].copy()
     rows["weight"] = np.where(training[keep] & (label[keep] == 0), 1.0 / negative_rate, 1.0)
     rows["uniform"] = training[keep] & chosen[keep]
-    # The latest openings, immature: the shipped model's band cuts are quantiles of their scores.
-    recent = kept.loc[~kept["label_mature"].to_numpy() & (kept["applied_at"] >= recent_from).to_numpy()]
-    rows = pd.concat([rows, recent.assign(weight=1.0, uniform=False)])
+    rows["sampled"] = training[keep]
+    # The immature applications: the shipped refit learns from them under a label-delay policy
+    # (sampled like the training months), and the latest ones come whole, since the band cuts
+    # are quantiles of their scores.
+    immature = kept.loc[~kept["label_mature"].to_numpy()]
+    young_label = immature["label"].to_numpy()
+    latest = (immature["applied_at"] >= recent_from).to_numpy()
+    drawn = uniform(immature["application_id"].to_numpy(), seed) < negative_rate
+    take = latest | (young_label == 1) | drawn
+    young = immature.loc[take].copy()
+    young["weight"] = np.where(~latest[take] & (young_label[take] == 0), 1.0 / negative_rate, 1.0)
+    young["uniform"] = False
+    young["sampled"] = ~latest[take]
+    rows = pd.concat([rows, young])
     refused = frame.loc[by_rule & frame["label_mature"].to_numpy()]
     refused = refused.loc[split.assign(refused["applied_at"]).isin([VALID, TEST]).to_numpy()]
     return _Sampled(
