@@ -306,7 +306,18 @@ def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, cluster=N
         f"training set: {s.rows:,} applications ({s.mature:,} mature, {s.positives:,} confirmed mules); "
         f"{s.rule_refused:,} refused by the watchlist rule at applied_at left out (the rule decides them)"
     )
-    print_comparison(result.comparison, "out-of-time test: model vs baselines (95% bootstrap CI)")
+    print_comparison(
+        result.comparison, "out-of-time test: the evidence model vs baselines (95% bootstrap CI)"
+    )
+    if result.fitted is not None:
+        refit, bands = result.fitted.refit_window, result.fitted.band_window
+        console.print(
+            f"shipped model: refit on {refit.rows:,} applications ({refit.positives:,} confirmed mules) "
+            f"applied {refit.start.tz_convert(SHANGHAI).date()} to {refit.end.tz_convert(SHANGHAI).date()}, "
+            f"label policy {options.get('label_policy', 'delay-weighted')}, "
+            f"{result.fitted.shipped.booster_.current_iteration()} rounds; band cuts from the "
+            f"{bands.rows:,} openings of the last {(bands.end - bands.start).days} days"
+        )
     if result.groups is not None:
         console.print("ring catch rates on the test months (flagged = band medium or above):")
         console.print(result.groups.to_frame().round(3).to_string())
