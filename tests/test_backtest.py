@@ -170,7 +170,7 @@ def test_the_command_prints_the_table_writes_the_page_and_logs_a_run(bank, monke
     assert result.exit_code == 0, result.output
     assert "pooled" in result.output and "recall@1.0%" in result.output
     page = out.read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") >= 2
+    assert page.count("data:image/png;base64,") >= 3  # recall, calibration, band shares
     experiment = mlflow.get_experiment_by_name("duanka-backtest")
     assert experiment is not None and mlflow.search_runs([experiment.experiment_id]).shape[0] >= 1
     # Its artifacts live under the models folder, never in the folder the command ran in.

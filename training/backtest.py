@@ -164,6 +164,9 @@ def _row(name: str, scored: pd.DataFrame, ev: Evaluation | None, complete: float
         "period": name,
         "applications": len(scored),
         "mules": int(scored["label"].sum()),
+        # Calibration in the large: what the calibrated scores expected against what came.
+        "expected_mules": float(scored["score"].sum()),
+        "brier": ev.point["brier"] if ev is not None else np.nan,
         "labels_complete": complete,
         **_band_shares(scored["band"].to_numpy()),
     }

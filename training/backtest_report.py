@@ -26,7 +26,8 @@ from training.backtest import (
     BacktestResult,
 )
 from training.metrics import recall_key
-from training.plots import ACCENT, BAND_COLOURS, MUTED, RISK, _figure, to_data_uri
+from training.plots import ACCENT, BAND_COLOURS, MUTED, RISK, _figure, calibration, to_data_uri
+from training.report import calibration_bins
 from training.tracking import code_version, experiment_id, metric_key
 
 RECALL_1 = recall_key(0.01)
@@ -51,6 +52,7 @@ code {{ code }}.</p>
 <h2>Per period and pooled</h2>
 {{ table }}
 <h2>Recall at 1 % alerts and PR-AUC</h2><img src="{{ recall_plot }}" alt="recall per period">
+<h2>Calibration of the shipped models' scores, pooled</h2><img src="{{ calibration_plot }}" alt="reliability">
 <h2>Realised band shares against the budget</h2><img src="{{ band_plot }}" alt="band shares per period">
 {% if scheme_table %}<h2>Recall at 1 % alerts (pooled) by scheme</h2>{{ scheme_table }}
 <img src="{{ scheme_plot }}" alt="recall by scheme">{% endif %}
@@ -76,6 +78,7 @@ def display_rows(result: BacktestResult) -> list[list[str]]:
                 str(name),
                 f"{int(r['applications']):,}",
                 f"{int(r['mules']):,}",
+                f"{r['expected_mules']:,.0f}",
                 f"{r['labels_complete']:.0%}",
                 *(_fmt(r[k], (r[f"{k}_ci_low"], r[f"{k}_ci_high"])) for k in HEADLINE),
                 _fmt(r["critical_share"], pct=True),
@@ -89,6 +92,7 @@ COLUMNS = (
     "period",
     "applications",
     "mules",
+    "expected mules (sum of scores)",
     "labels complete",
     *HEADLINE,
     f"critical (budget {CRITICAL_BUDGET:.1%})",
@@ -96,7 +100,20 @@ COLUMNS = (
 )
 
 
-SHORT = ("period", "apps", "mules", "labels", "PR-AUC", "r@0.5%", "r@1%", "r@2%", "r@5%", "crit", "crit+high")
+SHORT = (
+    "period",
+    "apps",
+    "mules",
+    "expected",
+    "labels",
+    "PR-AUC",
+    "r@0.5%",
+    "r@1%",
+    "r@2%",
+    "r@5%",
+    "crit",
+    "crit+high",
+)
 
 
 def terminal_table(result: BacktestResult) -> Table:
@@ -112,6 +129,7 @@ def terminal_table(result: BacktestResult) -> Table:
             str(name),
             f"{int(r['applications']):,}",
             f"{int(r['mules']):,}",
+            f"{r['expected_mules']:,.0f}",
             f"{r['labels_complete']:.0%}",
             *(_fmt(r[k]) for k in HEADLINE),
             _fmt(r["critical_share"], pct=True),
@@ -147,6 +165,12 @@ def _recall_plot(result: BacktestResult) -> str:
             ax.set_title(title)
             ax.legend(loc="lower left")
         return to_data_uri(fig)
+
+
+def _calibration_plot(result: BacktestResult) -> str:
+    pooled = pd.concat([p.scored for p in result.periods], ignore_index=True)
+    bins = calibration_bins(pooled["label"].to_numpy(), pooled["score"].to_numpy())
+    return calibration(bins, "Calibration over every backtest period (point in time)")
 
 
 def _band_plot(result: BacktestResult) -> str:
@@ -201,6 +225,7 @@ def html_page(result: BacktestResult, cfg: BacktestConfig) -> str:
         code=code_version(),
         table=table,
         recall_plot=_recall_plot(result),
+        calibration_plot=_calibration_plot(result),
         band_plot=_band_plot(result),
         scheme_table=scheme_table,
         scheme_plot=scheme_plot,
@@ -234,7 +259,8 @@ def log_backtest(
             }
         )
         for step, (_, row) in enumerate(result.table.drop(index=["pooled", EVIDENCE_ROW]).iterrows()):
-            values = {k: row[k] for k in (*HEADLINE, "critical_share", "alert_share") if not pd.isna(row[k])}
+            names = (*HEADLINE, "critical_share", "alert_share", "brier", "expected_mules", "mules")
+            values = {k: row[k] for k in names if not pd.isna(row[k])}
             mlflow.log_metrics({metric_key(f"period.{k}"): float(v) for k, v in values.items()}, step=step)
         for name, prefix in (("pooled", "pooled"), (EVIDENCE_ROW, "pooled_evidence")):
             row = result.table.loc[name]

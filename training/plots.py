@@ -123,7 +123,7 @@ def roc_and_pr(y: np.ndarray, score: np.ndarray, roc_auc: float, pr_auc: float) 
         return to_data_uri(fig)
 
 
-def calibration(table: pd.DataFrame) -> str:
+def calibration(table: pd.DataFrame, title: str = "Calibration on the test months") -> str:
     """Reliability diagram on log axes: mean score against observed mule rate per score bin.
 
     ``table`` has columns predicted, observed, n (one row per bin, see ``report.calibration_bins``).
@@ -149,7 +149,7 @@ def calibration(table: pd.DataFrame) -> str:
             yscale="log",
             xlabel="mean calibrated score",
             ylabel="observed mule rate",
-            title="Calibration on the test months",
+            title=title,
         )
         ax.legend(loc="upper left")
         return to_data_uri(fig)
