@@ -117,16 +117,20 @@ SHORT = (
 
 
 def terminal_table(result: BacktestResult) -> Table:
-    """The table in a terminal's width: intervals go to a line of their own under it."""
+    """The table in a terminal's width: intervals go to lines of their own under it, and the
+    evidence models' pooled row is called ``evidence``."""
     table = Table(
         title="rolling backtest, point in time (r@k: recall at k alerts; budgets: critical "
         f"{CRITICAL_BUDGET:.1%}, critical+high {ALERT_BUDGET_HIGH:.1%})"
     )
     for column in SHORT:
-        table.add_column(column, justify="left" if column == "period" else "right")
+        if column == "period":
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, justify="right")
     for name, r in result.table.iterrows():
         table.add_row(
-            str(name),
+            "evidence" if name == EVIDENCE_ROW else str(name),
             f"{int(r['applications']):,}",
             f"{int(r['mules']):,}",
             f"{r['expected_mules']:,.0f}",
