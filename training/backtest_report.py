@@ -69,8 +69,9 @@ def _fmt(value: float, ci: tuple[float, float] | None = None, pct: bool = False)
     return text
 
 
-def display_rows(result: BacktestResult) -> list[list[str]]:
-    """The table's rows as text: a recall or PR-AUC with its interval, band shares in percent."""
+def display_rows(result: BacktestResult, intervals: bool = True) -> list[list[str]]:
+    """The table's rows as text: recalls and PR-AUC (with their intervals unless ``intervals``
+    is false), band shares in percent."""
     rows = []
     for name, r in result.table.iterrows():
         rows.append(
@@ -80,7 +81,7 @@ def display_rows(result: BacktestResult) -> list[list[str]]:
                 f"{int(r['mules']):,}",
                 f"{r['expected_mules']:,.0f}",
                 f"{r['labels_complete']:.0%}",
-                *(_fmt(r[k], (r[f"{k}_ci_low"], r[f"{k}_ci_high"])) for k in HEADLINE),
+                *(_fmt(r[k], (r[f"{k}_ci_low"], r[f"{k}_ci_high"]) if intervals else None) for k in HEADLINE),
                 _fmt(r["critical_share"], pct=True),
                 _fmt(r["alert_share"], pct=True),
             ]
@@ -128,17 +129,8 @@ def terminal_table(result: BacktestResult) -> Table:
             table.add_column(column, no_wrap=True)
         else:
             table.add_column(column, justify="right")
-    for name, r in result.table.iterrows():
-        table.add_row(
-            "evidence" if name == EVIDENCE_ROW else str(name),
-            f"{int(r['applications']):,}",
-            f"{int(r['mules']):,}",
-            f"{r['expected_mules']:,.0f}",
-            f"{r['labels_complete']:.0%}",
-            *(_fmt(r[k]) for k in HEADLINE),
-            _fmt(r["critical_share"], pct=True),
-            _fmt(r["alert_share"], pct=True),
-        )
+    for name, *cells in display_rows(result, intervals=False):
+        table.add_row("evidence" if name == EVIDENCE_ROW else name, *cells)
     return table
 
 
