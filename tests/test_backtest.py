@@ -124,6 +124,7 @@ def test_the_backtest_reports_periods_and_pooled_figures_and_registers_nothing(b
     pooled = result.table.loc["pooled"]
     assert pooled["applications"] == sum(len(p.scored) for p in result.periods)
     assert 0 < pooled["recall@1.0%"] <= 1 and pooled["recall@1.0%_ci_low"] <= pooled["recall@1.0%"]
+    assert pooled["out_of_province_ratio"] > 0  # legitimate outsiders alerted, relative to locals
     assert "all" in result.by_scheme.index and len(result.by_scheme) >= 2
     assert result.by_scheme.loc["all", "mules"] == result.by_scheme.drop(index="all")["mules"].sum()
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == before

@@ -136,6 +136,7 @@ def run_period(
             # registered before shipped models were refits, beside it on the same rows.
             "evidence_score": evidence_score,
             "evidence_band": fitted.evidence_bands.assign(evidence_score),
+            "out_of_province": rows["applicant_out_of_province"].to_numpy() == 1,
         }
     )
     return PeriodResult(
@@ -151,6 +152,18 @@ def run_period(
 
 def known_labels_of(labels: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
     return labels.loc[labels["confirmed_at"] <= at]
+
+
+def out_of_province_ratio(scored: pd.DataFrame) -> float:
+    """How much more often legitimate out-of-province applicants are alerted (band high or
+    critical) than legitimate locals: the over-refusal risk 断卡 enforcement warns of."""
+    legit = scored.loc[scored["label"] == 0]
+    alerted = legit["band"].isin(["critical", "high"]).to_numpy()
+    outsider = legit["out_of_province"].to_numpy()
+    local_rate = alerted[~outsider].mean() if (~outsider).any() else np.nan
+    if not outsider.any() or not local_rate > 0:
+        return np.nan
+    return float(alerted[outsider].mean() / local_rate)
 
 
 def _band_shares(band: np.ndarray) -> dict[str, float]:
@@ -169,6 +182,7 @@ def _row(name: str, scored: pd.DataFrame, ev: Evaluation | None, complete: float
         "brier": ev.point["brier"] if ev is not None else np.nan,
         "labels_complete": complete,
         **_band_shares(scored["band"].to_numpy()),
+        "out_of_province_ratio": out_of_province_ratio(scored),
     }
     for key in HEADLINE:
         row[key] = ev.point[key] if ev is not None else np.nan

@@ -84,6 +84,7 @@ def display_rows(result: BacktestResult, intervals: bool = True) -> list[list[st
                 *(_fmt(r[k], (r[f"{k}_ci_low"], r[f"{k}_ci_high"]) if intervals else None) for k in HEADLINE),
                 _fmt(r["critical_share"], pct=True),
                 _fmt(r["alert_share"], pct=True),
+                "–" if pd.isna(r["out_of_province_ratio"]) else f"{r['out_of_province_ratio']:.2f}",
             ]
         )
     return rows
@@ -98,6 +99,7 @@ COLUMNS = (
     *HEADLINE,
     f"critical (budget {CRITICAL_BUDGET:.1%})",
     f"critical+high (budget {ALERT_BUDGET_HIGH:.1%})",
+    "out-of-province ratio (legitimate applicants alerted, out of province / local)",
 )
 
 
@@ -255,13 +257,22 @@ def log_backtest(
             }
         )
         for step, (_, row) in enumerate(result.table.drop(index=["pooled", EVIDENCE_ROW]).iterrows()):
-            names = (*HEADLINE, "critical_share", "alert_share", "brier", "expected_mules", "mules")
+            names = (
+                *HEADLINE,
+                "critical_share",
+                "alert_share",
+                "brier",
+                "expected_mules",
+                "mules",
+                "out_of_province_ratio",
+            )
             values = {k: row[k] for k in names if not pd.isna(row[k])}
             mlflow.log_metrics({metric_key(f"period.{k}"): float(v) for k, v in values.items()}, step=step)
         for name, prefix in (("pooled", "pooled"), (EVIDENCE_ROW, "pooled_evidence")):
             row = result.table.loc[name]
             keys = (*HEADLINE, *(f"{h}_ci_{side}" for h in HEADLINE for side in ("low", "high")))
-            values = {k: row[k] for k in (*keys, "critical_share", "alert_share") if not pd.isna(row[k])}
+            extra = ("critical_share", "alert_share", "out_of_province_ratio")
+            values = {k: row[k] for k in (*keys, *extra) if not pd.isna(row[k])}
             mlflow.log_metrics({metric_key(f"{prefix}.{k}"): float(v) for k, v in values.items()})
         folder = Path(tmp)
         result.table.to_csv(folder / "backtest.csv")
