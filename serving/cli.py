@@ -5,6 +5,8 @@ Verb and option names follow ``shared/spec/cli.md``; users script against them.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -39,6 +41,19 @@ def fail(message: str) -> typer.Exit:
     """One-line reason on stderr, non-zero exit."""
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=1)
+
+
+def invoked_as() -> str:
+    """How to type this command again: ``duanka`` when that is on PATH, else the path that ran it
+    (``.venv/bin/duanka`` after ``make demo``), so printed hints run as they are printed."""
+    ran = Path(sys.argv[0]).resolve()
+    found = shutil.which("duanka")
+    if found is not None and Path(found).resolve() == ran:
+        return "duanka"
+    try:
+        return str(ran.relative_to(Path.cwd()))
+    except ValueError:
+        return str(ran)
 
 
 def parse_instant(value: str) -> pd.Timestamp:
@@ -600,6 +615,7 @@ def quickstart(
         f"refused by rule (applicant on the joint-punishment list): {refused:,} of {len(scored):,} "
         f"applications; model alerts (high or critical): {alerts:,}"
     )
+    me = invoked_as()
     console.print(
         "[bold green]quickstart done[/]\n"
         f"  demo bank (contract CSV + truth): {out / 'bank'}\n"
@@ -607,8 +623,8 @@ def quickstart(
         f"  MLflow tracking + registry:      {settings.tracking_uri()}  (models:/duanka@champion)\n"
         f"  model report:                    {report_path}\n"
         f"  last month's scores:             {scores_path}\n"
-        f"  serve it:                        duanka keys create --data {store_dir} && "
-        f"duanka serve --data {store_dir}"
+        f"  serve it:                        {me} keys create --data {store_dir} && "
+        f"{me} serve --data {store_dir}"
     )
 
 
@@ -792,7 +808,7 @@ def serve(
     if not any(k.active for k in KeyFile(paths.keys).records()):
         err.print(
             f"[bold yellow]no active API keys[/] in {paths.keys}: every request gets 401 until "
-            f"`duanka keys create --data {store.root}`"
+            f"`{invoked_as()} keys create --data {store.root}`"
         )
     config = ServiceConfig(
         source=source,
