@@ -420,7 +420,9 @@ def train(
 def backtest(
     from_: Annotated[str, typer.Option("--from", help="Start of the first period (YYYY-MM-DD or ISO 8601).")],
     to: Annotated[str, typer.Option(help="End of the last period.")],
-    data: Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Event store folder (default: $DUANKA_DATA_DIR, else data/store).")
+    ] = None,
     every: Annotated[Every, typer.Option(help="Period length.")] = Every.MONTH,
     truth: Annotated[
         Path | None, typer.Option(help="truth.csv of a generated bank: recall by scheme.")
