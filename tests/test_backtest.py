@@ -81,8 +81,13 @@ def test_a_training_set_cut_at_an_earlier_instant_equals_one_built_then(bank):
     assert list(cut.refused["application_id"]) == list(direct.refused["application_id"])
 
 
-def test_a_period_ships_the_model_train_as_of_its_start_ships(bank):
-    period = run_period(bank["built"], bank["labels"], FIRST, SECOND, bank["cfg"], WINDOW)
+@pytest.fixture(scope="module")
+def first_period(bank):
+    return run_period(bank["built"], bank["labels"], FIRST, SECOND, bank["cfg"], WINDOW)
+
+
+def test_a_period_ships_the_model_train_as_of_its_start_ships(bank, first_period):
+    period = first_period
     trained = train(bank["store"], replace(bank["cfg"].train, as_of=FIRST), bank["settings"], progress=False)
     assert (
         period.fitted.shipped.booster_.model_to_string() == trained.fitted.shipped.booster_.model_to_string()
@@ -91,8 +96,8 @@ def test_a_period_ships_the_model_train_as_of_its_start_ships(bank):
     assert period.fitted.calibrator.to_dict() == trained.fitted.calibrator.to_dict()
 
 
-def test_a_period_is_scored_only_on_its_own_applications_by_a_model_blind_to_them(bank):
-    period = run_period(bank["built"], bank["labels"], FIRST, SECOND, bank["cfg"], WINDOW)
+def test_a_period_is_scored_only_on_its_own_applications_by_a_model_blind_to_them(bank, first_period):
+    period = first_period
     applied = period.scored["applied_at"]
     assert len(period.scored) > 1000 and (applied > FIRST).all() and (applied <= SECOND).all()
     assert period.fitted.refit_window.end == FIRST
