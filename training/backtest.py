@@ -112,7 +112,7 @@ def run_period(
         train_months=train_cfg.train_months,
     )
     parts = _parts(ts, split)
-    fitted = fit_as_of(ts, parts, split, known_labels_of(labels, start), train_cfg)
+    fitted = fit_as_of(ts, parts, split, labels, train_cfg)  # confirmed_us keeps what was known at start
     comparison = None if train_cfg.fast else evidence_comparison(parts, fitted, train_cfg)[1]
 
     def in_period(frame: pd.DataFrame) -> np.ndarray:
@@ -148,10 +148,6 @@ def run_period(
         comparison=comparison,
         fitted=fitted,
     )
-
-
-def known_labels_of(labels: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
-    return labels.loc[labels["confirmed_at"] <= at]
 
 
 def out_of_province_ratio(scored: pd.DataFrame) -> float:
