@@ -1,4 +1,4 @@
-"""The input contract (``shared/spec/events.md``) as data: columns, types, nullability.
+"""The input contract (docs/contract.md) as data: columns, types, nullability.
 
 The reader and the validator both walk these declarations, so a column's rules
 live in exactly one place.

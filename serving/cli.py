@@ -1,6 +1,6 @@
 """The ``duanka`` command line: thin verbs over one function of one room each.
 
-Verb and option names follow ``shared/spec/cli.md``; users script against them.
+Verb and option names are the command-line contract (README, docs); users script against them.
 """
 
 from __future__ import annotations
