@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     audit_db: Path | None = None
     model_poll_seconds: float = Field(default=30.0, ge=0)
+    # band cuts refreshed each local midnight from the scores of this many days before it, once
+    # the window holds this many scores (training.bands.RefreshPolicy; docs/model.md)
+    band_refresh_days: int = Field(default=14, gt=0)
+    band_refresh_min_scores: int = Field(default=2_000, gt=0)
     # --engine dask: where a run's stages are written; every worker must reach it (docs/scale-out.md)
     scratch_dir: Path | None = None
     # the offline builder's DuckDB; measured at 3M applications: same build time as 3GB, 0.9 GiB less

@@ -216,9 +216,7 @@ def build_training_set(
     )
 
 
-def training_set_at(
-    later: TrainingSet, labels: pa.Table | pd.DataFrame, as_of: pd.Timestamp
-) -> TrainingSet:
+def training_set_at(later: TrainingSet, labels: pa.Table | pd.DataFrame, as_of: pd.Timestamp) -> TrainingSet:
     """The training set as of an earlier instant, read off one built as of a later one.
 
     Features are point in time (each row sees only what came before it), so a row's

@@ -233,6 +233,16 @@ class DecisionLog:
                 raise
         return last
 
+    def scores_since(self, booster_sha256: str, since: datetime) -> tuple[list[datetime], list[float]]:
+        """When, and what, ``booster_sha256`` scored from ``since`` on (replays excluded), oldest first."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT decided_at, score FROM decisions WHERE booster_sha256 = ? AND replayed = 0 "
+                "AND decided_at >= ? ORDER BY seq",
+                (booster_sha256, since.astimezone(UTC).isoformat(timespec="microseconds")),
+            ).fetchall()
+        return [datetime.fromisoformat(at) for at, _ in rows], [float(score) for _, score in rows]
+
     def state_synced(self, through: int) -> None:
         """Note that the applications of responses up to ``through`` are synced in the online state."""
         with self._lock:

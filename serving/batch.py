@@ -35,7 +35,7 @@ from features.offline import build_features
 from features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
 from serving.rules import refuse_listed
 from serving.scorer import LoadedModel
-from training.bands import ACTIONS
+from training.bands import ACTIONS, DailyBands, RefreshPolicy, day_start, local_days
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -73,17 +73,63 @@ class FileScores:
     rejections: pd.DataFrame
 
 
+def _matrix(features: pd.DataFrame) -> np.ndarray:
+    return features.loc[:, list(MODEL_FEATURES)].to_numpy(dtype=np.float64)
+
+
+def daily_bands(model: LoadedModel, history: pd.DataFrame, days: np.ndarray) -> DailyBands:
+    """The band cuts of each of ``days``, from the model's scores of the openings in ``history``.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model whose scores set the cuts (and whose training cuts are the fallback).
+    history : pandas.DataFrame
+        ``applied_at`` and the features of at least every opening of the
+        days of :class:`training.bands.RefreshPolicy` before each day.
+    days : numpy.ndarray
+        Local days (``datetime64[D]``).
+    """
+    bundle = model.registered.bundle
+    scores = np.concatenate(
+        [np.empty(0)]
+        + [
+            bundle.score(_matrix(history.iloc[start : start + _SCORE_CHUNK]))
+            for start in range(0, len(history), _SCORE_CHUNK)
+        ]
+    )
+    return DailyBands.from_scores(bundle.bands, history["applied_at"], scores, days)
+
+
+def band_history(features: pd.DataFrame, chosen: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of ``features`` whose scores cut the bands of ``chosen``'s days, and those days."""
+    days = np.unique(local_days(chosen["applied_at"])) if len(chosen) else np.empty(0, "datetime64[D]")
+    if not len(days):
+        return features.iloc[:0], days
+    reach = day_start(days[0]) - RefreshPolicy.configured().window
+    applied = features["applied_at"]
+    return features.loc[(applied >= reach) & (applied < day_start(days[-1]))], days
+
+
 def score_features(
-    features: pd.DataFrame, model: LoadedModel, *, explain_all: bool = False, progress: bool = False
+    features: pd.DataFrame,
+    model: LoadedModel,
+    *,
+    bands: DailyBands | None = None,
+    explain_all: bool = False,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Scores, bands, actions and reasons of feature rows.
 
     Parameters
     ----------
     features : pandas.DataFrame
-        ``application_id`` and every feature of :data:`MODEL_FEATURES`.
+        ``application_id`` and every feature of :data:`MODEL_FEATURES`; ``applied_at`` too
+        when ``bands`` is given.
     model : LoadedModel
         A verified, compatible model.
+    bands : DailyBands, optional
+        The cuts of each day (:func:`daily_bands`); without them, the cuts fixed at training.
     explain_all : bool
         Reasons for every row, not only medium-or-higher bands.
     progress : bool
@@ -96,7 +142,7 @@ def score_features(
         empty strings where not explained or where nothing raises the risk.
     """
     bundle = model.registered.bundle
-    X = features.loc[:, list(MODEL_FEATURES)].to_numpy(dtype=np.float64)
+    X = _matrix(features)
     n = len(X)
     scores = np.empty(n)
     with _progress(progress) as bar:
@@ -105,8 +151,10 @@ def score_features(
             stop = min(n, start + _SCORE_CHUNK)
             scores[start:stop] = bundle.score(X[start:stop])
             task(stop - start)
-        bands = bundle.bands.assign(scores)
-        explained = np.arange(n) if explain_all else np.flatnonzero(bands != LOW)
+        assigned = (
+            bundle.bands.assign(scores) if bands is None else bands.assign(scores, features["applied_at"])
+        )
+        explained = np.arange(n) if explain_all else np.flatnonzero(assigned != LOW)
         codes = np.full(n, "", dtype=object)
         texts_zh = np.full(n, "", dtype=object)
         texts_en = np.full(n, "", dtype=object)
@@ -122,8 +170,8 @@ def score_features(
         {
             "application_id": features["application_id"].to_numpy(dtype=object),
             "score": scores,
-            "band": bands.astype(object),
-            "action": pd.Series(bands).map(ACTIONS).to_numpy(dtype=object),
+            "band": assigned.astype(object),
+            "action": pd.Series(assigned).map(ACTIONS).to_numpy(dtype=object),
             "reason_codes": codes,
             "reasons_zh": texts_zh,
             "reasons_en": texts_en,
@@ -160,7 +208,8 @@ def score_period(
     listings = store.watchlist()
     features = build_features(reached, store.labels(), listings=listings, progress=progress)
     chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
-    scores = score_features(chosen, model, explain_all=explain_all, progress=progress)
+    bands = daily_bands(model, *band_history(features, chosen))
+    scores = score_features(chosen, model, bands=bands, explain_all=explain_all, progress=progress)
     return apply_watchlist(scores, chosen, reached, Watchlist(listings))
 
 
@@ -174,13 +223,29 @@ def _period_where(start: pd.Timestamp, end: pd.Timestamp) -> pc.Expression:
     )
 
 
+def _partition_history(path: str, model: LoadedModel, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """``applied_at`` and score of one feature partition's rows that cut the bands of ``[start, end)``."""
+    features = pd.read_parquet(path)
+    (first_day,) = local_days(pd.Series([start]))
+    reach = day_start(first_day) - RefreshPolicy.configured().window
+    history = features.loc[(features["applied_at"] >= reach) & (features["applied_at"] < end)]
+    return pd.DataFrame(
+        {"applied_at": history["applied_at"], "score": model.registered.bundle.score(_matrix(history))}
+    )
+
+
 def _score_partition(
-    path: str, model: LoadedModel, start: pd.Timestamp, end: pd.Timestamp, explain_all: bool
+    path: str,
+    model: LoadedModel,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    explain_all: bool,
+    bands: DailyBands,
 ) -> pd.DataFrame:
     """One feature partition's rows in ``[start, end)``, scored on a worker, with ``applied_at``."""
     features = pd.read_parquet(path)
     chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
-    scores = score_features(chosen, model, explain_all=explain_all)
+    scores = score_features(chosen, model, bands=bands, explain_all=explain_all)
     scores.insert(1, "applied_at", chosen["applied_at"].to_numpy())
     return scores
 
@@ -219,8 +284,20 @@ def score_period_distributed(
             partitions=partitions,
         )
         shipped = client.scatter(model, broadcast=True, hash=False)
+        # Two passes: a day's cuts read the scores of every partition's openings before it.
+        history = pd.concat(
+            client.gather(
+                [client.submit(_partition_history, p, shipped, start, end, pure=False) for p in paths]
+            ),
+            ignore_index=True,
+        )
+        days = np.unique(local_days(pd.date_range(start, end, freq="h", inclusive="left")))
+        bands = DailyBands.from_scores(
+            model.registered.bundle.bands, history["applied_at"], history["score"].to_numpy(), days
+        )
         scored = [
-            client.submit(_score_partition, p, shipped, start, end, explain_all, pure=False) for p in paths
+            client.submit(_score_partition, p, shipped, start, end, explain_all, bands, pure=False)
+            for p in paths
         ]
         frames = [f for f in client.gather(scored) if len(f)]
     if not frames:
@@ -270,7 +347,8 @@ def score_file(
     listings = store.watchlist()
     features = build_features(every, store.labels(), listings=listings, progress=progress)
     chosen = features.loc[features["application_id"].isin(submitted["application_id"].to_pylist())]
-    scores = score_features(chosen, model, explain_all=explain_all, progress=progress)
+    bands = daily_bands(model, *band_history(features, chosen))
+    scores = score_features(chosen, model, bands=bands, explain_all=explain_all, progress=progress)
     return FileScores(apply_watchlist(scores, chosen, every, Watchlist(listings)), checked.rejections)
 
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import mlflow
 import numpy as np
@@ -37,8 +37,9 @@ from data.watchlist import EXPIRES_BEFORE_LISTED, Watchlist, WatchlistSource, ex
 from features.online import OnlineFeatureStore
 from features.registry import FEATURE_SET_VERSION, MODEL_FEATURES
 from serving.audit import DecisionLog, DecisionRow, utc_now
+from serving.band_refresh import RecentScores
 from serving.rules import refusal, refusal_action
-from training.bands import ACTION_TEXT, ACTIONS, BLOCKED
+from training.bands import ACTION_TEXT, ACTIONS, BLOCKED, Bands
 from training.bundle import MODEL_NAME, ModelIntegrityError, RegisteredModel, load_registered
 from training.explain import Reason, ReasonExplainer
 
@@ -360,6 +361,8 @@ class Scorer:
         new snapshot of it is fed to ``online`` (:meth:`sync_listings`) before it decides.
     state_sync_every_s : float
         How often the online state is synced to disk (:meth:`OnlineFeatureStore.sync`).
+    clock : callable, optional
+        The time now (UTC), whose local day picks the band cuts (:mod:`serving.band_refresh`).
 
     Notes
     -----
@@ -369,6 +372,10 @@ class Scorer:
     cost): about once a second the state is synced and ``log`` notes which answers it now
     holds for sure. After a power cut, :meth:`redo` records the later ones again (a
     killed process loses nothing either way: SQLite's log is in the page cache).
+
+    Bands: each local day's cuts come from the scores this booster gave over the days before
+    (:class:`serving.band_refresh.RecentScores`, read back from ``log`` at start and after a
+    switch); each day's first decision audits the cuts in force (event ``band_cuts``).
     """
 
     def __init__(
@@ -379,8 +386,10 @@ class Scorer:
         keys: Pseudonymiser,
         watchlist: WatchlistSource | None = None,
         state_sync_every_s: float = 1.0,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.model = model
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.online = online
         self.log = log
         self.keys = keys
@@ -391,6 +400,12 @@ class Scorer:
         self.watchlist: WatchlistSource = Watchlist.empty() if watchlist is None else watchlist
         self._fed: Watchlist | None = None
         self.sync_listings()
+        self._recent = self._recent_scores(model)
+
+    def _recent_scores(self, model: LoadedModel) -> RecentScores:
+        return RecentScores.from_log(
+            self.log, model.booster_sha256, model.registered.bundle.bands, now=self.clock()
+        )
 
     def sync_listings(self) -> Watchlist:
         """The watchlist in force now, its listings fed to the online state if it changed.
@@ -411,6 +426,7 @@ class Scorer:
         if (old.version, old.booster_sha256) == (model.version, model.booster_sha256):
             return False
         self.model = model
+        self._recent = self._recent_scores(model)
         self.log.event(
             "model_switched",
             {
@@ -452,7 +468,8 @@ class Scorer:
             An application id was scored before with other content; nothing is recorded.
         """
         started = time.perf_counter() if started is None else started
-        model = self.model  # one model for the whole request, even if a switch lands meanwhile
+        # one model, and its cuts, for the whole request, even if a switch lands meanwhile
+        model, recent = self.model, self._recent
         unique = {e["application_id"]: e for e in events}
         stored = {aid: self.log.stored(aid) for aid in unique}
         conflicts = [
@@ -462,8 +479,12 @@ class Scorer:
             raise ConflictingResend(conflicts)
         answers: dict[str, Scored] = {aid: Scored(s.response, True) for aid, s in stored.items() if s}
         fresh = sorted((e for aid, e in unique.items() if aid not in answers), key=_arrival)
+        now = self.clock()
         if fresh:
-            answers.update(self._decide(model, fresh, self.sync_listings()))
+            cuts, refreshed = recent.cuts_at(now)
+            if refreshed is not None:
+                self.log.event("band_cuts", refreshed, key_id=None, request_id=request_id)
+            answers.update(self._decide(model, fresh, self.sync_listings(), cuts))
         latency = (time.perf_counter() - started) * 1000.0
         decided_at = utc_now()
         rows = [
@@ -490,6 +511,7 @@ class Scorer:
             {e["application_id"]: (e["row_digest"], answers[e["application_id"]].response, e) for e in fresh},
             state_synced_through=noted,
         )
+        recent.add(now, [answers[e["application_id"]].response["score"] for e in fresh])
         if time.monotonic() - self._synced_at >= self.state_sync_every_s:
             self._sync_state()
         return [answers[e["application_id"]] for e in events]
@@ -518,7 +540,9 @@ class Scorer:
         if answered is not None:
             self.log.state_synced(answered)
 
-    def _decide(self, model: LoadedModel, events: list[dict], watchlist: Watchlist) -> dict[str, Scored]:
+    def _decide(
+        self, model: LoadedModel, events: list[dict], watchlist: Watchlist, cuts: Bands
+    ) -> dict[str, Scored]:
         X = np.empty((len(events), len(MODEL_FEATURES)))
         for i, event in enumerate(events):
             # features first: an application never counts towards its own
@@ -531,7 +555,7 @@ class Scorer:
         scores = bundle.calibrator.predict(bundle.booster.predict(X, raw_score=True, num_threads=1))
         contributions = bundle.booster.predict(X, pred_contrib=True, num_threads=1)
         reasons = model.explainer.reasons_from_contributions(X, contributions)
-        bands = bundle.bands.assign(scores)
+        bands = cuts.assign(scores)
         out: dict[str, Scored] = {}
         for i, event in enumerate(events):
             band = str(bands[i])

@@ -3,7 +3,9 @@
 For every period ``(T, T']`` the models are fitted exactly as ``duanka train --as-of T``
 would fit them (:func:`training.run.fit_as_of`, on the training set as of ``T``: events,
 confirmations and listings known at ``T`` and nothing later), and the shipped model
-scores the period's applications with their point-in-time features, bands included.
+scores the period's applications with their point-in-time features; bands come from cuts
+refreshed each day from the scores of the days before (:class:`training.bands.DailyBands`),
+as the service and batch scoring assign them.
 Each period is judged against the outcomes the store knows now; periods whose outcome
 window has not closed yet are marked, since some of their mules are still unconfirmed.
 
@@ -26,7 +28,7 @@ import pandas as pd
 from data.config import SHANGHAI
 from data.store import EventStore
 from features.training_set import TrainingSet, build_training_set, training_set_at
-from training.bands import ALERT_BUDGET
+from training.bands import ALERT_BUDGET, DailyBands, RefreshPolicy, local_days
 from training.fit import Fitted
 from training.groups import load_truth
 from training.metrics import ALERT_RATES, Evaluation, evaluate, recall_key
@@ -122,6 +124,7 @@ def run_period(
     rows = built.frame.loc[in_period(built.frame)]
     X = rows.loc[:, fitted.names].to_numpy(dtype=np.float64)
     score = fitted.score(X)
+    daily = _daily_bands(built.frame, fitted, start, rows["applied_at"], score)
     evidence_score = fitted.evidence_score(X)
     label, complete = _outcomes(rows, labels, outcome_window_days, labels["confirmed_at"].max())
     scored = pd.DataFrame(
@@ -130,7 +133,8 @@ def run_period(
             "applied_at": rows["applied_at"].to_numpy(),
             "label": label,
             "score": score,
-            "band": fitted.bands.assign(score),
+            "band": daily.assign(score, rows["applied_at"]),
+            "fixed_band": fitted.bands.assign(score),
             "labels_complete": complete,
             # The evidence model, fitted on the split's training months only: what a run
             # registered before shipped models were refits, beside it on the same rows.
@@ -147,6 +151,25 @@ def run_period(
         rule_refused=int(in_period(built.refused).sum()),
         comparison=comparison,
         fitted=fitted,
+    )
+
+
+def _daily_bands(
+    frame: pd.DataFrame, fitted: Fitted, start: pd.Timestamp, applied_at: pd.Series, score: np.ndarray
+) -> DailyBands:
+    """The cuts the service and batch scoring would use on each day of the period: refreshed
+    from the period model's scores of the openings of the days before (those before ``start``
+    included, which the model scores point in time as well)."""
+    policy = RefreshPolicy.configured()
+    reach = start - policy.window - pd.Timedelta(days=1)  # from the first local midnight's window on
+    before = frame.loc[(frame["applied_at"] > reach) & (frame["applied_at"] <= start)]
+    earlier = fitted.score(before.loc[:, fitted.names].to_numpy(dtype=np.float64))
+    return DailyBands.from_scores(
+        fitted.bands,
+        pd.concat([before["applied_at"], applied_at], ignore_index=True),
+        np.concatenate([earlier, score]),
+        np.unique(local_days(applied_at)),
+        policy,
     )
 
 
@@ -178,6 +201,8 @@ def _row(name: str, scored: pd.DataFrame, ev: Evaluation | None, complete: float
         "brier": ev.point["brier"] if ev is not None else np.nan,
         "labels_complete": complete,
         **_band_shares(scored["band"].to_numpy()),
+        # the cuts fixed at training, for comparison with the refreshed ones above
+        **{f"fixed_{k}": v for k, v in _band_shares(scored["fixed_band"].to_numpy()).items()},
         "out_of_province_ratio": out_of_province_ratio(scored),
     }
     for key in HEADLINE:
@@ -275,7 +300,11 @@ def summarise(
     pooled = evaluate(y, pooled_rows["score"].to_numpy(), n_boot=cfg.n_boot, seed=cfg.train.seed)
     complete = float(pooled_rows["labels_complete"].mean())
     rows.append(_row("pooled", pooled_rows, pooled, complete))
-    evidence = pooled_rows.assign(score=pooled_rows["evidence_score"], band=pooled_rows["evidence_band"])
+    evidence = pooled_rows.assign(
+        score=pooled_rows["evidence_score"],
+        band=pooled_rows["evidence_band"],
+        fixed_band=pooled_rows["evidence_band"],
+    )
     evidence_ev = evaluate(y, evidence["score"].to_numpy(), n_boot=cfg.n_boot, seed=cfg.train.seed)
     rows.append(_row(EVIDENCE_ROW, evidence, evidence_ev, complete))
     by_scheme = None
