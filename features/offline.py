@@ -27,7 +27,6 @@ from data.watchlist import effective_listings
 from features import values
 from features.linked import linked_group
 from features.registry import FEATURES, Aggregate, Entity, Feature, Op
-from features.values import DAY_US
 
 # Columns kept as int32 codes in DuckDB: entity keys and the columns counted distinctly.
 _CODED = (
@@ -188,12 +187,11 @@ def _engine_table(
 
 def _window_sql(entity: Entity, aggregates: list[Aggregate]) -> str:
     keys = entity.keys
-    windows = sorted({a.window_days for a in aggregates})
-    selected = ", ".join(f'{a.sql()} OVER w{a.window_days} AS "{a.name}"' for a in aggregates)
+    windows = sorted({a.window_us for a in aggregates})
+    selected = ", ".join(f'{a.sql()} OVER w{a.window_us} AS "{a.name}"' for a in aggregates)
     frames = ", ".join(
-        f"w{d} AS (PARTITION BY {', '.join(keys)} ORDER BY ts "
-        f"RANGE BETWEEN {d * DAY_US} PRECEDING AND 1 PRECEDING)"
-        for d in windows
+        f"w{w} AS (PARTITION BY {', '.join(keys)} ORDER BY ts RANGE BETWEEN {w} PRECEDING AND 1 PRECEDING)"
+        for w in windows
     )
     present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
     return f"SELECT idx, {selected} FROM apps WHERE {present} WINDOW {frames}"
@@ -214,7 +212,7 @@ def _marked_sql(aggregate: Aggregate) -> str:
     """
     (key,) = aggregate.entity.keys
     mark = _MARK[aggregate.op]
-    w = aggregate.window_days * DAY_US  # set for every op but LISTINGS_ENDED (Aggregate)
+    w = aggregate.window_us
     return f"""
         WITH items AS (
             SELECT {key} AS k, ts, {mark} AS mark FROM apps

@@ -75,7 +75,8 @@ _ROW_NUMBERS = (
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
 _MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", *LINK_KEYS)
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
-STATE_LAYOUT = 4  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes
+STATE_LAYOUT = 5  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes;
+# 5: the full-bundle flag and the co-arrival indexes
 # The applicant's earliest listing that applies at some instant (withdrawn ones never do).
 _EARLIEST_LISTING = (
     "SELECT MIN(listed_at) FROM listings WHERE applicant_key = {key} AND expires_at > listed_at"
@@ -111,8 +112,8 @@ class _Plan:
     aggregates: tuple[Aggregate, ...]
     sql: str
     index: str
-    starts: tuple[int, ...] = ()  # windows (days) whose start the SELECT takes, in order
-    scan_days: int = 0
+    starts: tuple[int, ...] = ()  # windows (microseconds) whose start the SELECT takes, in order
+    scan_us: int = 0
 
 
 def _plans_and_totals() -> tuple[list[_Plan], tuple[RunningTotals, ...]]:
@@ -147,7 +148,7 @@ def _plans(totals: Mapping[Entity, RunningTotals]) -> list[_Plan]:
     plans = []
     for a in AGGREGATES:
         if a.op is Op.DISTINCT:
-            by_window.setdefault((a.entity, a.window_days), []).append(a)
+            by_window.setdefault((a.entity, a.window_us), []).append(a)
         elif a.op in _MARK:
             plans.append(_marked_plan(a))
         elif a.op is Op.LISTINGS_ENDED:
@@ -196,10 +197,10 @@ def _windowed_plans(
         if len(group) < 2:
             continue
         grouped.update(group)
-        scan = max(a.window_days for a in group)
-        shorter = tuple(a.window_days for a in group if a.window_days < scan)
+        scan = max(a.window_us for a in group)
+        shorter = tuple(a.window_us for a in group if a.window_us < scan)
         selected = ", ".join(
-            "COUNT(*)" if a.window_days == scan else "COUNT(*) FILTER (WHERE last >= ?)" for a in group
+            "COUNT(*)" if a.window_us == scan else "COUNT(*) FILTER (WHERE last >= ?)" for a in group
         )
         set_only = f" AND {column} IS NOT NULL" if column in _NULLABLE else ""
         last = f"SELECT MAX(ts) AS last {rows}{set_only} GROUP BY {column}"
@@ -208,10 +209,10 @@ def _windowed_plans(
     by_window: dict[int, list[Aggregate]] = {}
     for a in aggregates:
         if a not in grouped:
-            by_window.setdefault(a.window_days, []).append(a)
-    for days, group in by_window.items():
+            by_window.setdefault(a.window_us, []).append(a)
+    for span, group in by_window.items():
         sql = f"SELECT {', '.join(a.sql() for a in group)} {rows}"
-        plans.append(_Plan(entity, tuple(group), sql, index, (), days))
+        plans.append(_Plan(entity, tuple(group), sql, index, (), span))
     return plans
 
 
@@ -225,7 +226,7 @@ def _marked_plan(a: Aggregate) -> _Plan:
         f"AND ts >= ? AND ts < ? AND {mark} < ?"
     )
     index = f"CREATE INDEX IF NOT EXISTS {name} ON apps ({key}, ts, {mark}) WHERE {mark} IS NOT NULL"
-    return _Plan(a.entity, (a,), sql, index, scan_days=a.window_days)
+    return _Plan(a.entity, (a,), sql, index, scan_us=a.window_us)
 
 
 def _ended_plan(a: Aggregate) -> _Plan:
@@ -650,12 +651,12 @@ class OnlineFeatureStore:
             if any(_missing(k) for k in key):
                 found: Sequence[float] = [np.nan] * len(plan.aggregates)
             elif plan.aggregates[0].op in _MARK:
-                found = execute(plan.sql, (*key, t - plan.scan_days * DAY_US, t, t)).fetchone()
+                found = execute(plan.sql, (*key, t - plan.scan_us, t, t)).fetchone()
             elif plan.aggregates[0].op is Op.LISTINGS_ENDED:
                 found = execute(plan.sql, (*key, t)).fetchone()
             else:
-                starts = (t - days * DAY_US for days in plan.starts)
-                scan = t - plan.scan_days * DAY_US
+                starts = (t - span for span in plan.starts)
+                scan = t - plan.scan_us
                 found = execute(plan.sql, (*starts, *key, scan, t)).fetchone()
             for a, value in zip(plan.aggregates, found, strict=True):
                 counts[a.name] = np.array([value], dtype=np.float64)
@@ -751,7 +752,7 @@ def _event_rows(applications: pa.Table) -> pa.Table:
         name: applications[name].to_numpy(zero_copy_only=False)
         for name in ("account_type", "home_province", "branch_province")
     }
-    for name in ("company_age_days", "onsite_verified"):
+    for name in ("company_age_days", "onsite_verified", "u_shield", "mobile_banking", "payment_binding"):
         columns[name] = pc.cast(applications[name], pa.float64()).to_numpy(zero_copy_only=False)
     flags = values.derived_flags(columns)
     data = {

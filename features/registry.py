@@ -30,6 +30,9 @@ WINDOWS_DAYS = (1, 7, 30, 90, 365)
 MAX_WINDOW_DAYS = max(WINDOWS_DAYS)
 CONFIRMED_WINDOW_DAYS = 365
 
+# A batch at the counter: the openings of the same branch within these hours before.
+COARRIVAL_HOURS = 2
+
 # The linked group's bound (see features.linked): the same numbers in both engines.
 LINK_WINDOW_DAYS = 30
 LINK_FANOUT = 5
@@ -45,6 +48,7 @@ class Family(StrEnum):
     BRANCH = "branch"
     APPLICANT = "applicant"
     LINKED = "linked_group"
+    CO_ARRIVAL = "co_arrival"
 
 
 class Entity(StrEnum):
@@ -61,6 +65,10 @@ class Entity(StrEnum):
     STAFF = "staff_id"
     STAFF_AT_BRANCH = "branch_id,staff_id"
     BRANCH = "branch_id"
+    # co-arrival: one branch, and a building, a phone block or a device shared with it
+    BRANCH_ADDRESS = "branch_id,address_key"
+    BRANCH_PHONE_BLOCK = "branch_id,phone_block_key"
+    BRANCH_DEVICE = "branch_id,device_key"
     LINKED = "linked_group"
 
     @property
@@ -87,22 +95,39 @@ class Aggregate:
     :attr:`Op.DISTINCT` and the statistic for :attr:`Op.LINKED`.
     ``window_days`` is None only for :attr:`Op.LISTINGS_ENDED`, which counts
     listings, not applications: a listing that ended years ago still counts.
+    ``window_hours`` narrows a one-day window to that many hours (a batch at the
+    counter arrives within hours, not days).
     """
 
     entity: Entity
     op: Op
     window_days: int | None
     column: str | None = None
+    window_hours: int | None = None
 
     def __post_init__(self) -> None:
         if (self.window_days is None) != (self.op is Op.LISTINGS_ENDED):
             raise ValueError(f"{self.op}: a window is required for applications and absent for listings")
+        if self.window_hours is not None and (self.window_days != 1 or not 0 < self.window_hours < 24):
+            raise ValueError(f"{self.op}: a window in hours is 1 to 23 hours of a one-day window")
+
+    @property
+    def window_us(self) -> int:
+        """The window's length in microseconds (the engines' time unit)."""
+        if self.window_hours is not None:
+            return self.window_hours * values.HOUR_US
+        if self.window_days is None:
+            raise ValueError(f"{self.name} has no window")
+        return self.window_days * values.DAY_US
 
     @property
     def name(self) -> str:
         entity = self.entity.name.lower()
         what = f"{self.op}_{self.column}" if self.column else str(self.op)
-        span = "ever" if self.window_days is None else f"{self.window_days}d"
+        if self.window_hours is not None:
+            span = f"{self.window_hours}h"
+        else:
+            span = "ever" if self.window_days is None else f"{self.window_days}d"
         return f"{entity}__{what}__{span}"
 
     @property
@@ -395,7 +420,7 @@ _address = (
             "同一地址（楼栋）近{days}天有{{value}}名不同开户人",
             "{{value}} different applicants gave the same building in the last {days} days",
         )
-        for d in (30, 90)
+        for d in (7, 30, 90)
     ),
     Feature(
         "address_companies_365d",
@@ -634,6 +659,82 @@ _branch = (
     ),
 )
 
+# Escorts bring recruits in batches: a few at a time, to one branch, served one after another,
+# lodged together and often on SIMs from one block. These count the earlier openings of the
+# same day at the same branch that share the building, phone block or device, whether or not
+# an escort was recorded: the batch survives an escort who waits outside. The out-of-province
+# count is a property of the batch, never of the applicant.
+_co_arrival = (
+    *(
+        _distinct_applicants(
+            entity,
+            F.CO_ARRIVAL,
+            1,
+            prefix,
+            zh,
+            en,
+        )
+        for entity, prefix, zh, en in (
+            (
+                E.BRANCH_ADDRESS,
+                "coarrival_building",
+                "同一网点近{days}天有{{value}}名同楼栋的其他开户人",
+                "{{value}} applicants from the same building opened at this branch in the last day",
+            ),
+            (
+                E.BRANCH_PHONE_BLOCK,
+                "coarrival_phone_block",
+                "同一网点近{days}天有{{value}}名同号段（前7位）的其他开户人",
+                "{{value}} applicants with a number from the same 7-digit block opened at this branch "
+                "in the last day",
+            ),
+            (
+                E.BRANCH_DEVICE,
+                "coarrival_device",
+                "同一网点近{days}天有{{value}}名使用同一设备的其他开户人",
+                "{{value}} applicants on the same device opened at this branch in the last day",
+            ),
+        )
+    ),
+    *(
+        Feature(
+            f"coarrival_{flag}_{COARRIVAL_HOURS}h",
+            F.CO_ARRIVAL,
+            _BR,
+            1,
+            zh,
+            en,
+            values.count,
+            (Aggregate(_BR, Op.FLAGGED, 1, flag, window_hours=COARRIVAL_HOURS),),
+        )
+        for flag, zh, en in (
+            (
+                "full_bundle",
+                f"本网点近{COARRIVAL_HOURS}小时有{{value}}笔开户同时申请U盾、手机银行和支付绑定",
+                f"{{value}} openings at this branch in the last {COARRIVAL_HOURS} hours asked for a "
+                "U-shield, mobile banking and payment binding together",
+            ),
+            (
+                "out_of_province",
+                f"本网点近{COARRIVAL_HOURS}小时有{{value}}笔开户为外省人员",
+                f"{{value}} openings at this branch in the last {COARRIVAL_HOURS} hours were by people "
+                "from another province",
+            ),
+        )
+    ),
+    Feature(
+        "coarrival_building_out_of_province_1d",
+        F.CO_ARRIVAL,
+        E.BRANCH_ADDRESS,
+        1,
+        "同一网点近1天同楼栋开户中有{value}笔为外省人员",
+        "{value} of the openings at this branch from the same building in the last day were by "
+        "people from another province",
+        values.count,
+        (Aggregate(E.BRANCH_ADDRESS, Op.FLAGGED, 1, "out_of_province"),),
+    ),
+)
+
 _APP = E.APPLICATION
 _applicant = (
     Feature(
@@ -839,6 +940,7 @@ FEATURES: tuple[Feature, ...] = (
     *_branch,
     *_applicant,
     *_linked_group,
+    *_co_arrival,
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}

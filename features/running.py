@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from features.registry import AGGREGATES, Aggregate, Entity, Op
-from features.values import DAY_US
 
 Execute = Callable[[str, tuple], "object"]
 
@@ -40,8 +39,8 @@ class RunningTotals:
         return (f"{prefix}_n", *(f"{prefix}_{flag}" for flag in self.flags))
 
     @property
-    def windows_days(self) -> tuple[int, ...]:
-        return tuple(sorted({a.window_days for a in self.aggregates}))
+    def windows_us(self) -> tuple[int, ...]:
+        return tuple(sorted({a.window_us for a in self.aggregates}))
 
     @property
     def index_name(self) -> str:
@@ -118,11 +117,11 @@ class RunningTotals:
         """Every aggregate of this entity for an application at ``t`` (microseconds)."""
         at_t = self.base(execute, key, before_sql=self.last_before_sql, args=(t,))
         found: dict[str, float] = {}
-        for days in self.windows_days:
-            start = self.base(execute, key, before_sql=self.last_before_sql, args=(t - days * DAY_US,))
+        for span in self.windows_us:
+            start = self.base(execute, key, before_sql=self.last_before_sql, args=(t - span,))
             in_window = [now - then for now, then in zip(at_t, start, strict=True)]
             for a in self.aggregates:
-                if a.window_days == days:
+                if a.window_us == span:
                     position = 0 if a.op is Op.COUNT else 1 + self.flags.index(str(a.column))
                     found[a.name] = float(in_window[position])
         return found

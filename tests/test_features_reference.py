@@ -47,6 +47,8 @@ def flag(event: dict, name: str) -> bool:
         return corporate and event["company_age_days"] is not None and event["company_age_days"] < 90
     if name == "corporate_without_onsite":
         return corporate and event["onsite_verified"] is not True
+    if name == "full_bundle":
+        return bool(event["u_shield"] and event["mobile_banking"] and event["payment_binding"])
     if name == "photo_tampered":
         return event["photo_tampered"]
     raise KeyError(name)
@@ -105,7 +107,7 @@ def reference_counts(x: dict, history: list[dict], confirmed: dict[str, int], li
         window = [
             e
             for e in earlier
-            if t - agg.window_days * DAY <= e["_t"] and [e[k] for k in agg.entity.keys] == key
+            if t - agg.window_us <= e["_t"] and [e[k] for k in agg.entity.keys] == key
         ]
         if agg.op is Op.COUNT:
             n = len(window)
