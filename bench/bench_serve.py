@@ -191,7 +191,7 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
     }
     with (
         OnlineFeatureStore(paths.online, durable=False, checkpoint_every_s=0.5) as online,
-        DecisionLog(paths.decisions, checkpoint_every_s=0.5) as log,
+        DecisionLog(paths.decisions, chain_key=keys.audit_chain_key(), checkpoint_every_s=0.5) as log,
     ):
         online.warm()  # as the service does before it says it is ready
         bundle = model.registered.bundle
@@ -225,7 +225,7 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
     paths = fresh_state(work)
     with (
         OnlineFeatureStore(paths.online, durable=False, checkpoint_every_s=0.5) as online,
-        DecisionLog(paths.decisions, checkpoint_every_s=0.5) as log,
+        DecisionLog(paths.decisions, chain_key=keys.audit_chain_key(), checkpoint_every_s=0.5) as log,
     ):
         online.warm()
         scorer = Scorer(model, online, log, keys)

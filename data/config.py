@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # serving: unset paths live under ``<data dir>/serving/`` (serving.state.ServingPaths)
     api_keys_file: Path | None = None
     audit_db: Path | None = None
+    # the decision record's chain key (serving.chain); unset: derived from the pseudonym key
+    audit_chain_key: SecretStr | None = None
+    audit_chain_key_file: Path | None = None
+    # how often the service logs the record's head, the anchor to keep elsewhere
+    audit_anchor_every_s: float = Field(default=600.0, gt=0)
     model_poll_seconds: float = Field(default=30.0, ge=0)
     # band cuts refreshed each local midnight from the scores of this many days before it, once
     # the window holds this many scores (training.bands.RefreshPolicy; docs/model.md)

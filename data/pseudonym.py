@@ -41,6 +41,7 @@ TOKEN_HEX_CHARS = 32
 _DEMO_SECRET = b"duanka-DEMO-KEY-not-for-production-data"
 _KEY_ID_LABEL = b"duanka/key-id"
 _FAMILY_LABEL = b"duanka/v1/family/"
+_CHAIN_LABEL = b"duanka/audit-chain-key"
 
 
 class MissingPseudonymKey(RuntimeError):
@@ -81,6 +82,7 @@ class Pseudonymiser:
     key_id: str
     is_demo: bool
     _family_keys: dict[str, bytes] = field(repr=False, compare=False)
+    _chain_key: bytes = field(default=b"", repr=False, compare=False)
 
     @classmethod
     def from_secret(cls, secret: bytes, *, is_demo: bool = False) -> Pseudonymiser:
@@ -107,6 +109,7 @@ class Pseudonymiser:
             key_id=f"demo-{key_id}" if is_demo else key_id,
             is_demo=is_demo,
             _family_keys=family_keys,
+            _chain_key=_hmac(secret, _CHAIN_LABEL),
         )
 
     @classmethod
@@ -173,6 +176,11 @@ class Pseudonymiser:
 
     def __deepcopy__(self, memo: dict[int, object]) -> Pseudonymiser:
         return self
+
+    def audit_chain_key(self) -> bytes:
+        """The decision record's chain key derived from this secret (``serving.chain``), for
+        deployments that configure no key of its own."""
+        return self._chain_key
 
     def _key(self, family: str) -> bytes:
         try:

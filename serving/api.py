@@ -344,6 +344,11 @@ class ServiceConfig:
         The service's files.
     poll_seconds : float
         How often to check whether the alias moved; 0 disables polling.
+    chain_key : bytes, optional
+        The decision record's chain key (:func:`serving.chain.chain_key`); derived from
+        ``keys`` when not given.
+    anchor_every_s : float
+        How often the record's head (:meth:`serving.audit.DecisionLog.head`) is logged.
     """
 
     source: ModelSource
@@ -352,6 +357,8 @@ class ServiceConfig:
     store: EventStore
     paths: ServingPaths
     poll_seconds: float = 0.0
+    chain_key: bytes | None = None
+    anchor_every_s: float = 600.0
 
 
 class Service:
@@ -379,7 +386,8 @@ class Service:
         # run in the background, so no request waits for one.
         online = OnlineFeatureStore(config.paths.online, durable=False, checkpoint_every_s=0.5)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
-        decisions = DecisionLog(config.paths.decisions, checkpoint_every_s=0.5)
+        chain_key = config.chain_key or config.keys.audit_chain_key()
+        decisions = DecisionLog(config.paths.decisions, chain_key=chain_key, checkpoint_every_s=0.5)
         watchlist = StoredWatchlist(config.store)
         listings = len(watchlist.current())  # read now, not on the first request
         scorer = Scorer(config.model, online, decisions, config.keys, watchlist)
@@ -453,6 +461,17 @@ class Service:
                 self.refused_version = version
             except Exception:  # a registry hiccup must not stop polling or serving
                 log.exception("model poll failed; keeping version %s", scorer.model.version)
+
+
+    async def log_anchor(self) -> None:
+        """Log the decision record's head now and every ``anchor_every_s``: the anchor an
+        operator keeps elsewhere (``duanka audit verify --anchor``), since a chain alone cannot
+        see its tail cut or the whole file rolled back."""
+        scorer = self.scorer
+        assert scorer is not None
+        while True:
+            log.info("audit anchor %s", scorer.log.head().text())
+            await asyncio.sleep(self.config.anchor_every_s)
 
 
 class OutOfScope(Exception):
@@ -613,7 +632,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         service.metrics.model_in_use(config.model.version, config.model.booster_sha256)
         settle_heap()
         service.metrics.watch_gc()
-        tasks = []
+        tasks = [asyncio.create_task(service.log_anchor())]
         if config.poll_seconds > 0 and config.source.alias is not None:
             tasks.append(asyncio.create_task(service.poll()))
         try:

@@ -40,6 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
+from serving.chain import CHAINED, ChainWriter, Head, backfill
 
 DECISION_COLUMNS = (
     "request_id",
@@ -63,11 +64,12 @@ _SCHEMA = (
     "request_id TEXT NOT NULL, application_id TEXT NOT NULL, key_id TEXT NOT NULL, "
     "decided_at TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, "
     "booster_sha256 TEXT NOT NULL, score REAL NOT NULL, band TEXT NOT NULL, reason_codes TEXT NOT NULL, "
-    "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL, rule TEXT NOT NULL DEFAULT '')",
+    "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL, rule TEXT NOT NULL DEFAULT '', "
+    "chain TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
-    "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL)",
+    "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL, chain TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
-    "response TEXT NOT NULL, event TEXT)",
+    "response TEXT NOT NULL, event TEXT, chain TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     *(
         f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
@@ -134,13 +136,16 @@ class DecisionLog:
     ----------
     path : Path
         Created with its tables and triggers if new.
+    chain_key : bytes
+        Keys the hash chain over every appended row (:mod:`serving.chain`); rows of a record
+        written before chains existed are chained on open, and that is audited.
     checkpoint_every_s : float, optional
         Copy the write-ahead log into the database from a background thread this often
         (:class:`data.wal.Checkpointer`), so that no decision waits for a checkpoint.
         None: SQLite checkpoints in the commit that fills the log.
     """
 
-    def __init__(self, path: Path, *, checkpoint_every_s: float | None = None) -> None:
+    def __init__(self, path: Path, *, chain_key: bytes, checkpoint_every_s: float | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -162,10 +167,46 @@ class DecisionLog:
         if "event" not in {row[1] for row in self._con.execute("PRAGMA table_info(responses)")}:
             # written when the state was fsynced per application: its older answers need no redo
             self._con.execute("ALTER TABLE responses ADD COLUMN event TEXT")
+        self._chain_key = chain_key
+        self._chain = self._chained()
         self._insert = (
-            f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(DECISION_COLUMNS))})"
+            f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}, chain) "
+            f"VALUES ({', '.join('?' * (len(DECISION_COLUMNS) + 1))})"
         )
+
+    def _chained(self) -> ChainWriter:
+        """The chain writer, after chaining the rows of a record from before chains existed."""
+        con = self._con
+        for table in CHAINED:
+            if "chain" not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN chain TEXT NOT NULL DEFAULT ''")
+        unchained = any(
+            con.execute(f"SELECT 1 FROM {table} WHERE chain = '' LIMIT 1").fetchone() for table in CHAINED
+        )
+        if not unchained:
+            return ChainWriter(con, self._chain_key)
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # the append-only triggers refuse this one update; it writes nothing but chain values
+            for table in TABLES:
+                con.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
+            counts = backfill(con, self._chain_key)
+            for statement in _SCHEMA:
+                if statement.startswith("CREATE TRIGGER"):
+                    con.execute(statement)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        writer = ChainWriter(con, self._chain_key)
+        self._chain = writer
+        self.event("chain_started", {"rows_chained_on_open": counts}, key_id=None, request_id=None)
+        return writer
+
+    def head(self) -> Head:
+        """Each chained table's row count and last chain value: the anchor to keep elsewhere."""
+        with self._lock:
+            return self._chain.head()
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -212,25 +253,32 @@ class DecisionLog:
             The position of the last response stored so far (None while there is none).
         """
         con = self._con
+        rows = [tuple(int(v) if isinstance(v, bool) else v for v in astuple(d)) for d in decisions]
+        answered = [
+            (a, digest, json.dumps(r), _event_text(event))
+            for a, (digest, r, event) in (responses or {}).items()
+        ]
         with self._lock:
             con.execute("BEGIN IMMEDIATE")
             try:
-                con.executemany(self._insert, (astuple(d) for d in decisions))
-                if responses:
+                chain = self._chain.next_values("decisions", rows)
+                con.executemany(self._insert, ((*row, c) for row, c in zip(rows, chain, strict=True)))
+                if answered:
+                    chain = self._chain.next_values("responses", answered)
                     con.executemany(
-                        "INSERT INTO responses VALUES (?, ?, ?, ?)",
-                        (
-                            (a, digest, json.dumps(r), _event_text(event))
-                            for a, (digest, r, event) in responses.items()
-                        ),
+                        "INSERT INTO responses (application_id, row_digest, response, event, chain) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        ((*row, c) for row, c in zip(answered, chain, strict=True)),
                     )
                 if state_synced_through is not None:
                     con.execute(_SYNCED, (state_synced_through,))
                 last = con.execute("SELECT MAX(rowid) FROM responses").fetchone()[0]
                 con.execute("COMMIT")
             except BaseException:
+                self._chain.rollback()
                 con.execute("ROLLBACK")
                 raise
+            self._chain.commit()
         return last
 
     def scores_since(self, booster_sha256: str, since: datetime) -> tuple[list[datetime], list[float]]:
@@ -266,11 +314,19 @@ class DecisionLog:
         self, kind: str, detail: Mapping[str, object], *, key_id: str | None, request_id: str | None
     ) -> None:
         """Append one non-decision event (model load or switch, label feed)."""
+        row = (utc_now(), kind, key_id, request_id, json.dumps(detail, sort_keys=True))
         with self._lock:
-            self._con.execute(
-                "INSERT INTO events (at, kind, key_id, request_id, detail) VALUES (?, ?, ?, ?, ?)",
-                (utc_now(), kind, key_id, request_id, json.dumps(detail, sort_keys=True)),
-            )
+            (chain,) = self._chain.next_values("events", [row])
+            try:
+                self._con.execute(
+                    "INSERT INTO events (at, kind, key_id, request_id, detail, chain) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (*row, chain),
+                )
+            except BaseException:
+                self._chain.rollback()
+                raise
+            self._chain.commit()
 
     def writable(self) -> bool:
         """Whether a write lock can be taken now (readiness)."""
@@ -283,8 +339,27 @@ class DecisionLog:
         return True
 
 
+_TEXT_SEPARATOR = " | "
+
+
+def _reason_texts(con: sqlite3.Connection) -> pd.DataFrame:
+    """``application_id, reasons_zh, reasons_en``: the reason texts each decision's answer gave."""
+    rows = []
+    for application_id, response in con.execute("SELECT application_id, response FROM responses"):
+        reasons = json.loads(response).get("reasons", [])
+        rows.append(
+            (
+                application_id,
+                _TEXT_SEPARATOR.join(r["text_zh"] for r in reasons),
+                _TEXT_SEPARATOR.join(r["text_en"] for r in reasons),
+            )
+        )
+    return pd.DataFrame(rows, columns=["application_id", "reasons_zh", "reasons_en"])
+
+
 def export(path: Path, out: Path, table: str = "decisions") -> int:
-    """Write one audit table to CSV or Parquet (by ``out``'s suffix), oldest first.
+    """Write one audit table to CSV or Parquet (by ``out``'s suffix), oldest first, with each row's
+    chain value (:mod:`serving.chain`) and, for decisions, the reason texts the answer gave.
 
     Returns
     -------
@@ -300,6 +375,8 @@ def export(path: Path, out: Path, table: str = "decisions") -> int:
     con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         frame = pd.read_sql_query(f"SELECT * FROM {table} ORDER BY seq", con)
+        if table == "decisions":
+            frame = frame.merge(_reason_texts(con), on="application_id", how="left")
     finally:
         con.close()
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -647,6 +647,16 @@ def load_model(model: str | None):
     return verified(ModelSource(*resolve_model(model)))
 
 
+def _chain_key(settings, keys) -> bytes:
+    """The decision record's chain key, or a clear failure naming the setting."""
+    from serving.chain import MissingChainKey, chain_key
+
+    try:
+        return chain_key(settings, keys)
+    except MissingChainKey as exc:
+        raise fail(f"{exc}: set DUANKA_AUDIT_CHAIN_KEY or DUANKA_AUDIT_CHAIN_KEY_FILE") from None
+
+
 def _store_keys(store: EventStore):
     """The pseudonymiser of ``store``: the configured key, or the demo key for a demo store."""
     return _keys(demo=str(store.manifest().get("key_id", "")).startswith("demo-"))
@@ -819,6 +829,8 @@ def serve(
         store=store,
         paths=paths,
         poll_seconds=settings.model_poll_seconds if poll_seconds is None else poll_seconds,
+        chain_key=_chain_key(settings, keys),
+        anchor_every_s=settings.audit_anchor_every_s,
     )
     console.print(
         f"serving {loaded.registered.uri} (version {loaded.version}) on http://{host}:{port} "
@@ -927,6 +939,69 @@ def audit_export(
     except ValueError as exc:
         raise fail(str(exc)) from None
     console.print(f"wrote {rows:,} audit rows ({table}) -> {out}")
+
+
+def _record(data: Path | None) -> tuple[Path, bytes]:
+    """The decision record of the service on ``data`` and its chain key, or a clear failure."""
+    from serving.state import ServingPaths
+
+    settings = get_settings()
+    store = EventStore(data or settings.data_dir)
+    path = ServingPaths.for_data(store.root, settings).decisions
+    if not path.exists():
+        raise fail(f"no audit log at {path}: the service has not run on this state")
+    return path, _chain_key(settings, _store_keys(store))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(help="A head printed earlier by `audit anchor` (or logged by the service) to reach."),
+    ] = None,
+) -> None:
+    """Check the record's hash chain: exit 1 naming the first row changed, inserted, moved or
+    removed, or the anchor no longer reached; exit 0 when intact."""
+    import sqlite3
+
+    from serving.chain import Head, verify
+
+    path, key = _record(data)
+    try:
+        expected = Head.parse(anchor) if anchor is not None else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        verdict = verify(con, key, expected)
+    finally:
+        con.close()
+    if verdict.problem is not None:
+        raise fail(f"{path}: {verdict.problem}")
+    reached = " and reaches the anchor" if expected is not None else ""
+    rows = ", ".join(f"{t} {h.rows:,}" for t, h in sorted(verdict.head.tables.items()))
+    console.print(f"{path}: intact{reached} ({rows} rows)")
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
+) -> None:
+    """Print the record's head (each table's rows and last chain value) to keep elsewhere."""
+    import sqlite3
+
+    from serving.chain import verify
+
+    path, key = _record(data)
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        verdict = verify(con, key)
+    finally:
+        con.close()
+    if verdict.problem is not None:
+        raise fail(f"{path}: not anchoring a broken record: {verdict.problem}")
+    print(verdict.head.text())
 
 
 def main() -> None:

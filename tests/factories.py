@@ -345,6 +345,9 @@ def _expires_at(rng: np.random.Generator, listed: int, later: list[int]) -> int:
     return listed  # withdrawn: it never applied
 
 
+# keys the decision record's hash chain in tests (serving.chain)
+CHAIN_KEY = b"test-chain-key-0123456789abcdef"
+
 _DEFAULTS: dict[str, object] = {
     "branch_id": "B0001",
     "branch_region": "440100",

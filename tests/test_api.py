@@ -563,7 +563,7 @@ def test_duanka_serve_refuses_to_start_without_a_model_it_can_trust(served_bank,
     assert other.exit_code == 1 and "feature set" in other.output
 
 
-def test_duanka_audit_export_writes_the_decisions(service, duanka_env, tmp_path):
+def test_duanka_audit_export_writes_the_decisions(service, duanka_env, served_bank, tmp_path):
     _, _, paths, _ = service
     duanka_env.setenv("DUANKA_AUDIT_DB", str(paths.decisions))
     get_settings.cache_clear()
@@ -571,8 +571,11 @@ def test_duanka_audit_export_writes_the_decisions(service, duanka_env, tmp_path)
     result = CliRunner().invoke(app, ["audit", "export", "--out", str(out)])
     assert result.exit_code == 0, result.output
     written = pd.read_parquet(out)
-    assert list(written.columns) == ["seq", *DECISION_COLUMNS]
+    assert list(written.columns) == ["seq", *DECISION_COLUMNS, "chain", "reasons_zh", "reasons_en"]
     assert len(written) == len(_decisions(paths))
+    data = ["--data", str(served_bank.store.root)]
+    verified = CliRunner().invoke(app, ["audit", "verify", *data])
+    assert verified.exit_code == 0 and "intact" in verified.stdout, verified.output
 
 
 def test_an_unknown_pseudonym_key_cannot_start_on_this_state(served_bank, tmp_path, registry):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 
 from serving.audit import DecisionLog
+from tests.factories import CHAIN_KEY
 
 
 def test_a_background_checkpointer_keeps_every_event_and_a_sound_file(tmp_path):
     path = tmp_path / "decisions.db"
-    with DecisionLog(path, checkpoint_every_s=0.01) as log:
+    with DecisionLog(path, chain_key=CHAIN_KEY, checkpoint_every_s=0.01) as log:
         for i in range(1_500):
             log.event("bench", {"application_id": f"A{i}"}, key_id="k", request_id=f"r{i}")
         # A pass that began after the last write copies every frame of the log.

@@ -17,6 +17,7 @@ from serving.audit import DecisionLog, DecisionRow
 from serving.band_refresh import RecentScores
 from serving.batch import score_features, score_period
 from serving.scorer import ModelSource, Scorer
+from tests.factories import CHAIN_KEY
 from training.bands import ALERT_BUDGET, Bands, DailyBands, RefreshPolicy, day_start, local_days
 
 FALLBACK = Bands(critical=0.9, high=0.8, medium=0.7)
@@ -157,7 +158,7 @@ def test_the_service_reads_back_only_its_boosters_fresh_scores_of_the_window(tmp
     now = datetime(2025, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
     rng = np.random.default_rng(4)
     ours = rng.uniform(0, 1, 300)
-    with DecisionLog(tmp_path / "decisions.db") as log:
+    with DecisionLog(tmp_path / "decisions.db", chain_key=CHAIN_KEY) as log:
         _seed(log, "a" * 64, now - timedelta(days=1), ours)
         _seed(log, "a" * 64, now - timedelta(days=1), np.full(300, 9.0), replayed=True)
         _seed(log, "b" * 64, now - timedelta(days=1), np.full(300, 9.0))
@@ -174,9 +175,9 @@ def test_the_service_bands_by_the_refreshed_cuts_and_audits_them(served_bank, mo
     now = datetime.now(UTC)
     paths = served_bank.fresh_paths(tmp_path / "serving")
     # yesterday this booster gave scores far above anything today's application can get
-    with DecisionLog(paths.decisions) as log:
+    with DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
         _seed(log, model.booster_sha256, now - timedelta(days=1), np.linspace(2.0, 3.0, 400))
-    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
         scorer = Scorer(model, online, log, served_bank.keys, clock=lambda: now)
         answer = scorer.score_application(served_bank.holdout[0])
         events = log._con.execute("SELECT detail FROM events WHERE kind = 'band_cuts'").fetchall()

@@ -16,6 +16,7 @@ from serving.audit import DecisionLog
 from serving.batch import SCORE_COLUMNS, score_features, score_file, score_period, write_scores
 from serving.cli import app
 from serving.scorer import ModelSource, Scorer, prepare_applications
+from tests.factories import CHAIN_KEY
 
 PERIOD = (pd.Timestamp("2025-01-01", tz="Asia/Shanghai"), pd.Timestamp("2025-02-01", tz="Asia/Shanghai"))
 
@@ -87,7 +88,7 @@ def test_a_period_is_scored_as_it_was_whatever_came_later(period_scores, served_
 def test_the_service_and_batch_give_the_same_application_the_same_score(served_bank, model, tmp_path):
     paths = served_bank.fresh_paths(tmp_path / "serving")
     rows = served_bank.holdout[:120]
-    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
         scorer = Scorer(model, online, log, served_bank.keys)
         events = prepare_applications(rows, served_bank.keys)
         served = {

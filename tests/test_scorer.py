@@ -28,6 +28,7 @@ from serving.scorer import (
     prepare_applications,
     prepare_labels,
 )
+from tests.factories import CHAIN_KEY
 from training.bundle import BOOSTER_FILE, ModelIntegrityError
 
 
@@ -45,7 +46,7 @@ def model(source):
 def scorer(served_bank, model, tmp_path):
     paths = served_bank.fresh_paths(tmp_path / "serving")
     online = OnlineFeatureStore(paths.online)
-    log = DecisionLog(paths.decisions)
+    log = DecisionLog(paths.decisions, chain_key=CHAIN_KEY)
     yield Scorer(model, online, log, served_bank.keys)
     online.close()
     log.close()

@@ -17,6 +17,7 @@ from features.online import OnlineFeatureStore
 from features.registry import MODEL_FEATURES
 from serving.audit import DecisionLog
 from serving.scorer import ModelSource, Scorer, prepare_applications, prepare_labels
+from tests.factories import CHAIN_KEY
 
 NEVER = 3_600.0  # no periodic sync within a test: only close() syncs
 
@@ -28,7 +29,7 @@ def model(served_bank):
 
 def _open(served_bank, model, paths, every_s: float = NEVER) -> Scorer:
     online = OnlineFeatureStore(paths.online, durable=False)
-    log = DecisionLog(paths.decisions)
+    log = DecisionLog(paths.decisions, chain_key=CHAIN_KEY)
     return Scorer(model, online, log, served_bank.keys, state_sync_every_s=every_s)
 
 

@@ -35,6 +35,7 @@ from serving.cli import app
 from serving.keys import KeyFile
 from serving.scorer import ModelSource, Scorer, prepare_applications
 from serving.state import sync_online_state
+from tests.factories import CHAIN_KEY
 from tests.privacy import leaks
 
 SOURCE = "pboc_joint_punishment"
@@ -132,7 +133,7 @@ def _check_model_decision(answer: dict) -> None:
 
 def test_the_scorer_refuses_listed_applicants_and_audits_the_rule(listed, served_bank, model, tmp_path):
     paths = served_bank.fresh_paths(tmp_path / "serving")
-    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
         scorer = Scorer(model, online, log, served_bank.keys, StoredWatchlist(listed.store))
         answers = {case: scorer.score_application(row) for case, row in listed.rows.items()}
     for case, answer in answers.items():
@@ -160,7 +161,7 @@ def test_a_refused_application_keeps_the_score_batch_scoring_gives_it(served_ban
         path, index=False
     )
     ingest_file(path, WATCHLIST, store, served_bank.keys)
-    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
         answer = Scorer(model, online, log, served_bank.keys, StoredWatchlist(store)).score_application(first)
     batch = score_file(served_bank.holdout_csv, store, served_bank.keys, model).scores.set_index(
         "application_id"
@@ -319,10 +320,10 @@ def test_an_audit_log_from_before_hard_rules_gets_the_rule_column(tmp_path):
         con.execute(
             f"INSERT INTO decisions ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})", ["x"] * len(old)
         )
-    DecisionLog(path).close()
+    DecisionLog(path, chain_key=CHAIN_KEY).close()
     with sqlite3.connect(path) as con:
         columns = [row[1] for row in con.execute("PRAGMA table_info(decisions)")]
-        assert columns == ["seq", *DECISION_COLUMNS]
+        assert columns == ["seq", *DECISION_COLUMNS, "chain"]
         assert con.execute("SELECT rule FROM decisions").fetchall() == [("",)]
 
 
@@ -381,7 +382,7 @@ def test_a_listing_ingested_while_serving_reaches_the_next_application_s_feature
     row = served_bank.holdout[5]
     store = served_bank.copy_store(tmp_path / "store")
     paths = served_bank.fresh_paths(tmp_path / "serving")
-    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions) as log:
+    with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
         scorer = Scorer(model, online, log, served_bank.keys, StoredWatchlist(store))
         ingest_file(_ended_listing_csv(row, tmp_path / "ended.csv"), WATCHLIST, store, served_bank.keys)
         answer = scorer.score_application(row)
