@@ -462,7 +462,6 @@ class Service:
             except Exception:  # a registry hiccup must not stop polling or serving
                 log.exception("model poll failed; keeping version %s", scorer.model.version)
 
-
     async def log_anchor(self) -> None:
         """Log the decision record's head now and every ``anchor_every_s``: the anchor an
         operator keeps elsewhere (``duanka audit verify --anchor``), since a chain alone cannot

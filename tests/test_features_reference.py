@@ -105,9 +105,7 @@ def reference_counts(x: dict, history: list[dict], confirmed: dict[str, int], li
             counts[agg.name] = np.array([np.nan])
             continue
         window = [
-            e
-            for e in earlier
-            if t - agg.window_us <= e["_t"] and [e[k] for k in agg.entity.keys] == key
+            e for e in earlier if t - agg.window_us <= e["_t"] and [e[k] for k in agg.entity.keys] == key
         ]
         if agg.op is Op.COUNT:
             n = len(window)
