@@ -30,7 +30,16 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from data.pseudonym import Pseudonymiser
 from data.store import EventStore
@@ -76,9 +85,37 @@ _ERROR_KINDS |= {413: "too_large", 422: "invalid_input", 503: "unavailable"}
 log = logging.getLogger("duanka.serve")
 T = TypeVar("T")
 
-Text = Annotated[StrictStr | None, Field(default=None)]
-Flag = Annotated[StrictBool | StrictStr | None, Field(default=None)]
-Count = Annotated[StrictInt | StrictStr | None, Field(default=None)]
+# Every text of a request: a bounded length, UTF-8 text (a lone surrogate such as "\ud800" is
+# valid JSON but no text), and no control or bidirectional-override character, which no
+# identifier, date, code or address of the contract holds and which can hide what a string says.
+MAX_TEXT_CHARS = 256
+MAX_ADDRESS_CHARS = 512
+MAX_IGNORED_FIELDS = 32
+_HIDDEN = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def checked_text(value: T, limit: int = MAX_TEXT_CHARS) -> T:
+    """``value`` when it is text a contract field may hold, or not text at all (a number, a flag);
+    else why not (never the value itself)."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > limit:
+        raise ValueError(f"{len(value):,} characters, more than the {limit} a field may hold")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not text: it holds a lone surrogate code point (\\ud800-\\udfff)") from None
+    if _HIDDEN.search(value):
+        raise ValueError("holds a control character (such as NUL or a line break) or a bidirectional mark")
+    return value
+
+
+Text = Annotated[StrictStr | None, AfterValidator(checked_text), Field(default=None)]
+LongText = Annotated[
+    StrictStr | None, AfterValidator(lambda v: checked_text(v, MAX_ADDRESS_CHARS)), Field(default=None)
+]
+Flag = Annotated[StrictBool | StrictStr | None, AfterValidator(checked_text), Field(default=None)]
+Count = Annotated[StrictInt | StrictStr | None, AfterValidator(checked_text), Field(default=None)]
 
 _EXAMPLE = {
     "application_id": "A000150001",
@@ -128,7 +165,7 @@ class ApplicationIn(BaseModel):
     )
     phone: Text = Field(default=None, description="11-digit mobile number (pseudonymised, never stored)")
     phone_tenure_days: Count
-    address: Text = Field(default=None, description="address as written (pseudonymised, never stored)")
+    address: LongText = Field(default=None, description="address as written (pseudonymised, never stored)")
     device_id: Text
     escort_id: Text
     intermediary_id: Text
@@ -139,6 +176,15 @@ class ApplicationIn(BaseModel):
     u_shield: Flag
     mobile_banking: Flag
     payment_binding: Flag
+
+    @model_validator(mode="after")
+    def _ignored_names_are_text(self) -> ApplicationIn:
+        extra = self.model_extra or {}
+        if len(extra) > MAX_IGNORED_FIELDS:
+            raise ValueError(f"{len(extra)} fields the contract does not name; at most {MAX_IGNORED_FIELDS}")
+        for name in extra:
+            checked_text(name, 64)
+        return self
 
     def contract_fields(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in type(self).model_fields}
@@ -689,6 +735,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             },
             status_code=403,
         )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The type only: a message or a traceback may quote what was sent.
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return JSONResponse({"detail": "internal error: no score was given", "errors": []}, status_code=500)
 
     @app.exception_handler(ConflictingResend)
     async def conflicting(request: Request, exc: ConflictingResend) -> JSONResponse:

@@ -11,22 +11,28 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import sqlite3
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data.contract import APPLICATIONS
 from serving.api import (
     MAX_BATCH,
+    MAX_TEXT_CHARS,
     ApplicationIn,
     BatchOut,
     ErrorOut,
+    LabelIn,
     LabelsOut,
+    ListingIn,
     ScoreOut,
 )
+from serving.keys import KeyFile
 from tests.conftest import service_client
 
 FIELDS = list(ApplicationIn.model_fields)
@@ -263,3 +269,108 @@ def test_a_batch_of_1001_is_refused_naming_applications_and_records_nothing(api,
 def test_every_contract_column_is_a_field_of_the_api(api):
     # the property tests above fuzz ApplicationIn's fields: they must be the whole contract
     assert set(FIELDS) == set(APPLICATIONS.names)
+
+
+# --- text no field may hold ---------------------------------------------------------------
+
+# DUANKA_FUZZ_EXAMPLES=1300 sends 5,200 requests (docs/serving.md); CI sends 600.
+HOSTILE_FUZZ = settings(FUZZ, max_examples=int(os.environ.get("DUANKA_FUZZ_EXAMPLES", "150")))
+_UNENCODABLE = ["\ud800", "\udfff", "A\udc80B", "\udbff\udfff"[::-1]]  # lone or reversed halves
+_HIDDEN = ["\x00", "id\x00", "\u202eevil", "a\u2066b", "x\u200fy", "line\nbreak", "\x7f"]
+hostile_text = st.tuples(
+    st.text(max_size=8),
+    st.sampled_from(_UNENCODABLE + _HIDDEN) | st.integers(MAX_TEXT_CHARS * 2 + 1, 40_000).map("地".__mul__),
+    st.text(max_size=8),
+).map("".join)
+
+
+def _send(client, path: str, body: object, headers: dict[str, str]):
+    """JSON as a bank's client writes it (ASCII, ``\\ud800`` escaped): httpx itself cannot encode a
+    lone surrogate, which is exactly what arrives."""
+    return client.post(
+        path,
+        content=json.dumps(body).encode("ascii"),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+
+def _text_fields(model: type) -> list[str]:
+    return [name for name, info in model.model_fields.items() if "str" in str(info.annotation)]
+
+
+@pytest.fixture(scope="module")
+def admin(api):
+    _, _, paths = api
+    return {"Authorization": f"Bearer {KeyFile(paths.keys).create(admin=True)[1]}"}
+
+
+def _refused_naming(response, field: str) -> None:
+    assert response.status_code == 422, response.text  # never a 5xx, never taken
+    body = ErrorOut.model_validate(response.json())
+    assert {e.field.split(".")[-1] for e in body.errors} == {field}, response.text
+
+
+@HOSTILE_FUZZ
+@given(field=st.sampled_from(_text_fields(ApplicationIn)), value=hostile_text)
+def test_text_no_field_may_hold_is_refused_by_score_naming_the_field(api, rows, field, value):
+    client, auth, _ = api
+    _refused_naming(_send(client, "/v1/score", _valid(rows, **{field: value}), headers=auth), field)
+
+
+@HOSTILE_FUZZ
+@given(field=st.sampled_from(_text_fields(ApplicationIn)), value=hostile_text, at=st.integers(0, 2))
+def test_text_no_field_may_hold_is_refused_by_batch_naming_the_field(api, rows, field, value, at):
+    client, auth, paths = api
+    before = _decisions(paths)
+    batch = [_valid(rows, i, **({field: value} if i == at else {})) for i in range(3)]
+    _refused_naming(_send(client, "/v1/score/batch", {"applications": batch}, headers=auth), field)
+    assert _decisions(paths) == before
+
+
+@HOSTILE_FUZZ
+@given(field=st.sampled_from(_text_fields(LabelIn)), value=hostile_text)
+def test_text_no_field_may_hold_is_refused_by_labels_naming_the_field(api, field, value):
+    client, auth, _ = api
+    label = {"application_id": "A1", "confirmed_at": "2025-04-01", "source": "police_notice", field: value}
+    _refused_naming(_send(client, "/v1/labels", {"labels": [label]}, headers=auth), field)
+
+
+@HOSTILE_FUZZ
+@given(field=st.sampled_from(_text_fields(ListingIn)), value=hostile_text)
+def test_text_no_field_may_hold_is_refused_by_watchlist_naming_the_field(api, admin, field, value):
+    client, _, _ = api
+    listing = {"id_number": "11010519491231002X", "listed_at": "2025-05-20", "source": "bank_internal"}
+    response = _send(client, "/v1/watchlist", {"listings": [{**listing, field: value}]}, headers=admin)
+    _refused_naming(response, field)
+
+
+@pytest.mark.parametrize("name", ["\ud800", "a\x00b", "n" * 65])
+def test_a_field_name_no_contract_could_have_is_refused_not_a_5xx(api, rows, name):
+    client, auth, _ = api
+    response = _send(client, "/v1/score", {**_valid(rows), name: "1"}, headers=auth)
+    assert response.status_code == 422, response.text
+
+
+def test_a_3_9_mb_application_id_is_refused_and_nothing_stored(api, rows):
+    client, auth, paths = api
+    before = _decisions(paths)
+    response = _send(client, "/v1/score", _valid(rows, application_id="A" * 3_900_000), headers=auth)
+    _refused_naming(response, "application_id")
+    assert "more than the 256" in response.text and "AAAA" not in response.text
+    assert _decisions(paths) == before
+
+
+def test_an_unexpected_error_is_a_json_500_without_a_traceback(api, rows, monkeypatch):
+    client, auth, _ = api
+    from serving import scorer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail 11010519491231002X")
+
+    monkeypatch.setattr(scorer.Scorer, "score", broken)
+    # as a real server answers: the test client would otherwise re-raise the error itself
+    served = TestClient(client.app, raise_server_exceptions=False)
+    response = _send(served, "/v1/score", _valid(rows), headers=auth)
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error: no score was given", "errors": []}
+    assert "Traceback" not in response.text and "secret" not in response.text
