@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     audit_chain_key_file: Path | None = None
     # how often the service logs the record's head, the anchor to keep elsewhere
     audit_anchor_every_s: float = Field(default=600.0, gt=0)
+    # the service takes applications dated from the newest recorded minus this to the clock plus this
+    backdating_tolerance_s: float = Field(default=600.0, ge=0)
     model_poll_seconds: float = Field(default=30.0, ge=0)
     # band cuts refreshed each local midnight from the scores of this many days before it, once
     # the window holds this many scores (training.bands.RefreshPolicy; docs/model.md)

@@ -372,6 +372,12 @@ class OnlineFeatureStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def newest_applied_at(self) -> datetime | None:
+        """When the latest application held was made (one pass over the table: call it once)."""
+        with self._lock:
+            (ts,) = self._con.execute("SELECT MAX(ts) FROM apps").fetchone()
+        return None if ts is None else _EPOCH + timedelta(microseconds=ts)
+
     def add_application(self, event: Mapping[str, object]) -> bool:
         """Record one application event.
 

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -49,6 +50,7 @@ from serving.audit import DecisionLog
 from serving.keys import ApiKey, KeyFile
 from serving.metrics import ServiceMetrics
 from serving.scorer import (
+    DEFAULT_TOLERANCE,
     ConflictingResend,
     FieldError,
     InvalidInput,
@@ -395,6 +397,9 @@ class ServiceConfig:
         ``keys`` when not given.
     anchor_every_s : float
         How often the record's head (:meth:`serving.audit.DecisionLog.head`) is logged.
+    tolerance : timedelta
+        How far an application may be dated before the newest recorded one or after the clock
+        (:class:`serving.scorer.Scorer`).
     """
 
     source: ModelSource
@@ -405,6 +410,7 @@ class ServiceConfig:
     poll_seconds: float = 0.0
     chain_key: bytes | None = None
     anchor_every_s: float = 600.0
+    tolerance: timedelta = DEFAULT_TOLERANCE
 
 
 class Service:
@@ -436,7 +442,7 @@ class Service:
         decisions = DecisionLog(config.paths.decisions, chain_key=chain_key, checkpoint_every_s=0.5)
         watchlist = StoredWatchlist(config.store)
         listings = len(watchlist.current())  # read now, not on the first request
-        scorer = Scorer(config.model, online, decisions, config.keys, watchlist)
+        scorer = Scorer(config.model, online, decisions, config.keys, watchlist, tolerance=config.tolerance)
         redone = scorer.redo()
         online.warm()
         decisions.event(

@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -831,6 +831,7 @@ def serve(
         poll_seconds=settings.model_poll_seconds if poll_seconds is None else poll_seconds,
         chain_key=_chain_key(settings, keys),
         anchor_every_s=settings.audit_anchor_every_s,
+        tolerance=timedelta(seconds=settings.backdating_tolerance_s),
     )
     console.print(
         f"serving {loaded.registered.uri} (version {loaded.version}) on http://{host}:{port} "

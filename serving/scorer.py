@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import mlflow
 import numpy as np
@@ -47,6 +47,7 @@ REQUEST_SOURCE = "request"
 _KEY = "application_id"
 _NOT_A_VALUE = "not a contract value: send a string, boolean or number"
 TOP_REASONS = 3
+DEFAULT_TOLERANCE = timedelta(minutes=10)
 
 
 def check_compatible(model: RegisteredModel) -> None:
@@ -363,6 +364,10 @@ class Scorer:
         How often the online state is synced to disk (:meth:`OnlineFeatureStore.sync`).
     clock : callable, optional
         The time now (UTC), whose local day picks the band cuts (:mod:`serving.band_refresh`).
+    tolerance : timedelta
+        How far an application may be dated before the newest one recorded, or after the
+        clock: a backdated application would shift the running totals of every later one of
+        its keys on the scoring thread, and backfills belong to ``duanka ingest``.
 
     Notes
     -----
@@ -387,9 +392,12 @@ class Scorer:
         watchlist: WatchlistSource | None = None,
         state_sync_every_s: float = 1.0,
         clock: Callable[[], datetime] | None = None,
+        tolerance: timedelta = DEFAULT_TOLERANCE,
     ) -> None:
         self.model = model
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.tolerance = tolerance
+        self._newest = online.newest_applied_at()
         self.online = online
         self.log = log
         self.keys = keys
@@ -478,6 +486,7 @@ class Scorer:
         if conflicts:
             raise ConflictingResend(conflicts)
         answers: dict[str, Scored] = {aid: Scored(s.response, True) for aid, s in stored.items() if s}
+        self._refuse_out_of_time(events, answered=set(answers))
         fresh = sorted((e for aid, e in unique.items() if aid not in answers), key=_arrival)
         now = self.clock()
         if fresh:
@@ -512,9 +521,37 @@ class Scorer:
             state_synced_through=noted,
         )
         recent.add(now, [answers[e["application_id"]].response["score"] for e in fresh])
+        if fresh:
+            latest = fresh[-1]["applied_at"]
+            self._newest = latest if self._newest is None else max(self._newest, latest)
         if time.monotonic() - self._synced_at >= self.state_sync_every_s:
             self._sync_state()
         return [answers[e["application_id"]] for e in events]
+
+    def _refuse_out_of_time(self, events: Sequence[dict], answered: set[str]) -> None:
+        """Raise :class:`InvalidInput` naming each new application (by its item) dated too early or
+        too late; ``answered`` ones are replays, answered whenever they were dated."""
+        now, tolerance = self.clock(), self.tolerance
+        minutes = f"{tolerance.total_seconds() / 60:g} minutes"
+        errors = []
+        for i, event in enumerate(events):
+            if event["application_id"] in answered:
+                continue
+            at = event["applied_at"]
+            if at > now + tolerance:
+                errors.append(FieldError(i, "applied_at", f"more than {minutes} after the server's clock"))
+            elif self._newest is not None and at < self._newest - tolerance:
+                errors.append(
+                    FieldError(
+                        i,
+                        "applied_at",
+                        f"more than {minutes} before the newest application this service has recorded "
+                        f"({self._newest.isoformat(timespec='seconds')}): the service scores openings as "
+                        "they happen; backfills go through `duanka ingest`",
+                    )
+                )
+        if errors:
+            raise InvalidInput(errors)
 
     def _sync_state(self) -> None:
         """Sync the online state; the next record notes how far the answers are now safe in it."""

@@ -34,6 +34,7 @@ from serving.audit import DECISION_COLUMNS, export
 from serving.cli import app
 from serving.keys import KeyFile
 from serving.scorer import ModelSource
+from tests.conftest import REPLAY_TOLERANCE
 from tests.privacy import leaks
 from training.bundle import BOOSTER_FILE, META_FILE, MODEL_NAME, sha256_text
 
@@ -61,7 +62,12 @@ def service(served_bank, registry, tmp_path_factory):
     }
     source = ModelSource(f"models:/{MODEL_NAME}@{ALIAS}", registry)
     config = ServiceConfig(
-        source=source, model=source.load(), keys=served_bank.keys, store=served_bank.store, paths=paths
+        tolerance=REPLAY_TOLERANCE,
+        source=source,
+        model=source.load(),
+        keys=served_bank.keys,
+        store=served_bank.store,
+        paths=paths,
     )
     with TestClient(create_app(config)) as client:
         yield client, tokens, paths, keyfile
@@ -441,7 +447,13 @@ def test_a_polling_service_follows_the_alias_by_itself(served_bank, registry, ot
     paths = served_bank.fresh_paths(tmp_path / "serving")
     source = ModelSource(f"models:/{MODEL_NAME}@{ALIAS}", registry)
     config = ServiceConfig(
-        source, source.load(), served_bank.keys, served_bank.store, paths, poll_seconds=0.1
+        source,
+        source.load(),
+        served_bank.keys,
+        served_bank.store,
+        paths,
+        poll_seconds=0.1,
+        tolerance=REPLAY_TOLERANCE,
     )
     with TestClient(create_app(config)) as client:
         registry.set_registered_model_alias(MODEL_NAME, ALIAS, other.version)
@@ -582,6 +594,7 @@ def test_an_unknown_pseudonym_key_cannot_start_on_this_state(served_bank, tmp_pa
     paths = served_bank.fresh_paths(tmp_path / "serving")
     source = ModelSource(f"models:/{MODEL_NAME}@{ALIAS}", registry)
     config = ServiceConfig(
+        tolerance=REPLAY_TOLERANCE,
         source=source,
         model=source.load(),
         keys=Pseudonymiser.from_secret(b"another secret of 32 bytes or more!!"),

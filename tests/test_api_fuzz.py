@@ -229,14 +229,17 @@ def test_an_id_number_with_a_wrong_check_character_is_refused_without_echoing_it
     assert _decisions(paths) == before
 
 
-def test_a_future_date_is_scored_as_of_that_date(api, rows):
-    # the contract has no "not after today" rule: a branch's clock is not ours to judge
-    client, auth, _ = api
+def test_a_date_after_the_server_clock_is_refused_naming_applied_at(api, rows):
+    # an opening is scored as it happens: a date past the clock (and its tolerance) is a wrong clock
+    client, auth, paths = api
+    before = _decisions(paths)
     response = client.post(
         "/v1/score", json=_valid(rows, 2, applied_at="2031-01-01T09:00:00+08:00"), headers=auth
     )
-    assert response.status_code == 200, response.text
-    assert ScoreOut.model_validate(response.json()).score > 0
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["field"] == "applied_at" and "after the server's clock" in error["reason"]
+    assert _decisions(paths) == before
 
 
 @pytest.mark.parametrize("when", ["2200-01-01T00:00:00+08:00", "9999-12-31"])

@@ -28,7 +28,7 @@ from serving.api import ServiceConfig, create_app
 from serving.cli import app
 from serving.keys import KeyFile
 from serving.scorer import ModelSource
-from tests.conftest import SECRET
+from tests.conftest import REPLAY_TOLERANCE, SECRET
 from tests.privacy import leaks, raw_identifiers
 
 SERVED = 40  # holdout applications sent to the service (the batch scores all of them)
@@ -136,7 +136,12 @@ def _run_every_entry_point(served_bank, out: Path, env: pytest.MonkeyPatch) -> t
     admin = KeyFile(paths.keys).create(admin=True)[1]
     source = ModelSource(served_bank.uri, served_bank.client())
     config = ServiceConfig(
-        source=source, model=source.load(), keys=served_bank.keys, store=served, paths=paths
+        tolerance=REPLAY_TOLERANCE,
+        source=source,
+        model=source.load(),
+        keys=served_bank.keys,
+        store=served,
+        paths=paths,
     )
     records: list[logging.LogRecord] = []
     handler = logging.Handler()

@@ -35,6 +35,7 @@ from serving.cli import app
 from serving.keys import KeyFile
 from serving.scorer import ModelSource, Scorer, prepare_applications
 from serving.state import sync_online_state
+from tests.conftest import REPLAY_TOLERANCE
 from tests.factories import CHAIN_KEY
 from tests.privacy import leaks
 
@@ -177,7 +178,12 @@ def service(listed, served_bank, tmp_path_factory):
     tokens = {"admin": keyfile.create(admin=True)[1], "all": keyfile.create()[1]}
     source = ModelSource(served_bank.uri, served_bank.client())
     config = ServiceConfig(
-        source=source, model=source.load(), keys=served_bank.keys, store=listed.store, paths=paths
+        tolerance=REPLAY_TOLERANCE,
+        source=source,
+        model=source.load(),
+        keys=served_bank.keys,
+        store=listed.store,
+        paths=paths,
     )
     with TestClient(create_app(config)) as client:
         yield client, tokens, paths
