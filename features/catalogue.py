@@ -43,11 +43,7 @@ def catalogue_markdown() -> str:
 
 
 def _window(feature: Feature) -> str:
-    """``30 d`` (``2 h`` for a window in hours); ``own`` for the application's own facts; ``all``
-    for counts with no window."""
-    hours = {a.window_hours for a in feature.aggregates} - {None}
-    if hours:
-        return f"{max(hours)} h"
+    """``30 d``; ``own`` for the application's own facts; ``all`` for counts with no window."""
     if feature.window_days is not None:
         return f"{feature.window_days} d"
     return "all" if feature.aggregates else "own"

@@ -76,7 +76,7 @@ _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
 _MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", *LINK_KEYS)
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
 STATE_LAYOUT = 5  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes;
-# 5: the full-bundle flag and the co-arrival indexes
+# 5: the co-arrival indexes (branch with building, phone block or device)
 # The applicant's earliest listing that applies at some instant (withdrawn ones never do).
 _EARLIEST_LISTING = (
     "SELECT MIN(listed_at) FROM listings WHERE applicant_key = {key} AND expires_at > listed_at"
@@ -758,7 +758,7 @@ def _event_rows(applications: pa.Table) -> pa.Table:
         name: applications[name].to_numpy(zero_copy_only=False)
         for name in ("account_type", "home_province", "branch_province")
     }
-    for name in ("company_age_days", "onsite_verified", "u_shield", "mobile_banking", "payment_binding"):
+    for name in ("company_age_days", "onsite_verified"):
         columns[name] = pc.cast(applications[name], pa.float64()).to_numpy(zero_copy_only=False)
     flags = values.derived_flags(columns)
     data = {

@@ -30,9 +30,6 @@ WINDOWS_DAYS = (1, 7, 30, 90, 365)
 MAX_WINDOW_DAYS = max(WINDOWS_DAYS)
 CONFIRMED_WINDOW_DAYS = 365
 
-# A batch at the counter: the openings of the same branch within these hours before.
-COARRIVAL_HOURS = 2
-
 # The linked group's bound (see features.linked): the same numbers in both engines.
 LINK_WINDOW_DAYS = 30
 LINK_FANOUT = 5
@@ -95,27 +92,20 @@ class Aggregate:
     :attr:`Op.DISTINCT` and the statistic for :attr:`Op.LINKED`.
     ``window_days`` is None only for :attr:`Op.LISTINGS_ENDED`, which counts
     listings, not applications: a listing that ended years ago still counts.
-    ``window_hours`` narrows a one-day window to that many hours (a batch at the
-    counter arrives within hours, not days).
     """
 
     entity: Entity
     op: Op
     window_days: int | None
     column: str | None = None
-    window_hours: int | None = None
 
     def __post_init__(self) -> None:
         if (self.window_days is None) != (self.op is Op.LISTINGS_ENDED):
             raise ValueError(f"{self.op}: a window is required for applications and absent for listings")
-        if self.window_hours is not None and (self.window_days != 1 or not 0 < self.window_hours < 24):
-            raise ValueError(f"{self.op}: a window in hours is 1 to 23 hours of a one-day window")
 
     @property
     def window_us(self) -> int:
         """The window's length in microseconds (the engines' time unit)."""
-        if self.window_hours is not None:
-            return self.window_hours * values.HOUR_US
         if self.window_days is None:
             raise ValueError(f"{self.name} has no window")
         return self.window_days * values.DAY_US
@@ -124,10 +114,7 @@ class Aggregate:
     def name(self) -> str:
         entity = self.entity.name.lower()
         what = f"{self.op}_{self.column}" if self.column else str(self.op)
-        if self.window_hours is not None:
-            span = f"{self.window_hours}h"
-        else:
-            span = "ever" if self.window_days is None else f"{self.window_days}d"
+        span = "ever" if self.window_days is None else f"{self.window_days}d"
         return f"{entity}__{what}__{span}"
 
     @property
@@ -693,32 +680,6 @@ _co_arrival = (
                 "coarrival_device",
                 "同一网点近{days}天有{{value}}名使用同一设备的其他开户人",
                 "{{value}} applicants on the same device opened at this branch in the last day",
-            ),
-        )
-    ),
-    *(
-        Feature(
-            f"coarrival_{flag}_{COARRIVAL_HOURS}h",
-            F.CO_ARRIVAL,
-            _BR,
-            1,
-            zh,
-            en,
-            values.count,
-            (Aggregate(_BR, Op.FLAGGED, 1, flag, window_hours=COARRIVAL_HOURS),),
-        )
-        for flag, zh, en in (
-            (
-                "full_bundle",
-                f"本网点近{COARRIVAL_HOURS}小时有{{value}}笔开户同时申请U盾、手机银行和支付绑定",
-                f"{{value}} openings at this branch in the last {COARRIVAL_HOURS} hours asked for a "
-                "U-shield, mobile banking and payment binding together",
-            ),
-            (
-                "out_of_province",
-                f"本网点近{COARRIVAL_HOURS}小时有{{value}}笔开户为外省人员",
-                f"{{value}} openings at this branch in the last {COARRIVAL_HOURS} hours were by people "
-                "from another province",
             ),
         )
     ),

@@ -27,7 +27,7 @@ CHANNEL_CODES: tuple[str, ...] = CHANNELS
 ADDRESS_KIND_CODES: tuple[str, ...] = ADDRESS_KINDS
 GENDER_CODES: tuple[str, ...] = ("F", "M")
 
-FLAG_COLUMNS = ("out_of_province", "corporate", "young_company", "corporate_without_onsite", "full_bundle")
+FLAG_COLUMNS = ("out_of_province", "corporate", "young_company", "corporate_without_onsite")
 """Columns :func:`derived_flags` adds; aggregates may count applications where they hold."""
 
 
@@ -110,15 +110,12 @@ def gender_code(gender: np.ndarray) -> np.ndarray:
     return _code(gender, GENDER_CODES)
 
 
-BUNDLE_COLUMNS = ("u_shield", "mobile_banking", "payment_binding")
-
-
 def derived_flags(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-application flags that features and aggregates use, as booleans.
 
     ``columns`` holds ``home_province``, ``branch_province``, ``account_type``
-    (object arrays) and ``company_age_days``, ``onsite_verified``, ``u_shield``,
-    ``mobile_banking`` and ``payment_binding`` (anything :func:`number` takes).
+    (object arrays) and ``company_age_days``, ``onsite_verified`` (anything
+    :func:`number` takes).
     """
     corporate = np.asarray(columns["account_type"] == "corporate", dtype=bool)
     company_age = number(columns["company_age_days"])
@@ -129,6 +126,4 @@ def derived_flags(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # An unknown company age is not young; an unknown visit is not a visit.
         "young_company": corporate & (company_age < YOUNG_COMPANY_DAYS),
         "corporate_without_onsite": corporate & (onsite != 1),
-        # the four-piece set's bank half, asked for at once (as the full_bundle feature reads it)
-        "full_bundle": all_true(*(columns[c] for c in BUNDLE_COLUMNS)) == 1,
     }

@@ -238,23 +238,7 @@ class TestLinkedGroup:
         assert evaluate(history, application("x", T0, escort_key="e"))["linked_group_size"] == size
 
 
-BUNDLE = {"u_shield": True, "mobile_banking": True, "payment_binding": True}
 HOUR = pd.Timedelta(hours=1)
-
-
-@pytest.mark.parametrize(("gap", "counted"), [(pd.Timedelta(0), 1), (US, 0)])
-def test_a_batch_at_the_counter_is_the_same_branch_within_two_hours(evaluate, gap, counted):
-    """Openings exactly 2 hours before count, a microsecond more do not; other branches never do."""
-    at = T0 + DAY
-    history = [
-        application("a", at - 2 * HOUR - gap, home_province="51", **BUNDLE),
-        application("b", at - HOUR, branch_id="B0002", home_province="51", **BUNDLE),
-        application("c", at - HOUR, home_province="44", u_shield=True),
-    ]
-    values = evaluate(history, application("x", at, home_province="51", **BUNDLE))
-    assert values["coarrival_full_bundle_2h"] == counted  # c asked for a U-shield only
-    assert values["coarrival_out_of_province_2h"] == counted  # c is local
-    assert values["branch_applications_7d"] == 2  # a and c: b is at another branch
 
 
 def test_co_arrivals_share_the_branch_and_a_building_phone_block_or_device_the_same_day(evaluate):

@@ -47,8 +47,6 @@ def flag(event: dict, name: str) -> bool:
         return corporate and event["company_age_days"] is not None and event["company_age_days"] < 90
     if name == "corporate_without_onsite":
         return corporate and event["onsite_verified"] is not True
-    if name == "full_bundle":
-        return bool(event["u_shield"] and event["mobile_banking"] and event["payment_binding"])
     if name == "photo_tampered":
         return event["photo_tampered"]
     raise KeyError(name)
