@@ -75,8 +75,7 @@ _ROW_NUMBERS = (
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
 _MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", *LINK_KEYS)
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
-STATE_LAYOUT = 5  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes;
-# 5: the co-arrival indexes (branch with building, phone block or device)
+STATE_LAYOUT = 4  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes
 # The applicant's earliest listing that applies at some instant (withdrawn ones never do).
 _EARLIEST_LISTING = (
     "SELECT MIN(listed_at) FROM listings WHERE applicant_key = {key} AND expires_at > listed_at"

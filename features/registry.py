@@ -45,7 +45,6 @@ class Family(StrEnum):
     BRANCH = "branch"
     APPLICANT = "applicant"
     LINKED = "linked_group"
-    CO_ARRIVAL = "co_arrival"
 
 
 class Entity(StrEnum):
@@ -62,10 +61,6 @@ class Entity(StrEnum):
     STAFF = "staff_id"
     STAFF_AT_BRANCH = "branch_id,staff_id"
     BRANCH = "branch_id"
-    # co-arrival: one branch, and a building, a phone block or a device shared with it
-    BRANCH_ADDRESS = "branch_id,address_key"
-    BRANCH_PHONE_BLOCK = "branch_id,phone_block_key"
-    BRANCH_DEVICE = "branch_id,device_key"
     LINKED = "linked_group"
 
     @property
@@ -407,7 +402,7 @@ _address = (
             "同一地址（楼栋）近{days}天有{{value}}名不同开户人",
             "{{value}} different applicants gave the same building in the last {days} days",
         )
-        for d in (7, 30, 90)
+        for d in (30, 90)
     ),
     Feature(
         "address_companies_365d",
@@ -646,56 +641,6 @@ _branch = (
     ),
 )
 
-# Escorts bring recruits in batches: a few at a time, to one branch, served one after another,
-# lodged together and often on SIMs from one block. These count the earlier openings of the
-# same day at the same branch that share the building, phone block or device, whether or not
-# an escort was recorded: the batch survives an escort who waits outside. The out-of-province
-# count is a property of the batch, never of the applicant.
-_co_arrival = (
-    *(
-        _distinct_applicants(
-            entity,
-            F.CO_ARRIVAL,
-            1,
-            prefix,
-            zh,
-            en,
-        )
-        for entity, prefix, zh, en in (
-            (
-                E.BRANCH_ADDRESS,
-                "coarrival_building",
-                "同一网点近{days}天有{{value}}名同楼栋的其他开户人",
-                "{{value}} applicants from the same building opened at this branch in the last day",
-            ),
-            (
-                E.BRANCH_PHONE_BLOCK,
-                "coarrival_phone_block",
-                "同一网点近{days}天有{{value}}名同号段（前7位）的其他开户人",
-                "{{value}} applicants with a number from the same 7-digit block opened at this branch "
-                "in the last day",
-            ),
-            (
-                E.BRANCH_DEVICE,
-                "coarrival_device",
-                "同一网点近{days}天有{{value}}名使用同一设备的其他开户人",
-                "{{value}} applicants on the same device opened at this branch in the last day",
-            ),
-        )
-    ),
-    Feature(
-        "coarrival_building_out_of_province_1d",
-        F.CO_ARRIVAL,
-        E.BRANCH_ADDRESS,
-        1,
-        "同一网点近1天同楼栋开户中有{value}笔为外省人员",
-        "{value} of the openings at this branch from the same building in the last day were by "
-        "people from another province",
-        values.count,
-        (Aggregate(E.BRANCH_ADDRESS, Op.FLAGGED, 1, "out_of_province"),),
-    ),
-)
-
 _APP = E.APPLICATION
 _applicant = (
     Feature(
@@ -901,7 +846,6 @@ FEATURES: tuple[Feature, ...] = (
     *_branch,
     *_applicant,
     *_linked_group,
-    *_co_arrival,
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}

@@ -236,23 +236,3 @@ class TestLinkedGroup:
     def test_the_group_window_is_30_days(self, evaluate, gap, size):
         history = [application("a", T0 - 30 * DAY - gap, escort_key="e")]
         assert evaluate(history, application("x", T0, escort_key="e"))["linked_group_size"] == size
-
-
-HOUR = pd.Timedelta(hours=1)
-
-
-def test_co_arrivals_share_the_branch_and_a_building_phone_block_or_device_the_same_day(evaluate):
-    at = T0 + DAY
-    shared = {"address_key": "hotel", "phone_block_key": "block", "device_key": "phone-of-escort"}
-    history = [
-        application("a", at - 3 * HOUR, applicant_key="p1", home_province="51", **shared),
-        application("b", at - 2 * HOUR, applicant_key="p2", **shared),
-        application("c", at - 2 * HOUR, applicant_key="p3", branch_id="B0002", **shared),  # elsewhere
-        application("d", at - DAY - US, applicant_key="p4", **shared),  # the day before
-    ]
-    values = evaluate(history, application("x", at, applicant_key="p0", home_province="51", **shared))
-    assert values["coarrival_building_applicants_1d"] == 2
-    assert values["coarrival_phone_block_applicants_1d"] == 2
-    assert values["coarrival_device_applicants_1d"] == 2
-    assert values["coarrival_building_out_of_province_1d"] == 1
-    assert values["address_applicants_7d"] == 4
