@@ -371,6 +371,12 @@ class OnlineFeatureStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def holds(self, application_id: str) -> bool:
+        """Whether an application with this id is held (recorded or synced from the event store)."""
+        with self._lock:
+            found = self._con.execute("SELECT 1 FROM apps WHERE application_id = ?", (application_id,))
+            return found.fetchone() is not None
+
     def newest_applied_at(self) -> datetime | None:
         """When the latest application held was made (one pass over the table: call it once)."""
         with self._lock:

@@ -795,7 +795,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     forbidden: dict[int | str, dict[str, Any]] = {
         403: {"model": ErrorOut, "description": "an application's branch is outside the key's scope"},
-        409: {"model": ErrorOut, "description": "application id already scored with different content"},
+        409: {"model": ErrorOut, "description": "application id already recorded (other content, or known)"},
     }
 
     @app.post("/v1/score", response_model=ScoreOut, responses=forbidden, tags=["scoring"])

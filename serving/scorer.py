@@ -154,11 +154,13 @@ class InvalidInput(ValueError):
 
 
 class ConflictingResend(ValueError):
-    """An application id already scored with different content; nothing was recorded."""
+    """An application id already recorded with other content, or recorded from the event store;
+    nothing was recorded. One answer whichever it was and wherever it came from, so that the
+    409 tells a branch nothing about another branch's applications."""
 
     def __init__(self, application_ids: list[str]) -> None:
         super().__init__(
-            "application_id already scored with different content: "
+            "application_id already recorded: "
             + ", ".join(application_ids)
             + " (an application id names one application; send changes as a new application)"
         )
@@ -483,6 +485,9 @@ class Scorer:
         conflicts = [
             aid for aid, s in stored.items() if s is not None and s.row_digest != unique[aid]["row_digest"]
         ]
+        # an id the state holds but never decided came from the event store (or another path):
+        # scoring it again would count it twice, or be dropped by the state in silence
+        conflicts += [aid for aid, s in stored.items() if s is None and self.online.holds(aid)]
         if conflicts:
             raise ConflictingResend(conflicts)
         answers: dict[str, Scored] = {aid: Scored(s.response, True) for aid, s in stored.items() if s}

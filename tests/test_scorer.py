@@ -205,3 +205,22 @@ def test_a_confirmation_fed_to_the_state_changes_later_applications_features(sco
     assert scorer.add_labels(labels, key_id="test", request_id="r1") == 1
     after = dict(zip(MODEL_FEATURES, scorer.online.features_for(event), strict=True))
     assert after["address_confirmed_mules_365d"] == before["address_confirmed_mules_365d"] + 1
+
+
+def test_an_id_the_state_holds_from_the_event_store_is_refused_like_any_other_resend(scorer, served_bank):
+    """The state silently kept the old row and the service audited a decision for it."""
+    stored = served_bank.store.applications(["application_id"]).to_pylist()[-1]["application_id"]
+    claimed = {**served_bank.holdout[6], "application_id": stored}
+    with pytest.raises(ConflictingResend) as from_store:
+        scorer.score_application(claimed)
+    assert _decisions(scorer) == []
+    decided = served_bank.holdout[7]
+    scorer.score_application(decided)
+    elsewhere = {**served_bank.holdout[8], "application_id": decided["application_id"]}
+    with pytest.raises(ConflictingResend) as from_record:
+        scorer.score_application(elsewhere)
+    # one answer whichever it was: nothing says where the id lives
+    assert str(from_store.value).replace(stored, "ID") == str(from_record.value).replace(
+        decided["application_id"], "ID"
+    )
+    assert len(_decisions(scorer)) == 1
