@@ -5,6 +5,7 @@ Verb and option names are the command-line contract (README, docs); users script
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from collections.abc import Iterator
@@ -837,6 +838,12 @@ def serve(
         f"serving {loaded.registered.uri} (version {loaded.version}) on http://{host}:{port} "
         f"with state {paths.root}; OpenAPI docs at /docs"
     )
+    # the service's own lines (the audit anchor, model polls) beside uvicorn's, on stderr
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    service_log = logging.getLogger("duanka")
+    service_log.addHandler(handler)
+    service_log.setLevel(logging.INFO)
     uvicorn.run(create_app(config), host=host, port=port, workers=1, access_log=False, log_level="info")
 
 
