@@ -371,11 +371,17 @@ class OnlineFeatureStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def holds(self, application_id: str) -> bool:
-        """Whether an application with this id is held (recorded or synced from the event store)."""
+    def holds_other(self, event: Mapping[str, object]) -> bool:
+        """Whether an application with this event's id is held with other content than the event's
+        (as far as the state keeps it). The same content held is an attempt whose answer was lost
+        (a process killed between the state and the decision record): its retry is scored."""
+        row = self._row(event)
         with self._lock:
-            found = self._con.execute("SELECT 1 FROM apps WHERE application_id = ?", (application_id,))
-            return found.fetchone() is not None
+            held = self._con.execute(
+                f"SELECT {', '.join(_ROW_ORDER)} FROM apps WHERE application_id = ?",
+                (event["application_id"],),
+            ).fetchone()
+        return held is not None and (row is None or tuple(held) != row)
 
     def newest_applied_at(self) -> datetime | None:
         """When the latest application held was made (one pass over the table: call it once)."""

@@ -485,9 +485,9 @@ class Scorer:
         conflicts = [
             aid for aid, s in stored.items() if s is not None and s.row_digest != unique[aid]["row_digest"]
         ]
-        # an id the state holds but never decided came from the event store (or another path):
-        # scoring it again would count it twice, or be dropped by the state in silence
-        conflicts += [aid for aid, s in stored.items() if s is None and self.online.holds(aid)]
+        # an id the state holds with other content but never decided came from the event store:
+        # scored again, the state would keep the old row in silence
+        conflicts += [aid for aid, s in stored.items() if s is None and self.online.holds_other(unique[aid])]
         if conflicts:
             raise ConflictingResend(conflicts)
         answers: dict[str, Scored] = {aid: Scored(s.response, True) for aid, s in stored.items() if s}
