@@ -40,23 +40,8 @@ from pathlib import Path
 import pandas as pd
 
 from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
-from serving.chain import CHAINED, ChainWriter, Head, backfill
+from serving.chain import CHAINED, DECISION_COLUMNS, ChainWriter, Head, backfill
 
-DECISION_COLUMNS = (
-    "request_id",
-    "application_id",
-    "key_id",
-    "decided_at",
-    "model_name",
-    "model_version",
-    "booster_sha256",
-    "score",
-    "band",
-    "reason_codes",
-    "latency_ms",
-    "replayed",
-    "rule",
-)
 TABLES = ("decisions", "events")
 
 _SCHEMA = (

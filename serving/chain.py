@@ -33,26 +33,25 @@ if TYPE_CHECKING:
 
 MIN_CHAIN_KEY_BYTES = 32
 
+# One row of the decisions table; the audit log writes these and the chain covers them.
+DECISION_COLUMNS = (
+    "request_id",
+    "application_id",
+    "key_id",
+    "decided_at",
+    "model_name",
+    "model_version",
+    "booster_sha256",
+    "score",
+    "band",
+    "reason_codes",
+    "latency_ms",
+    "replayed",
+    "rule",
+)
 # table -> (order, the columns each chain value covers, in order)
 CHAINED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "decisions": (
-        "seq",
-        (
-            "request_id",
-            "application_id",
-            "key_id",
-            "decided_at",
-            "model_name",
-            "model_version",
-            "booster_sha256",
-            "score",
-            "band",
-            "reason_codes",
-            "latency_ms",
-            "replayed",
-            "rule",
-        ),
-    ),
+    "decisions": ("seq", DECISION_COLUMNS),
     "responses": ("rowid", ("application_id", "row_digest", "response", "event")),
     "events": ("seq", ("at", "kind", "key_id", "request_id", "detail")),
 }

@@ -110,6 +110,20 @@ class ServedBank:
         shutil.copytree(self.store.root, folder, ignore=shutil.ignore_patterns("serving", ".lock"))
         return EventStore(folder)
 
+    def service_config(
+        self, source: ModelSource, paths: ServingPaths, store: EventStore | None = None
+    ) -> ServiceConfig:
+        """The service on ``paths`` with this bank's key and store (or ``store``), taking the held-back
+        applications in any order (:data:`REPLAY_TOLERANCE`)."""
+        return ServiceConfig(
+            source=source,
+            model=source.load(),
+            keys=self.keys,
+            store=store or self.store,
+            paths=paths,
+            tolerance=REPLAY_TOLERANCE,
+        )
+
     def fresh_paths(self, folder: Path) -> ServingPaths:
         """Serving files in ``folder``, starting from a copy of the synced online state."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -169,15 +183,7 @@ def service_client(
     """The service on a fresh copy of the served bank's state, with an all-branch key's header."""
     paths = served_bank.fresh_paths(folder)
     token = KeyFile(paths.keys).create()[1]
-    source = ModelSource(served_bank.uri, served_bank.client())
-    config = ServiceConfig(
-        tolerance=REPLAY_TOLERANCE,
-        source=source,
-        model=source.load(),
-        keys=served_bank.keys,
-        store=served_bank.store,
-        paths=paths,
-    )
+    config = served_bank.service_config(ModelSource(served_bank.uri, served_bank.client()), paths)
     with TestClient(create_app(config)) as client:
         yield client, {"Authorization": f"Bearer {token}"}, paths
 

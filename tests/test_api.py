@@ -60,15 +60,7 @@ def service(served_bank, registry, tmp_path_factory):
         "all": keyfile.create()[1],
         "branch": keyfile.create((branch,))[1],
     }
-    source = ModelSource(f"models:/{MODEL_NAME}@{ALIAS}", registry)
-    config = ServiceConfig(
-        tolerance=REPLAY_TOLERANCE,
-        source=source,
-        model=source.load(),
-        keys=served_bank.keys,
-        store=served_bank.store,
-        paths=paths,
-    )
+    config = served_bank.service_config(ModelSource(f"models:/{MODEL_NAME}@{ALIAS}", registry), paths)
     with TestClient(create_app(config)) as client:
         yield client, tokens, paths, keyfile
 

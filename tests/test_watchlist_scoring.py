@@ -28,14 +28,13 @@ from data.watchlist import StoredWatchlist
 from features.offline import build_features
 from features.online import OnlineFeatureStore
 from features.registry import FEATURE_NAMES
-from serving.api import ServiceConfig, create_app
+from serving.api import create_app
 from serving.audit import DECISION_COLUMNS, DecisionLog
 from serving.batch import score_file, score_period
 from serving.cli import app
 from serving.keys import KeyFile
 from serving.scorer import ModelSource, Scorer, prepare_applications
 from serving.state import sync_online_state
-from tests.conftest import REPLAY_TOLERANCE
 from tests.factories import CHAIN_KEY
 from tests.privacy import leaks
 
@@ -176,14 +175,8 @@ def service(listed, served_bank, tmp_path_factory):
     paths = served_bank.fresh_paths(tmp_path_factory.mktemp("watchlist-api") / "serving")
     keyfile = KeyFile(paths.keys)
     tokens = {"admin": keyfile.create(admin=True)[1], "all": keyfile.create()[1]}
-    source = ModelSource(served_bank.uri, served_bank.client())
-    config = ServiceConfig(
-        tolerance=REPLAY_TOLERANCE,
-        source=source,
-        model=source.load(),
-        keys=served_bank.keys,
-        store=listed.store,
-        paths=paths,
+    config = served_bank.service_config(
+        ModelSource(served_bank.uri, served_bank.client()), paths, listed.store
     )
     with TestClient(create_app(config)) as client:
         yield client, tokens, paths
