@@ -12,8 +12,11 @@ application reachable from ``x`` in two hops:
 
 Statistics count the group's applications by *other* applicants (``x``'s own
 earlier applications carry the links but are not members): distinct
-applicants, distinct branches, the earliest ``applied_at`` and how many were
-confirmed as mules before ``t``.
+applicants, distinct branches, the earliest ``applied_at``, how many were
+confirmed as mules before ``t``, the distinct applicants listed (joint
+punishment) before ``t``, and the distinct applicants whose application in
+the group came in the last day and the last 7 days before ``t`` (how fast the
+group is growing).
 
 Why the bound: a university's escort or a labour agency ties thousands of
 applications to one key, and two hops through it would take in much of a
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 
 _W = LINK_WINDOW_DAYS * DAY_US
 _F = LINK_FANOUT
+ZERO_STATS = ("applicants", "branches", "confirmed", "listed", "new_1d", "new_7d")
+"""The statistics that are 0 for an empty group (``first_at`` is NaN)."""
 CHUNK = 2_000_000
 
 
@@ -73,8 +78,8 @@ def linked_group(con: duckdb.DuckDBPyConnection, n: int) -> dict[str, np.ndarray
     Returns
     -------
     dict
-        ``applicants``, ``branches``, ``confirmed`` (0 for an empty group) and
-        ``first_at`` (NaN for an empty group), float64 arrays indexed by ``idx``.
+        The :data:`ZERO_STATS` (0 for an empty group) and ``first_at`` (NaN
+        for an empty group), float64 arrays indexed by ``idx``.
     """
     union = " UNION ALL ".join(
         f"SELECT ({i}::BIGINT << 32) | {key} AS kid, ts, idx FROM apps WHERE {key} IS NOT NULL"
@@ -86,7 +91,7 @@ def linked_group(con: duckdb.DuckDBPyConnection, n: int) -> dict[str, np.ndarray
         FROM ({union})"""
     )
     con.execute("CREATE OR REPLACE TEMP TABLE marks AS SELECT kid, ts, MAX(r) AS cum FROM link GROUP BY ALL")
-    out = {name: np.zeros(n) for name in ("applicants", "branches", "confirmed")}
+    out = {name: np.zeros(n) for name in ZERO_STATS}
     out["first_at"] = np.full(n, np.nan)
     for lo in range(0, n, CHUNK):
         stats = _chunk(con, lo, min(n, lo + CHUNK))
@@ -113,11 +118,14 @@ def _chunk(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> dict[str, np.nda
     )
     con.execute("CREATE OR REPLACE TEMP TABLE hop2 AS " + _kept_members("q2"))
     stats = con.execute(
-        """SELECT g.x,
+        f"""SELECT g.x,
             COUNT(DISTINCT m.applicant_key) AS applicants,
             COUNT(DISTINCT m.branch_id) AS branches,
             MIN(m.ts) AS first_at,
-            COUNT(*) FILTER (WHERE m.conf < xa.ts) AS confirmed
+            COUNT(*) FILTER (WHERE m.conf < xa.ts) AS confirmed,
+            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.listed < xa.ts) AS listed,
+            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.ts >= xa.ts - {DAY_US}) AS new_1d,
+            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.ts >= xa.ts - {7 * DAY_US}) AS new_7d
         FROM (SELECT x, m FROM hop1 UNION SELECT x, m FROM hop2) g
         JOIN apps xa ON xa.idx = g.x
         JOIN apps m ON m.idx = g.m

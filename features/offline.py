@@ -286,7 +286,11 @@ def _steps(features: Sequence[Feature]) -> list[tuple[str, Entity, list[Aggregat
 
 
 def _needs_listings(features: Sequence[Feature]) -> bool:
-    return any(a.op in (Op.LISTED, Op.LISTINGS_ENDED) for f in features for a in f.aggregates)
+    return any(
+        a.op in (Op.LISTED, Op.LISTINGS_ENDED) or (a.op is Op.LINKED and a.column == "listed")
+        for f in features
+        for a in f.aggregates
+    )
 
 
 def build_features(

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from data.events import APPLICATION_EVENTS
 from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
 from features import values
+from features.linked import ZERO_STATS
 from features.registry import (
     AGGREGATES,
     BY_NAME,
@@ -73,7 +74,7 @@ _ROW_NUMBERS = (
     "payment_binding",
 )
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
-_MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", *LINK_KEYS)
+_MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", "listed", *LINK_KEYS)
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
 STATE_LAYOUT = 4  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes
 # The applicant's earliest listing that applies at some instant (withdrawn ones never do).
@@ -89,7 +90,7 @@ class StateLayoutMismatch(RuntimeError):
     """The state file was written by code that kept other columns."""
 
 
-_ID, _TS, _APPLICANT, _BRANCH, _CONF = range(5)
+_ID, _TS, _APPLICANT, _BRANCH, _CONF, _LISTED = range(6)
 
 
 def micros(at: datetime) -> int:
@@ -714,12 +715,19 @@ class OnlineFeatureStore:
         own = event["applicant_key"]
         group = [m for m in members.values() if m[_APPLICANT] != own]
         if not group:
-            return {"applicants": 0.0, "branches": 0.0, "first_at": np.nan, "confirmed": 0.0}
+            return {**dict.fromkeys(ZERO_STATS, 0.0), "first_at": np.nan}
+
+        def applicants(rows: Iterable[tuple]) -> float:
+            return float(len({m[_APPLICANT] for m in rows}))
+
         return {
-            "applicants": float(len({m[_APPLICANT] for m in group})),
+            "applicants": applicants(group),
             "branches": float(len({m[_BRANCH] for m in group})),
             "first_at": float(min(m[_TS] for m in group)),
             "confirmed": float(sum(1 for m in group if m[_CONF] is not None and m[_CONF] < t)),
+            "listed": applicants(m for m in group if m[_LISTED] is not None and m[_LISTED] < t),
+            "new_1d": applicants(m for m in group if m[_TS] >= t - DAY_US),
+            "new_7d": applicants(m for m in group if m[_TS] >= t - 7 * DAY_US),
         }
 
     def prune(self, before: datetime) -> int:

@@ -835,6 +835,27 @@ _linked_group = (
         "{value} of the linked accounts are confirmed mule accounts",
         values.count,
     ),
+    _linked(
+        "listed",
+        "linked_group_listed_applicants",
+        "关联开户人中有{value}名已被列入联合惩戒名单",
+        "{value} of the linked applicants are on a joint-punishment list",
+        values.count,
+    ),
+    _linked(
+        "new_1d",
+        "linked_group_new_1d",
+        "近1天新增关联开户人{value}名",
+        "{value} of the linked applicants joined in the last day",
+        values.count,
+    ),
+    _linked(
+        "new_7d",
+        "linked_group_new_7d",
+        "近7天新增关联开户人{value}名",
+        "{value} of the linked applicants joined in the last 7 days",
+        values.count,
+    ),
 )
 
 FEATURES: tuple[Feature, ...] = (

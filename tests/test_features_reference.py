@@ -116,11 +116,13 @@ def reference_counts(x: dict, history: list[dict], confirmed: dict[str, int], li
         else:
             n = sum(1 for e in window if confirmed.get(e["application_id"], math.inf) < t)
         counts[agg.name] = np.array([float(n)])
-    counts.update(reference_linked_group(x, earlier, confirmed))
+    counts.update(reference_linked_group(x, earlier, confirmed, first_listed))
     return counts
 
 
-def reference_linked_group(x: dict, earlier: list[dict], confirmed: dict[str, int]) -> dict:
+def reference_linked_group(
+    x: dict, earlier: list[dict], confirmed: dict[str, int], first_listed: dict[str, int]
+) -> dict:
     t = x["_t"]
 
     def kept(kind: str, key: str) -> list[dict]:
@@ -141,6 +143,9 @@ def reference_linked_group(x: dict, earlier: list[dict], confirmed: dict[str, in
         "branches": len({m["branch_id"] for m in group}),
         "first_at": min((m["_t"] for m in group), default=math.nan),
         "confirmed": sum(1 for m in group if confirmed.get(m["application_id"], math.inf) < t),
+        "listed": len({m["applicant_key"] for m in group if first_listed.get(m["applicant_key"], math.inf) < t}),
+        "new_1d": len({m["applicant_key"] for m in group if m["_t"] >= t - DAY}),
+        "new_7d": len({m["applicant_key"] for m in group if m["_t"] >= t - 7 * DAY}),
     }
     return {a.name: np.array([float(stats[a.column])]) for a in AGGREGATES if a.op is Op.LINKED}
 
