@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # the service takes applications dated from the newest recorded minus this to the clock plus this
     backdating_tolerance_s: float = Field(default=600.0, ge=0)
     model_poll_seconds: float = Field(default=30.0, ge=0)
+    # clients (serving.admission): requests per API key in the `limits` notation ("50/second;2000/minute"),
+    # requests in flight before 503, and how long headers, a body and an idle connection may take
+    rate_limit: str = "200/second"
+    max_in_flight: int = Field(default=32, gt=0)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    keep_alive_s: float = Field(default=5.0, gt=0)
     # band cuts refreshed each local midnight from the scores of this many days before it, once
     # the window holds this many scores (training.bands.RefreshPolicy; docs/model.md)
     band_refresh_days: int = Field(default=14, gt=0)

@@ -51,7 +51,7 @@ class Table:
 
 CHANNELS = ("counter", "mobile", "agent")
 ACCOUNT_TYPES = ("personal", "corporate")
-LABEL_SOURCES = ("police_notice", "account_freeze", "investigation")
+LABEL_SOURCES = ("police_notice", "account_freeze", "investigation", "review")
 
 APPLICATIONS = Table(
     name="applications",

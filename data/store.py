@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from data.private import private_folder
 
 QUARANTINE_COLUMNS = ("row", "application_id", "column", "reason", "source")
 SCHEMAS = {"applications": APPLICATION_EVENTS, "labels": LABEL_EVENTS, "watchlist": WATCHLIST_EVENTS}
@@ -77,7 +78,7 @@ class EventStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store's write lock (``DIR/.lock``, an advisory ``flock``) until the block ends."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_folder(self.root)
         with (self.root / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data.events import APPLICATION_EVENTS
+from data.private import private_file
 from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
 from features import values
 from features.linked import ZERO_STATS
@@ -293,7 +294,7 @@ class OnlineFeatureStore:
         self.durable = durable
         self._lock = threading.Lock()
         self._con = sqlite3.connect(
-            self.path, isolation_level=None, cached_statements=256, check_same_thread=False
+            private_file(self.path), isolation_level=None, cached_statements=256, check_same_thread=False
         )
         for pragma in (
             "journal_mode = WAL",
@@ -383,6 +384,18 @@ class OnlineFeatureStore:
                 (event["application_id"],),
             ).fetchone()
         return held is not None and (row is None or tuple(held) != row)
+
+    def branches_of(self, application_ids: Sequence[str]) -> dict[str, str]:
+        """The branch of each of these applications the state holds (absent: not held)."""
+        held: dict[str, str] = {}
+        with self._lock:
+            for application_id in dict.fromkeys(application_ids):
+                row = self._con.execute(
+                    "SELECT branch_id FROM apps WHERE application_id = ?", (application_id,)
+                ).fetchone()
+                if row is not None:
+                    held[application_id] = row[0]
+        return held
 
     def newest_applied_at(self) -> datetime | None:
         """When the latest application held was made (one pass over the table: call it once)."""

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -42,10 +42,12 @@ from pydantic import (
     model_validator,
 )
 
+from data.private import private_folder
 from data.pseudonym import Pseudonymiser
 from data.store import EventStore
 from data.watchlist import StoredWatchlist, append_listings
 from features.online import OnlineFeatureStore
+from serving.admission import UNAUTHENTICATED, Admission, AdmissionPolicy
 from serving.audit import DecisionLog
 from serving.keys import ApiKey, KeyFile
 from serving.metrics import ServiceMetrics
@@ -71,6 +73,8 @@ MAX_LISTINGS = 10_000
 # A full batch of 1,000 applications is about 0.6 MB of JSON; anything far larger is a mistake.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Label values a client cannot grow: any other method is counted as "other".
+_METHODS = frozenset({"GET", "POST"})
 _ROUTES = (
     "/v1/score",
     "/v1/score/batch",
@@ -221,7 +225,10 @@ class LabelIn(BaseModel):
 
     application_id: Text
     confirmed_at: Text
-    source: Text = Field(default=None, description="police_notice, account_freeze or investigation")
+    source: Text = Field(
+        default=None,
+        description="police_notice, account_freeze, investigation or review (the bank's own team)",
+    )
 
 
 class LabelsIn(BaseModel):
@@ -400,6 +407,8 @@ class ServiceConfig:
     tolerance : timedelta
         How far an application may be dated before the newest recorded one or after the clock
         (:class:`serving.scorer.Scorer`).
+    admission : AdmissionPolicy
+        Rate, concurrency and read-time limits on clients (:mod:`serving.admission`).
     """
 
     source: ModelSource
@@ -411,6 +420,7 @@ class ServiceConfig:
     chain_key: bytes | None = None
     anchor_every_s: float = 600.0
     tolerance: timedelta = DEFAULT_TOLERANCE
+    admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
 
 
 class Service:
@@ -433,7 +443,7 @@ class Service:
     def open(self) -> Scorer:
         """On the scoring thread: open the state, bring it up to the event store, audit the start."""
         config = self.config
-        config.paths.root.mkdir(parents=True, exist_ok=True)
+        private_folder(config.paths.root)
         # Not fsynced per application: the decision record is (the Scorer's redo log). Checkpoints
         # run in the background, so no request waits for one.
         online = OnlineFeatureStore(config.paths.online, durable=False, checkpoint_every_s=0.5)
@@ -607,7 +617,8 @@ class _Observe:
             path = scope["path"]
             route = path if path in _ROUTES else "other"
             metrics = self.metrics()
-            metrics.requests.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            metrics.requests.labels(route, method, str(status)).inc()
             metrics.latency.labels(route).observe(time.perf_counter() - started)
             if status >= 400:
                 metrics.errors.labels(route, _ERROR_KINDS.get(status, "internal")).inc()
@@ -643,13 +654,16 @@ _bearer = HTTPBearer(auto_error=False, description="an API key from `duanka keys
 async def _caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> ApiKey:
-    """The active API key of the request; 401 without one."""
-    service: Service = request.app.state.service
-    key = None if credentials is None else service.keyfile.authenticate(credentials.credentials)
+    """The API key :class:`serving.admission.Admission` authenticated; 401 without one.
+
+    ``credentials`` only declares the scheme in the OpenAPI document: the key was checked
+    before the body was read.
+    """
+    key = request.scope.get("duanka.key")
     if key is None:
         raise HTTPException(
             401,
-            "a valid API key is required: Authorization: Bearer <key>",
+            UNAUTHENTICATED,
             headers={"WWW-Authenticate": "Bearer"},
         )
     return key
@@ -703,6 +717,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         version="1",
         lifespan=lifespan,
         responses=_ERRORS,
+    )
+    app.add_middleware(
+        Admission,
+        policy=config.admission,
+        authenticate=lambda token: holder["service"].keyfile.authenticate(token),
     )
     app.add_middleware(_Observe, metrics=lambda: holder["service"].metrics)
 
@@ -813,14 +832,19 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post(
         "/v1/labels",
         response_model=LabelsOut,
-        responses={403: {"model": ErrorOut, "description": "a branch-scoped key"}},
+        responses={403: {"model": ErrorOut, "description": "a key without the labels permission"}},
         tags=["state"],
     )
     async def labels(request: Request, body: LabelsIn, key: Caller) -> dict:
-        """Feed confirmed mule accounts into the live state: later applications see them."""
-        if key.branches is not None:
+        """Feed confirmed mule accounts into the live state: later applications see them.
+
+        Needs a key made with ``duanka keys create --labels``; a branch-scoped one confirms
+        only its branches' applications. All or nothing: an id the service does not hold
+        (for that key) rejects every row.
+        """
+        if not key.labels:
             raise HTTPException(
-                403, "confirmations come from the bank's central teams: use a key for all branches"
+                403, "confirming mule accounts needs a key made with `duanka keys create --labels`"
             )
         prepared = await asyncio.to_thread(prepare_labels, [label.model_dump() for label in body.labels])
         svc = service()
@@ -828,7 +852,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         assert scorer is not None
         request_id = request.scope["duanka.request_id"]
         changed = await svc.on_thread(
-            lambda: scorer.add_labels(prepared, key_id=key.key_id, request_id=request_id)
+            lambda: scorer.add_labels(
+                prepared, key_id=key.key_id, request_id=request_id, branches=key.branches
+            )
         )
         return {"request_id": request_id, "received": len(prepared), "changed": changed}
 

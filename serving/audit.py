@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from data.private import private_file
 from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
 from serving.chain import CHAINED, DECISION_COLUMNS, ChainWriter, Head, backfill
 
@@ -132,8 +133,7 @@ class DecisionLog:
 
     def __init__(self, path: Path, *, chain_key: bytes, checkpoint_every_s: float | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._con = sqlite3.connect(private_file(self.path), isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self._con.execute("PRAGMA journal_mode = WAL")
         self._con.execute("PRAGMA synchronous = FULL")

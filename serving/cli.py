@@ -807,6 +807,7 @@ def serve(
     """The HTTP scoring service on that state (one worker; see docs/serving.md)."""
     import uvicorn
 
+    from serving.admission import AdmissionPolicy, http_protocol
     from serving.api import ServiceConfig, create_app
     from serving.keys import KeyFile
     from serving.scorer import ModelSource
@@ -823,6 +824,13 @@ def serve(
             f"[bold yellow]no active API keys[/] in {paths.keys}: every request gets 401 until "
             f"`{invoked_as()} keys create --data {store.root}`"
         )
+    admission = AdmissionPolicy(
+        rate_limit=settings.rate_limit,
+        max_in_flight=settings.max_in_flight,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        keep_alive_s=settings.keep_alive_s,
+    )
     config = ServiceConfig(
         source=source,
         model=loaded,
@@ -833,6 +841,7 @@ def serve(
         chain_key=_chain_key(settings, keys),
         anchor_every_s=settings.audit_anchor_every_s,
         tolerance=timedelta(seconds=settings.backdating_tolerance_s),
+        admission=admission,
     )
     console.print(
         f"serving {loaded.registered.uri} (version {loaded.version}) on http://{host}:{port} "
@@ -844,7 +853,16 @@ def serve(
     service_log = logging.getLogger("duanka")
     service_log.addHandler(handler)
     service_log.setLevel(logging.INFO)
-    uvicorn.run(create_app(config), host=host, port=port, workers=1, access_log=False, log_level="info")
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        workers=1,
+        access_log=False,
+        log_level="info",
+        http=http_protocol(admission),
+        timeout_keep_alive=admission.keep_alive_s,
+    )
 
 
 keys_app = typer.Typer(help="API keys for the service: printed once, stored hashed.", no_args_is_help=True)
@@ -870,6 +888,10 @@ def keys_create(
             help="May reload the model (POST /v1/admin/reload) and feed the watchlist (POST /v1/watchlist)."
         ),
     ] = False,
+    labels: Annotated[
+        bool,
+        typer.Option(help="May confirm mule accounts (POST /v1/labels), of its branches when scoped."),
+    ] = False,
     data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
 ) -> None:
     """Create a key and print it once; only its SHA-256 is stored."""
@@ -877,10 +899,11 @@ def keys_create(
     if branches is not None and not scope:
         raise fail("--branches names no branch")
     keyfile = _key_file(data)
-    record, token = keyfile.create(scope, admin=admin)
+    record, token = keyfile.create(scope, admin=admin, labels=labels)
+    rights = [name for name, granted in (("admin", admin), ("labels", labels)) if granted]
     console.print(
         f"created key {record.key_id} for {'branches ' + ', '.join(scope) if scope else 'all branches'}"
-        f"{' (admin)' if admin else ''} -> {keyfile.path}\n"
+        f"{' (' + ', '.join(rights) + ')' if rights else ''} -> {keyfile.path}\n"
         "the key (shown once, store it now):"
     )
     console.print(token, markup=False, highlight=False, soft_wrap=True)
@@ -906,16 +929,17 @@ def keys_revoke(
 def keys_list(
     data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
 ) -> None:
-    """Every key: id, scope, admin, created, revoked (never the key itself)."""
+    """Every key: id, scope, admin, labels, created, revoked (never the key itself)."""
     keyfile = _key_file(data)
     table = RichTable(title=f"API keys ({keyfile.path})")
-    for column in ("key id", "branches", "admin", "created", "revoked"):
+    for column in ("key id", "branches", "admin", "labels", "created", "revoked"):
         table.add_column(column)
     for k in keyfile.records():
         table.add_row(
             k.key_id,
             ", ".join(k.branches) if k.branches else "all",
             "yes" if k.admin else "",
+            "yes" if k.labels else "",
             k.created_at,
             k.revoked_at or "",
         )

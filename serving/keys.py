@@ -3,21 +3,28 @@
 A key reads ``dk_<key id>_<secret>``. The key id is public (it names the caller
 in the audit log and in ``duanka keys list``); the secret is 32 random bytes,
 so a plain SHA-256 of the whole key is enough to store: there is nothing to
-guess that a slow hash would protect. The file is rewritten atomically and
-readable by its owner only; the service re-reads it when it changes, so a
-revoked key stops working without a restart.
+guess that a slow hash would protect. A change is read, made and written under
+an exclusive lock on a file beside it (two operators cannot undo each other's
+revocation), and written atomically with fsync, readable by its owner only;
+the service re-reads it when it changes, so a revoked key stops working
+without a restart.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+from data.private import FILE_MODE, private_folder
 
 _PREFIX = "dk_"
 _KEY_ID_BYTES = 5
@@ -42,6 +49,8 @@ class ApiKey:
         Branches the key may score for; None for every branch.
     admin : bool
         May reload the model (``POST /v1/admin/reload``) and feed the watchlist (``POST /v1/watchlist``).
+    labels : bool
+        May confirm mule accounts (``POST /v1/labels``), of its branches when it is scoped.
     created_at, revoked_at : str
         ISO 8601 UTC; ``revoked_at`` is None while the key is valid.
     """
@@ -52,6 +61,7 @@ class ApiKey:
     admin: bool
     created_at: str
     revoked_at: str | None = None
+    labels: bool = False
 
     @property
     def active(self) -> bool:
@@ -95,7 +105,9 @@ class KeyFile:
         self._refresh()
         return list(self._keys.values())
 
-    def create(self, branches: tuple[str, ...] | None = None, *, admin: bool = False) -> tuple[ApiKey, str]:
+    def create(
+        self, branches: tuple[str, ...] | None = None, *, admin: bool = False, labels: bool = False
+    ) -> tuple[ApiKey, str]:
         """Make a new key.
 
         Returns
@@ -104,14 +116,14 @@ class KeyFile:
             The stored record and the key itself, which is not kept anywhere:
             show it to the operator once.
         """
-        self._refresh()
-        key_id = secrets.token_hex(_KEY_ID_BYTES)
-        while key_id in self._keys:
+        with self._changing():
             key_id = secrets.token_hex(_KEY_ID_BYTES)
-        token = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
-        scoped = tuple(sorted(set(branches))) if branches else None
-        record = ApiKey(key_id, _digest(token), scoped, admin, _now())
-        self._write({**self._keys, key_id: record})
+            while key_id in self._keys:
+                key_id = secrets.token_hex(_KEY_ID_BYTES)
+            token = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+            scoped = tuple(sorted(set(branches))) if branches else None
+            record = ApiKey(key_id, _digest(token), scoped, admin, _now(), labels=labels)
+            self._write({**self._keys, key_id: record})
         return record, token
 
     def revoke(self, key_id: str) -> ApiKey:
@@ -122,14 +134,27 @@ class KeyFile:
         UnknownKey
             No key has that id.
         """
-        self._refresh()
-        if key_id not in self._keys:
-            raise UnknownKey(key_id)
-        record = self._keys[key_id]
-        if record.active:
-            record = replace(record, revoked_at=_now())
-            self._write({**self._keys, key_id: record})
+        with self._changing():
+            if key_id not in self._keys:
+                raise UnknownKey(key_id)
+            record = self._keys[key_id]
+            if record.active:
+                record = replace(record, revoked_at=_now())
+                self._write({**self._keys, key_id: record})
         return record
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the file's lock and read what is stored now (another process may just have written)."""
+        private_folder(self.path.parent)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._seen = None
+            self._refresh()
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The active key that ``token`` is, or None."""
@@ -160,12 +185,19 @@ class KeyFile:
         self._seen = seen
 
     def _write(self, keys: dict[str, ApiKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Replace the file (under :meth:`_changing`); a crash leaves the old or the new one whole."""
         tmp = self.path.with_suffix(".tmp")
         payload = json.dumps({"keys": [asdict(k) for k in keys.values()]}, indent=2)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, self.path)
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
         self._seen = None
         self._refresh()

@@ -649,14 +649,46 @@ class Scorer:
         self.log.event("watchlist_received", dict(counts), key_id=key_id, request_id=request_id)
         self.sync_listings()
 
-    def add_labels(self, labels: Sequence[dict], *, key_id: str, request_id: str) -> int:
+    def add_labels(
+        self,
+        labels: Sequence[dict],
+        *,
+        key_id: str,
+        request_id: str,
+        branches: tuple[str, ...] | None = None,
+    ) -> int:
         """Feed confirmations (from :func:`prepare_labels`) into the state; audited.
+
+        Only of applications the state holds (its history window and everything scored since),
+        and with a branch-scoped key (``branches``) only of those branches' applications:
+        a confirmation of anything else would change no feature, or another branch's.
 
         Returns
         -------
         int
             Confirmations that changed the state (new, or earlier than the one held).
+
+        Raises
+        ------
+        InvalidInput
+            Some confirmation names an application the key may not confirm; nothing was
+            recorded. One reason whether the id is unknown or another branch's.
         """
+        held = self.online.branches_of([lab["application_id"] for lab in labels])
+        where = "" if branches is None else " at the key's branches"
+        refused = [
+            FieldError(
+                i,
+                "application_id",
+                f"no application with this id{where} is held by the service; confirmations of "
+                "applications older than its history go through `duanka ingest --labels`",
+            )
+            for i, lab in enumerate(labels)
+            if held.get(lab["application_id"]) is None
+            or (branches is not None and held[lab["application_id"]] not in branches)
+        ]
+        if refused:
+            raise InvalidInput(refused)
         changed = sum(
             self.online.add_label(lab["application_id"], lab["confirmed_at"], lab["source"]) for lab in labels
         )

@@ -180,9 +180,10 @@ def duanka_env(served_bank: ServedBank, monkeypatch: pytest.MonkeyPatch):
 def service_client(
     served_bank: ServedBank, folder: Path
 ) -> Iterator[tuple[TestClient, dict[str, str], ServingPaths]]:
-    """The service on a fresh copy of the served bank's state, with an all-branch key's header."""
+    """The service on a fresh copy of the served bank's state, with the header of an all-branch key
+    that may also confirm mule accounts."""
     paths = served_bank.fresh_paths(folder)
-    token = KeyFile(paths.keys).create()[1]
+    token = KeyFile(paths.keys).create(labels=True)[1]
     config = served_bank.service_config(ModelSource(served_bank.uri, served_bank.client()), paths)
     with TestClient(create_app(config)) as client:
         yield client, {"Authorization": f"Bearer {token}"}, paths

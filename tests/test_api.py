@@ -17,6 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
@@ -59,6 +60,8 @@ def service(served_bank, registry, tmp_path_factory):
         "admin": keyfile.create(admin=True)[1],
         "all": keyfile.create()[1],
         "branch": keyfile.create((branch,))[1],
+        "labels": keyfile.create(labels=True)[1],
+        "branch_labels": keyfile.create((branch,), labels=True)[1],
     }
     config = served_bank.service_config(ModelSource(f"models:/{MODEL_NAME}@{ALIAS}", registry), paths)
     with TestClient(create_app(config)) as client:
@@ -176,14 +179,45 @@ def test_a_branch_key_cannot_score_for_another_branch(service, served_bank):
     assert allowed.status_code == 200
 
 
-def test_a_branch_key_may_not_feed_confirmations_and_only_admin_reloads(service, served_bank):
+def test_only_keys_made_with_labels_confirm_and_only_admin_reloads(service, served_bank):
     client, tokens, _, _ = service
     label = {"application_id": "A1", "confirmed_at": "2025-04-01", "source": "police_notice"}
-    assert (
-        client.post("/v1/labels", json={"labels": [label]}, headers=_auth(tokens["branch"])).status_code
-        == 403
-    )
+    for token in ("branch", "all", "admin"):
+        answer = client.post("/v1/labels", json={"labels": [label]}, headers=_auth(tokens[token]))
+        assert answer.status_code == 403, token
+        assert "--labels" in answer.json()["detail"]
     assert client.post("/v1/admin/reload", headers=_auth(tokens["all"])).status_code == 403
+
+
+def test_confirmations_name_applications_the_key_may_confirm(service, served_bank):
+    """Unknown ids are refused; a branch key confirms its branches' applications, and another
+    branch's id gets the same answer as an unknown one (the 422 tells it nothing)."""
+    client, tokens, _, _ = service
+    mine = served_bank.holdout[0]
+    other = next(r for r in served_bank.holdout if r["branch_id"] != mine["branch_id"])
+    for row, suffix in ((mine, "-mine"), (other, "-other")):
+        scored = client.post(
+            "/v1/score",
+            json=_row(
+                served_bank, served_bank.holdout.index(row), application_id=row["application_id"] + suffix
+            ),
+            headers=_auth(tokens["all"]),
+        )
+        assert scored.status_code == 200, scored.text
+
+    def confirm(application_id: str, token: str) -> httpx.Response:
+        label = {"application_id": application_id, "confirmed_at": "2025-07-01", "source": "review"}
+        return client.post("/v1/labels", json={"labels": [label]}, headers=_auth(tokens[token]))
+
+    unknown = confirm("NEVER-SENT", "labels")
+    assert unknown.status_code == 422
+    assert [e["field"] for e in unknown.json()["errors"]] == ["application_id"]
+    assert confirm(mine["application_id"] + "-mine", "branch_labels").status_code == 200
+    elsewhere = confirm(other["application_id"] + "-other", "branch_labels")
+    not_held = confirm("NEVER-SENT", "branch_labels")
+    assert elsewhere.status_code == not_held.status_code == 422
+    assert elsewhere.json()["errors"] == not_held.json()["errors"]
+    assert confirm(other["application_id"] + "-other", "labels").status_code == 200
 
 
 # --- what a bad request gets ---------------------------------------------------------
@@ -288,7 +322,7 @@ def test_a_confirmation_changes_the_features_of_later_applications(service, serv
         "confirmed_at": "2025-05-10",
         "source": "investigation",
     }
-    fed = client.post("/v1/labels", json={"labels": [label]}, headers=_auth(tokens["admin"]))
+    fed = client.post("/v1/labels", json={"labels": [label]}, headers=_auth(tokens["labels"]))
     assert fed.status_code == 200 and fed.json()["changed"] == 1
     after = later("-c", "2025-06-01T09:00:00+08:00")
     assert after["address_confirmed_mules_365d"] == before["address_confirmed_mules_365d"] + 1
@@ -297,7 +331,7 @@ def test_a_confirmation_changes_the_features_of_later_applications(service, serv
 def test_an_invalid_confirmation_gets_422(service):
     client, tokens, _, _ = service
     label = {"application_id": "A1", "confirmed_at": "soon", "source": "rumour"}
-    response = client.post("/v1/labels", json={"labels": [label]}, headers=_auth(tokens["admin"]))
+    response = client.post("/v1/labels", json={"labels": [label]}, headers=_auth(tokens["labels"]))
     assert response.status_code == 422
     assert {e["field"] for e in response.json()["errors"]} == {"confirmed_at", "source"}
 
@@ -338,6 +372,15 @@ def test_health_readiness_and_metrics(service):
         "duanka_model_info",
     ):
         assert name in metrics
+
+
+def test_made_up_http_methods_do_not_grow_the_metrics(service):
+    client, _, _, _ = service
+    for i in range(30):
+        client.request(f"MADEUP{i}", "/healthz")
+    metrics = client.get("/metrics").text
+    assert "MADEUP" not in metrics
+    assert 'method="other"' in metrics
 
 
 def test_what_the_service_loaded_is_frozen_and_collector_pauses_are_measured(service):

@@ -96,7 +96,7 @@ def service(served_bank, tmp_path):
     data = tmp_path / "store"
     shutil.copytree(served_bank.store.root, data)
     served_bank.fresh_paths(data / "serving")  # the synced state, so that a start takes seconds
-    token = KeyFile(data / "serving" / "api_keys.json").create()[1]
+    token = KeyFile(data / "serving" / "api_keys.json").create(labels=True)[1]
     env = {
         **os.environ,
         "DUANKA_MODELS_DIR": str(served_bank.settings.models_dir),

@@ -143,7 +143,7 @@ def reference_linked_group(
         "branches": len({m["branch_id"] for m in group}),
         "first_at": min((m["_t"] for m in group), default=math.nan),
         "confirmed": sum(1 for m in group if confirmed.get(m["application_id"], math.inf) < t),
-        "listed": len({m["applicant_key"] for m in group if first_listed.get(m["applicant_key"], math.inf) < t}),
+        "listed": len({p for p in (m["applicant_key"] for m in group) if first_listed.get(p, math.inf) < t}),
         "new_1d": len({m["applicant_key"] for m in group if m["_t"] >= t - DAY}),
         "new_7d": len({m["applicant_key"] for m in group if m["_t"] >= t - 7 * DAY}),
     }

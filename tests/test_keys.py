@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -74,3 +76,22 @@ def test_the_cli_creates_lists_and_revokes_keys(tmp_path, monkeypatch):
         assert runner.invoke(app, ["keys", "revoke", "nosuchkey"]).exit_code != 0
     finally:
         get_settings.cache_clear()
+
+
+def _create_keys(path: str, n: int) -> None:
+    for _ in range(n):
+        KeyFile(Path(path)).create()
+
+
+def test_operators_changing_keys_at_once_lose_nothing(tmp_path):
+    """Each change reads what is stored under the lock: no process writes over another's key."""
+    path = tmp_path / "keys.json"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_create_keys, args=(str(path), 15)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert [w.exitcode for w in workers] == [0] * 6
+    assert len(KeyFile(path).records()) == 90
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

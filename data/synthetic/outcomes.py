@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from data.contract import LABEL_SOURCES
 from data.synthetic.keyed import keyed_uniform
 from data.synthetic.period import DAY
 from data.synthetic.rows import SCHEMES, Draft, local_timestamps
@@ -30,7 +29,8 @@ FIRST_DAY, LAST_DAY = 14, 275  # confirmation delay after opening, days
 # Probability that a mule account is confirmed at all.
 CONFIRMED = {"escort_ring": 0.90, "shell_company": 0.85, "insider": 0.88, "solo_seller": 0.75}
 FALSE_CONFIRMATION = 0.0002  # of legitimate accounts, hard negatives included
-# Where confirmations come from: police_notice, account_freeze, investigation.
+# Where confirmations come from; the bank's own reviews (source "review") are not generated.
+GENERATED_SOURCES = ("police_notice", "account_freeze", "investigation")
 SOURCES = {
     "escort_ring": (0.60, 0.30, 0.10),
     "shell_company": (0.45, 0.35, 0.20),
@@ -78,7 +78,7 @@ def confirmations(draft: Draft, ids: pa.Array, rng: np.random.Generator, salt: i
         # Hard negatives are confirmed by mistake as rarely as other legitimate accounts.
         chance[rows] = CONFIRMED.get(name, FALSE_CONFIRMATION)
         shares = SOURCES[name if name in CONFIRMED else "legit"]
-        source[rows] = rng.choice(len(LABEL_SOURCES), len(rows), p=shares)
+        source[rows] = rng.choice(len(GENERATED_SOURCES), len(rows), p=shares)
     # A listed person's new application is refused by rule: no account, nothing to confirm.
     chance[draft["reapplied"]] = 0.0
     confirmed = rng.random(len(draft)) < chance
@@ -88,7 +88,7 @@ def confirmations(draft: Draft, ids: pa.Array, rng: np.random.Generator, salt: i
         {
             "application_id": ids.take(rows),
             "confirmed_at": pa.array(at).take(rows),
-            "source": pa.array(LABEL_SOURCES).take(pa.array(source).take(rows)),
+            "source": pa.array(GENERATED_SOURCES).take(pa.array(source).take(rows)),
         }
     )
 
