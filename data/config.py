@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # the decision record's chain key (serving.chain); unset: derived from the pseudonym key
     audit_chain_key: SecretStr | None = None
     audit_chain_key_file: Path | None = None
+    # signs registered models at training and is required of them when loading (training.signing)
+    model_signing_key: SecretStr | None = None
+    model_signing_key_file: Path | None = None
     # how often the service logs the record's head, the anchor to keep elsewhere
     audit_anchor_every_s: float = Field(default=600.0, gt=0)
     # the service takes applications dated from the newest recorded minus this to the clock plus this

@@ -393,6 +393,7 @@ def train(
         raise typer.BadParameter(f"--fit {fit!r}: local or dask")
     if fit == "dask" and engine != "dask":
         raise typer.BadParameter("--fit dask needs --engine dask")
+    _signing_key()  # an unreadable signing key fails now, not after the fit
     with dask_engine(engine, scheduler) as client:
         cluster = None
         if client is not None:
@@ -627,7 +628,7 @@ def quickstart(
         f"  model report:                    {report_path}\n"
         f"  last month's scores:             {scores_path}\n"
         f"  serve it:                        {me} keys create --data {store_dir} && "
-        f"{me} serve --data {store_dir}"
+        f"{me} serve --data {store_dir} --demo"
     )
 
 
@@ -645,7 +646,17 @@ def load_model(model: str | None):
     """The verified, compatible model ``--model`` names."""
     from serving.scorer import ModelSource
 
-    return verified(ModelSource(*resolve_model(model)))
+    return verified(ModelSource(*resolve_model(model), signing_key=_signing_key()))
+
+
+def _signing_key() -> bytes | None:
+    """The model signing key of the settings (None when unset), or a clear failure."""
+    from training.signing import SigningKeyError, signing_key
+
+    try:
+        return signing_key(get_settings())
+    except SigningKeyError as exc:
+        raise fail(str(exc)) from None
 
 
 def _chain_key(settings, keys) -> bytes:
@@ -803,6 +814,10 @@ def serve(
         float | None,
         typer.Option(min=0, help="Follow the alias every N seconds; 0 disables [default: settings]."),
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Serve a store pseudonymised with the public demo key (synthetic data only)."),
+    ] = False,
 ) -> None:
     """The HTTP scoring service on that state (one worker; see docs/serving.md)."""
     import uvicorn
@@ -816,7 +831,13 @@ def serve(
     settings = get_settings()
     store = EventStore(data or settings.data_dir)
     keys = _store_keys(store)
-    source = ModelSource(*resolve_model(model))
+    if keys.is_demo and not demo:
+        raise fail(
+            f"{store.root} was pseudonymised with the public demo key: anyone can link its pseudonyms "
+            "back to people, so it is served only with --demo (synthetic data). Real data: ingest "
+            "it with DUANKA_PSEUDONYM_KEY or DUANKA_PSEUDONYM_KEY_FILE set (docs/pseudonymisation.md)"
+        )
+    source = ModelSource(*resolve_model(model), signing_key=_signing_key())
     loaded = verified(source)
     paths = ServingPaths.for_data(store.root, settings)
     if not any(k.active for k in KeyFile(paths.keys).records()):

@@ -94,7 +94,12 @@ class LoadedModel:
         return self.registered.bundle.booster_sha256
 
     def describe(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "booster_sha256": self.booster_sha256}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "booster_sha256": self.booster_sha256,
+            "bundle_sha256": self.registered.bundle_sha256,
+        }
 
 
 class ModelSource:
@@ -106,11 +111,14 @@ class ModelSource:
         Registry URI; an alias URI follows the alias when reloaded.
     client : mlflow.MlflowClient
         Registry client (:func:`training.tracking.configure`).
+    signing_key : bytes, optional
+        Require every version loaded to be signed with it (:mod:`training.signing`).
     """
 
-    def __init__(self, uri: str, client: mlflow.MlflowClient) -> None:
+    def __init__(self, uri: str, client: mlflow.MlflowClient, signing_key: bytes | None = None) -> None:
         self.uri = uri
         self.client = client
+        self.signing_key = signing_key
 
     @property
     def alias(self) -> str | None:
@@ -125,7 +133,7 @@ class ModelSource:
         ModelIntegrityError
             Unknown URI, tampered booster, or a model this code cannot feed.
         """
-        registered = load_registered(self.uri, self.client)
+        registered = load_registered(self.uri, self.client, self.signing_key)
         check_compatible(registered)
         return LoadedModel(registered, ReasonExplainer(registered.bundle, top_k=TOP_REASONS))
 

@@ -16,3 +16,23 @@ def test_printed_hints_name_the_command_as_it_can_be_typed(monkeypatch, tmp_path
     assert cli.invoked_as() == ".venv/bin/duanka"
     monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
     assert cli.invoked_as() == "duanka"
+
+
+def test_a_store_made_with_the_public_demo_key_is_served_only_with_demo(tmp_path):
+    from typer.testing import CliRunner
+
+    from data.pseudonym import Pseudonymiser
+    from data.store import EventStore
+
+    store = EventStore(tmp_path / "store")
+    with store.locked():
+        store._write_manifest({"key_id": Pseudonymiser.demo().key_id})
+    runner = CliRunner()
+    refused = runner.invoke(cli.app, ["serve", "--data", str(store.root), "--model", "models:/duanka@nobody"])
+    assert refused.exit_code == 1
+    assert "public demo key" in refused.output and "--demo" in refused.output
+    allowed = runner.invoke(
+        cli.app, ["serve", "--data", str(store.root), "--model", "models:/duanka@nobody", "--demo"]
+    )
+    assert allowed.exit_code == 1  # no such model: it got past the key
+    assert "public demo key" not in allowed.output

@@ -17,7 +17,16 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.cli import app
-from training.bundle import BOOSTER_FILE, META_FILE, MODEL_NAME, ModelIntegrityError, read_bundle, sha256_text
+from training.bundle import (
+    BOOSTER_FILE,
+    META_FILE,
+    MODEL_NAME,
+    ModelIntegrityError,
+    load_registered,
+    read_bundle,
+    sha256_text,
+)
+from training.signing import SIGNATURE_TAG, SigningKeyError, signature, signing_key
 
 ALIAS = "integrity-test"
 
@@ -161,3 +170,64 @@ def test_the_service_refuses_to_start_on_a_damaged_model(
     assert reason in result.output and "refusing" in result.output
     # fail closed: nothing was opened, so nothing can have been scored
     assert not (data / "serving" / "decisions.db").exists()
+
+
+def _raise_every_band_cut(meta: dict) -> None:
+    meta["bands"] = {name: min(1.0, value * 3) for name, value in meta["bands"].items()}
+
+
+def test_with_a_signing_key_only_versions_signed_with_it_load(served_bank, genuine, tmp_path):
+    """Whoever can write the artifacts and mlflow.db can change every band cut and the recorded
+    hash together; only the signature, made with a key kept in configuration, tells."""
+    key, foreign = b"s" * 32, b"x" * 32
+    client = served_bank.client()
+    original = {k: v for k, v in client.get_model_version(MODEL_NAME, served_bank.version).tags.items()}
+    original.pop(SIGNATURE_TAG, None)
+
+    def register(folder: Path, tags: dict[str, str]) -> str:
+        with mlflow.start_run(run_name="signing test (test_model_integrity)") as run:
+            mlflow.log_artifacts(str(folder), "model")
+        version = client.create_model_version(
+            MODEL_NAME, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+        )
+        for name, value in tags.items():
+            client.set_model_version_tag(MODEL_NAME, version.version, name, value)
+        return f"models:/{MODEL_NAME}/{version.version}"
+
+    doctored = _damaged_copy(genuine, tmp_path / "doctored", _edit_meta(_raise_every_band_cut))
+    doctored_tags = {
+        **original,
+        "bundle_sha256": sha256_text((doctored / "artifacts" / META_FILE).read_text()),
+    }
+    unsigned = register(doctored, doctored_tags)
+    resigned = register(
+        doctored,
+        {
+            **doctored_tags,
+            SIGNATURE_TAG: signature(
+                foreign, doctored_tags["booster_sha256"], doctored_tags["bundle_sha256"]
+            ),
+        },
+    )
+    genuine_signed = register(
+        genuine,
+        {**original, SIGNATURE_TAG: signature(key, original["booster_sha256"], original["bundle_sha256"])},
+    )
+
+    assert (
+        load_registered(unsigned, client).bundle.bands != load_registered(genuine_signed, client).bundle.bands
+    )
+    with pytest.raises(ModelIntegrityError, match="not signed"):
+        load_registered(unsigned, client, key)
+    with pytest.raises(ModelIntegrityError, match="signature was not made with"):
+        load_registered(resigned, client, key)
+    assert load_registered(genuine_signed, client, key).version == genuine_signed.rsplit("/", 1)[1]
+
+
+def test_the_signing_key_comes_from_configuration_and_a_short_one_is_refused():
+    from data.config import Settings
+
+    assert signing_key(Settings()) is None
+    assert signing_key(Settings(model_signing_key="k" * 40)) == b"k" * 40
+    with pytest.raises(SigningKeyError, match="at least 32"):
+        signing_key(Settings(model_signing_key="short"))

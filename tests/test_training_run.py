@@ -23,6 +23,7 @@ from training.split import TEST, TRAIN, VALID
 from training.tracking import configure
 
 AS_OF = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
+SIGNING_KEY = "duanka-test-signing-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def trained(tmp_path_factory):
     keys = Pseudonymiser.from_secret(b"k" * 40)
     ingest_file(bank.applications, APPLICATIONS, store, keys)
     ingest_file(bank.labels, LABELS, store, keys)
-    settings = Settings(models_dir=root / "models")
+    settings = Settings(models_dir=root / "models", model_signing_key=SIGNING_KEY)
     client = configure(settings)
     cfg = TrainConfig(as_of=AS_OF, n_boot=20, truth=bank.truth)
     first = train(store, cfg, settings, progress=False)
@@ -44,7 +45,8 @@ def test_a_run_registers_a_challenger_whose_artifacts_verify(trained):
     client = trained["client"]
     version = client.get_model_version_by_alias(MODEL_NAME, "challenger")
     assert str(version.version) == trained["first"].model_version
-    loaded = load_registered(f"models:/{MODEL_NAME}@challenger", client)
+    # signed with the configured key: a load that requires it takes the version
+    loaded = load_registered(f"models:/{MODEL_NAME}@challenger", client, SIGNING_KEY.encode())
     assert loaded.bundle.booster_sha256 == version.tags["booster_sha256"]
     assert loaded.run_id == trained["first"].run_id
     assert {"comparison.csv", "evaluation_frame.parquet", "monthly.csv"} <= {

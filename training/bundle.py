@@ -20,6 +20,7 @@ import pandas as pd
 
 from training.bands import Bands
 from training.calibration import Calibrator, calibrator_from_dict
+from training.signing import signature_problem
 
 MODEL_NAME = "duanka"
 BOOSTER_FILE = "booster.txt"
@@ -197,6 +198,7 @@ class RegisteredModel:
     version: str
     run_id: str
     bundle: ScoringBundle
+    bundle_sha256: str = ""  # of bundle.json (calibrator, band cuts), as verified against the registry
 
 
 def resolve_model_uri(uri: str | None, client: mlflow.MlflowClient) -> str:
@@ -222,14 +224,19 @@ def _version_of(uri: str, client: mlflow.MlflowClient):
     return client.get_model_version(name, number)
 
 
-def load_registered(uri: str, client: mlflow.MlflowClient) -> RegisteredModel:
+def load_registered(
+    uri: str, client: mlflow.MlflowClient, signing_key: bytes | None = None
+) -> RegisteredModel:
     """Download a registered model's artifacts and verify them against the registry's record.
+
+    With ``signing_key`` (:mod:`training.signing`), the record itself must carry a valid
+    signature by that key.
 
     Raises
     ------
     ModelIntegrityError
         Unknown URI, a booster whose hash differs from the one tagged at registration,
-        or unreadable artifacts: no model, no score.
+        unreadable artifacts, or (with a key) a missing or foreign signature: no model, no score.
     """
     if not uri.startswith("models:/"):
         raise ModelIntegrityError(
@@ -240,6 +247,8 @@ def load_registered(uri: str, client: mlflow.MlflowClient) -> RegisteredModel:
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{version.name}/{version.version}"))
     except mlflow.exceptions.MlflowException as exc:
         raise ModelIntegrityError(f"cannot resolve {uri}: {exc.message}") from None
+    if signing_key is not None and (problem := signature_problem(signing_key, version.tags)) is not None:
+        raise ModelIntegrityError(f"{uri} (version {version.version}): {problem}: refusing to load")
     booster_path, meta_path = local / "artifacts" / BOOSTER_FILE, local / "artifacts" / META_FILE
     # Both files are checked against the registry before LightGBM parses anything: a damaged
     # booster can crash the parser, and bundle.json holds the calibrator and the band thresholds.
@@ -252,4 +261,5 @@ def load_registered(uri: str, client: mlflow.MlflowClient) -> RegisteredModel:
             raise ModelIntegrityError(
                 f"{uri}: {path.name} differs from the one recorded at registration: refusing to load"
             )
-    return RegisteredModel(uri, str(version.version), version.run_id, read_bundle(booster_path, meta_path))
+    bundle = read_bundle(booster_path, meta_path)
+    return RegisteredModel(uri, str(version.version), version.run_id, bundle, version.tags["bundle_sha256"])

@@ -30,6 +30,7 @@ from training.monthly import month_counts, monthly_summary
 from training.rules import BranchRules
 from training.sampled_set import build_sampled_training_set
 from training.scorecard import WoEScorecard
+from training.signing import SIGNATURE_TAG, signature, signing_key
 from training.split import TEST, TRAIN, VALID, TimeSplit
 from training.tracking import PROJECT_ROOT, code_version, configure, metric_key
 from training.tuning import tune
@@ -520,6 +521,15 @@ def _train(
             sha256_text(Path(evidence_paths["meta"]).read_text(encoding="utf-8")),
         )
         client.set_model_version_tag(MODEL_NAME, version, "run_id", run.info.run_id)
+        key = signing_key(settings)
+        if key is not None:
+            tags = client.get_model_version(MODEL_NAME, version).tags
+            client.set_model_version_tag(
+                MODEL_NAME,
+                version,
+                SIGNATURE_TAG,
+                signature(key, tags["booster_sha256"], tags["bundle_sha256"]),
+            )
         client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
         return TrainResult(
             run.info.run_id, version, split, comparison, evaluations, ts.summary, groups, fitted
