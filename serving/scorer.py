@@ -441,7 +441,10 @@ class Scorer:
     def switch(self, model: LoadedModel, *, trigger: str, key_id: str | None, request_id: str | None) -> bool:
         """Use ``model`` from the next request on; audited. False when it is already in use."""
         old = self.model
-        if (old.version, old.booster_sha256) == (model.version, model.booster_sha256):
+        def identity(m: LoadedModel) -> tuple[str, str, str]:
+            return m.version, m.booster_sha256, m.registered.bundle_sha256
+
+        if identity(old) == identity(model):
             return False
         self.model = model
         self._recent = self._recent_scores(model)
@@ -453,6 +456,7 @@ class Scorer:
                 "from_booster_sha256": old.booster_sha256,
                 "to_version": model.version,
                 "to_booster_sha256": model.booster_sha256,
+                "to_bundle_sha256": model.registered.bundle_sha256,
                 "uri": model.registered.uri,
             },
             key_id=key_id,
