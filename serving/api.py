@@ -284,6 +284,10 @@ class ModelOut(BaseModel):
     name: str
     version: str
     booster_sha256: str
+    bundle_sha256: str = Field(
+        default="",
+        description="of bundle.json (calibrator, band cuts); empty in answers given before it was recorded",
+    )
 
 
 _SCORE_EXAMPLE = {
@@ -543,13 +547,14 @@ class OutOfScope(Exception):
         self.errors = errors
 
 
-def _request_id(scope: dict) -> str:
+def _client_request_id(scope: dict) -> str | None:
+    """The caller's ``X-Request-ID`` when it is well formed; kept beside the server's own id."""
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             text = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(text):
                 return text
-    return uuid.uuid4().hex
+    return None
 
 
 class _Observe:
@@ -567,9 +572,15 @@ class _Observe:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
+        # the audit's request id is the server's own: a caller cannot make two requests share one
+        request_id = uuid.uuid4().hex
+        client_request_id = _client_request_id(scope)
         scope["duanka.started"] = started
         scope["duanka.request_id"] = request_id
+        scope["duanka.client_request_id"] = client_request_id
+        echoed = [(b"x-request-id", request_id.encode("ascii"))]
+        if client_request_id is not None:
+            echoed.append((b"x-client-request-id", client_request_id.encode("ascii")))
         status = 500
 
         async def send_with_id(message: dict) -> None:
@@ -577,7 +588,7 @@ class _Observe:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("ascii"))]
+                message["headers"] = [*message["headers"], *echoed]
             await send(message)
 
         received = 0
@@ -788,7 +799,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             if outside:
                 raise OutOfScope(outside)
             return scorer.score(
-                events, key_id=key.key_id, request_id=request_id, started=request.scope["duanka.started"]
+                events,
+                key_id=key.key_id,
+                request_id=request_id,
+                started=request.scope["duanka.started"],
+                client_request_id=request.scope["duanka.client_request_id"],
             )
 
         answers = await svc.on_thread(on_scoring_thread)

@@ -51,7 +51,7 @@ _SCHEMA = (
     "decided_at TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, "
     "booster_sha256 TEXT NOT NULL, score REAL NOT NULL, band TEXT NOT NULL, reason_codes TEXT NOT NULL, "
     "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL, rule TEXT NOT NULL DEFAULT '', "
-    "chain TEXT NOT NULL DEFAULT '')",
+    "chain TEXT NOT NULL DEFAULT '', client_request_id TEXT)",
     "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
     "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL, chain TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
@@ -100,6 +100,7 @@ class DecisionRow:
     latency_ms: float
     replayed: bool
     rule: str = ""  # the hard rule that decided (serving.rules), empty when the model did
+    client_request_id: str | None = None  # the caller's X-Request-ID, beside the server's own
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ class DecisionLog:
         columns = {row[1] for row in self._con.execute("PRAGMA table_info(decisions)")}
         if "rule" not in columns:  # a log written before hard rules existed
             self._con.execute("ALTER TABLE decisions ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
+        if "client_request_id" not in columns:  # before the caller's id was kept apart
+            self._con.execute("ALTER TABLE decisions ADD COLUMN client_request_id TEXT")
         if "event" not in {row[1] for row in self._con.execute("PRAGMA table_info(responses)")}:
             # written when the state was fsynced per application: its older answers need no redo
             self._con.execute("ALTER TABLE responses ADD COLUMN event TEXT")
@@ -359,7 +362,11 @@ def export(path: Path, out: Path, table: str = "decisions") -> int:
     # read-only: an export must never take the writer's lock or create a file
     con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
-        frame = pd.read_sql_query(f"SELECT * FROM {table} ORDER BY seq", con)
+        # named columns: a record that gained a column on open holds them in another order
+        order, columns = CHAINED[table]
+        frame = pd.read_sql_query(
+            f"SELECT {order}, {', '.join(columns)}, chain FROM {table} ORDER BY {order}", con
+        )
         if table == "decisions":
             frame = frame.merge(_reason_texts(con), on="application_id", how="left")
     finally:

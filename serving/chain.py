@@ -48,7 +48,11 @@ DECISION_COLUMNS = (
     "latency_ms",
     "replayed",
     "rule",
+    "client_request_id",
 )
+# Columns added after chains existed, at a table's end: covered when they hold a value, so that
+# rows written before them (where they read NULL) keep the chain values they were given.
+ADDED_SINCE_CHAINING = {"decisions": 1}
 # table -> (order, the columns each chain value covers, in order)
 CHAINED: dict[str, tuple[str, tuple[str, ...]]] = {
     "decisions": ("seq", DECISION_COLUMNS),
@@ -99,7 +103,11 @@ def genesis(key: bytes, table: str) -> str:
 
 def link(key: bytes, previous: str, table: str, position: int, values: Sequence[object]) -> str:
     """The chain value of the row at ``position`` (0-based) of ``table`` with these column values."""
-    body = json.dumps(list(values), ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+    covered = list(values)
+    for _ in range(ADDED_SINCE_CHAINING.get(table, 0)):
+        if covered and covered[-1] is None:
+            covered.pop()
+    body = json.dumps(covered, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
     message = _SEPARATOR.join(
         [previous.encode("ascii"), table.encode("ascii"), str(position).encode("ascii"), body.encode()]
     )

@@ -441,6 +441,7 @@ class Scorer:
     def switch(self, model: LoadedModel, *, trigger: str, key_id: str | None, request_id: str | None) -> bool:
         """Use ``model`` from the next request on; audited. False when it is already in use."""
         old = self.model
+
         def identity(m: LoadedModel) -> tuple[str, str, str]:
             return m.version, m.booster_sha256, m.registered.bundle_sha256
 
@@ -465,7 +466,13 @@ class Scorer:
         return True
 
     def score(
-        self, events: Sequence[dict], *, key_id: str, request_id: str, started: float | None = None
+        self,
+        events: Sequence[dict],
+        *,
+        key_id: str,
+        request_id: str,
+        started: float | None = None,
+        client_request_id: str | None = None,
     ) -> list[Scored]:
         """Score prepared events (from :func:`prepare_applications`), one answer per event.
 
@@ -480,9 +487,11 @@ class Scorer:
         key_id : str
             The caller, for the audit trail.
         request_id : str
-            The request, for the audit trail.
+            The request, for the audit trail: the server's own id.
         started : float, optional
             ``time.perf_counter()`` when the request arrived, for the audited latency.
+        client_request_id : str, optional
+            The caller's ``X-Request-ID``, audited beside ``request_id``.
 
         Raises
         ------
@@ -528,6 +537,7 @@ class Scorer:
                 latency_ms=latency,
                 replayed=answer.replayed,
                 rule=answer.response.get("rule") or "",
+                client_request_id=client_request_id,
             )
             for aid, answer in answers.items()
         ]

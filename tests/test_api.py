@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -114,10 +115,18 @@ def test_a_retry_gets_the_same_answer_and_counts_once(service, served_bank):
     client, tokens, paths, _ = service
     row = _row(served_bank, 11)
     first = client.post("/v1/score", json=row, headers=_auth(tokens["all"])).json()
-    again = client.post(
-        "/v1/score", json=row, headers={**_auth(tokens["all"]), "X-Request-ID": "retry-1"}
-    ).json()
-    assert again["replayed"] is True and again["request_id"] == "retry-1"
+    retried = client.post("/v1/score", json=row, headers={**_auth(tokens["all"]), "X-Request-ID": "retry-1"})
+    again = retried.json()
+    # the server's own id; the caller's is echoed and audited beside it
+    assert again["replayed"] is True and re.fullmatch("[0-9a-f]{32}", again["request_id"])
+    assert retried.headers["x-request-id"] == again["request_id"]
+    assert retried.headers["x-client-request-id"] == "retry-1"
+    with sqlite3.connect(paths.decisions) as con:
+        audited = con.execute(
+            "SELECT request_id, client_request_id FROM decisions WHERE application_id = ? ORDER BY seq",
+            (row["application_id"],),
+        ).fetchall()
+    assert audited == [(first["request_id"], None), (again["request_id"], "retry-1")]
     for volatile in ("request_id", "replayed"):
         first.pop(volatile), again.pop(volatile)
     assert again == first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from data.config import get_settings
 from data.pseudonym import Pseudonymiser
 from data.store import EventStore
 from serving.audit import DecisionLog, DecisionRow, export
-from serving.chain import Head, verify
+from serving.chain import DECISION_COLUMNS, Head, verify
 from serving.cli import app
 from tests.factories import CHAIN_KEY
 
@@ -108,7 +109,7 @@ def test_an_intact_record_verifies_and_reaches_its_own_anchor(record):
             [
                 "INSERT INTO decisions SELECT 1000, request_id, application_id, key_id, decided_at, "
                 "model_name, model_version, booster_sha256, score, band, reason_codes, latency_ms, replayed, "
-                "rule, chain FROM decisions WHERE seq = 5",
+                "rule, chain, client_request_id FROM decisions WHERE seq = 5",
                 "UPDATE decisions SET seq = seq + 2000 WHERE seq > 5 AND seq < 1000",
                 "UPDATE decisions SET seq = 6 WHERE seq = 1000",
             ],
@@ -229,3 +230,20 @@ def test_audit_verify_and_anchor_commands(record, tmp_path, monkeypatch):
         assert broken.exit_code == 1 and "row seq 3" in broken.stderr
     finally:
         get_settings.cache_clear()
+
+
+def test_a_record_from_before_the_callers_id_was_kept_still_verifies(record):
+    """A record laid out before ``client_request_id`` existed gets the column on open; its rows,
+    which read NULL there, keep their chain values, and the caller's id is covered from then on."""
+    columns = ", ".join(c for c in DECISION_COLUMNS if c != "client_request_id")
+    _tamper(
+        record,
+        f"CREATE TABLE old_layout AS SELECT seq, {columns}, chain FROM decisions",
+        "DROP TABLE decisions",
+        "ALTER TABLE old_layout RENAME TO decisions",
+    )
+    with DecisionLog(record, chain_key=CHAIN_KEY) as log:
+        log.record([replace(_decision(500), client_request_id="caller-7")])
+    assert _verify(record) is None
+    _tamper(record, "UPDATE decisions SET client_request_id = 'someone-else' WHERE application_id = 'A0500'")
+    assert "does not follow" in _verify(record)
