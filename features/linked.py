@@ -14,9 +14,12 @@ Statistics count the group's applications by *other* applicants (``x``'s own
 earlier applications carry the links but are not members): distinct
 applicants, distinct branches, the earliest ``applied_at``, how many were
 confirmed as mules before ``t``, the distinct applicants listed (joint
-punishment) before ``t``, and the distinct applicants whose application in
+punishment) before ``t``, the distinct applicants whose application in
 the group came in the last day and the last 7 days before ``t`` (how fast the
-group is growing).
+group is growing), and the distinct applicants with a group member application
+from another province, asking for the full bundle, or giving a new phone
+number (what the group looks like, whatever this applicant looks like: a ring
+whose next recruit adapts still shows in the recruits before).
 
 Why the bound: a university's escort or a labour agency ties thousands of
 applications to one key, and two hops through it would take in much of a
@@ -40,7 +43,9 @@ if TYPE_CHECKING:
 
 _W = LINK_WINDOW_DAYS * DAY_US
 _F = LINK_FANOUT
-ZERO_STATS = ("applicants", "branches", "confirmed", "listed", "new_1d", "new_7d")
+GROUP_FLAGS = ("out_of_province", "full_bundle", "new_phone")
+"""Flags (:data:`features.values.FLAG_COLUMNS`) whose applicants in the group are counted."""
+ZERO_STATS = ("applicants", "branches", "confirmed", "listed", "new_1d", "new_7d", *GROUP_FLAGS)
 """The statistics that are 0 for an empty group (``first_at`` is NaN)."""
 CHUNK = 2_000_000
 
@@ -125,7 +130,8 @@ def _chunk(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> dict[str, np.nda
             COUNT(*) FILTER (WHERE m.conf < xa.ts) AS confirmed,
             COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.listed < xa.ts) AS listed,
             COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.ts >= xa.ts - {DAY_US}) AS new_1d,
-            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.ts >= xa.ts - {7 * DAY_US}) AS new_7d
+            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.ts >= xa.ts - {7 * DAY_US}) AS new_7d,
+            {", ".join(f"COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.{f}) AS {f}" for f in GROUP_FLAGS)}
         FROM (SELECT x, m FROM hop1 UNION SELECT x, m FROM hop2) g
         JOIN apps xa ON xa.idx = g.x
         JOIN apps m ON m.idx = g.m

@@ -30,7 +30,7 @@ from data.events import APPLICATION_EVENTS
 from data.private import private_file
 from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
 from features import values
-from features.linked import ZERO_STATS
+from features.linked import GROUP_FLAGS, ZERO_STATS
 from features.registry import (
     AGGREGATES,
     BY_NAME,
@@ -75,9 +75,11 @@ _ROW_NUMBERS = (
     "payment_binding",
 )
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
-_MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", "listed", *LINK_KEYS)
+_GROUP_FLAGS = GROUP_FLAGS
+_MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", "listed", *_GROUP_FLAGS, *LINK_KEYS)
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
-STATE_LAYOUT = 4  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes
+STATE_LAYOUT = 5  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes;
+# 5: the full-bundle and new-phone flags the linked group counts
 # The applicant's earliest listing that applies at some instant (withdrawn ones never do).
 _EARLIEST_LISTING = (
     "SELECT MIN(listed_at) FROM listings WHERE applicant_key = {key} AND expires_at > listed_at"
@@ -741,6 +743,7 @@ class OnlineFeatureStore:
             "listed": applicants(m for m in group if m[_LISTED] is not None and m[_LISTED] < t),
             "new_1d": applicants(m for m in group if m[_TS] >= t - DAY_US),
             "new_7d": applicants(m for m in group if m[_TS] >= t - 7 * DAY_US),
+            **{flag: applicants(m for m in group if m[_MEMBER.index(flag)]) for flag in _GROUP_FLAGS},
         }
 
     def prune(self, before: datetime) -> int:
@@ -790,7 +793,14 @@ def _event_rows(applications: pa.Table) -> pa.Table:
         name: applications[name].to_numpy(zero_copy_only=False)
         for name in ("account_type", "home_province", "branch_province")
     }
-    for name in ("company_age_days", "onsite_verified"):
+    for name in (
+        "company_age_days",
+        "onsite_verified",
+        "u_shield",
+        "mobile_banking",
+        "payment_binding",
+        "phone_tenure_days",
+    ):
         columns[name] = pc.cast(applications[name], pa.float64()).to_numpy(zero_copy_only=False)
     flags = values.derived_flags(columns)
     data = {

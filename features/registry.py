@@ -802,6 +802,8 @@ def _linked(stat: str, name: str, zh: str, en: str, transform: Callable[..., np.
     inputs: tuple[str | Aggregate, ...] = (Aggregate(E.LINKED, Op.LINKED, LINK_WINDOW_DAYS, stat),)
     if stat == "first_at":
         inputs = ("applied_at", *inputs)
+    if transform is values.share:  # of the group's applicants
+        inputs = (*inputs, Aggregate(E.LINKED, Op.LINKED, LINK_WINDOW_DAYS, "applicants"))
     return Feature(name, F.LINKED, E.LINKED, LINK_WINDOW_DAYS, zh, en, transform, inputs)
 
 
@@ -841,6 +843,28 @@ _linked_group = (
         "关联开户人中有{value}名已被列入联合惩戒名单",
         "{value} of the linked applicants are on a joint-punishment list",
         values.count,
+    ),
+    _linked(
+        "out_of_province",
+        "linked_group_out_of_province_share",
+        "关联开户人中外省人员占比{value}",
+        "Share of the linked applicants who opened outside their home province: {value}",
+        values.share,
+    ),
+    _linked(
+        "full_bundle",
+        "linked_group_full_bundle_share",
+        "关联开户人中同时申请U盾、手机银行和支付绑定的占比{value}",
+        "Share of the linked applicants who asked for a U-shield, mobile banking and payment binding "
+        "together: {value}",
+        values.share,
+    ),
+    _linked(
+        "new_phone",
+        "linked_group_new_phone_share",
+        "关联开户人中使用入网不足30天手机号的占比{value}",
+        "Share of the linked applicants who gave a phone number activated less than 30 days before: {value}",
+        values.share,
     ),
     _linked(
         "new_1d",
@@ -886,7 +910,11 @@ def feature_set_version(
         "features": [f.declaration() for f in features],
         "model_features": list(model_features),
         "link": {"window_days": LINK_WINDOW_DAYS, "fanout": LINK_FANOUT, "keys": list(LINK_KEYS)},
-        "flags": {"young_company_days": values.YOUNG_COMPANY_DAYS, "night": values.NIGHT_HOURS},
+        "flags": {
+            "young_company_days": values.YOUNG_COMPANY_DAYS,
+            "new_phone_days": values.NEW_PHONE_DAYS,
+            "night": values.NIGHT_HOURS,
+        },
     }
     text = json.dumps(declared, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -22,12 +22,20 @@ HOUR_US = 3_600_000_000
 BEIJING_OFFSET_US = 8 * HOUR_US
 NIGHT_HOURS = (22, 6)  # from 22:00 to 06:00, local
 YOUNG_COMPANY_DAYS = 90
+NEW_PHONE_DAYS = 30  # a number activated this recently is "new" (card dealers hand out fresh SIMs)
 
 CHANNEL_CODES: tuple[str, ...] = CHANNELS
 ADDRESS_KIND_CODES: tuple[str, ...] = ADDRESS_KINDS
 GENDER_CODES: tuple[str, ...] = ("F", "M")
 
-FLAG_COLUMNS = ("out_of_province", "corporate", "young_company", "corporate_without_onsite")
+FLAG_COLUMNS = (
+    "out_of_province",
+    "corporate",
+    "young_company",
+    "corporate_without_onsite",
+    "full_bundle",
+    "new_phone",
+)
 """Columns :func:`derived_flags` adds; aggregates may count applications where they hold."""
 
 
@@ -114,16 +122,21 @@ def derived_flags(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-application flags that features and aggregates use, as booleans.
 
     ``columns`` holds ``home_province``, ``branch_province``, ``account_type``
-    (object arrays) and ``company_age_days``, ``onsite_verified`` (anything
+    (object arrays) and ``company_age_days``, ``onsite_verified``, ``u_shield``,
+    ``mobile_banking``, ``payment_binding``, ``phone_tenure_days`` (anything
     :func:`number` takes).
     """
     corporate = np.asarray(columns["account_type"] == "corporate", dtype=bool)
     company_age = number(columns["company_age_days"])
     onsite = number(columns["onsite_verified"])
+    bundle = all_true(columns["u_shield"], columns["mobile_banking"], columns["payment_binding"])
     return {
         "out_of_province": np.asarray(columns["home_province"] != columns["branch_province"], dtype=bool),
         "corporate": corporate,
         # An unknown company age is not young; an unknown visit is not a visit.
         "young_company": corporate & (company_age < YOUNG_COMPANY_DAYS),
         "corporate_without_onsite": corporate & (onsite != 1),
+        "full_bundle": bundle == 1,
+        # an unknown tenure is not new
+        "new_phone": number(columns["phone_tenure_days"]) < NEW_PHONE_DAYS,
     }

@@ -165,7 +165,10 @@ def test_one_row_and_a_batch_explain_alike(explainer: ReasonExplainer) -> None:
 
 
 def test_a_model_feature_missing_from_the_catalogue_is_refused(bundle: ScoringBundle) -> None:
-    renamed = [*bundle.feature_names[:-1], "a_feature_nobody_reviewed"]
+    # a feature that is its reason code's only one, so that no code is left half read
+    alone = bundle.feature_names.index("linked_group_confirmed_mules")
+    renamed = [*bundle.feature_names]
+    renamed[alone] = "a_feature_nobody_reviewed"
     stranger = ScoringBundle(bundle.booster, bundle.calibrator, bundle.bands, renamed, "test", "test")
     with pytest.raises(ValueError, match="a_feature_nobody_reviewed"):
         ReasonExplainer(stranger)

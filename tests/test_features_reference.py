@@ -146,6 +146,21 @@ def reference_linked_group(
         "listed": len({p for p in (m["applicant_key"] for m in group) if first_listed.get(p, math.inf) < t}),
         "new_1d": len({m["applicant_key"] for m in group if m["_t"] >= t - DAY}),
         "new_7d": len({m["applicant_key"] for m in group if m["_t"] >= t - 7 * DAY}),
+        "out_of_province": len({m["applicant_key"] for m in group if flag(m, "out_of_province")}),
+        "full_bundle": len(
+            {
+                m["applicant_key"]
+                for m in group
+                if m["u_shield"] and m["mobile_banking"] and m["payment_binding"]
+            }
+        ),
+        "new_phone": len(
+            {
+                m["applicant_key"]
+                for m in group
+                if m["phone_tenure_days"] is not None and m["phone_tenure_days"] < 30
+            }
+        ),
     }
     return {a.name: np.array([float(stats[a.column])]) for a in AGGREGATES if a.op is Op.LINKED}
 
