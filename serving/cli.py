@@ -27,7 +27,10 @@ from training.bands import BLOCKED
 from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy
 from training.periods import Every
 
+# Help is plain text: rich's markup would read "[default: data/store]" as a tag and drop it.
+HELP = {"rich_markup_mode": None}
 app = typer.Typer(
+    **HELP,
     name="duanka",
     help="Money-mule risk scoring for account openings (断卡): ingest, features, train, score.",
     no_args_is_help=True,
@@ -886,7 +889,9 @@ def serve(
     )
 
 
-keys_app = typer.Typer(help="API keys for the service: printed once, stored hashed.", no_args_is_help=True)
+keys_app = typer.Typer(
+    **HELP, help="API keys for the service: printed once, stored hashed.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 
 
@@ -967,7 +972,7 @@ def keys_list(
     console.print(table)
 
 
-audit_app = typer.Typer(help="The service's append-only decision audit log.", no_args_is_help=True)
+audit_app = typer.Typer(**HELP, help="The service's append-only decision audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
 

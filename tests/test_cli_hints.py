@@ -36,3 +36,30 @@ def test_a_store_made_with_the_public_demo_key_is_served_only_with_demo(tmp_path
     )
     assert allowed.exit_code == 1  # no such model: it got past the key
     assert "public demo key" not in allowed.output
+
+
+def test_help_keeps_every_default_its_text_names():
+    """Help is plain text: "[default: data/store]" is shown, not taken for markup and dropped."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    group = typer.main.get_command(cli.app)
+    runner = CliRunner()
+    checked = 0
+    for path, command in _commands(group):
+        for option in command.params:
+            text = getattr(option, "help", None) or ""
+            if "[default:" not in text:
+                continue
+            shown = " ".join(runner.invoke(cli.app, [*path, "--help"], terminal_width=400).output.split())
+            assert text.split("[default:")[1].split("]")[0].strip() in shown, (path, option.name)
+            checked += 1
+    assert checked >= 10
+
+
+def _commands(group, path=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
