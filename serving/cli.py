@@ -5,18 +5,21 @@ Verb and option names are the command-line contract (README, docs); users script
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
@@ -24,6 +27,7 @@ from data.config import SHANGHAI, get_settings
 from data.store import EventStore
 from data.synthetic.scenarios import ScenarioName
 from training.bands import BLOCKED
+from training.calibration import CalibrationKind
 from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy
 from training.periods import Every
 
@@ -42,8 +46,8 @@ err = Console(stderr=True)
 
 
 def fail(message: str) -> typer.Exit:
-    """One-line reason on stderr, non-zero exit."""
-    err.print(f"[bold red]error:[/] {message}")
+    """One-line reason on stderr, non-zero exit (the reason as written: "duanka[tune]" is no markup)."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code=1)
 
 
@@ -203,9 +207,22 @@ LabelPolicyOption = Annotated[
 HorizonOption = Annotated[
     int, typer.Option(min=1, help="The outcome horizon of --label-policy horizon, in days.")
 ]
+
+
+class EngineKind(StrEnum):
+    LOCAL = "local"
+    DASK = "dask"
+
+
+class FitWhere(StrEnum):
+    LOCAL = "local"
+    DASK = "dask"
+
+
 Engine = Annotated[
-    str, typer.Option(help="local (one machine, DuckDB) or dask (the same builder per partition).")
+    EngineKind, typer.Option(help="local (one machine, DuckDB) or dask (the same builder per partition).")
 ]
+Calibration = Annotated[CalibrationKind, typer.Option(help="How margins become probabilities.")]
 Scheduler = Annotated[
     str | None,
     typer.Option(
@@ -219,11 +236,9 @@ Partitions = Annotated[
 
 
 @contextmanager
-def dask_engine(engine: str, scheduler: str | None) -> Iterator[object | None]:
+def dask_engine(engine: EngineKind, scheduler: str | None) -> Iterator[object | None]:
     """A Dask client for ``--engine dask`` (None for the local engine)."""
-    if engine not in ("local", "dask"):
-        raise typer.BadParameter(f"--engine {engine!r}: local or dask")
-    if engine == "local":
+    if engine is EngineKind.LOCAL:
         if scheduler is not None:
             raise typer.BadParameter("--scheduler needs --engine dask")
         yield None
@@ -248,7 +263,7 @@ def features(
     out: Annotated[
         Path | None, typer.Option(help="Parquet file to write [default: DATA/features-AS_OF.parquet].")
     ] = None,
-    engine: Engine = "local",
+    engine: Engine = EngineKind.LOCAL,
     scheduler: Scheduler = None,
     partitions: Partitions = None,
 ) -> None:
@@ -364,23 +379,23 @@ def train(
     train_months: Annotated[
         int | None, typer.Option(min=1, help="Training months [default: all earlier].")
     ] = None,
-    calibration: Annotated[str, typer.Option(help="platt or isotonic.")] = "platt",
+    calibration: Calibration = CalibrationKind.PLATT,
     negative_rate: Annotated[float, typer.Option(min=0.001, max=1.0, help="Share of negatives kept.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for downsampling, LightGBM and the bootstrap.")] = 0,
     n_boot: Annotated[int, typer.Option(min=10, help="Bootstrap resamples for confidence intervals.")] = 200,
     tune_trials: Annotated[
         int, typer.Option(min=0, help="Optuna trials of a bounded search on the validation months (0: off).")
     ] = 0,
-    engine: Engine = "local",
+    engine: Engine = EngineKind.LOCAL,
     scheduler: Scheduler = None,
     partitions: Partitions = None,
     fit: Annotated[
-        str,
+        FitWhere,
         typer.Option(
             help="local: fit LightGBM here; dask (with --engine dask): fit across the cluster with "
             "lightgbm.dask, for a training set this machine cannot fit."
         ),
-    ] = "local",
+    ] = FitWhere.LOCAL,
     label_policy: LabelPolicyOption = DEFAULT_POLICY,
     horizon_days: HorizonOption = DEFAULT_HORIZON_DAYS,
 ) -> None:
@@ -392,17 +407,17 @@ def train(
     With --engine dask the training set is built and downsampled on the cluster and the
     model is fitted here, or with --fit dask on the cluster too (docs/scale-out.md).
     """
-    if fit not in ("local", "dask"):
-        raise typer.BadParameter(f"--fit {fit!r}: local or dask")
-    if fit == "dask" and engine != "dask":
+    if fit is FitWhere.DASK and engine is not EngineKind.DASK:
         raise typer.BadParameter("--fit dask needs --engine dask")
+    if tune_trials and importlib.util.find_spec("optuna") is None:
+        raise fail("--tune-trials needs optuna, in the tune extra: pip install 'duanka[tune]'")
     _signing_key()  # an unreadable signing key fails now, not after the fit
     with dask_engine(engine, scheduler) as client:
         cluster = None
         if client is not None:
             from training.run import Cluster
 
-            cluster = Cluster(client, partitions, get_settings().scratch_dir, fit=fit == "dask")
+            cluster = Cluster(client, partitions, get_settings().scratch_dir, fit=fit is FitWhere.DASK)
         run_train(
             data or get_settings().data_dir,
             parse_instant(as_of),
@@ -438,7 +453,7 @@ def backtest(
     ] = False,
     valid_months: Annotated[int, typer.Option(min=1, help="As in train.")] = 2,
     test_months: Annotated[int, typer.Option(min=1, help="As in train.")] = 2,
-    calibration: Annotated[str, typer.Option(help="platt or isotonic.")] = "platt",
+    calibration: Calibration = CalibrationKind.PLATT,
     negative_rate: Annotated[float, typer.Option(min=0.001, max=1.0, help="As in train.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for downsampling, LightGBM and the bootstrap.")] = 0,
     n_boot: Annotated[
@@ -455,8 +470,6 @@ def backtest(
     from training.run import TrainConfig
     from training.tracking import configure
 
-    if calibration not in ("platt", "isotonic"):
-        raise typer.BadParameter(f"--calibration {calibration!r}: platt or isotonic")
     settings = get_settings()
     store = EventStore(data or settings.data_dir)
     if not store.manifest():
@@ -754,7 +767,7 @@ def score(
     explain_all: Annotated[
         bool, typer.Option(help="Reasons for every band, not only medium and above.")
     ] = False,
-    engine: Engine = "local",
+    engine: Engine = EngineKind.LOCAL,
     scheduler: Scheduler = None,
     partitions: Partitions = None,
 ) -> None:

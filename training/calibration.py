@@ -6,9 +6,9 @@ untouched validation months maps them back to the bank's real prevalence.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 
 class PlattCalibrator:
@@ -23,6 +23,8 @@ class PlattCalibrator:
     def fit(self, margin: np.ndarray, y: np.ndarray) -> PlattCalibrator:
         if len(np.unique(y)) < 2:
             raise ValueError("calibration needs both classes in the validation months")
+        from sklearn.linear_model import LogisticRegression  # at fit: the CLI imports this module
+
         lr = LogisticRegression(C=1e6, max_iter=1000).fit(np.asarray(margin).reshape(-1, 1), y)
         self.slope = float(lr.coef_[0, 0])
         self.intercept = float(lr.intercept_[0])
@@ -48,6 +50,8 @@ class IsotonicCalibrator:
     def fit(self, margin: np.ndarray, y: np.ndarray) -> IsotonicCalibrator:
         if len(np.unique(y)) < 2:
             raise ValueError("calibration needs both classes in the validation months")
+        from sklearn.isotonic import IsotonicRegression
+
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(margin, y)
         self.x = [float(v) for v in iso.X_thresholds_]
         self.y = [float(v) for v in iso.y_thresholds_]
@@ -61,6 +65,15 @@ class IsotonicCalibrator:
 
 
 Calibrator = PlattCalibrator | IsotonicCalibrator
+
+
+class CalibrationKind(StrEnum):
+    """How margins become probabilities (``--calibration``)."""
+
+    PLATT = "platt"
+    ISOTONIC = "isotonic"
+
+
 _KINDS: dict[str, type[PlattCalibrator] | type[IsotonicCalibrator]] = {
     "platt": PlattCalibrator,
     "isotonic": IsotonicCalibrator,
