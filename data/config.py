@@ -17,7 +17,8 @@ SHANGHAI = "Asia/Shanghai"
 
 
 class Settings(BaseSettings):
-    """duanka configuration; see docs/configuration.md for each variable."""
+    """duanka configuration, from the environment (``DUANKA_`` + the field's name in capitals);
+    docs/configuration.md describes each variable."""
 
     model_config = SettingsConfigDict(env_prefix="DUANKA_", extra="ignore")
 
@@ -29,7 +30,7 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr | None = None
     pseudonym_key_file: Path | None = None
     outcome_window_days: int = Field(default=180, gt=0)
-    timezone: str = SHANGHAI
+    # the demo bank's seed (duanka quickstart)
     seed: int = 20240101
     # serving: unset paths live under ``<data dir>/serving/`` (serving.state.ServingPaths)
     api_keys_file: Path | None = None

@@ -71,12 +71,12 @@ class TrainingSet:
 
 
 def as_of_timestamp(as_of: pd.Timestamp | str) -> pd.Timestamp:
-    """As a UTC timestamp; a naive one is Beijing time, as in the input contract."""
-    from data.config import get_settings
+    """As a UTC timestamp; a naive one is Beijing time, as the input contract fixes."""
+    from data.config import SHANGHAI
 
     at = pd.Timestamp(as_of)
     if at.tzinfo is None:
-        at = at.tz_localize(get_settings().timezone)
+        at = at.tz_localize(SHANGHAI)
     return at.tz_convert("UTC")
 
 

@@ -63,3 +63,14 @@ def _commands(group, path=()):
             yield from _commands(command, (*path, name))
         else:
             yield (*path, name), command
+
+
+def test_every_setting_is_documented_in_docs_configuration():
+    from pathlib import Path
+
+    from data.config import Settings
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        variable = "MLFLOW_TRACKING_URI" if name == "mlflow_tracking_uri" else f"DUANKA_{name.upper()}"
+        assert f"`{variable}`" in page, variable
