@@ -31,6 +31,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -379,10 +380,20 @@ class ReloadOut(BaseModel):
     model: ModelOut
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+# What every /v1 route may answer besides its own errors (docs/serving.md, "Errors").
+_V1_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body is not JSON"},
     401: {"model": ErrorOut, "description": "no API key, or an unknown or revoked one"},
+    408: {"model": ErrorOut, "description": "the headers or the body took too long to arrive"},
+    413: {"model": ErrorOut, "description": "the body is over 4 MiB"},
     422: {"model": ErrorOut, "description": "the input breaks the contract; every defect is listed"},
+    429: {"model": ErrorOut, "description": "over the key's rate; see Retry-After"},
+    503: {"model": ErrorOut, "description": "too many requests in flight; see Retry-After"},
 }
+
+
+def _v1(own: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    return {**_V1_ERRORS, **own}
 
 
 @dataclass
@@ -722,12 +733,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
             service.executor.shutdown(wait=True)
             service.metrics.unwatch_gc()
 
-    app = FastAPI(
+    # Swagger UI's assets from the installed package: a bank intranet reaches no CDN
+    app = FastAPIOffline(
         title="duanka scoring service",
         summary="Money-mule risk scores for account openings (断卡), with reasons in Chinese and English.",
         version="1",
         lifespan=lifespan,
-        responses=_ERRORS,
     )
     app.add_middleware(
         Admission,
@@ -832,13 +843,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         409: {"model": ErrorOut, "description": "application id already recorded (other content, or known)"},
     }
 
-    @app.post("/v1/score", response_model=ScoreOut, responses=forbidden, tags=["scoring"])
+    @app.post("/v1/score", response_model=ScoreOut, responses=_v1(forbidden), tags=["scoring"])
     async def score(request: Request, application: ApplicationIn, key: Caller) -> dict:
         """Score one application as of its ``applied_at`` and record it; a retry returns the same answer."""
         (answer,) = await decide(request, key, [application])
         return answer
 
-    @app.post("/v1/score/batch", response_model=BatchOut, responses=forbidden, tags=["scoring"])
+    @app.post("/v1/score/batch", response_model=BatchOut, responses=_v1(forbidden), tags=["scoring"])
     async def score_batch(request: Request, batch: BatchIn, key: Caller) -> dict:
         """Score up to 1,000 applications; all or nothing: one defect rejects the whole batch."""
         results = await decide(request, key, batch.applications)
@@ -847,7 +858,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post(
         "/v1/labels",
         response_model=LabelsOut,
-        responses={403: {"model": ErrorOut, "description": "a key without the labels permission"}},
+        responses=_v1({403: {"model": ErrorOut, "description": "a key without the labels permission"}}),
         tags=["state"],
     )
     async def labels(request: Request, body: LabelsIn, key: Caller) -> dict:
@@ -876,7 +887,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post(
         "/v1/watchlist",
         response_model=WatchlistOut,
-        responses={403: {"model": ErrorOut, "description": "not an admin key"}},
+        responses=_v1({403: {"model": ErrorOut, "description": "not an admin key"}}),
         tags=["state"],
     )
     async def watchlist(request: Request, body: WatchlistIn, key: Caller) -> dict:
@@ -906,10 +917,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post(
         "/v1/admin/reload",
         response_model=ReloadOut,
-        responses={
-            403: {"model": ErrorOut, "description": "not an admin key"},
-            409: {"model": ErrorOut, "description": "the new model failed verification; the old one serves"},
-        },
+        responses=_v1(
+            {
+                403: {"model": ErrorOut, "description": "not an admin key"},
+                409: {
+                    "model": ErrorOut,
+                    "description": "the new model failed verification; the old one serves",
+                },
+            }
+        ),
         tags=["admin"],
     )
     async def reload(request: Request, key: Caller) -> dict:

@@ -647,3 +647,23 @@ def test_an_unknown_pseudonym_key_cannot_start_on_this_state(served_bank, tmp_pa
     )
     with pytest.raises(RuntimeError, match="key"), TestClient(create_app(config)):
         pass
+
+
+def test_the_api_docs_load_without_a_cdn(service):
+    """A bank intranet reaches no CDN: Swagger UI's script and style come from the service."""
+    client, _, _, _ = service
+    page = client.get("/docs").text
+    assert "cdn.jsdelivr.net" not in page and "unpkg.com" not in page
+    assets = re.findall(r"""(?:src|href)=['"](/[^'"]+\\.(?:js|css))['"]""", page)
+    assert len(assets) >= 2
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+
+
+def test_the_openapi_document_lists_the_errors_each_route_can_give(service):
+    client, _, _, _ = service
+    paths = client.get("/openapi.json").json()["paths"]
+    score = set(paths["/v1/score"]["post"]["responses"])
+    assert {"400", "401", "403", "408", "409", "413", "422", "429", "503"} <= score
+    for operation in ("/healthz", "/metrics"):
+        assert not {"401", "422"} & set(paths[operation]["get"]["responses"]), operation
