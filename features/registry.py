@@ -93,10 +93,16 @@ class Aggregate:
     op: Op
     window_days: int | None
     column: str | None = None
+    # computed once: the online store looks counts up by name ~140 times per application
+    name: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.window_days is None) != (self.op is Op.LISTINGS_ENDED):
             raise ValueError(f"{self.op}: a window is required for applications and absent for listings")
+        entity = self.entity.name.lower()
+        what = f"{self.op}_{self.column}" if self.column else str(self.op)
+        span = "ever" if self.window_days is None else f"{self.window_days}d"
+        object.__setattr__(self, "name", f"{entity}__{what}__{span}")
 
     @property
     def window_us(self) -> int:
@@ -104,13 +110,6 @@ class Aggregate:
         if self.window_days is None:
             raise ValueError(f"{self.name} has no window")
         return self.window_days * values.DAY_US
-
-    @property
-    def name(self) -> str:
-        entity = self.entity.name.lower()
-        what = f"{self.op}_{self.column}" if self.column else str(self.op)
-        span = "ever" if self.window_days is None else f"{self.window_days}d"
-        return f"{entity}__{what}__{span}"
 
     @property
     def windowed(self) -> bool:

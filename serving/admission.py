@@ -11,7 +11,7 @@ greedy clients"), so:
   knows when headers are complete, so this cannot be ASGI middleware.
 - :class:`Admission` is ASGI middleware for the ``/v1/`` routes. It authenticates the API
   key from the headers before a byte of the body is read, takes one request from the key's
-  rate (:mod:`limits`, moving window: 429 with Retry-After), bounds the requests in flight
+  rate (:mod:`limits`, sliding window counter: 429 with Retry-After), bounds the requests in flight
   (503 with Retry-After), and gives the body a deadline (408) so a body shorter than its
   Content-Length cannot hang a request.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import h11
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -156,7 +156,9 @@ class Admission:
         self.app = app
         self.policy = policy
         self.authenticate = authenticate
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        # A sliding window counter: two counters per key and no log of every request (the moving
+        # window's in-memory expiry hops to a thread per request, on the loop the scores share).
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._in_flight = 0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:

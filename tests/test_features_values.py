@@ -52,11 +52,17 @@ def test_flags_treat_unknown_as_not():
             "onsite_verified": np.array([1, NAN, 0, NAN]),
             "home_province": np.array(["44", "51", "44", "44"], object),
             "branch_province": np.array(["44", "44", "44", "11"], object),
+            "u_shield": np.array([1, 1, 0, 1]),
+            "mobile_banking": np.array([1, 1, 1, 1]),
+            "payment_binding": np.array([1, 0, 1, 1]),
+            "phone_tenure_days": np.array([3, NAN, 29, 30]),
         }
     )
     np.testing.assert_array_equal(flags["young_company"], [True, False, False, False])
     np.testing.assert_array_equal(flags["corporate_without_onsite"], [False, True, True, False])
     np.testing.assert_array_equal(flags["out_of_province"], [False, True, False, True])
+    np.testing.assert_array_equal(flags["full_bundle"], [True, False, False, True])
+    np.testing.assert_array_equal(flags["new_phone"], [True, False, True, False])
 
 
 def test_all_true_and_codes():
