@@ -16,7 +16,7 @@ from data.address import address_kinds, building_keys
 from data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
 from data.events import APPLICATION_EVENTS, LABEL_EVENTS
 from data.pseudonym import Pseudonymiser
-from data.reader import RawTable, iter_raw
+from data.reader import Encoding, RawTable, iter_raw
 from data.store import EventStore
 from data.validate import validate
 
@@ -140,7 +140,13 @@ CHUNK_ROWS = 250_000
 
 
 def ingest_file(
-    path: Path, table: Table, store: EventStore, keys: Pseudonymiser, *, chunk_rows: int = CHUNK_ROWS
+    path: Path,
+    table: Table,
+    store: EventStore,
+    keys: Pseudonymiser,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    encoding: Encoding = Encoding.UTF8,
 ) -> IngestReport:
     """Validate, pseudonymise and append one contract file; quarantine what breaks it.
 
@@ -153,11 +159,11 @@ def ingest_file(
     if table is WATCHLIST:
         from data.watchlist import ingest_watchlist  # it builds on this module
 
-        return ingest_watchlist(path, store, keys, chunk_rows=chunk_rows)
+        return ingest_watchlist(path, store, keys, chunk_rows=chunk_rows, encoding=encoding)
     store.check_key(keys.key_id)
     report = IngestReport(table=table.name, source=Path(path).name)
     stored = store.digests(table.name)
-    for raw in iter_raw(path, table, chunk_rows):
+    for raw in iter_raw(path, table, chunk_rows, encoding):
         report.extra_columns = raw.extra_columns
         fresh = _ingest_slice(raw, table, store, keys, stored, report)
         stored = pd.concat([stored, fresh.set_index("application_id")["row_digest"]])

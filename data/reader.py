@@ -13,6 +13,7 @@ import contextlib
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,16 @@ class RawTable:
     source: str
 
 
-def read_raw(path: Path, table: Table) -> RawTable:
-    """Read a CSV (UTF-8, header row) or Parquet file as strings.
+class Encoding(StrEnum):
+    """Text encodings a CSV export may come in: UTF-8 (a byte-order mark is skipped), or
+    GB18030, what Excel writes on a Chinese Windows (a superset of GBK and GB2312)."""
+
+    UTF8 = "utf-8"
+    GB18030 = "gb18030"
+
+
+def read_raw(path: Path, table: Table, encoding: Encoding = Encoding.UTF8) -> RawTable:
+    """Read a CSV (UTF-8 or ``encoding``, header row) or Parquet file as strings.
 
     A contract column that is nullable and absent from the file altogether is
     read as all-null: a bank that never records, say, ``escort_id`` need not
@@ -70,6 +79,8 @@ def read_raw(path: Path, table: Table) -> RawTable:
         A ``.csv`` or ``.parquet`` file.
     table : data.contract.Table
         The contract table the file holds.
+    encoding : Encoding
+        Of a CSV file.
 
     Returns
     -------
@@ -83,10 +94,12 @@ def read_raw(path: Path, table: Table) -> RawTable:
         missing required columns.
     """
     path = Path(path)
-    return _contract_view(_read_arrow(path), table, path.name)
+    return _contract_view(_read_arrow(path, encoding), table, path.name)
 
 
-def iter_raw(path: Path, table: Table, chunk_rows: int) -> Iterator[RawTable]:
+def iter_raw(
+    path: Path, table: Table, chunk_rows: int, encoding: Encoding = Encoding.UTF8
+) -> Iterator[RawTable]:
     """:func:`read_raw` in slices of ``chunk_rows``, with file-wide row numbers.
 
     The file is parsed once into Arrow (compact); only one slice at a time becomes
@@ -94,17 +107,17 @@ def iter_raw(path: Path, table: Table, chunk_rows: int) -> Iterator[RawTable]:
     An empty file yields one empty slice, so its header is still checked.
     """
     path = Path(path)
-    data = _read_arrow(path)
+    data = _read_arrow(path, encoding)
     for start in range(0, max(data.num_rows, 1), chunk_rows):
         part = _contract_view(data.slice(start, chunk_rows), table, path.name)
         part.frame["row"] += start
         yield part
 
 
-def _read_arrow(path: Path) -> pa.Table:
+def _read_arrow(path: Path, encoding: Encoding) -> pa.Table:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path)
+        return _read_csv(path, encoding)
     if suffix == ".parquet":
         return _read_parquet(path)
     raise UnusableFile(
@@ -113,10 +126,10 @@ def _read_arrow(path: Path) -> pa.Table:
     )
 
 
-def _read_csv(path: Path) -> pa.Table:
-    header = _csv_header(path)
+def _read_csv(path: Path, encoding: Encoding) -> pa.Table:
+    header = _csv_header(path, encoding)
     try:
-        return _parse_csv(path, header, [], use_threads=True)
+        return _parse_csv(path, header, [], encoding, use_threads=True)
     except pa.ArrowInvalid as error:
         # pyarrow's own messages quote the offending row: never pass them on
         if "UTF8" in str(error):
@@ -124,7 +137,7 @@ def _read_csv(path: Path) -> pa.Table:
         # line numbers are only counted single-threaded: worth a second pass on failure
         malformed: list[pv.InvalidRow] = []
         with contextlib.suppress(pa.ArrowInvalid):
-            _parse_csv(path, header, malformed, use_threads=False)
+            _parse_csv(path, header, malformed, encoding, use_threads=False)
         if malformed:
             bad = malformed[0]
             raise UnusableFile(
@@ -140,7 +153,7 @@ def _read_csv(path: Path) -> pa.Table:
 
 
 def _parse_csv(
-    path: Path, header: list[str], malformed: list[pv.InvalidRow], *, use_threads: bool
+    path: Path, header: list[str], malformed: list[pv.InvalidRow], encoding: Encoding, *, use_threads: bool
 ) -> pa.Table:
     """Every column as strings; a row of the wrong width is recorded, then fails the read."""
 
@@ -150,7 +163,9 @@ def _parse_csv(
 
     return pv.read_csv(
         path,
-        read_options=pv.ReadOptions(column_names=header, skip_rows=1, use_threads=use_threads),
+        read_options=pv.ReadOptions(
+            column_names=header, skip_rows=1, use_threads=use_threads, encoding=str(encoding)
+        ),
         parse_options=pv.ParseOptions(newlines_in_values=True, invalid_row_handler=record),
         convert_options=pv.ConvertOptions(
             column_types=dict.fromkeys(header, pa.string()),
@@ -161,13 +176,14 @@ def _parse_csv(
     )
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Path, encoding: Encoding) -> list[str]:
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark
+    text_encoding = "utf-8-sig" if encoding is Encoding.UTF8 else str(encoding)
     try:
-        # utf-8-sig: spreadsheet exports often start with a byte-order mark
-        with path.open(encoding="utf-8-sig", newline="") as handle:
+        with path.open(encoding=text_encoding, newline="") as handle:
             names = next(csv.reader(handle), None)
     except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+        raise _not_utf8(path) if encoding is Encoding.UTF8 else _not_encoded(path, encoding) from None
     except OSError:
         raise _unreadable(path) from None
     if not names:
@@ -253,9 +269,13 @@ def _canonical_strings(column: pa.ChunkedArray, source: str, name: str) -> pa.Ch
 
 def _not_utf8(path: Path) -> UnusableFile:
     return UnusableFile(
-        f"{path.name}: the file is not UTF-8 text; re-export it with UTF-8 encoding "
-        "(GBK/GB18030 exports must be converted first)"
+        f"{path.name}: the file is not UTF-8 text; a GBK or GB18030 export (Excel on a Chinese "
+        "Windows) is read with --encoding gb18030"
     )
+
+
+def _not_encoded(path: Path, encoding: Encoding) -> UnusableFile:
+    return UnusableFile(f"{path.name}: the file is not {encoding} text; check --encoding")
 
 
 def _unreadable(path: Path) -> UnusableFile:

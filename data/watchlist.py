@@ -38,7 +38,7 @@ from data.contract import WATCHLIST
 from data.events import WATCHLIST_EVENTS
 from data.ingest import CHUNK_ROWS, IngestReport, row_digests
 from data.pseudonym import Pseudonymiser
-from data.reader import iter_raw
+from data.reader import Encoding, iter_raw
 from data.store import EventStore
 from data.validate import validate
 
@@ -125,7 +125,12 @@ def append_listings(events: pd.DataFrame, store: EventStore, key_id: str) -> App
 
 
 def ingest_watchlist(
-    path: Path, store: EventStore, keys: Pseudonymiser, *, chunk_rows: int = CHUNK_ROWS
+    path: Path,
+    store: EventStore,
+    keys: Pseudonymiser,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    encoding: Encoding = Encoding.UTF8,
 ) -> IngestReport:
     """Validate, pseudonymise and store a watchlist (or removal list) file; quarantine what breaks it.
 
@@ -136,7 +141,7 @@ def ingest_watchlist(
     """
     store.check_key(keys.key_id)
     report = IngestReport(table=WATCHLIST.name, source=Path(path).name)
-    for raw in iter_raw(path, WATCHLIST, chunk_rows):
+    for raw in iter_raw(path, WATCHLIST, chunk_rows, encoding):
         report.extra_columns = raw.extra_columns
         report.rows_read += len(raw.frame)
         checked = validate(raw, WATCHLIST)

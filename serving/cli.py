@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
 from data.config import SHANGHAI, get_settings
+from data.reader import Encoding
 from data.store import EventStore
 from data.synthetic.scenarios import ScenarioName
 from training.bands import BLOCKED
@@ -142,7 +143,14 @@ def _keys(demo: bool):
 
 
 def run_ingest(
-    applications: Path | None, labels: Path | None, data_dir: Path, demo: bool, watchlist: Path | None = None
+    applications: Path | None,
+    labels: Path | None,
+    data_dir: Path,
+    demo: bool,
+    watchlist: Path | None = None,
+    *,
+    encoding: Encoding = Encoding.UTF8,
+    max_quarantine_share: float = 1.0,
 ) -> None:
     from data.contract import APPLICATIONS, LABELS, WATCHLIST
     from data.ingest import ingest_file
@@ -154,12 +162,13 @@ def run_ingest(
     summary = RichTable(title=f"ingest -> {data_dir}")
     for col in ("file", "read", "stored", "already stored", "duplicates", "quarantined"):
         summary.add_column(col, justify="right" if col != "file" else "left")
+    too_bad = []
     for path, table in ((applications, APPLICATIONS), (labels, LABELS), (watchlist, WATCHLIST)):
         if path is None:
             continue
         try:
             with console.status(f"ingesting {path.name} ..."):
-                report = ingest_file(path, table, store, keys)
+                report = ingest_file(path, table, store, keys, encoding=encoding)
         except (UnusableFile, StoreKeyMismatch) as exc:
             raise fail(str(exc)) from None
         if report.extra_columns:
@@ -172,9 +181,17 @@ def run_ingest(
             f"{report.duplicates_in_file:,}",
             f"{report.quarantined_rows:,}",
         )
+        share = report.quarantined_rows / max(1, report.rows_read)
+        if share > max_quarantine_share:
+            too_bad.append(f"{path.name}: {share:.0%} of its {report.rows_read:,} rows quarantined")
     console.print(summary)
     if store.quarantine_path.exists():
         console.print(f"quarantined rows and reasons -> {store.quarantine_path}")
+    if too_bad:
+        raise fail(
+            "; ".join(too_bad) + f", more than --max-quarantine-share {max_quarantine_share:.0%}: "
+            f"read the reasons in {store.quarantine_path} (the rows that passed are stored)"
+        )
 
 
 @app.command()
@@ -189,11 +206,26 @@ def ingest(
             "listed applicants are refused by rule."
         ),
     ] = None,
+    encoding: Annotated[
+        Encoding, typer.Option(help="Of CSV files: gb18030 reads GBK and GB18030 exports (Excel in Chinese).")
+    ] = Encoding.UTF8,
+    max_quarantine_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Exit 1 when a file has more of its rows quarantined than this."),
+    ] = 0.5,
 ) -> None:
     """Validate, quarantine bad rows, pseudonymise and append to the event store (idempotent)."""
     if applications is None and labels is None and watchlist is None:
         raise fail("nothing to ingest: give --applications, --labels and/or --watchlist")
-    run_ingest(applications, labels, data or get_settings().data_dir, demo=False, watchlist=watchlist)
+    run_ingest(
+        applications,
+        labels,
+        data or get_settings().data_dir,
+        demo=False,
+        watchlist=watchlist,
+        encoding=encoding,
+        max_quarantine_share=max_quarantine_share,
+    )
 
 
 LabelPolicyOption = Annotated[

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from data.contract import APPLICATIONS, LABELS
 from data.ingest import ingest_file
 from data.pseudonym import Pseudonymiser
+from data.reader import Encoding
 from data.store import EventStore, StoreKeyMismatch
 from serving.cli import app
 from tests.privacy import leaks, raw_identifiers
@@ -128,7 +129,7 @@ def test_no_raw_identifier_reaches_disk_or_output(tmp_path, monkeypatch):
     outputs = []
     for args in (
         ["--applications", str(inputs / APPS.name), "--labels", str(inputs / LABEL_FILE.name)],
-        ["--applications", str(inputs / INVALID.name)],
+        ["--applications", str(inputs / INVALID.name), "--max-quarantine-share", "1"],
     ):
         result = CliRunner().invoke(app, ["ingest", *args, "--data", str(out)])
         assert result.exit_code == 0, result.output
@@ -172,3 +173,39 @@ def test_a_rows_digest_does_not_depend_on_the_other_rows_of_its_file(tmp_path, k
         by_itself.digests("applications")["A000000002"] == with_others.digests("applications")["A000000002"]
     )
     assert ingest_file(alone, APPLICATIONS, with_others, keys).already_stored == 1
+
+
+def test_ingest_exits_1_when_a_file_is_mostly_quarantined(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+    from data.config import get_settings
+
+    get_settings.cache_clear()
+    runner = CliRunner()
+    refused = runner.invoke(app, ["ingest", "--applications", str(INVALID), "--data", str(tmp_path / "s")])
+    assert refused.exit_code == 1
+    assert "--max-quarantine-share" in refused.output and "quarantine.csv" in refused.output
+    fine = runner.invoke(app, ["ingest", "--applications", str(APPS), "--data", str(tmp_path / "s")])
+    assert fine.exit_code == 0, fine.output
+    get_settings.cache_clear()
+
+
+def test_a_gb18030_export_reads_as_its_utf8_original(tmp_path, keys, monkeypatch):
+    """What Excel writes on a Chinese Windows: refused as UTF-8 with the remedy, read with it."""
+    text = APPS.read_text(encoding="utf-8")
+    assert any(ord(c) > 127 for c in text)  # the sample holds Chinese text
+    chinese = tmp_path / "applications_gbk.csv"
+    chinese.write_bytes(text.encode("gb18030"))
+    utf8_store, gbk_store = EventStore(tmp_path / "utf8"), EventStore(tmp_path / "gbk")
+    ingest_file(APPS, APPLICATIONS, utf8_store, keys)
+    ingest_file(chinese, APPLICATIONS, gbk_store, keys, encoding=Encoding.GB18030)
+    assert gbk_store.digests("applications").equals(utf8_store.digests("applications"))
+
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+    from data.config import get_settings
+
+    get_settings.cache_clear()
+    refused = CliRunner().invoke(
+        app, ["ingest", "--applications", str(chinese), "--data", str(tmp_path / "s")]
+    )
+    assert refused.exit_code == 1 and "--encoding gb18030" in refused.output
+    get_settings.cache_clear()
