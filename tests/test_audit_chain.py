@@ -232,13 +232,19 @@ def test_audit_verify_and_anchor_commands(record, tmp_path, monkeypatch):
         get_settings.cache_clear()
 
 
+TYPES = {"score": "REAL", "latency_ms": "REAL", "replayed": "INTEGER"}  # as the record declares them
+
+
 def test_a_record_from_before_the_callers_id_was_kept_still_verifies(record):
     """A record laid out before ``client_request_id`` existed gets the column on open; its rows,
     which read NULL there, keep their chain values, and the caller's id is covered from then on."""
     columns = ", ".join(c for c in DECISION_COLUMNS if c != "client_request_id")
     _tamper(
         record,
-        f"CREATE TABLE old_layout AS SELECT seq, {columns}, chain FROM decisions",
+        "CREATE TABLE old_layout (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        + ", ".join(f"{c} {TYPES.get(c, 'TEXT')}" for c in columns.split(", "))
+        + ", chain TEXT NOT NULL DEFAULT '')",
+        f"INSERT INTO old_layout SELECT seq, {columns}, chain FROM decisions",
         "DROP TABLE decisions",
         "ALTER TABLE old_layout RENAME TO decisions",
     )

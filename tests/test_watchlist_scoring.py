@@ -309,7 +309,7 @@ def test_duanka_score_refuses_listed_applicants(listed, served_bank, duanka_env,
 
 def test_an_audit_log_from_before_hard_rules_gets_the_rule_column(tmp_path):
     path = tmp_path / "decisions.db"
-    old = [c for c in DECISION_COLUMNS if c != "rule"]
+    old = [c for c in DECISION_COLUMNS if c not in ("rule", "client_request_id")]
     with sqlite3.connect(path) as con:
         con.execute(
             "CREATE TABLE decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -322,7 +322,7 @@ def test_an_audit_log_from_before_hard_rules_gets_the_rule_column(tmp_path):
     DecisionLog(path, chain_key=CHAIN_KEY).close()
     with sqlite3.connect(path) as con:
         columns = [row[1] for row in con.execute("PRAGMA table_info(decisions)")]
-        assert columns == ["seq", *DECISION_COLUMNS, "chain"]
+        assert columns == ["seq", *old, "rule", "client_request_id", "chain"]
         assert con.execute("SELECT rule FROM decisions").fetchall() == [("",)]
 
 
