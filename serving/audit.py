@@ -345,7 +345,7 @@ def _reason_texts(con: sqlite3.Connection) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["application_id", "reasons_zh", "reasons_en"])
 
 
-def export(path: Path, out: Path, table: str = "decisions") -> int:
+def export(path: Path, out: Path, table: str = "decisions", *, excel: bool = False) -> int:
     """Write one audit table to CSV or Parquet (by ``out``'s suffix), oldest first, with each row's
     chain value (:mod:`serving.chain`) and, for decisions, the reason texts the answer gave.
 
@@ -373,7 +373,8 @@ def export(path: Path, out: Path, table: str = "decisions") -> int:
         con.close()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
-        frame.to_csv(out, index=False)
+        # excel: a byte-order mark, or Excel reads UTF-8 as the local code page
+        frame.to_csv(out, index=False, encoding="utf-8-sig" if excel else "utf-8")
     else:
         frame.to_parquet(out, index=False)
     return len(frame)

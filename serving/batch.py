@@ -381,8 +381,11 @@ def apply_watchlist(
     return refuse_listed(scores, listings)
 
 
-def write_scores(scores: pd.DataFrame, out: Path) -> Path:
+def write_scores(scores: pd.DataFrame, out: Path, *, excel: bool = False) -> Path:
     """Write scores as CSV (UTF-8) or Parquet, by ``out``'s suffix.
+
+    ``excel``: the CSV starts with a byte-order mark, without which Excel reads UTF-8 as the
+    local code page and garbles ``reasons_zh``.
 
     Raises
     ------
@@ -395,7 +398,7 @@ def write_scores(scores: pd.DataFrame, out: Path) -> Path:
         raise ValueError(f"{out}: write scores as .csv or .parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
-        scores.to_csv(out, index=False, encoding="utf-8")
+        scores.to_csv(out, index=False, encoding="utf-8-sig" if excel else "utf-8")
     else:
         scores.to_parquet(out, index=False)
     return out

@@ -32,6 +32,7 @@ from training.calibration import CalibrationKind
 from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy
 from training.periods import Every
 
+EXCEL_HELP = "A CSV Excel opens as UTF-8 (with a byte-order mark): reasons_zh stays readable."
 # Help is plain text: rich's markup would read "[default: data/store]" as a tag and drop it.
 HELP = {"rich_markup_mode": None}
 app = typer.Typer(
@@ -744,6 +745,7 @@ def run_score_period(
     explain_all: bool,
     client=None,
     partitions: int | None = None,
+    excel: bool = False,
 ) -> pd.DataFrame:
     """Score a stored period, write the scores, print them by band; the scores written."""
     from serving.batch import score_period, score_period_distributed
@@ -766,15 +768,15 @@ def run_score_period(
         )
     if scores.empty:
         raise fail(f"no stored applications between {start} and {end}")
-    _write(scores, out, model)
+    _write(scores, out, model, excel=excel)
     return scores
 
 
-def _write(scores: pd.DataFrame, out: Path, model) -> None:
+def _write(scores: pd.DataFrame, out: Path, model, *, excel: bool = False) -> None:
     from serving.batch import write_scores
 
     try:
-        written = write_scores(scores, out)
+        written = write_scores(scores, out, excel=excel)
     except ValueError as exc:
         raise fail(str(exc)) from None
     print_bands(scores)
@@ -802,6 +804,7 @@ def score(
     engine: Engine = EngineKind.LOCAL,
     scheduler: Scheduler = None,
     partitions: Partitions = None,
+    excel: Annotated[bool, typer.Option(help=EXCEL_HELP)] = False,
 ) -> None:
     """Point-in-time batch scores: each application with the state as it was when it applied."""
     from data.reader import UnusableFile
@@ -828,6 +831,7 @@ def score(
                 explain_all=explain_all,
                 client=client,
                 partitions=partitions,
+                excel=excel,
             )
         return
     if engine != "local":
@@ -839,7 +843,7 @@ def score(
         )
     except (UnusableFile, StoreKeyMismatch) as exc:
         raise fail(str(exc)) from None
-    _write(result.scores, out, loaded)
+    _write(result.scores, out, loaded, excel=excel)
     if not result.rejections.empty:
         rejected = out.with_name(out.stem + ".rejected.csv")
         result.rejections.to_csv(rejected, index=False)
@@ -1028,6 +1032,7 @@ def audit_export(
     table: Annotated[
         str, typer.Option(help="decisions, or events (model switches, label feeds).")
     ] = "decisions",
+    excel: Annotated[bool, typer.Option(help=EXCEL_HELP)] = False,
 ) -> None:
     """Export the audit log (no raw personal information is ever in it)."""
     from serving.audit import export
@@ -1038,7 +1043,7 @@ def audit_export(
     if not path.exists():
         raise fail(f"no audit log at {path}: the service has not run on this state")
     try:
-        rows = export(path, out, table)
+        rows = export(path, out, table, excel=excel)
     except ValueError as exc:
         raise fail(str(exc)) from None
     console.print(f"wrote {rows:,} audit rows ({table}) -> {out}")

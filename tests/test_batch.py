@@ -162,3 +162,14 @@ def test_duanka_score_needs_a_range_or_a_file(served_bank, duanka_env, tmp_path)
         app, ["score", "--data", str(served_bank.store.root), "--out", str(tmp_path / "x.csv")]
     )
     assert result.exit_code != 0 and "--from" in result.output
+
+
+def test_scores_for_excel_start_with_a_byte_order_mark(tmp_path):
+    from serving.batch import write_scores
+
+    scores = pd.DataFrame({"application_id": ["A1"], "reasons_zh": ["同一陪同人近30天陪同5人开户"]})
+    plain, for_excel = tmp_path / "plain.csv", tmp_path / "excel.csv"
+    write_scores(scores, plain)
+    write_scores(scores, for_excel, excel=True)
+    assert not plain.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert for_excel.read_bytes() == b"\xef\xbb\xbf" + plain.read_bytes()
