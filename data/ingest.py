@@ -6,6 +6,7 @@ is written holds pseudonyms and the derived facts the contract allows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,7 @@ def ingest_file(
     *,
     chunk_rows: int = CHUNK_ROWS,
     encoding: Encoding = Encoding.UTF8,
+    progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Validate, pseudonymise and append one contract file; quarantine what breaks it.
 
@@ -154,7 +156,8 @@ def ingest_file(
     national bank's export fits in memory. A repeat of an ``application_id`` from an
     earlier slice meets it in the store: counted as already stored when identical,
     quarantined as a conflict otherwise, exactly as a repeat across two runs.
-    A watchlist goes through :func:`data.watchlist.ingest_watchlist`.
+    A watchlist goes through :func:`data.watchlist.ingest_watchlist`. ``progress`` is told
+    ``(rows done, rows in the file)`` after each slice.
     """
     if table is WATCHLIST:
         from data.watchlist import ingest_watchlist  # it builds on this module
@@ -167,6 +170,8 @@ def ingest_file(
         report.extra_columns = raw.extra_columns
         fresh = _ingest_slice(raw, table, store, keys, stored, report)
         stored = pd.concat([stored, fresh.set_index("application_id")["row_digest"]])
+        if progress is not None:
+            progress(int(raw.frame["row"].max()) if len(raw.frame) else 0, raw.file_rows)
     return report
 
 

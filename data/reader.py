@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -50,11 +50,14 @@ class RawTable:
         Columns of the file that the contract does not name; they are ignored.
     source : str
         The file's name, without its folder.
+    file_rows : int
+        Data rows in the whole file (a slice of :func:`iter_raw` is part of them).
     """
 
     frame: pd.DataFrame
     extra_columns: tuple[str, ...]
     source: str
+    file_rows: int = 0
 
 
 class Encoding(StrEnum):
@@ -111,7 +114,7 @@ def iter_raw(
     for start in range(0, max(data.num_rows, 1), chunk_rows):
         part = _contract_view(data.slice(start, chunk_rows), table, path.name)
         part.frame["row"] += start
-        yield part
+        yield replace(part, file_rows=data.num_rows)
 
 
 def _read_arrow(path: Path, encoding: Encoding) -> pa.Table:

@@ -168,8 +168,21 @@ def run_ingest(
         if path is None:
             continue
         try:
-            with console.status(f"ingesting {path.name} ..."):
-                report = ingest_file(path, table, store, keys, encoding=encoding)
+            with Progress(
+                TextColumn(f"ingesting {path.name}"),
+                BarColumn(),
+                TextColumn("{task.completed:,} rows"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                # the file is parsed before the first slice: the bar has no total until then
+                task = bar.add_task("rows", total=None)
+
+                def done(rows: int, total: int, bar: Progress = bar, task: int = task) -> None:
+                    bar.update(task, completed=rows, total=total)
+
+                report = ingest_file(path, table, store, keys, encoding=encoding, progress=done)
         except (UnusableFile, StoreKeyMismatch) as exc:
             raise fail(str(exc)) from None
         if report.extra_columns:

@@ -209,3 +209,14 @@ def test_a_gb18030_export_reads_as_its_utf8_original(tmp_path, keys, monkeypatch
     )
     assert refused.exit_code == 1 and "--encoding gb18030" in refused.output
     get_settings.cache_clear()
+
+
+def test_ingest_reports_its_progress_in_rows(tmp_path, keys):
+    seen: list[tuple[int, int]] = []
+    report = ingest_file(
+        APPS, APPLICATIONS, EventStore(tmp_path / "s"), keys, chunk_rows=7, progress=lambda *p: seen.append(p)
+    )
+    total = report.rows_read
+    assert total > 14 and seen[-1] == (total, total)
+    assert [done for done, _ in seen] == sorted({done for done, _ in seen})  # forward, slice by slice
+    assert len(seen) == -(-total // 7)
