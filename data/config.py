@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,35 @@ class Settings(BaseSettings):
 
     def artifact_root(self) -> str:
         return (self.models_dir / "artifacts").resolve().as_uri()
+
+
+def effective_settings(settings: Settings) -> list[tuple[str, str]]:
+    """Each setting's variable and its value in force, secrets shown only as set or not set."""
+    shown = []
+    for name, field in Settings.model_fields.items():
+        variable = "MLFLOW_TRACKING_URI" if name == "mlflow_tracking_uri" else f"DUANKA_{name.upper()}"
+        value = getattr(settings, name)
+        if field.annotation is not None and "SecretStr" in str(field.annotation):
+            text = "(not set)" if value is None else "(set, not shown)"
+        elif value is None:
+            text = "(not set)"
+        elif name == "mlflow_tracking_uri":
+            text = _without_password(str(value))
+        else:
+            text = str(value)
+        shown.append((variable, text))
+    return shown
+
+
+def _without_password(uri: str) -> str:
+    """A tracking server URI as it may be shown: a password in it becomes ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 @lru_cache(maxsize=1)

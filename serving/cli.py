@@ -1127,3 +1127,22 @@ def audit_anchor(
 
 def main() -> None:
     app()
+
+
+config_app = typer.Typer(
+    **HELP, help="The configuration in force (docs/configuration.md).", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Every setting's value as this shell's environment gives it; secrets only as set or not."""
+    from data.config import effective_settings
+
+    table = RichTable(title="duanka settings (environment; docs/configuration.md)")
+    table.add_column("variable")
+    table.add_column("value")
+    for variable, value in effective_settings(get_settings()):
+        table.add_row(variable, value)
+    console.print(table)
