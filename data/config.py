@@ -74,6 +74,32 @@ class Settings(BaseSettings):
         return (self.models_dir / "artifacts").resolve().as_uri()
 
 
+def configured_secret(
+    value: SecretStr | None, file: Path | None, variable: str, *, min_bytes: int, error: type[Exception]
+) -> bytes | None:
+    """A secret from ``variable``, else from the file its ``_FILE`` variable names (both stripped);
+    None when neither holds one.
+
+    Raises
+    ------
+    error
+        The file cannot be read, or the secret is shorter than ``min_bytes``.
+    """
+    secret: bytes | None = None
+    source = variable
+    if value is not None:
+        secret = value.get_secret_value().strip().encode("utf-8") or None
+    if secret is None and file is not None:
+        source = f"{variable}_FILE ({file})"
+        try:
+            secret = file.read_bytes().strip() or None
+        except OSError as exc:
+            raise error(f"cannot read {source}: {exc.strerror}") from None
+    if secret is not None and len(secret) < min_bytes:
+        raise error(f"{source} has {len(secret)} bytes, needs at least {min_bytes}")
+    return secret
+
+
 def effective_settings(settings: Settings) -> list[tuple[str, str]]:
     """Each setting's variable and its value in force, secrets shown only as set or not set."""
     shown = []

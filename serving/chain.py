@@ -27,8 +27,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from data.config import Settings, configured_secret
+
 if TYPE_CHECKING:
-    from data.config import Settings
     from data.pseudonym import Pseudonymiser
 
 MIN_CHAIN_KEY_BYTES = 32
@@ -75,20 +76,15 @@ def chain_key(settings: Settings, keys: Pseudonymiser) -> bytes:
     MissingChainKey
         A configured key file cannot be read, or a configured key is shorter than 32 bytes.
     """
-    secret: bytes | None = None
-    source = "DUANKA_AUDIT_CHAIN_KEY"
-    if settings.audit_chain_key is not None:
-        secret = settings.audit_chain_key.get_secret_value().strip().encode("utf-8") or None
-    if secret is None and settings.audit_chain_key_file is not None:
-        source = f"chain key file {settings.audit_chain_key_file}"
-        try:
-            secret = settings.audit_chain_key_file.read_bytes().strip() or None
-        except OSError as exc:
-            raise MissingChainKey(f"cannot read {source}: {exc.strerror}") from None
+    secret = configured_secret(
+        settings.audit_chain_key,
+        settings.audit_chain_key_file,
+        "DUANKA_AUDIT_CHAIN_KEY",
+        min_bytes=MIN_CHAIN_KEY_BYTES,
+        error=MissingChainKey,
+    )
     if secret is None:
         return keys.audit_chain_key()
-    if len(secret) < MIN_CHAIN_KEY_BYTES:
-        raise MissingChainKey(f"{source} has {len(secret)} bytes, needs at least {MIN_CHAIN_KEY_BYTES}")
     return hashlib.sha256(b"duanka/audit-chain-key/" + secret).digest()
 
 

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from data.config import Settings
+from data.config import Settings, configured_secret
 
 SIGNATURE_TAG = "signature"
 MIN_SIGNING_KEY_BYTES = 32
@@ -33,19 +33,13 @@ def signing_key(settings: Settings) -> bytes | None:
     SigningKeyError
         A configured key file cannot be read, or a key is shorter than 32 bytes.
     """
-    secret: bytes | None = None
-    source = "DUANKA_MODEL_SIGNING_KEY"
-    if settings.model_signing_key is not None:
-        secret = settings.model_signing_key.get_secret_value().strip().encode("utf-8") or None
-    if secret is None and settings.model_signing_key_file is not None:
-        source = f"signing key file {settings.model_signing_key_file}"
-        try:
-            secret = settings.model_signing_key_file.read_bytes().strip() or None
-        except OSError as exc:
-            raise SigningKeyError(f"cannot read {source}: {exc.strerror}") from None
-    if secret is not None and len(secret) < MIN_SIGNING_KEY_BYTES:
-        raise SigningKeyError(f"{source} has {len(secret)} bytes, needs at least {MIN_SIGNING_KEY_BYTES}")
-    return secret
+    return configured_secret(
+        settings.model_signing_key,
+        settings.model_signing_key_file,
+        "DUANKA_MODEL_SIGNING_KEY",
+        min_bytes=MIN_SIGNING_KEY_BYTES,
+        error=SigningKeyError,
+    )
 
 
 def signature(key: bytes, booster_sha256: str, bundle_sha256: str) -> str:
