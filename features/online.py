@@ -75,8 +75,8 @@ _ROW_NUMBERS = (
     "payment_binding",
 )
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
-_GROUP_FLAGS = GROUP_FLAGS
-_MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", "listed", *_GROUP_FLAGS, *LINK_KEYS)
+_MEMBER = ("application_id", "ts", "applicant_key", "branch_id", "conf", "listed", *GROUP_FLAGS, *LINK_KEYS)
+_FLAG_AT = {flag: _MEMBER.index(flag) for flag in GROUP_FLAGS}
 _ROW_ORDER = ("application_id", "ts", *_TEXT, *_FLAGS)  # what :meth:`OnlineFeatureStore._row` gives
 STATE_LAYOUT = 5  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes;
 # 5: the full-bundle and new-phone flags the linked group counts
@@ -743,7 +743,7 @@ class OnlineFeatureStore:
             "listed": applicants(m for m in group if m[_LISTED] is not None and m[_LISTED] < t),
             "new_1d": applicants(m for m in group if m[_TS] >= t - DAY_US),
             "new_7d": applicants(m for m in group if m[_TS] >= t - 7 * DAY_US),
-            **{flag: applicants(m for m in group if m[_MEMBER.index(flag)]) for flag in _GROUP_FLAGS},
+            **{flag: applicants(m for m in group if m[at]) for flag, at in _FLAG_AT.items()},
         }
 
     def prune(self, before: datetime) -> int:
