@@ -92,9 +92,10 @@ def read_raw(path: Path, table: Table, encoding: Encoding = Encoding.UTF8) -> Ra
     Raises
     ------
     UnusableFile
-        Unknown extension, unreadable or non-UTF-8 file, a CSV row with the wrong
-        number of fields, a Parquet column of a type that has no string form, or
-        missing required columns.
+        Unknown extension, unreadable or non-UTF-8 file, CSV rows with the wrong
+        number of fields (the first named by data row, as the quarantine names rows,
+        and by line of the file; all of them counted), a Parquet column of a type that
+        has no string form, or missing required columns.
     """
     path = Path(path)
     return _contract_view(_read_arrow(path, encoding), table, path.name)
@@ -142,12 +143,7 @@ def _read_csv(path: Path, encoding: Encoding) -> pa.Table:
         with contextlib.suppress(pa.ArrowInvalid):
             _parse_csv(path, header, malformed, encoding, use_threads=False)
         if malformed:
-            bad = malformed[0]
-            raise UnusableFile(
-                f"{path.name}: line {bad.number} has {bad.actual_columns} fields where the "
-                f"header has {bad.expected_columns}; quote values that contain commas or "
-                "line breaks"
-            ) from None
+            raise UnusableFile(_ragged_message(path, header, encoding, malformed[0])) from None
         raise UnusableFile(
             f"{path.name}: not a readable CSV file; export it as UTF-8 CSV with a header row"
         ) from None
@@ -179,11 +175,169 @@ def _parse_csv(
     )
 
 
-def _csv_header(path: Path, encoding: Encoding) -> list[str]:
-    # utf-8-sig: spreadsheet exports often start with a byte-order mark
-    text_encoding = "utf-8-sig" if encoding is Encoding.UTF8 else str(encoding)
+@dataclass(frozen=True)
+class _RaggedRow:
+    """A CSV record whose number of fields is not the header's.
+
+    Attributes
+    ----------
+    data_row : int
+        1-based among the records after the header, blank lines not counted: the
+        number :class:`RawTable` and the quarantine give the row once it is mended.
+    line : int
+        Where the record starts, counting the file's physical lines from 1 (the
+        header's first line), as an editor shows them.
+    fields : int or None
+        How many fields the record has; None where a value of it runs on past the
+        ``csv`` module's field limit (an unclosed quote), which ends the count.
+    """
+
+    data_row: int
+    line: int
+    fields: int | None
+
+
+@dataclass(frozen=True)
+class _RaggedRows:
+    """What one pass over a CSV file found of the wrong width.
+
+    Attributes
+    ----------
+    count : int
+        Ragged records (the last one unending where ``complete`` is false).
+    first : list of _RaggedRow
+        The first :data:`_SHOWN_RAGGED_ROWS` of them, in file order.
+    complete : bool
+        False where the pass stopped at a value that does not end: ``count`` is then
+        a lower bound.
+    """
+
+    count: int
+    first: list[_RaggedRow]
+    complete: bool
+
+
+_SHOWN_RAGGED_ROWS = 5
+_QUOTE_ADVICE = "quote values that contain commas or line breaks"
+
+
+def _ragged_message(path: Path, header: list[str], encoding: Encoding, first: pv.InvalidRow) -> str:
+    """The refusal of a CSV file with rows of the wrong width: which rows, and how many.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The CSV file.
+    header : list of str
+        Its column names, as :func:`_csv_header` read them.
+    encoding : Encoding
+        Of the file.
+    first : pyarrow.csv.InvalidRow
+        The first row pyarrow refused. Its ``number`` is not used: pyarrow documents
+        it as a physical line but counts records, and not at all when multithreaded.
+        Its width is said only where Python's reading of the file finds no ragged row.
+
+    Returns
+    -------
+    str
+        Never quotes the file's contents.
+    """
+    expected = len(header)
+    found = _ragged_rows(path, encoding, expected)
+    if found is None or not found.first:
+        return (
+            f"{path.name}: a row has {_fields(first.actual_columns)} where the header has "
+            f"{first.expected_columns}; {_QUOTE_ADVICE}"
+        )
+    head = found.first[0]
+    message = f"{path.name}: data row {head.data_row} (line {head.line} of the file) " + (
+        f"has {_fields(head.fields)} where the header has {expected}"
+        if head.fields is not None
+        else f"has a value over {csv.field_size_limit():,} characters long (a quote never closed?)"
+    )
+    if found.count > 1:
+        shown = (
+            f"data rows {', '.join(str(r.data_row) for r in found.first)} "
+            f"(lines {', '.join(str(r.line) for r in found.first)} of the file)"
+        )
+        total = f"{found.count:,}" if found.complete else f"at least {found.count:,}"
+        if found.count > len(found.first):
+            message += (
+                f"; {total} rows in all have the wrong number of fields, "
+                f"the first {len(found.first)} of them {shown}"
+            )
+        else:
+            message += f"; {total} rows in all have the wrong number of fields: {shown}"
+    return f"{message}; {_QUOTE_ADVICE}"
+
+
+def _ragged_rows(path: Path, encoding: Encoding, expected: int) -> _RaggedRows | None:
+    """Every record of a CSV file whose width is not ``expected``: how many, and the first few.
+
+    One streaming pass with Python's ``csv`` module, which splits records as pyarrow
+    does (quoted commas and line breaks stay in their value; LF, CRLF or CR ends a
+    line; a blank line is no record, as pyarrow skips it).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The CSV file.
+    encoding : Encoding
+        Of the file; a UTF-8 byte-order mark is skipped. Undecodable bytes are
+        replaced: they cannot hide a comma, a quote or a line break.
+    expected : int
+        Fields in the header.
+
+    Returns
+    -------
+    _RaggedRows or None
+        None where the file cannot be opened or has no header record.
+    """
+    count = 0
+    shown: list[_RaggedRow] = []
+    data_row = 0
+
+    def found(row: _RaggedRow) -> None:
+        nonlocal count
+        count += 1
+        if len(shown) < _SHOWN_RAGGED_ROWS:
+            shown.append(row)
+
     try:
-        with path.open(encoding=text_encoding, newline="") as handle:
+        with path.open(encoding=_text_encoding(encoding), errors="replace", newline="") as handle:
+            records = csv.reader(handle)
+            if next(records, None) is None:
+                return None
+            lines_read = records.line_num
+            try:
+                for fields in records:
+                    start, lines_read = lines_read + 1, records.line_num
+                    if not fields:
+                        continue
+                    data_row += 1
+                    if len(fields) != expected:
+                        found(_RaggedRow(data_row, start, len(fields)))
+            except csv.Error:
+                # a value past the field limit: an unclosed quote swallowing the rest
+                found(_RaggedRow(data_row + 1, lines_read + 1, None))
+                return _RaggedRows(count, shown, complete=False)
+    except (csv.Error, OSError):
+        return None
+    return _RaggedRows(count, shown, complete=True)
+
+
+def _fields(count: int) -> str:
+    return f"{count} field" if count == 1 else f"{count} fields"
+
+
+def _text_encoding(encoding: Encoding) -> str:
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark
+    return "utf-8-sig" if encoding is Encoding.UTF8 else str(encoding)
+
+
+def _csv_header(path: Path, encoding: Encoding) -> list[str]:
+    try:
+        with path.open(encoding=_text_encoding(encoding), newline="") as handle:
             names = next(csv.reader(handle), None)
     except UnicodeDecodeError:
         raise _not_utf8(path) if encoding is Encoding.UTF8 else _not_encoded(path, encoding) from None

@@ -220,3 +220,38 @@ def test_ingest_reports_its_progress_in_rows(tmp_path, keys):
     assert total > 14 and seen[-1] == (total, total)
     assert [done for done, _ in seen] == sorted({done for done, _ in seen})  # forward, slice by slice
     assert len(seen) == -(-total // 7)
+
+
+def test_a_ragged_row_is_refused_by_the_data_row_the_quarantine_gives_it_mended(tmp_path, keys, monkeypatch):
+    rows = pd.read_csv(APPS, dtype=str, keep_default_na=False).head(8)
+    rows.loc[1, "address"] = rows.loc[1, "address"][:6] + "\n" + rows.loc[1, "address"][6:]  # lines 3-4
+    mended = tmp_path / "mended" / "applications.csv"
+    mended.parent.mkdir()
+    rows.assign(channel=rows["channel"].where(rows.index != 5, "pigeon")).to_csv(mended, index=False)
+    address = rows.loc[5, "address"]
+    text = mended.read_text(encoding="utf-8")
+    assert text.count(address) == 1
+    ragged = tmp_path / "applications.csv"
+    ragged.write_text(text.replace(address, address[:4] + "," + address[4:]), encoding="utf-8")
+
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+    from data.config import get_settings
+
+    get_settings.cache_clear()
+    refused = CliRunner().invoke(
+        app, ["ingest", "--applications", str(ragged), "--data", str(tmp_path / "s")]
+    )
+    get_settings.cache_clear()
+    assert refused.exit_code == 1
+    assert (
+        "applications.csv: data row 6 (line 8 of the file) has 22 fields where the header has 21; "
+        "quote values that contain commas or line breaks"
+    ) in " ".join(refused.output.split())
+    assert leaks(tmp_path / "s", raw_identifiers(mended), [refused.output]) == []
+    assert not (tmp_path / "s" / "quarantine.csv").exists()
+
+    store = EventStore(tmp_path / "store")
+    report = ingest_file(mended, APPLICATIONS, store, keys)
+    assert (report.rows_read, report.quarantined_rows) == (8, 1)
+    line = pd.read_csv(store.quarantine_path, dtype=str).iloc[-1]
+    assert (line["row"], line["column"]) == ("6", "channel")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data.contract import APPLICATIONS, LABELS, Column, Kind, Table
-from data.reader import RawTable, UnusableFile, read_raw
+from data.reader import Encoding, RawTable, UnusableFile, read_raw
 from data.validate import validate
 
 SAMPLES = Path(__file__).parent / "fixtures" / "contract"
@@ -165,16 +166,98 @@ def test_a_file_that_is_not_utf8_is_unusable(tmp_path, body):
         read_raw(path, LABELS)
 
 
-def test_a_row_of_the_wrong_width_is_refused_by_line_without_quoting_it(tmp_path):
+def refusal(path: Path, encoding: Encoding = Encoding.UTF8) -> str:
+    """The message a labels file is refused with."""
+    with pytest.raises(UnusableFile) as refused:
+        read_raw(path, LABELS, encoding)
+    return str(refused.value)
+
+
+def test_a_row_of_the_wrong_width_is_refused_by_data_row_and_line_without_quoting_it(tmp_path):
     path = write(
         tmp_path / "labels.csv",
         LABELS_HEADER + "A1,2024-01-01,x\n13800138000,2024-01-01\nA3,2024-01-01,x\n",
     )
-    with pytest.raises(UnusableFile) as refused:
-        read_raw(path, LABELS)
-    assert str(refused.value) == (
-        "labels.csv: line 3 has 2 fields where the header has 3; "
+    message = refusal(path)
+    assert message == (
+        "labels.csv: data row 2 (line 3 of the file) has 2 fields where the header has 3; "
         "quote values that contain commas or line breaks"
+    )
+    assert "13800138000" not in message
+
+
+def test_a_ragged_row_after_multi_line_values_is_named_as_the_quarantine_names_rows(tmp_path):
+    # data row 1 spans lines 2-5, so the ragged data row 3 is line 7 of the file
+    path = write(
+        tmp_path / "labels.csv",
+        LABELS_HEADER
+        + '"A\n1",2024-01-01,"a\nb\nc"\nA2,2024-01-01,x\n13800138000,2024-01-01\nA4,2024-01-01,x\n',
+    )
+    message = refusal(path)
+    assert message == (
+        "labels.csv: data row 3 (line 7 of the file) has 2 fields where the header has 3; "
+        "quote values that contain commas or line breaks"
+    )
+    assert "13800138000" not in message
+    # mended, the row is read as data row 3: the number the quarantine would give it
+    write(path, path.read_text(encoding="utf-8").replace("13800138000,2024-01-01\n", "A3,2024-01-01,x\n"))
+    frame = read_raw(path, LABELS).frame
+    assert frame.loc[frame["application_id"] == "A3", "row"].tolist() == [3]
+
+
+def test_every_ragged_row_is_counted_and_the_first_named(tmp_path):
+    # a blank line (line 4) is no data row, for the reader as for this count
+    path = write(
+        tmp_path / "labels.csv",
+        LABELS_HEADER + "A1,2024-01-01\nA2,2024-01-01,x\n\nA3\nA4,2024-01-01,x,y\nA5,2024-01-01,x\n",
+    )
+    assert refusal(path) == (
+        "labels.csv: data row 1 (line 2 of the file) has 2 fields where the header has 3; "
+        "3 rows in all have the wrong number of fields: data rows 1, 3, 4 (lines 2, 5, 6 of the file); "
+        "quote values that contain commas or line breaks"
+    )
+
+
+def test_thousands_of_ragged_rows_are_counted_and_the_first_five_named(tmp_path):
+    path = write(tmp_path / "labels.csv", LABELS_HEADER + "A0,2024-01-01,x\n" + "A1,2024-01-01\n" * 1234)
+    assert refusal(path) == (
+        "labels.csv: data row 2 (line 3 of the file) has 2 fields where the header has 3; "
+        "1,234 rows in all have the wrong number of fields, the first 5 of them data rows 2, 3, 4, 5, 6 "
+        "(lines 3, 4, 5, 6, 7 of the file); quote values that contain commas or line breaks"
+    )
+
+
+_MULTI_LINE_THEN_RAGGED = LABELS_HEADER + 'A1,2024-01-01,"警方\n通报"\nA2,2024-01-01\nA3,2024-01-01,x\n'
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding"),
+    [
+        (_MULTI_LINE_THEN_RAGGED.replace("\n", "\r\n").encode(), Encoding.UTF8),
+        ("\ufeff".encode() + _MULTI_LINE_THEN_RAGGED.encode(), Encoding.UTF8),
+        (_MULTI_LINE_THEN_RAGGED.encode("gb18030"), Encoding.GB18030),
+        (_MULTI_LINE_THEN_RAGGED.replace("\n", "\r\n").encode("gb18030"), Encoding.GB18030),
+    ],
+    ids=["crlf", "byte-order mark", "gb18030", "gb18030 crlf"],
+)
+def test_a_ragged_row_is_named_alike_whatever_the_line_endings_and_encoding(tmp_path, content, encoding):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(content)
+    message = refusal(path, encoding)
+    assert message == (
+        "labels.csv: data row 2 (line 4 of the file) has 2 fields where the header has 3; "
+        "quote values that contain commas or line breaks"
+    )
+    assert "警方" not in message
+
+
+def test_an_unclosed_quote_is_named_where_it_opens(tmp_path):
+    # the rest of the file becomes one value, longer than Python's csv module takes
+    rest = "A3,2024-01-01,x\n" * (csv.field_size_limit() // 10)
+    path = write(tmp_path / "labels.csv", LABELS_HEADER + 'A1,2024-01-01,x\n"A2,2024-01-01,x\n' + rest)
+    assert refusal(path) == (
+        f"labels.csv: data row 2 (line 3 of the file) has a value over {csv.field_size_limit():,} "
+        "characters long (a quote never closed?); quote values that contain commas or line breaks"
     )
 
 
