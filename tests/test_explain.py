@@ -1,15 +1,19 @@
 """Reason codes: the catalogue covers the model, and reasons are the grouped, positive,
-ordered TreeSHAP contributions of a row, filled with its values."""
+ordered TreeSHAP contributions of a row, filled with its values. The report's shap plots
+draw those same contributions, which are shap's TreeSHAP."""
 
 from __future__ import annotations
 
+import base64
 import math
 
 import lightgbm as lgb
 import numpy as np
 import pytest
+from matplotlib.text import Text
 
 from features.registry import BY_NAME, MODEL_FEATURES
+from training import plots
 from training.bands import Bands
 from training.bundle import ScoringBundle
 from training.calibration import PlattCalibrator
@@ -17,7 +21,9 @@ from training.explain import Reason, ReasonExplainer, format_value, load_catalog
 
 ESCORT_30D = MODEL_FEATURES.index("escort_applicants_30d")
 ESCORT_7D = MODEL_FEATURES.index("escort_applicants_7d")
+ESCORT_BRANCHES = MODEL_FEATURES.index("escort_branches_30d")
 TAMPERED = MODEL_FEATURES.index("photo_tampered")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +32,7 @@ def bundle() -> ScoringBundle:
     rng = np.random.default_rng(7)
     X = rng.poisson(2.0, size=(4_000, len(MODEL_FEATURES))).astype(float)
     X[:, TAMPERED] = rng.integers(0, 2, size=len(X))
-    X[rng.random(len(X)) < 0.1, MODEL_FEATURES.index("escort_branches_30d")] = np.nan
+    X[rng.random(len(X)) < 0.1, ESCORT_BRANCHES] = np.nan
     logit = 0.8 * X[:, ESCORT_30D] + 0.6 * X[:, ESCORT_7D] + 1.5 * X[:, TAMPERED] - 6.0
     y = (rng.random(len(X)) < 1 / (1 + np.exp(-logit))).astype(int)
     params = {
@@ -187,3 +193,108 @@ def test_a_code_whose_features_are_all_missing_gives_no_reason(
     X[0, staff[0]] = 3.0  # one staff value known: the code may speak, naming that value
     (reasons,) = explainer.reasons_from_contributions(X, contrib)
     assert reasons and reasons[0].feature == bundle.feature_names[staff[0]]
+
+
+# ---------------------------------------------------------------- shap: the same TreeSHAP, shap's plots
+
+
+def _rows(n: int, seed: int) -> np.ndarray:
+    """Rows like the fixture's training rows, missing escort branches included."""
+    rng = np.random.default_rng(seed)
+    X = rng.poisson(2.0, size=(n, len(MODEL_FEATURES))).astype(float)
+    X[:, TAMPERED] = rng.integers(0, 2, size=n)
+    X[rng.random(n) < 0.1, ESCORT_BRANCHES] = np.nan
+    return X
+
+
+def _png(uri: str) -> bytes:
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix)
+    return base64.b64decode(uri.removeprefix(prefix))
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The texts of every figure the plots render, recorded as each is rendered."""
+    texts: list[list[str]] = []
+    render = plots.to_data_uri
+
+    def spy(fig, **kwargs) -> str:
+        texts.append([t.get_text() for t in fig.findobj(Text) if t.get_text()])
+        return render(fig, **kwargs)
+
+    monkeypatch.setattr(plots, "to_data_uri", spy)
+    return texts
+
+
+def test_the_explanation_wraps_the_request_paths_contributions_and_adds_up_to_the_raw_score(
+    bundle: ScoringBundle, explainer: ReasonExplainer
+) -> None:
+    X = _rows(200, 17)
+    contrib, _ = explainer.explain(X)
+    explanation = plots.shap_explanation(contrib, X, bundle.feature_names)
+    np.testing.assert_array_equal(explanation.values, contrib[:, :-1])
+    np.testing.assert_array_equal(explanation.base_values, contrib[:, -1])
+    np.testing.assert_array_equal(explanation.data, X)
+    assert list(explanation.feature_names) == bundle.feature_names
+    raw = bundle.booster.predict(X, raw_score=True)
+    np.testing.assert_allclose(
+        explanation.values.sum(axis=1) + explanation.base_values, raw, rtol=0, atol=1e-9
+    )
+
+
+def test_an_explanation_of_mismatched_contributions_is_refused(bundle: ScoringBundle) -> None:
+    X = _rows(5, 3)
+    contrib = bundle.contributions(X)
+    with pytest.raises(ValueError, match="base value"):
+        plots.shap_explanation(contrib[:, :-1], X, bundle.feature_names)
+    with pytest.raises(ValueError, match="base value"):
+        plots.shap_explanation(contrib, X, bundle.feature_names[:-1])
+
+
+# shap warns that its LightGBM output format changed in 0.45; nothing here reads the old format
+@pytest.mark.filterwarnings("ignore:LightGBM binary classifier:UserWarning")
+def test_shaps_tree_explainer_gives_the_request_paths_contributions(
+    bundle: ScoringBundle, explainer: ReasonExplainer
+) -> None:
+    import shap
+
+    X = _rows(300, 19)
+    contrib, _ = explainer.explain(X)
+    np.testing.assert_allclose(
+        shap.TreeExplainer(bundle.booster).shap_values(X), contrib[:, :-1], rtol=0, atol=1e-6
+    )
+    # Given a Booster, shap calls pred_contrib itself. Given the booster's dumped trees, it parses
+    # them and runs its own TreeSHAP: that agreement is the one that shows they are the same algorithm.
+    own = shap.TreeExplainer({"trees": bundle.booster.dump_model()["tree_info"]})
+    assert own.model.model_type == "internal"
+    np.testing.assert_allclose(own.shap_values(X), contrib[:, :-1], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(contrib[:, -1], np.ravel(own.expected_value)[0], rtol=0, atol=1e-6)
+
+
+def test_shaps_plots_are_drawn_in_log_odds_and_closed(bundle: ScoringBundle, drawn: list[list[str]]) -> None:
+    import matplotlib.pyplot as plt
+
+    X = _rows(400, 23)
+    names = bundle.feature_names
+    sample = plots.shap_explanation(bundle.contributions(X), X, names)
+    shown = np.array([["none" if math.isnan(v) else f"{v:g}" for v in X[0]]], dtype=object)
+    one = plots.shap_explanation(bundle.contributions(X[:1]), X[:1], names, display=shown)[0]
+    interactive = plt.isinteractive()
+    plt.ion()  # shap's waterfall switches interactive mode off for good; the report must not
+    try:
+        uris = [
+            plots.shap_beeswarm(sample, max_display=8),
+            plots.shap_waterfall(one, "Example 1: score 0.990, band critical"),
+            plots.shap_dependence(sample, [ESCORT_30D, ESCORT_7D, TAMPERED]),
+        ]
+        assert plt.isinteractive()
+    finally:
+        plt.interactive(interactive)
+    assert all(_png(uri).startswith(PNG_MAGIC) for uri in uris)
+    assert plt.get_fignums() == []  # every pyplot figure shap drew on is closed
+    beeswarm, waterfall, dependence = (" ".join(texts) for texts in drawn)
+    for texts in (beeswarm, waterfall, dependence):
+        assert "log-odds" in texts
+    assert "Example 1: score 0.990, band critical" in waterfall
+    assert "escort_applicants_30d" in beeswarm and "escort_applicants_30d" in dependence

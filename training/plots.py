@@ -1,22 +1,36 @@
 """Figures of the model report, each returned as a ``data:image/png`` URI.
 
 The report is one self-contained HTML file, so figures travel inside it. They are
-drawn on :class:`matplotlib.figure.Figure` with the Agg canvas directly: no pyplot
-state, no display, the same picture on a laptop and in CI.
+rendered by the Agg canvas: no display, the same picture on a laptop and in CI. Most
+are drawn on a bare :class:`matplotlib.figure.Figure`, with no pyplot state.
+
+The explanation figures are shap's own (``shap.plots.beeswarm``, ``waterfall``,
+``scatter``), drawn from the ``pred_contrib`` values LightGBM already computed
+(:func:`shap_explanation`). shap draws on pyplot's current figure, so those few
+figures are pyplot's: made under ``plt.ioff()``, rendered to PNG by Agg like the
+others, and closed before the function returns. shap is imported on first use: it
+takes seconds and the rest of the report does not need it.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    import shap
 
 INK = "#1f2933"
 MUTED = "#7b8794"
@@ -26,7 +40,8 @@ ACCENT = "#0f766e"
 BAND_COLOURS = {"medium": "#f59e0b", "high": "#ea580c", "critical": "#b91c1c"}
 # Traffic-light thresholds of the PSI convention: below 0.10 stable, above 0.25 act.
 PSI_WATCH, PSI_ACT = 0.10, 0.25
-FEW_VALUES = 12
+# pred_contrib is TreeSHAP on the booster's margin, before calibration: say so wherever it is drawn
+SHAP_AXIS = "contribution to the raw score (log-odds); right of 0 raises risk"
 
 _STYLE = {
     "font.size": 9,
@@ -45,6 +60,8 @@ _STYLE = {
     "legend.frameon": False,
     "figure.dpi": 110,
 }
+# shap styles its own plots; only the resolution and the title's place follow the report's
+_SHAP_STYLE = {"figure.dpi": 110, "axes.titleweight": "bold", "axes.titlelocation": "left"}
 
 
 @contextmanager
@@ -55,10 +72,55 @@ def _figure(width: float, height: float, ncols: int = 1) -> Iterator[tuple[Figur
         yield fig, axes
 
 
-def to_data_uri(fig: Figure) -> str:
-    """The figure as an embeddable PNG data URI."""
+def _shap() -> ModuleType:
+    """shap, imported on first use."""
+    if "matplotlib.pyplot" not in sys.modules:
+        # importing shap imports pyplot, which settles the backend for the process: the report
+        # only writes files, so Agg, not whatever display the machine happens to have. A process
+        # that already uses pyplot (a notebook) keeps its backend: PNGs are rendered by Agg anyway.
+        matplotlib.use("Agg")
+    import shap
+
+    return shap
+
+
+@contextmanager
+def _shap_figure(width: float, height: float) -> Iterator[Figure]:
+    """A current pyplot figure for shap to draw on, never shown and always closed.
+
+    Closing matters: pyplot keeps every figure it made until closed, and a report draws several.
+    """
+    import matplotlib.pyplot as plt
+
+    with rc_context(_SHAP_STYLE), plt.ioff():  # ioff restores the mode shap's waterfall turns off
+        fig = plt.figure(figsize=(width, height))
+        try:
+            yield fig
+        finally:
+            plt.close(fig)
+
+
+def to_data_uri(fig: Figure, *, tight: bool = False) -> str:
+    """The figure as an embeddable PNG data URI.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure, drawn.
+    tight : bool
+        Crop to what was drawn: shap lays out its own labels and colour bar without
+        ``constrained`` layout, and they would otherwise spill past the edges.
+
+    Returns
+    -------
+    str
+        ``data:image/png;base64,...``, rendered by Agg.
+    """
     buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer)
+    if tight:
+        fig.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)
+    else:
+        FigureCanvasAgg(fig).print_png(buffer)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -183,74 +245,165 @@ def score_distributions(y: np.ndarray, score: np.ndarray, thresholds: Mapping[st
         return to_data_uri(fig)
 
 
-def shap_beeswarm(contrib: np.ndarray, X: np.ndarray, names: list[str]) -> str:
-    """One row of dots per feature (SHAP value on x), coloured by the feature's value percentile.
+def shap_explanation(
+    contrib: np.ndarray,
+    X: np.ndarray,
+    names: Sequence[str],
+    display: np.ndarray | None = None,
+) -> shap.Explanation:
+    """A :class:`shap.Explanation` of contributions LightGBM has already computed.
 
-    Features arrive already ordered by importance, most important first. Missing values are grey.
+    ``shap.TreeExplainer`` on a LightGBM booster would only call the same
+    ``pred_contrib`` again (the request path's), so the report wraps the matrix it
+    has rather than computing it twice.
+
+    Parameters
+    ----------
+    contrib : numpy.ndarray
+        ``booster.predict(X, pred_contrib=True)``: one column per feature, the base value last.
+    X : numpy.ndarray
+        The rows explained, columns in ``names`` order.
+    names : sequence of str
+        The model's feature names.
+    display : numpy.ndarray, optional
+        The values as a reader should see them (text, same shape as ``X``); waterfalls print
+        them beside the feature names.
+
+    Returns
+    -------
+    shap.Explanation
+        ``values`` the contribution columns, ``base_values`` the last column, ``data`` ``X``:
+        raw-score (log-odds) space, so each row's values and base value add up to its margin.
+
+    Raises
+    ------
+    ValueError
+        ``contrib`` is not one column per feature of ``X`` plus the base value.
     """
-    rng = np.random.default_rng(0)
-    with _figure(9.5, 0.32 * len(names) + 1.2) as (fig, (ax,)):
-        for row in range(len(names)):
-            phi, x = contrib[:, row], X[:, row]
-            colour = np.full(len(x), np.nan)
-            finite = np.isfinite(x)
-            if finite.any():
-                colour[finite] = pd.Series(x[finite]).rank(pct=True).to_numpy()
-            # jitter proportional to local density keeps the swarm readable without a layout solver
-            hist, edges = np.histogram(phi, bins=60)
-            density = hist[np.clip(np.searchsorted(edges, phi) - 1, 0, len(hist) - 1)] / max(hist.max(), 1)
-            y = len(names) - 1 - row + rng.uniform(-0.38, 0.38, len(phi)) * density
-            ax.scatter(phi[~finite], y[~finite], s=5, color="#cbd2d9", alpha=0.7, lw=0)
-            points = ax.scatter(
-                phi[finite],
-                y[finite],
-                c=colour[finite],
-                cmap="coolwarm",
-                vmin=0,
-                vmax=1,
-                s=5,
-                alpha=0.8,
-                lw=0,
-            )
-        ax.axvline(0, color=MUTED, lw=0.8)
-        ax.set_yticks(np.arange(len(names))[::-1], names)
-        ax.grid(axis="y", visible=False)
-        ax.set(
-            xlabel="SHAP contribution to the margin (log-odds); right of 0 raises risk",
-            title="What drives the score: TreeSHAP on a sample of test applications",
+    shap = _shap()
+    contrib, X = np.atleast_2d(contrib), np.atleast_2d(np.asarray(X, dtype=float))
+    if contrib.shape != (X.shape[0], X.shape[1] + 1) or X.shape[1] != len(names):
+        raise ValueError(
+            f"contributions {contrib.shape} are not rows {X.shape} of {len(names)} features"
+            " plus the base value"
         )
-        bar = fig.colorbar(points, ax=ax, fraction=0.025, pad=0.01, ticks=[0, 1])
-        bar.ax.set_yticklabels(["low", "high"])
-        bar.set_label("feature value (percentile; grey = none)")
-        return to_data_uri(fig)
+    return shap.Explanation(
+        values=contrib[:, :-1],
+        base_values=contrib[:, -1],
+        data=X,
+        display_data=display,
+        feature_names=list(names),
+    )
 
 
-def dependence(contrib: np.ndarray, X: np.ndarray, names: list[str]) -> str:
-    """SHAP dependence of the given features: value on x, contribution on y, one panel each.
+def shap_beeswarm(explanation: shap.Explanation, max_display: int) -> str:
+    """shap's beeswarm of a sample: one row of dots per feature, most important first.
 
-    Flags and small counts get horizontal jitter, or their dots would hide each other in a line.
+    Parameters
+    ----------
+    explanation : shap.Explanation
+        The sample, as :func:`shap_explanation` builds it.
+    max_display : int
+        Rows drawn; the last sums every remaining feature.
+
+    Returns
+    -------
+    str
+        The figure as a PNG data URI.
     """
-    rng = np.random.default_rng(0)
-    with _figure(9.5, 3.0, ncols=len(names)) as (fig, axes):
-        for ax, name, phi, x in zip(axes, names, contrib.T, X.T, strict=True):
-            finite = np.isfinite(x)
-            shown = x[finite]
-            if len(np.unique(shown)) <= FEW_VALUES:
-                shown = shown + rng.uniform(-0.12, 0.12, len(shown))
-            ax.scatter(shown, phi[finite], s=6, color=ACCENT, alpha=0.35, lw=0)
-            if (~finite).any():
+    shap = _shap()
+    with _shap_figure(9.5, 0.36 * max_display + 1.6) as fig:
+        ax = fig.add_subplot()
+        shap.plots.beeswarm(
+            explanation,
+            max_display=max_display,
+            ax=ax,
+            plot_size=None,  # the figure is sized above; shap refuses a size with an axis
+            s=10,
+            color_bar_label="feature value (grey = none)",
+            show=False,
+        )
+        ax.set_xlabel(f"SHAP value: {SHAP_AXIS}", fontsize=11)
+        ax.set_title(
+            "What drives the score: TreeSHAP on a sample of test applications", loc="left", fontsize=11
+        )
+        return to_data_uri(fig, tight=True)
+
+
+def shap_waterfall(explanation: shap.Explanation, title: str, max_display: int = 10) -> str:
+    """shap's waterfall of one application: from the base value to its margin, feature by feature.
+
+    Parameters
+    ----------
+    explanation : shap.Explanation
+        One row of :func:`shap_explanation`, best with ``display`` text.
+    title : str
+        Printed above the plot; it must name no applicant or application.
+    max_display : int
+        Bars drawn; the last sums every remaining feature.
+
+    Returns
+    -------
+    str
+        The figure as a PNG data URI.
+    """
+    shap = _shap()
+    with _shap_figure(8, 0.5 * max_display + 1.5) as fig:
+        # the waterfall takes no axes: it draws on pyplot's current figure, which is ``fig``
+        shap.plots.waterfall(explanation, max_display=max_display, show=False)
+        main = fig.axes[0]  # shap marks E[f(X)] below it and f(x) above it, on twin axes
+        main.set_xlabel(
+            "raw score (log-odds): the base value E[f(X)] plus each feature's contribution"
+            " (red raises risk) is the margin f(x)",
+            fontsize=10,
+            labelpad=26,  # below shap's E[f(X)] mark, which sits where a label would
+        )
+        fig.suptitle(title, x=0.02, ha="left", fontsize=11, fontweight="bold")
+        return to_data_uri(fig, tight=True)
+
+
+def shap_dependence(explanation: shap.Explanation, features: Sequence[int]) -> str:
+    """shap's dependence scatter of the given features, one panel each.
+
+    Value on x (shap jitters features with few values), contribution on y; rows without
+    the feature's entity are the ticks on the left edge, summarised top right.
+
+    Parameters
+    ----------
+    explanation : shap.Explanation
+        The sample, as :func:`shap_explanation` builds it.
+    features : sequence of int
+        Positions of the features to draw, in the explanation's feature order.
+
+    Returns
+    -------
+    str
+        The figure as a PNG data URI.
+    """
+    shap = _shap()
+    with _shap_figure(9.5, 3.4) as fig:
+        axes = np.atleast_1d(fig.subplots(1, len(features)))
+        for ax, i in zip(axes, features, strict=True):
+            column = explanation[:, i]
+            shap.plots.scatter(column, ax=ax, dot_size=8, alpha=0.5, show=False)
+            missing = np.isnan(column.data)
+            if missing.any():
                 ax.text(
-                    0.02,
-                    0.95,
-                    f"none: {(~finite).mean():.0%} of rows, mean {phi[~finite].mean():+.2f}",
+                    0.98,
+                    0.97,
+                    f"none: {missing.mean():.0%} of rows, mean {column.values[missing].mean():+.2f}",
                     transform=ax.transAxes,
+                    ha="right",
                     va="top",
                     color=MUTED,
+                    fontsize=8,
                 )
-            ax.axhline(0, color=MUTED, lw=0.8)
-            ax.set(xlabel=name, title=name)
-        axes[0].set_ylabel("SHAP contribution (log-odds)")
-        return to_data_uri(fig)
+            ax.set_title(column.feature_names, loc="left", fontsize=10)
+            ax.set_xlabel("feature value", fontsize=9)
+            ax.set_ylabel("")
+            ax.tick_params(labelsize=9)
+        axes[0].set_ylabel("SHAP value (log-odds)", fontsize=9)
+        return to_data_uri(fig, tight=True)
 
 
 def reason_frequency(shares: pd.Series) -> str:
