@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from data.config import SHANGHAI, get_settings
+from data.config import SHANGHAI, Settings, get_settings
 from data.reader import Encoding
 from data.store import EventStore
 from data.synthetic.scenarios import ScenarioName
@@ -51,6 +51,35 @@ def fail(message: str) -> typer.Exit:
     """One-line reason on stderr, non-zero exit (the reason as written: "duanka[tune]" is no markup)."""
     err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code=1)
+
+
+def checked_settings() -> Settings:
+    """The settings in force, or exit with one line naming the variable or file line at fault."""
+    from pydantic import ValidationError
+
+    from data.config import ConfigFileError, variable_of
+
+    try:
+        return get_settings()
+    except ConfigFileError as exc:
+        raise fail(str(exc)) from None
+    except ValidationError as exc:
+        # a bad value in the environment (the file's are caught above): the variable and why
+        problems = "; ".join(
+            f"{variable_of(str(e['loc'][0]).lower()) if e['loc'] else 'settings'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise fail(f"invalid setting: {problems}") from None
+
+
+@app.callback()
+def check_configuration() -> None:
+    """Money-mule risk scoring for account openings (断卡): ingest, features, train, score."""
+    # Every verb reads the settings; a bad file or variable is one line here, not a traceback
+    # later. Help reads none, and must stay readable while the configuration is being fixed.
+    # (click parses a verb's --help after this callback, so the command line is read here)
+    if "--help" not in sys.argv[1:]:
+        checked_settings()
 
 
 def invoked_as() -> str:
@@ -1137,12 +1166,15 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("show")
 def config_show() -> None:
-    """Every setting's value as this shell's environment gives it; secrets only as set or not."""
+    """Every setting's value in force and where it came from (environment, the DUANKA_CONFIG_FILE
+    file, or the default); secrets only as set or not."""
     from data.config import effective_settings
 
-    table = RichTable(title="duanka settings (environment; docs/configuration.md)")
+    settings = checked_settings()
+    table = RichTable(title="duanka settings (docs/configuration.md)")
     table.add_column("variable")
-    table.add_column("value")
-    for variable, value in effective_settings(get_settings()):
-        table.add_row(variable, value)
+    table.add_column("value", overflow="fold")  # a long path folds onto the next line, never cut short
+    table.add_column("from")
+    for shown in effective_settings(settings):
+        table.add_row(shown.variable, escape(shown.value), shown.source)
     console.print(table)
