@@ -21,7 +21,7 @@ from data.synthetic import generate_bank
 from features.registry import FEATURE_NAMES
 from features.training_set import build_training_set, training_set_at
 from serving.cli import app
-from training.backtest import EVIDENCE_ROW, BacktestConfig, StoreTooYoung, backtest, run_period
+from training.backtest import EVIDENCE_ROW, BacktestConfig, StoreTooYoung, backtest, run_period, scheme_recall
 from training.bundle import MODEL_NAME
 from training.periods import Every, earliest_start, period_starts
 from training.run import TrainConfig, train
@@ -132,6 +132,7 @@ def test_the_backtest_reports_periods_and_pooled_figures_and_registers_nothing(b
     assert pooled["out_of_province_ratio"] > 0  # legitimate outsiders alerted, relative to locals
     assert "all" in result.by_scheme.index and len(result.by_scheme) >= 2
     assert result.by_scheme.loc["all", "mules"] == result.by_scheme.drop(index="all")["mules"].sum()
+    assert result.by_scheme.loc["all", "unlinked"] == result.by_scheme.drop(index="all")["unlinked"].sum()
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == before
 
 
@@ -182,3 +183,30 @@ def test_the_command_prints_the_table_writes_the_page_and_logs_a_run(bank, monke
     # Its artifacts live under the models folder, never in the folder the command ran in.
     assert experiment.artifact_location.startswith((bank["root"] / "models").resolve().as_uri())
     get_settings.cache_clear()
+
+
+def test_scheme_recall_splits_each_scheme_by_whether_its_mules_were_linked():
+    # 200 applications, 1 % alerts = the 2 best scores: one linked ring mule, one unlinked shell
+    scored = pd.DataFrame(
+        {
+            "application_id": [f"a{i}" for i in range(200)],
+            "score": [0.9, 0.8, 0.7, 0.6] + [0.0] * 196,
+            "linked": [True, False, False, True] + [False] * 196,
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "application_id": [f"a{i}" for i in range(200)],
+            "is_mule": [1, 1, 1, 1] + [0] * 196,
+            "scheme": ["escort_ring", "shell_company", "escort_ring", "escort_ring"] + ["legit"] * 196,
+        }
+    )
+    table = scheme_recall(scored, truth)
+    ring = table.loc["escort_ring"]
+    assert (ring["mules"], ring["caught"], ring["unlinked"]) == (3, 1, 1)
+    assert ring["recall_linked"] == 0.5 and ring["recall_unlinked"] == 0.0
+    shell = table.loc["shell_company"]
+    assert shell["unlinked"] == 1 and shell["recall_unlinked"] == 1.0 and np.isnan(shell["recall_linked"])
+    assert table.loc["all", "unlinked"] == 2 and table.loc["all", "recall_linked"] == 0.5
+    # without the column (a reference model's scores) the table is as it was
+    assert "unlinked" not in scheme_recall(scored.drop(columns="linked"), truth)

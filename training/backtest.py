@@ -141,6 +141,8 @@ def run_period(
             "evidence_score": evidence_score,
             "evidence_band": fitted.evidence_bands.assign(evidence_score),
             "out_of_province": rows["applicant_out_of_province"].to_numpy() == 1,
+            # whether anyone shared a link key with the applicant before: what a ring leaves
+            "linked": rows["linked_group_size"].to_numpy() > 0,
         }
     )
     return PeriodResult(
@@ -213,7 +215,13 @@ def _row(name: str, scored: pd.DataFrame, ev: Evaluation | None, complete: float
 
 
 def scheme_recall(scored: pd.DataFrame, truth: pd.DataFrame, rate: float = 0.01) -> pd.DataFrame:
-    """Per scheme of the generated bank's truth: its mules among the pooled top ``rate`` of scores."""
+    """Per scheme of the generated bank's truth: its mules among the pooled top ``rate`` of scores.
+
+    Where ``scored`` says whether each application was ``linked`` (its linked group not empty),
+    the mules with no link at their time and the recall on each side are added
+    (``unlinked``, ``recall_linked``, ``recall_unlinked``): a ring's misses are mostly the
+    recruits that no earlier application links to, whom no link feature can see.
+    """
     flagged_n = int(np.ceil(rate * len(scored)))
     order = np.argsort(-scored["score"].to_numpy(), kind="stable")
     flagged = np.zeros(len(scored), bool)
@@ -223,6 +231,15 @@ def scheme_recall(scored: pd.DataFrame, truth: pd.DataFrame, rate: float = 0.01)
     table = mules.groupby("scheme").agg(mules=("flagged", "size"), caught=("flagged", "sum"))
     table.loc["all"] = [len(mules), int(mules["flagged"].sum())]
     table["recall"] = table["caught"] / table["mules"]
+    if "linked" in mules:
+        for side, chosen in (("linked", mules["linked"]), ("unlinked", ~mules["linked"].astype(bool))):
+            part = mules.loc[chosen]
+            caught = part.groupby("scheme")["flagged"].agg(["size", "sum"])
+            caught.loc["all"] = [len(part), int(part["flagged"].sum())]
+            caught = caught.reindex(table.index, fill_value=0)
+            if side == "unlinked":
+                table["unlinked"] = caught["size"].astype(int)
+            table[f"recall_{side}"] = (caught["sum"] / caught["size"].where(caught["size"] > 0)).astype(float)
     return table
 
 
