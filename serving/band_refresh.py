@@ -45,6 +45,10 @@ class RecentScores:
         self._at: list[datetime] = list(decided_at)
         self._scores: list[float] = list(scores)
         self._day: np.datetime64 | None = None
+        # the UTC instants opening and closing that local day: most calls fall inside it, and
+        # comparing two datetimes costs nothing where finding the local day costs pandas' parsing
+        self._day_opens: datetime | None = None
+        self._day_closes: datetime | None = None
         self._cuts = fallback
 
     @classmethod
@@ -65,6 +69,8 @@ class RecentScores:
 
     def cuts_at(self, now: datetime) -> tuple[Bands, dict[str, object] | None]:
         """The cuts in force at ``now``, and, on the first call of a new day, what to audit."""
+        if self._day_opens is not None and self._day_opens <= now < self._day_closes:
+            return self._cuts, None
         (day,) = local_days(pd.Series([now]))
         if day == self._day:
             return self._cuts, None
@@ -80,6 +86,8 @@ class RecentScores:
         )
         self._day, self._cuts = day, daily.for_day(day)
         midnight = day_start(day)
+        self._day_opens = midnight.to_pydatetime()
+        self._day_closes = day_start(day + np.timedelta64(1, "D")).to_pydatetime()
         return self._cuts, {
             "day": str(day),
             "source": "refreshed" if day in daily.by_day else "training",

@@ -171,6 +171,21 @@ def test_the_service_reads_back_only_its_boosters_fresh_scores_of_the_window(tmp
     assert recent.cuts_at(now + timedelta(hours=1)) == (cuts, None)  # audited once a day
 
 
+
+def test_new_cuts_take_effect_at_local_midnight_not_a_microsecond_earlier(tmp_path, low_minimum):
+    now = datetime(2025, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
+    midnight = datetime(2025, 3, 10, 16, 0, tzinfo=UTC)  # 00:00 on 11 March in Shanghai
+    with DecisionLog(tmp_path / "decisions.db", chain_key=CHAIN_KEY) as log:
+        _seed(log, "a" * 64, now - timedelta(days=1), np.random.default_rng(5).uniform(0, 1, 300))
+        recent = RecentScores.from_log(log, "a" * 64, FALLBACK, now=now)
+    cuts, _ = recent.cuts_at(now)
+    recent.add(now, list(np.full(300, 9.0)))  # today's scores count from tomorrow on
+    assert recent.cuts_at(midnight - timedelta(microseconds=1)) == (cuts, None)
+    tomorrow, audited = recent.cuts_at(midnight)
+    assert audited is not None and audited["day"] == "2025-03-11"
+    assert tomorrow != cuts
+
+
 def test_the_service_bands_by_the_refreshed_cuts_and_audits_them(served_bank, model, tmp_path, low_minimum):
     now = datetime.now(UTC)
     paths = served_bank.fresh_paths(tmp_path / "serving")
