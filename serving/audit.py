@@ -51,7 +51,7 @@ _SCHEMA = (
     "decided_at TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, "
     "booster_sha256 TEXT NOT NULL, score REAL NOT NULL, band TEXT NOT NULL, reason_codes TEXT NOT NULL, "
     "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL, rule TEXT NOT NULL DEFAULT '', "
-    "chain TEXT NOT NULL DEFAULT '', client_request_id TEXT)",
+    "chain TEXT NOT NULL DEFAULT '', client_request_id TEXT, bundle_sha256 TEXT)",
     "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
     "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL, chain TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
@@ -101,6 +101,9 @@ class DecisionRow:
     replayed: bool
     rule: str = ""  # the hard rule that decided (serving.rules), empty when the model did
     client_request_id: str | None = None  # the caller's X-Request-ID, beside the server's own
+    # the signed bundle (booster, calibrator, band cuts) as a whole: the booster alone does not say
+    # which cuts turned the score into this band
+    bundle_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ class DecisionLog:
             self._con.execute("ALTER TABLE decisions ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
         if "client_request_id" not in columns:  # before the caller's id was kept apart
             self._con.execute("ALTER TABLE decisions ADD COLUMN client_request_id TEXT")
+        if "bundle_sha256" not in columns:  # before each row named the whole bundle it was decided by
+            self._con.execute("ALTER TABLE decisions ADD COLUMN bundle_sha256 TEXT")
         if "event" not in {row[1] for row in self._con.execute("PRAGMA table_info(responses)")}:
             # written when the state was fsynced per application: its older answers need no redo
             self._con.execute("ALTER TABLE responses ADD COLUMN event TEXT")

@@ -50,10 +50,11 @@ DECISION_COLUMNS = (
     "replayed",
     "rule",
     "client_request_id",
+    "bundle_sha256",
 )
 # Columns added after chains existed, at a table's end: covered when they hold a value, so that
 # rows written before them (where they read NULL) keep the chain values they were given.
-ADDED_SINCE_CHAINING = {"decisions": 1}
+ADDED_SINCE_CHAINING = {"decisions": 2}
 # table -> (order, the columns each chain value covers, in order)
 CHAINED: dict[str, tuple[str, tuple[str, ...]]] = {
     "decisions": ("seq", DECISION_COLUMNS),

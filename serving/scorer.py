@@ -538,6 +538,7 @@ class Scorer:
                 replayed=answer.replayed,
                 rule=answer.response.get("rule") or "",
                 client_request_id=client_request_id,
+                bundle_sha256=answer.response["model"]["bundle_sha256"],
             )
             for aid, answer in answers.items()
         ]

@@ -97,7 +97,7 @@ def _events(paths, kind: str) -> list[dict]:
 
 
 def test_one_application_gets_a_full_decision(service, served_bank):
-    client, tokens, _, _ = service
+    client, tokens, paths, _ = service
     response = client.post(
         "/v1/score", json=_row(served_bank, 10, extra_field="x"), headers=_auth(tokens["all"])
     )
@@ -109,6 +109,13 @@ def test_one_application_gets_a_full_decision(service, served_bank):
     assert list(body["features"]) == list(MODEL_FEATURES)
     assert body["replayed"] is False and body["ignored_fields"] == ["extra_field"]
     assert response.headers["x-request-id"] == body["request_id"]
+    # the audit row names the whole bundle (booster, calibrator, band cuts) that decided
+    with sqlite3.connect(paths.decisions) as con:
+        audited = con.execute(
+            "SELECT booster_sha256, bundle_sha256 FROM decisions WHERE request_id = ?", (body["request_id"],)
+        ).fetchall()
+    assert audited == [(body["model"]["booster_sha256"], body["model"]["bundle_sha256"])]
+    assert len(body["model"]["bundle_sha256"]) == 64
 
 
 def test_a_retry_gets_the_same_answer_and_counts_once(service, served_bank):

@@ -109,7 +109,7 @@ def test_an_intact_record_verifies_and_reaches_its_own_anchor(record):
             [
                 "INSERT INTO decisions SELECT 1000, request_id, application_id, key_id, decided_at, "
                 "model_name, model_version, booster_sha256, score, band, reason_codes, latency_ms, replayed, "
-                "rule, chain, client_request_id FROM decisions WHERE seq = 5",
+                "rule, chain, client_request_id, bundle_sha256 FROM decisions WHERE seq = 5",
                 "UPDATE decisions SET seq = seq + 2000 WHERE seq > 5 AND seq < 1000",
                 "UPDATE decisions SET seq = 6 WHERE seq = 1000",
             ],
@@ -235,10 +235,21 @@ def test_audit_verify_and_anchor_commands(record, tmp_path, monkeypatch):
 TYPES = {"score": "REAL", "latency_ms": "REAL", "replayed": "INTEGER"}  # as the record declares them
 
 
-def test_a_record_from_before_the_callers_id_was_kept_still_verifies(record):
-    """A record laid out before ``client_request_id`` existed gets the column on open; its rows,
-    which read NULL there, keep their chain values, and the caller's id is covered from then on."""
-    columns = ", ".join(c for c in DECISION_COLUMNS if c != "client_request_id")
+@pytest.mark.parametrize(
+    ("missing", "added"),
+    [
+        (
+            ("client_request_id", "bundle_sha256"),
+            {"client_request_id": "caller-7", "bundle_sha256": "b" * 64},
+        ),
+        (("bundle_sha256",), {"bundle_sha256": "b" * 64}),
+    ],
+)
+def test_a_record_from_before_a_column_was_added_still_verifies(record, missing, added):
+    """A record laid out before ``client_request_id`` or ``bundle_sha256`` existed gets the columns on
+    open; its rows, which read NULL there, keep their chain values, and the new values are covered
+    from then on."""
+    columns = ", ".join(c for c in DECISION_COLUMNS if c not in missing)
     _tamper(
         record,
         "CREATE TABLE old_layout (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
@@ -249,7 +260,10 @@ def test_a_record_from_before_the_callers_id_was_kept_still_verifies(record):
         "ALTER TABLE old_layout RENAME TO decisions",
     )
     with DecisionLog(record, chain_key=CHAIN_KEY) as log:
-        log.record([replace(_decision(500), client_request_id="caller-7")])
+        log.record([replace(_decision(500), **added)])
     assert _verify(record) is None
-    _tamper(record, "UPDATE decisions SET client_request_id = 'someone-else' WHERE application_id = 'A0500'")
-    assert "does not follow" in _verify(record)
+    for column in added:
+        _tamper(record, f"UPDATE decisions SET {column} = 'someone-else' WHERE application_id = 'A0500'")
+        assert "does not follow" in _verify(record)
+        _tamper(record, f"UPDATE decisions SET {column} = '{added[column]}' WHERE application_id = 'A0500'")
+    assert _verify(record) is None
