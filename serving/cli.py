@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -73,8 +74,17 @@ def checked_settings() -> Settings:
 
 
 @app.callback()
-def check_configuration() -> None:
+def check_configuration(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the libraries' own INFO messages (MLflow, alembic).")
+    ] = False,
+) -> None:
     """Money-mule risk scoring for account openings (断卡): ingest, features, train, score."""
+    if not verbose:
+        # MLflow reads this when it is first imported; a user sees duanka's lines and warnings
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     # Every verb reads the settings; a bad file or variable is one line here, not a traceback
     # later. Help reads none, and must stay readable while the configuration is being fixed.
     # (click parses a verb's --help after this callback, so the command line is read here)
@@ -604,6 +614,7 @@ def promote(
     if model != MODEL_NAME:
         raise fail(f"only the registered model {MODEL_NAME!r} is managed by duanka, not {model!r}")
     settings = get_settings()
+    require_registry(settings)
     configure(settings)
     try:
         decision = run_promote(EventStore(data or settings.data_dir), settings, force=force)
@@ -617,12 +628,36 @@ def promote(
     )
 
 
+def require_registry(settings: Settings) -> None:
+    """Say "train first" before MLflow would create an empty registry where none was meant to be."""
+    if settings.mlflow_tracking_uri:
+        return
+    registry = settings.models_dir / "mlflow.db"
+    if not registry.exists():
+        raise fail(
+            f"no model registry at {registry}: train a model first ({invoked_as()} train --data DIR "
+            "--as-of DATE), or point DUANKA_MODELS_DIR or MLFLOW_TRACKING_URI at the registry"
+        )
+
+
+def require_store(data_dir: Path) -> None:
+    """Say "ingest first" before any work when the event store folder is not there."""
+    if not data_dir.is_dir():
+        raise fail(
+            f"no event store at {data_dir}: ingest the bank's files first ({invoked_as()} ingest "
+            f"--applications FILE --labels FILE --data {data_dir}), or pass --data or set DUANKA_DATA_DIR"
+        )
+
+
 def resolve_model(model: str | None):
     """``--model`` as given, else ``@champion`` falling back to ``@challenger``; says which it took."""
     from training.bundle import ModelIntegrityError, resolve_model_uri
     from training.tracking import configure
 
-    client = configure(get_settings())
+    settings = get_settings()
+    if model is None or model.startswith("models:/"):
+        require_registry(settings)
+    client = configure(settings)
     try:
         uri = resolve_model_uri(model, client)
     except ModelIntegrityError as exc:
@@ -858,6 +893,7 @@ def score(
     if applications is not None and (from_ is not None or to is not None):
         raise fail("give either --applications or --from/--to, not both")
     data_dir = data or get_settings().data_dir
+    require_store(data_dir)
     loaded = load_model(model)
     if applications is None:
         start, end = parse_instant(from_), parse_instant(to)
@@ -923,6 +959,7 @@ def serve(
     from serving.state import ServingPaths
 
     settings = get_settings()
+    require_store(data or settings.data_dir)
     store = EventStore(data or settings.data_dir)
     keys = _store_keys(store)
     if keys.is_demo and not demo:

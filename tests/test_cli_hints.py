@@ -74,3 +74,46 @@ def test_every_setting_is_documented_in_docs_configuration():
     for name in Settings.model_fields:
         variable = "MLFLOW_TRACKING_URI" if name == "mlflow_tracking_uri" else f"DUANKA_{name.upper()}"
         assert f"`{variable}`" in page, variable
+
+
+def test_score_in_an_empty_folder_says_what_to_do_first_and_creates_nothing(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from data.config import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DUANKA_MODELS_DIR", raising=False)
+    monkeypatch.delenv("DUANKA_DATA_DIR", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
+    try:
+        run = ["score", "--data", "store", "--from", "2025-01-01", "--to", "2025-02-01", "--out", "s.csv"]
+        no_store = CliRunner().invoke(cli.app, run, terminal_width=400)
+        (tmp_path / "store").mkdir()
+        no_model = CliRunner().invoke(cli.app, run, terminal_width=400)
+    finally:
+        get_settings.cache_clear()
+    assert no_store.exit_code == 1 and "no event store at store: ingest" in no_store.output
+    assert (
+        no_model.exit_code == 1
+        and "no model registry at models/mlflow.db: train a model first" in no_model.output
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no MLflow store made on the way
+
+
+def test_library_info_lines_stay_out_unless_verbose(monkeypatch):
+    import logging
+
+    from typer.testing import CliRunner
+
+    mlflow_log = logging.getLogger("mlflow")
+    monkeypatch.setattr(mlflow_log, "level", logging.INFO)
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "INFO")
+    CliRunner().invoke(cli.app, ["--verbose", "config", "show"])
+    assert mlflow_log.level == logging.INFO
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL")
+    CliRunner().invoke(cli.app, ["config", "show"])
+    assert mlflow_log.level == logging.WARNING
+    import os
+
+    assert os.environ.pop("MLFLOW_LOGGING_LEVEL") == "WARNING"
