@@ -37,7 +37,12 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         Share of negatives kept in training; kept negatives get weight
         ``1 / negative_rate`` so the loss still sees the bank's prevalence.
     num_leaves, max_depth, learning_rate, n_estimators, min_child_samples,
-    feature_fraction, bagging_fraction, lambda_l2 : LightGBM parameters.
+    bagging_fraction, lambda_l2 : LightGBM parameters.
+    feature_fraction : float
+        Share of the features each tree may split on. Low (0.35) so that the model
+        spreads over many signals rather than leaning on the few tells a ring drops
+        once it adapts: measured over six generated worlds and three seeds
+        (docs/model.md, "Feature fraction").
     early_stopping_rounds : int
         Stop when validation average precision has not improved for this many rounds.
     random_state : int
@@ -53,7 +58,7 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         learning_rate: float = 0.05,
         n_estimators: int = 600,
         min_child_samples: int = 40,
-        feature_fraction: float = 0.8,
+        feature_fraction: float = 0.35,
         bagging_fraction: float = 0.8,
         lambda_l2: float = 1.0,
         early_stopping_rounds: int = 60,

@@ -18,7 +18,7 @@ def search_space(trial) -> dict[str, float | int]:
         "max_depth": trial.suggest_int("max_depth", 4, 8),
         "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
         "min_child_samples": trial.suggest_int("min_child_samples", 20, 200, log=True),
-        "feature_fraction": trial.suggest_float("feature_fraction", 0.6, 1.0),
+        "feature_fraction": trial.suggest_float("feature_fraction", 0.25, 1.0),
         "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
     }
 
