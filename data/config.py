@@ -277,7 +277,8 @@ def check_config_file(path: Path, data: dict[str, Any], text: str) -> None:
     problems = []
     for key, value in data.items():
         name = key.lower()  # pydantic-settings matches the file's keys as it does variables: any case
-        where = f"line {_line_of(text, key)}: " if _line_of(text, key) else ""
+        line = _line_of(text, key)
+        where = f"line {line}: " if line else ""
         if isinstance(value, dict):
             problems.append(f"{where}[{key}] is a table; settings are top-level keys (data_dir = ...)")
         elif name not in fields:
