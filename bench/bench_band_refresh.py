@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.config import Settings
-from data.store import EventStore
-from features.training_set import build_training_set
-from training.backtest import BacktestConfig, run_period
-from training.bands import Bands
-from training.periods import Every, period_starts
-from training.run import TrainConfig
-from training.tracking import configure
+from duanka.data.config import Settings
+from duanka.data.store import EventStore
+from duanka.features.training_set import build_training_set
+from duanka.training.backtest import BacktestConfig, run_period
+from duanka.training.bands import Bands
+from duanka.training.periods import Every, period_starts
+from duanka.training.run import TrainConfig
+from duanka.training.tracking import configure
 
 START = pd.Timestamp("2025-01-01T00:00:00+08:00").tz_convert("UTC")
 END = pd.Timestamp("2025-07-01T00:00:00+08:00").tz_convert("UTC")

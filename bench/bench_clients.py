@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_serve import URI, _env, _free_port, _wait, fresh_state, prepare, request_bodies, request_rows
 
-from serving.keys import KeyFile
+from duanka.serving.keys import KeyFile
 
 
 async def held_open(port: int, data: bytes, limit_s: float) -> tuple[float, bytes]:

@@ -21,8 +21,8 @@ from sklearn.metrics import average_precision_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.dask_fit import DaskMuleClassifier
-from training.model import MuleClassifier
+from duanka.training.dask_fit import DaskMuleClassifier
+from duanka.training.model import MuleClassifier
 
 
 def main() -> None:

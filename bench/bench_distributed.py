@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from features.distributed import feature_partitions, scratch_folder
+from duanka.features.distributed import feature_partitions, scratch_folder
 from tests.factories import EventFactory
 
 DAYS = 730
@@ -168,7 +168,7 @@ def main() -> None:
             if args.compare:
                 import numpy as np
 
-                from features.offline import build_features
+                from duanka.features.offline import build_features
 
                 applications = pq.read_table(paths)
                 confirmations = pa.concat_tables([pq.read_table(p) for p in labels])

@@ -28,10 +28,10 @@ import mlflow
 import pandas as pd
 from sklearn.metrics import average_precision_score
 
-from training.bundle import ScoringBundle, load_registered, resolve_model_uri
-from training.explain import ReasonExplainer
-from training.model import MuleClassifier
-from training.split import TEST, TRAIN, VALID
+from duanka.training.bundle import ScoringBundle, load_registered, resolve_model_uri
+from duanka.training.explain import ReasonExplainer
+from duanka.training.model import MuleClassifier
+from duanka.training.split import TEST, TRAIN, VALID
 
 SHAPES = {
     "shipped (max_depth 6, 31 leaves)": {"max_depth": 6, "num_leaves": 31},

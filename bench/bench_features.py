@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from features.offline import build_features
-from features.online import OnlineFeatureStore
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
 from tests.factories import EventFactory
 
 DAYS = 730

@@ -19,7 +19,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from data.synthetic import generate_bank
+from duanka.data.synthetic import generate_bank
 
 
 def main(argv: list[str] | None = None) -> None:

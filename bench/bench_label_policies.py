@@ -22,12 +22,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from data.config import Settings
-from data.store import EventStore
-from training.backtest import EVIDENCE_ROW, BacktestConfig, backtest
-from training.labels import LabelPolicy
-from training.run import TrainConfig
-from training.tracking import configure
+from duanka.data.config import Settings
+from duanka.data.store import EventStore
+from duanka.training.backtest import EVIDENCE_ROW, BacktestConfig, backtest
+from duanka.training.labels import LabelPolicy
+from duanka.training.run import TrainConfig
+from duanka.training.tracking import configure
 
 START = pd.Timestamp("2025-01-01T00:00:00+08:00").tz_convert("UTC")
 END = pd.Timestamp("2025-07-01T00:00:00+08:00").tz_convert("UTC")

@@ -42,7 +42,7 @@ from bench_serve import (
     request_rows,
 )
 
-from serving.keys import KeyFile
+from duanka.serving.keys import KeyFile
 
 TIMEOUT_S = 10.0
 

@@ -55,9 +55,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from data.config import Settings
-from data.store import EventStore
-from training.backtest import (
+from duanka.data.config import Settings
+from duanka.data.store import EventStore
+from duanka.training.backtest import (
     ALERT_BUDGET_HIGH,
     CRITICAL_BUDGET,
     EVIDENCE_ROW,
@@ -65,11 +65,11 @@ from training.backtest import (
     backtest,
     scheme_recall,
 )
-from training.groups import load_truth
-from training.metrics import evaluate
-from training.periods import Every, period_starts
-from training.run import TrainConfig
-from training.tracking import configure
+from duanka.training.groups import load_truth
+from duanka.training.metrics import evaluate
+from duanka.training.periods import Every, period_starts
+from duanka.training.run import TrainConfig
+from duanka.training.tracking import configure
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "model.md"

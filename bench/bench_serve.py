@@ -37,23 +37,23 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.config import Settings
-from data.contract import APPLICATIONS, LABELS, WATCHLIST
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.synthetic import generate_bank
-from features.offline import build_features
-from features.online import OnlineFeatureStore
-from features.registry import MODEL_FEATURES
-from serving.audit import DecisionLog
-from serving.batch import score_features
-from serving.keys import KeyFile
-from serving.scorer import ModelSource, Scorer, prepare_applications
-from serving.state import ServingPaths, sync_online_state
-from training.bundle import MODEL_NAME
-from training.run import TrainConfig, train
-from training.tracking import configure
+from duanka.data.config import Settings
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import generate_bank
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import MODEL_FEATURES
+from duanka.serving.audit import DecisionLog
+from duanka.serving.batch import score_features
+from duanka.serving.keys import KeyFile
+from duanka.serving.scorer import ModelSource, Scorer, prepare_applications
+from duanka.serving.state import ServingPaths, sync_online_state
+from duanka.training.bundle import MODEL_NAME
+from duanka.training.run import TrainConfig, train
+from duanka.training.tracking import configure
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 2
 START = date(2024, 1, 1)

@@ -35,21 +35,21 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from data.config import SHANGHAI, Settings
-from data.contract import APPLICATIONS, LABELS, WATCHLIST
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.synthetic import generate_bank
-from features.registry import MODEL_FEATURES
-from features.training_set import build_training_set
-from training.bands import Bands
-from training.calibration import make_calibrator
-from training.fit import classifier, fit_evidence, matrix
-from training.labels import LabelPolicy, confirmed_us, refit_rows
-from training.model import downsample
-from training.run import TrainConfig, _parts, _time_split, known_labels
-from training.split import TEST, TRAIN, VALID
+from duanka.data.config import SHANGHAI, Settings
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import generate_bank
+from duanka.features.registry import MODEL_FEATURES
+from duanka.features.training_set import build_training_set
+from duanka.training.bands import Bands
+from duanka.training.calibration import make_calibrator
+from duanka.training.fit import classifier, fit_evidence, matrix
+from duanka.training.labels import LabelPolicy, confirmed_us, refit_rows
+from duanka.training.model import downsample
+from duanka.training.run import TrainConfig, _parts, _time_split, known_labels
+from duanka.training.split import TEST, TRAIN, VALID
 
 T = TypeVar("T")
 FIT_TARGET_S = 300.0  # evidence fit + refit + calibration at 10M applications

@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from data.address import address_kinds, building_keys
-from data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS
-from data.pseudonym import Pseudonymiser
-from data.reader import Encoding, RawTable, iter_raw
-from data.store import EventStore
-from data.validate import validate
+from duanka.data.address import address_kinds, building_keys
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
+from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.reader import Encoding, RawTable, iter_raw
+from duanka.data.store import EventStore
+from duanka.data.validate import validate
 
 # contract column -> (stored column, pseudonym family)
 PSEUDONYMS = {
@@ -160,7 +160,7 @@ def ingest_file(
     ``(rows done, rows in the file)`` after each slice.
     """
     if table is WATCHLIST:
-        from data.watchlist import ingest_watchlist  # it builds on this module
+        from duanka.data.watchlist import ingest_watchlist  # it builds on this module
 
         return ingest_watchlist(path, store, keys, chunk_rows=chunk_rows, encoding=encoding)
     store.check_key(keys.key_id)

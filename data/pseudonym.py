@@ -20,7 +20,7 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
-from data.config import Settings
+from duanka.data.config import Settings
 
 FAMILIES: tuple[str, ...] = (
     "applicant",

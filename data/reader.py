@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from data.contract import Table
+from duanka.data.contract import Table
 
 _CONTRACT_DOC = "docs/contract.md"
 

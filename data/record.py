@@ -23,11 +23,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from data.address import address_kind, building_key
-from data.config import SHANGHAI
-from data.contract import APPLICATIONS, Column, Kind, Table
-from data.events import APPLICATION_EVENTS
-from data.identity import (
+from duanka.data.address import address_kind, building_key
+from duanka.data.config import SHANGHAI
+from duanka.data.contract import APPLICATIONS, Column, Kind, Table
+from duanka.data.events import APPLICATION_EVENTS
+from duanka.data.identity import (
     PHONE_PATTERN,
     PHONE_REASON,
     REGION_PATTERN,
@@ -37,10 +37,10 @@ from data.identity import (
     parse_resident_id,
     validate_uscc,
 )
-from data.ingest import PSEUDONYMS, ROW_MISSING, ROW_SEPARATOR, ROW_TIMESTAMP_FORMAT
-from data.pseudonym import Pseudonymiser
-from data.reader import RawTable
-from data.validate import (
+from duanka.data.ingest import PSEUDONYMS, ROW_MISSING, ROW_SEPARATOR, ROW_TIMESTAMP_FORMAT
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.reader import RawTable
+from duanka.data.validate import (
     ACCOUNT_TYPE,
     AGE_RULE_AT,
     BOOLEAN_REASON,

@@ -29,8 +29,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
-from data.private import private_folder
+from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from duanka.data.private import private_folder
 
 QUARANTINE_COLUMNS = ("row", "application_id", "column", "reason", "source")
 SCHEMAS = {"applications": APPLICATION_EVENTS, "labels": LABEL_EVENTS, "watchlist": WATCHLIST_EVENTS}

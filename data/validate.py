@@ -15,9 +15,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from data.config import SHANGHAI
-from data.contract import APPLICATIONS, Column, Kind, Table
-from data.identity import (
+from duanka.data.config import SHANGHAI
+from duanka.data.contract import APPLICATIONS, Column, Kind, Table
+from duanka.data.identity import (
     PHONE_PATTERN,
     PHONE_REASON,
     REGION_PATTERN,
@@ -26,7 +26,7 @@ from data.identity import (
     check_resident_ids,
     check_usccs,
 )
-from data.reader import RawTable
+from duanka.data.reader import RawTable
 
 MISSING_REASON = "required value is missing"
 CORPORATE_ONLY_REASON = "only for corporate accounts; must be empty when account_type is personal"

@@ -33,14 +33,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data.config import SHANGHAI
-from data.contract import WATCHLIST
-from data.events import WATCHLIST_EVENTS
-from data.ingest import CHUNK_ROWS, IngestReport, row_digests
-from data.pseudonym import Pseudonymiser
-from data.reader import Encoding, iter_raw
-from data.store import EventStore
-from data.validate import validate
+from duanka.data.config import SHANGHAI
+from duanka.data.contract import WATCHLIST
+from duanka.data.events import WATCHLIST_EVENTS
+from duanka.data.ingest import CHUNK_ROWS, IngestReport, row_digests
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.reader import Encoding, iter_raw
+from duanka.data.store import EventStore
+from duanka.data.validate import validate
 
 DEFAULT_YEARS = 5
 RULE = "watchlist"  # how decisions, audit rows and reports name the rule this list feeds

@@ -1,6 +1,6 @@
 """The feature catalogue in docs/features.md, written from the registry.
 
-``python -m features.catalogue`` rewrites the generated part of the page;
+``python -m duanka.features.catalogue`` rewrites the generated part of the page;
 a test fails when the page and the registry disagree.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from features.registry import FEATURE_SET_VERSION, FEATURES, MODEL_FEATURES, Family, Feature
+from duanka.features.registry import FEATURE_SET_VERSION, FEATURES, MODEL_FEATURES, Family, Feature
 
-START = "<!-- catalogue:start (python -m features.catalogue) -->"
+START = "<!-- catalogue:start (python -m duanka.features.catalogue) -->"
 END = "<!-- catalogue:end -->"
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "features.md"
 

@@ -62,11 +62,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
-from data.watchlist import effective_listings
-from features.offline import _in_order, as_table, build_features, confirmations
-from features.registry import FEATURES, LINK_WINDOW_DAYS, Entity, Feature
-from features.values import DAY_US
+from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from duanka.data.watchlist import effective_listings
+from duanka.features.offline import _in_order, as_table, build_features, confirmations
+from duanka.features.registry import FEATURES, LINK_WINDOW_DAYS, Entity, Feature
+from duanka.features.values import DAY_US
 
 if TYPE_CHECKING:
     from distributed import Client, Future

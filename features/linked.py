@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from features.registry import LINK_FANOUT, LINK_KEYS, LINK_WINDOW_DAYS
-from features.values import DAY_US
+from duanka.features.registry import LINK_FANOUT, LINK_KEYS, LINK_WINDOW_DAYS
+from duanka.features.values import DAY_US
 
 if TYPE_CHECKING:
     import duckdb

@@ -22,11 +22,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.config import get_settings
-from data.watchlist import effective_listings
-from features import values
-from features.linked import linked_group
-from features.registry import FEATURES, Aggregate, Entity, Feature, Op
+from duanka.data.config import get_settings
+from duanka.data.watchlist import effective_listings
+from duanka.features import values
+from duanka.features.linked import linked_group
+from duanka.features.registry import FEATURES, Aggregate, Entity, Feature, Op
 
 # Columns kept as int32 codes in DuckDB: entity keys and the columns counted distinctly.
 _CODED = (
@@ -329,7 +329,7 @@ def build_features(
         ``application_id``, ``applied_at`` and every feature of
         :data:`features.registry.FEATURES` (or of ``features``), as float64.
     """
-    from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+    from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 
     table = as_table(applications, APPLICATION_EVENTS)
     # The strings (pseudonyms, 3.7 GiB at 10M) are encoded below and then let go: a caller

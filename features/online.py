@@ -26,12 +26,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.events import APPLICATION_EVENTS
-from data.private import private_file
-from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
-from features import values
-from features.linked import GROUP_FLAGS, ZERO_STATS
-from features.registry import (
+from duanka.data.events import APPLICATION_EVENTS
+from duanka.data.private import private_file
+from duanka.data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
+from duanka.features import values
+from duanka.features.linked import GROUP_FLAGS, ZERO_STATS
+from duanka.features.registry import (
     AGGREGATES,
     BY_NAME,
     LINK_FANOUT,
@@ -43,8 +43,8 @@ from features.registry import (
     Entity,
     Op,
 )
-from features.running import RunningTotals, running_totals
-from features.values import DAY_US
+from duanka.features.running import RunningTotals, running_totals
+from duanka.features.values import DAY_US
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)

@@ -24,7 +24,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from features import values
+from duanka.features import values
 
 WINDOWS_DAYS = (1, 7, 30, 90, 365)
 MAX_WINDOW_DAYS = max(WINDOWS_DAYS)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from features.registry import AGGREGATES, Aggregate, Entity, Op
+from duanka.features.registry import AGGREGATES, Aggregate, Entity, Op
 
 Execute = Callable[[str, tuple], "object"]
 

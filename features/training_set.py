@@ -31,11 +31,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
-from data.watchlist import Watchlist
-from features.offline import _in_order, as_table, build_features, confirmations
-from features.registry import FEATURE_NAMES, FEATURE_SET_VERSION, MODEL_FEATURES
-from features.values import DAY_US
+from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from duanka.data.watchlist import Watchlist
+from duanka.features.offline import _in_order, as_table, build_features, confirmations
+from duanka.features.registry import FEATURE_NAMES, FEATURE_SET_VERSION, MODEL_FEATURES
+from duanka.features.values import DAY_US
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class TrainingSet:
 
 def as_of_timestamp(as_of: pd.Timestamp | str) -> pd.Timestamp:
     """As a UTC timestamp; a naive one is Beijing time, as the input contract fixes."""
-    from data.config import SHANGHAI
+    from duanka.data.config import SHANGHAI
 
     at = pd.Timestamp(as_of)
     if at.tzinfo is None:

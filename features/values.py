@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from data.contract import CHANNELS
-from data.events import ADDRESS_KINDS
+from duanka.data.contract import CHANNELS
+from duanka.data.events import ADDRESS_KINDS
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000

@@ -31,7 +31,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from serving.keys import ApiKey
+from duanka.serving.keys import ApiKey
 
 GUARDED_PREFIX = "/v1/"
 UNAUTHENTICATED = "a valid API key is required: Authorization: Bearer <key>"

@@ -43,16 +43,16 @@ from pydantic import (
     model_validator,
 )
 
-from data.private import private_folder
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.watchlist import StoredWatchlist, append_listings
-from features.online import OnlineFeatureStore
-from serving.admission import UNAUTHENTICATED, Admission, AdmissionPolicy
-from serving.audit import DecisionLog
-from serving.keys import ApiKey, KeyFile
-from serving.metrics import ServiceMetrics
-from serving.scorer import (
+from duanka.data.private import private_folder
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.watchlist import StoredWatchlist, append_listings
+from duanka.features.online import OnlineFeatureStore
+from duanka.serving.admission import UNAUTHENTICATED, Admission, AdmissionPolicy
+from duanka.serving.audit import DecisionLog
+from duanka.serving.keys import ApiKey, KeyFile
+from duanka.serving.metrics import ServiceMetrics
+from duanka.serving.scorer import (
     DEFAULT_TOLERANCE,
     ConflictingResend,
     FieldError,
@@ -65,8 +65,8 @@ from serving.scorer import (
     prepare_labels,
     prepare_listings,
 )
-from serving.state import ServingPaths, online_writable, sync_online_state
-from training.bundle import ModelIntegrityError
+from duanka.serving.state import ServingPaths, online_writable, sync_online_state
+from duanka.training.bundle import ModelIntegrityError
 
 MAX_BATCH = 1_000
 MAX_LABELS = 10_000

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.private import private_file
-from data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
-from serving.chain import CHAINED, DECISION_COLUMNS, ChainWriter, Head, backfill
+from duanka.data.private import private_file
+from duanka.data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
+from duanka.serving.chain import CHAINED, DECISION_COLUMNS, ChainWriter, Head, backfill
 
 TABLES = ("decisions", "events")
 

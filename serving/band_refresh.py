@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from serving.audit import DecisionLog
-from training.bands import Bands, DailyBands, RefreshPolicy, day_start, local_days
+from duanka.serving.audit import DecisionLog
+from duanka.training.bands import Bands, DailyBands, RefreshPolicy, day_start, local_days
 
 
 class RecentScores:

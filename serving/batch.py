@@ -23,19 +23,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.contract import APPLICATIONS
-from data.events import APPLICATION_EVENTS
-from data.ingest import pseudonymise_applications
-from data.pseudonym import Pseudonymiser
-from data.reader import read_raw
-from data.store import EventStore
-from data.validate import validate
-from data.watchlist import Watchlist
-from features.offline import build_features
-from features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
-from serving.rules import refuse_listed
-from serving.scorer import LoadedModel
-from training.bands import ACTIONS, DailyBands, RefreshPolicy, day_start, local_days
+from duanka.data.contract import APPLICATIONS
+from duanka.data.events import APPLICATION_EVENTS
+from duanka.data.ingest import pseudonymise_applications
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.reader import read_raw
+from duanka.data.store import EventStore
+from duanka.data.validate import validate
+from duanka.data.watchlist import Watchlist
+from duanka.features.offline import build_features
+from duanka.features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
+from duanka.serving.rules import refuse_listed
+from duanka.serving.scorer import LoadedModel
+from duanka.training.bands import ACTIONS, DailyBands, RefreshPolicy, day_start, local_days
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -269,7 +269,7 @@ def score_period_distributed(
     ``scratch`` (:func:`features.distributed.scratch_folder`), and score each
     application partition with the same verified model, sent to each worker once.
     """
-    from features.distributed import feature_partitions, scratch_folder
+    from duanka.features.distributed import feature_partitions, scratch_folder
 
     parts = {t: store.parts(t) for t in ("applications", "labels")}
     listings = store.watchlist()  # small: read here, sent to every worker once

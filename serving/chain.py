@@ -27,10 +27,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from data.config import Settings, configured_secret
+from duanka.data.config import Settings, configured_secret
 
 if TYPE_CHECKING:
-    from data.pseudonym import Pseudonymiser
+    from duanka.data.pseudonym import Pseudonymiser
 
 MIN_CHAIN_KEY_BYTES = 32
 

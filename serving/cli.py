@@ -24,14 +24,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from data.config import SHANGHAI, Settings, get_settings
-from data.reader import Encoding
-from data.store import EventStore
-from data.synthetic.scenarios import ScenarioName
-from training.bands import BLOCKED
-from training.calibration import CalibrationKind
-from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy
-from training.periods import Every
+from duanka.data.config import SHANGHAI, Settings, get_settings
+from duanka.data.reader import Encoding
+from duanka.data.store import EventStore
+from duanka.data.synthetic.scenarios import ScenarioName
+from duanka.training.bands import BLOCKED
+from duanka.training.calibration import CalibrationKind
+from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy
+from duanka.training.periods import Every
 
 EXCEL_HELP = "A CSV Excel opens as UTF-8 (with a byte-order mark): reasons_zh stays readable."
 # Help is plain text: rich's markup would read "[default: data/store]" as a tag and drop it.
@@ -58,7 +58,7 @@ def checked_settings() -> Settings:
     """The settings in force, or exit with one line naming the variable or file line at fault."""
     from pydantic import ValidationError
 
-    from data.config import ConfigFileError, variable_of
+    from duanka.data.config import ConfigFileError, variable_of
 
     try:
         return get_settings()
@@ -146,7 +146,7 @@ def generate(
     ] = ScenarioName.DEFAULT,
 ) -> None:
     """Write a synthetic bank in the input-contract format (truth.csv is for evaluation only)."""
-    from data.synthetic import generate_bank
+    from duanka.data.synthetic import generate_bank
 
     bank = generate_bank(
         out,
@@ -168,7 +168,7 @@ def generate(
 
 
 def _keys(demo: bool):
-    from data.pseudonym import MissingPseudonymKey, Pseudonymiser
+    from duanka.data.pseudonym import MissingPseudonymKey, Pseudonymiser
 
     try:
         keys = Pseudonymiser.from_settings(get_settings(), demo=demo)
@@ -192,10 +192,10 @@ def run_ingest(
     encoding: Encoding = Encoding.UTF8,
     max_quarantine_share: float = 1.0,
 ) -> None:
-    from data.contract import APPLICATIONS, LABELS, WATCHLIST
-    from data.ingest import ingest_file
-    from data.reader import UnusableFile
-    from data.store import EventStore, StoreKeyMismatch
+    from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+    from duanka.data.ingest import ingest_file
+    from duanka.data.reader import UnusableFile
+    from duanka.data.store import EventStore, StoreKeyMismatch
 
     keys = _keys(demo)
     store = EventStore(data_dir)
@@ -329,7 +329,7 @@ def dask_engine(engine: EngineKind, scheduler: str | None) -> Iterator[object | 
         yield None
         return
     try:
-        from features.distributed import dask_client
+        from duanka.features.distributed import dask_client
     except ImportError:  # pragma: no cover - the extra is not installed
         raise fail("--engine dask needs the dask extra: pip install 'duanka[dask]'") from None
     if scheduler is not None and get_settings().scratch_dir is None:
@@ -353,8 +353,8 @@ def features(
     partitions: Partitions = None,
 ) -> None:
     """Build the point-in-time training set as of a date (features, label, label maturity)."""
-    from data.store import EventStore
-    from features.training_set import build_training_set, write_training_set
+    from duanka.data.store import EventStore
+    from duanka.features.training_set import build_training_set, write_training_set
 
     settings = get_settings()
     cutoff = parse_instant(as_of)
@@ -364,7 +364,7 @@ def features(
     with dask_engine(engine, scheduler) as client:
         builder = None
         if client is not None:
-            from features.distributed import builder as dask_builder
+            from duanka.features.distributed import builder as dask_builder
 
             builder = dask_builder(client, partitions=partitions, scratch=get_settings().scratch_dir)
         ts = build_training_set(
@@ -402,9 +402,9 @@ def print_comparison(comparison: pd.DataFrame, title: str) -> None:
 
 
 def run_train(data_dir: Path, as_of: pd.Timestamp, truth: Path | None, cluster=None, **options) -> None:
-    from data.store import EventStore
-    from training.run import TrainConfig, train
-    from training.tracking import configure
+    from duanka.data.store import EventStore
+    from duanka.training.run import TrainConfig, train
+    from duanka.training.tracking import configure
 
     settings = get_settings()
     store = EventStore(data_dir)
@@ -500,7 +500,7 @@ def train(
     with dask_engine(engine, scheduler) as client:
         cluster = None
         if client is not None:
-            from training.run import Cluster
+            from duanka.training.run import Cluster
 
             cluster = Cluster(client, partitions, get_settings().scratch_dir, fit=fit is FitWhere.DASK)
         run_train(
@@ -549,11 +549,11 @@ def backtest(
 ) -> None:
     """Rolling-origin backtest: for each period, train as of its start on what was known then
     (as train --as-of would) and score the period point in time. Registers nothing."""
-    from training.backtest import BacktestConfig, StoreTooYoung
-    from training.backtest import backtest as run_backtest
-    from training.backtest_report import html_page, interval_lines, log_backtest, terminal_table
-    from training.run import TrainConfig
-    from training.tracking import configure
+    from duanka.training.backtest import BacktestConfig, StoreTooYoung
+    from duanka.training.backtest import backtest as run_backtest
+    from duanka.training.backtest_report import html_page, interval_lines, log_backtest, terminal_table
+    from duanka.training.run import TrainConfig
+    from duanka.training.tracking import configure
 
     settings = get_settings()
     store = EventStore(data or settings.data_dir)
@@ -606,10 +606,10 @@ def promote(
     data: Annotated[Path | None, typer.Option(help="Event store to re-score the test months from.")] = None,
 ) -> None:
     """Move @champion to @challenger when it is better on the same out-of-time months (or --force)."""
-    from data.store import EventStore
-    from training.bundle import MODEL_NAME, ModelIntegrityError
-    from training.promote import promote as run_promote
-    from training.tracking import configure
+    from duanka.data.store import EventStore
+    from duanka.training.bundle import MODEL_NAME, ModelIntegrityError
+    from duanka.training.promote import promote as run_promote
+    from duanka.training.tracking import configure
 
     if model != MODEL_NAME:
         raise fail(f"only the registered model {MODEL_NAME!r} is managed by duanka, not {model!r}")
@@ -651,8 +651,8 @@ def require_store(data_dir: Path) -> None:
 
 def resolve_model(model: str | None):
     """``--model`` as given, else ``@champion`` falling back to ``@challenger``; says which it took."""
-    from training.bundle import ModelIntegrityError, resolve_model_uri
-    from training.tracking import configure
+    from duanka.training.bundle import ModelIntegrityError, resolve_model_uri
+    from duanka.training.tracking import configure
 
     settings = get_settings()
     if model is None or model.startswith("models:/"):
@@ -676,8 +676,8 @@ def report(
     ] = None,
 ) -> None:
     """The model report (self-contained HTML) of that model's training run; also logged to MLflow."""
-    from training.bundle import ModelIntegrityError
-    from training.report import build_report
+    from duanka.training.bundle import ModelIntegrityError
+    from duanka.training.report import build_report
 
     uri, client = resolve_model(model)
     try:
@@ -696,11 +696,11 @@ def quickstart(
     months: Annotated[int, typer.Option(min=12, help="Months of the demo bank.")] = 18,
 ) -> None:
     """Generate a demo bank, ingest it (demo key), train, promote, report, score its last month."""
-    from data.synthetic import generate_bank
-    from training.bundle import ModelIntegrityError
-    from training.promote import promote as run_promote
-    from training.report import build_report
-    from training.tracking import configure
+    from duanka.data.synthetic import generate_bank
+    from duanka.training.bundle import ModelIntegrityError
+    from duanka.training.promote import promote as run_promote
+    from duanka.training.report import build_report
+    from duanka.training.tracking import configure
 
     settings = get_settings()
     start = date(2024, 1, 1)
@@ -760,7 +760,7 @@ def quickstart(
 
 def verified(source):
     """The model ``source`` points at, verified and compatible (fail closed: exit on any mismatch)."""
-    from training.bundle import ModelIntegrityError
+    from duanka.training.bundle import ModelIntegrityError
 
     try:
         return source.load()
@@ -770,14 +770,14 @@ def verified(source):
 
 def load_model(model: str | None):
     """The verified, compatible model ``--model`` names."""
-    from serving.scorer import ModelSource
+    from duanka.serving.scorer import ModelSource
 
     return verified(ModelSource(*resolve_model(model), signing_key=_signing_key()))
 
 
 def _signing_key() -> bytes | None:
     """The model signing key of the settings (None when unset), or a clear failure."""
-    from training.signing import SigningKeyError, signing_key
+    from duanka.training.signing import SigningKeyError, signing_key
 
     try:
         return signing_key(get_settings())
@@ -787,7 +787,7 @@ def _signing_key() -> bytes | None:
 
 def _chain_key(settings, keys) -> bytes:
     """The decision record's chain key, or a clear failure naming the setting."""
-    from serving.chain import MissingChainKey, chain_key
+    from duanka.serving.chain import MissingChainKey, chain_key
 
     try:
         return chain_key(settings, keys)
@@ -825,7 +825,7 @@ def run_score_period(
     excel: bool = False,
 ) -> pd.DataFrame:
     """Score a stored period, write the scores, print them by band; the scores written."""
-    from serving.batch import score_period, score_period_distributed
+    from duanka.serving.batch import score_period, score_period_distributed
 
     store = EventStore(data_dir)
     if not store.manifest():
@@ -850,7 +850,7 @@ def run_score_period(
 
 
 def _write(scores: pd.DataFrame, out: Path, model, *, excel: bool = False) -> None:
-    from serving.batch import write_scores
+    from duanka.serving.batch import write_scores
 
     try:
         written = write_scores(scores, out, excel=excel)
@@ -884,9 +884,9 @@ def score(
     excel: Annotated[bool, typer.Option(help=EXCEL_HELP)] = False,
 ) -> None:
     """Point-in-time batch scores: each application with the state as it was when it applied."""
-    from data.reader import UnusableFile
-    from data.store import StoreKeyMismatch
-    from serving.batch import score_file
+    from duanka.data.reader import UnusableFile
+    from duanka.data.store import StoreKeyMismatch
+    from duanka.serving.batch import score_file
 
     if applications is None and (from_ is None or to is None):
         raise fail("say what to score: --from DATE --to DATE (stored events) or --applications FILE")
@@ -952,11 +952,11 @@ def serve(
     """The HTTP scoring service on that state (one worker; see docs/serving.md)."""
     import uvicorn
 
-    from serving.admission import AdmissionPolicy, http_protocol
-    from serving.api import ServiceConfig, create_app
-    from serving.keys import KeyFile
-    from serving.scorer import ModelSource
-    from serving.state import ServingPaths
+    from duanka.serving.admission import AdmissionPolicy, http_protocol
+    from duanka.serving.api import ServiceConfig, create_app
+    from duanka.serving.keys import KeyFile
+    from duanka.serving.scorer import ModelSource
+    from duanka.serving.state import ServingPaths
 
     settings = get_settings()
     require_store(data or settings.data_dir)
@@ -1024,8 +1024,8 @@ app.add_typer(keys_app, name="keys")
 
 
 def _key_file(data: Path | None):
-    from serving.keys import KeyFile
-    from serving.state import ServingPaths
+    from duanka.serving.keys import KeyFile
+    from duanka.serving.state import ServingPaths
 
     settings = get_settings()
     return KeyFile(ServingPaths.for_data(data or settings.data_dir, settings).keys)
@@ -1069,7 +1069,7 @@ def keys_revoke(
     data: Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")] = None,
 ) -> None:
     """Revoke a key; the running service refuses it from its next request."""
-    from serving.keys import UnknownKey
+    from duanka.serving.keys import UnknownKey
 
     keyfile = _key_file(data)
     try:
@@ -1114,8 +1114,8 @@ def audit_export(
     excel: Annotated[bool, typer.Option(help=EXCEL_HELP)] = False,
 ) -> None:
     """Export the audit log (no raw personal information is ever in it)."""
-    from serving.audit import export
-    from serving.state import ServingPaths
+    from duanka.serving.audit import export
+    from duanka.serving.state import ServingPaths
 
     settings = get_settings()
     path = ServingPaths.for_data(data or settings.data_dir, settings).decisions
@@ -1130,7 +1130,7 @@ def audit_export(
 
 def _record(data: Path | None) -> tuple[Path, bytes]:
     """The decision record of the service on ``data`` and its chain key, or a clear failure."""
-    from serving.state import ServingPaths
+    from duanka.serving.state import ServingPaths
 
     settings = get_settings()
     store = EventStore(data or settings.data_dir)
@@ -1152,7 +1152,7 @@ def audit_verify(
     removed, or the anchor no longer reached; exit 0 when intact."""
     import sqlite3
 
-    from serving.chain import Head, verify
+    from duanka.serving.chain import Head, verify
 
     path, key = _record(data)
     try:
@@ -1178,7 +1178,7 @@ def audit_anchor(
     """Print the record's head (each table's rows and last chain value) to keep elsewhere."""
     import sqlite3
 
-    from serving.chain import verify
+    from duanka.serving.chain import verify
 
     path, key = _record(data)
     con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -1205,7 +1205,7 @@ app.add_typer(config_app, name="config")
 def config_show() -> None:
     """Every setting's value in force and where it came from (environment, the DUANKA_CONFIG_FILE
     file, or the default); secrets only as set or not."""
-    from data.config import effective_settings
+    from duanka.data.config import effective_settings
 
     settings = checked_settings()
     table = RichTable(title="duanka settings (docs/configuration.md)")

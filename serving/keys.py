@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from data.private import FILE_MODE, private_folder
+from duanka.data.private import FILE_MODE, private_folder
 
 _PREFIX = "dk_"
 _KEY_ID_BYTES = 5

@@ -17,11 +17,11 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from data.config import SHANGHAI
-from data.watchlist import RULE as WATCHLIST_RULE
-from data.watchlist import Listing
-from training.bands import ACTION_TEXT, BLOCKED, REFUSE
-from training.explain import load_catalogue
+from duanka.data.config import SHANGHAI
+from duanka.data.watchlist import RULE as WATCHLIST_RULE
+from duanka.data.watchlist import Listing
+from duanka.training.bands import ACTION_TEXT, BLOCKED, REFUSE
+from duanka.training.explain import load_catalogue
 
 WATCHLIST_CODE = "WATCHLIST"
 RULE_FAMILY = "rule"

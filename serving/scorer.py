@@ -28,20 +28,26 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
-from data.pseudonym import Pseudonymiser
-from data.reader import RawTable
-from data.record import application_event, trimmed, validate_record
-from data.validate import conflict_reason, validate
-from data.watchlist import EXPIRES_BEFORE_LISTED, Watchlist, WatchlistSource, expiry_problems, listing_events
-from features.online import OnlineFeatureStore
-from features.registry import FEATURE_SET_VERSION, MODEL_FEATURES
-from serving.audit import DecisionLog, DecisionRow, utc_now
-from serving.band_refresh import RecentScores
-from serving.rules import refusal, refusal_action
-from training.bands import ACTION_TEXT, ACTIONS, BLOCKED, Bands
-from training.bundle import MODEL_NAME, ModelIntegrityError, RegisteredModel, load_registered
-from training.explain import Reason, ReasonExplainer
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.reader import RawTable
+from duanka.data.record import application_event, trimmed, validate_record
+from duanka.data.validate import conflict_reason, validate
+from duanka.data.watchlist import (
+    EXPIRES_BEFORE_LISTED,
+    Watchlist,
+    WatchlistSource,
+    expiry_problems,
+    listing_events,
+)
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import FEATURE_SET_VERSION, MODEL_FEATURES
+from duanka.serving.audit import DecisionLog, DecisionRow, utc_now
+from duanka.serving.band_refresh import RecentScores
+from duanka.serving.rules import refusal, refusal_action
+from duanka.training.bands import ACTION_TEXT, ACTIONS, BLOCKED, Bands
+from duanka.training.bundle import MODEL_NAME, ModelIntegrityError, RegisteredModel, load_registered
+from duanka.training.explain import Reason, ReasonExplainer
 
 REQUEST_SOURCE = "request"
 _KEY = "application_id"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from data.config import Settings
-from data.store import EventStore
-from features.online import OnlineFeatureStore
+from duanka.data.config import Settings
+from duanka.data.store import EventStore
+from duanka.features.online import OnlineFeatureStore
 
 STATE_TABLES = ("watchlist", "applications", "labels")  # the store's tables the state is built from
 

@@ -22,21 +22,21 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from data.config import Settings
-from data.contract import APPLICATIONS, LABELS
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.synthetic import generate_bank
-from features.online import OnlineFeatureStore
-from serving.admission import AdmissionPolicy
-from serving.api import ServiceConfig, create_app
-from serving.keys import KeyFile
-from serving.scorer import ModelSource
-from serving.state import ServingPaths, sync_online_state
-from training.bundle import MODEL_NAME
-from training.run import TrainConfig, train
-from training.tracking import configure
+from duanka.data.config import Settings
+from duanka.data.contract import APPLICATIONS, LABELS
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import generate_bank
+from duanka.features.online import OnlineFeatureStore
+from duanka.serving.admission import AdmissionPolicy
+from duanka.serving.api import ServiceConfig, create_app
+from duanka.serving.keys import KeyFile
+from duanka.serving.scorer import ModelSource
+from duanka.serving.state import ServingPaths, sync_online_state
+from duanka.training.bundle import MODEL_NAME
+from duanka.training.run import TrainConfig, train
+from duanka.training.tracking import configure
 
 AS_OF = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
 HOLDOUT = 300
@@ -168,7 +168,7 @@ def served_bank(tmp_path_factory: pytest.TempPathFactory) -> ServedBank:
 @pytest.fixture
 def duanka_env(served_bank: ServedBank, monkeypatch: pytest.MonkeyPatch):
     """The environment a `duanka` command needs to find the served bank's registry and key."""
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     monkeypatch.setenv("DUANKA_MODELS_DIR", str(served_bank.settings.models_dir))
     monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", SECRET.decode())

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data.events import ADDRESS_KINDS, APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
+from duanka.data.events import ADDRESS_KINDS, APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 
 SECOND_US = 1_000_000
 DAY_US = 86_400 * SECOND_US

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from data.contract import PERSONAL_COLUMNS
+from duanka.data.contract import PERSONAL_COLUMNS
 
 
 def raw_identifiers(contract_file: Path) -> set[str]:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from data.address import address_kind, address_kinds, building_key, building_keys
-from data.events import ADDRESS_KINDS
+from duanka.data.address import address_kind, address_kinds, building_key, building_keys
+from duanka.data.events import ADDRESS_KINDS
 
 # Each group is one building written in several ways; every group is a different
 # building, so no two groups may share a key.

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import uvicorn
 
-from serving.admission import Admission, AdmissionPolicy, http_protocol
-from serving.keys import ApiKey
+from duanka.serving.admission import Admission, AdmissionPolicy, http_protocol
+from duanka.serving.keys import ApiKey
 
 TOKEN = "dk_test.secret"
 KEY = ApiKey(key_id="test", sha256="-", branches=("B1",), admin=False, created_at="2026-01-01T00:00:00Z")

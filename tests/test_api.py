@@ -26,19 +26,19 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from data.config import get_settings
-from data.contract import PERSONAL_COLUMNS
-from data.pseudonym import Pseudonymiser
-from features.offline import build_features
-from features.registry import MODEL_FEATURES
-from serving.api import MAX_BATCH, ServiceConfig, create_app
-from serving.audit import DECISION_COLUMNS, export
-from serving.cli import app
-from serving.keys import KeyFile
-from serving.scorer import ModelSource
+from duanka.data.config import get_settings
+from duanka.data.contract import PERSONAL_COLUMNS
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.features.offline import build_features
+from duanka.features.registry import MODEL_FEATURES
+from duanka.serving.api import MAX_BATCH, ServiceConfig, create_app
+from duanka.serving.audit import DECISION_COLUMNS, export
+from duanka.serving.cli import app
+from duanka.serving.keys import KeyFile
+from duanka.serving.scorer import ModelSource
+from duanka.training.bundle import BOOSTER_FILE, META_FILE, MODEL_NAME, sha256_text
 from tests.conftest import REPLAY_TOLERANCE
 from tests.privacy import leaks
-from training.bundle import BOOSTER_FILE, META_FILE, MODEL_NAME, sha256_text
 
 ALIAS = "api-test"
 
@@ -621,7 +621,7 @@ def test_duanka_serve_refuses_to_start_without_a_model_it_can_trust(served_bank,
         app, ["serve", "--data", str(served_bank.store.root), "--model", "models:/duanka@nobody"]
     )
     assert unknown.exit_code == 1 and "cannot resolve" in unknown.output
-    duanka_env.setattr("serving.scorer.FEATURE_SET_VERSION", "0123456789abcdef")
+    duanka_env.setattr("duanka.serving.scorer.FEATURE_SET_VERSION", "0123456789abcdef")
     other = runner.invoke(app, ["serve", "--data", str(served_bank.store.root), "--model", served_bank.uri])
     assert other.exit_code == 1 and "feature set" in other.output
 

@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data.contract import APPLICATIONS
-from serving.api import (
+from duanka.data.contract import APPLICATIONS
+from duanka.serving.api import (
     MAX_BATCH,
     MAX_TEXT_CHARS,
     ApplicationIn,
@@ -32,7 +32,7 @@ from serving.api import (
     ListingIn,
     ScoreOut,
 )
-from serving.keys import KeyFile
+from duanka.serving.keys import KeyFile
 from tests.conftest import service_client
 
 FIELDS = list(ApplicationIn.model_fields)
@@ -371,7 +371,7 @@ def test_a_3_9_mb_application_id_is_refused_and_nothing_stored(api, rows):
 
 def test_an_unexpected_error_is_a_json_500_without_a_traceback(api, rows, monkeypatch):
     client, auth, _ = api
-    from serving import scorer
+    from duanka.serving import scorer
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail 11010519491231002X")

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from data.config import get_settings
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from serving.audit import DecisionLog, DecisionRow, export
-from serving.chain import DECISION_COLUMNS, Head, verify
-from serving.cli import app
+from duanka.data.config import get_settings
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.serving.audit import DecisionLog, DecisionRow, export
+from duanka.serving.chain import DECISION_COLUMNS, Head, verify
+from duanka.serving.cli import app
 from tests.factories import CHAIN_KEY
 
 TRIGGERS = [f"{table}_no_{verb}" for table in ("decisions", "events") for verb in ("update", "delete")]
@@ -210,7 +210,7 @@ def test_audit_verify_and_anchor_commands(record, tmp_path, monkeypatch):
     monkeypatch.setenv("DUANKA_AUDIT_CHAIN_KEY", secret)
     get_settings.cache_clear()
     try:
-        from serving.chain import chain_key
+        from duanka.serving.chain import chain_key
 
         store = EventStore(tmp_path / "store")
         store.root.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from serving.audit import DecisionLog
+from duanka.serving.audit import DecisionLog
 from tests.factories import CHAIN_KEY
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from features.online import OnlineFeatureStore
-from serving.audit import DecisionLog
-from serving.scorer import InvalidInput, ModelSource, Scorer, prepare_applications
+from duanka.features.online import OnlineFeatureStore
+from duanka.serving.audit import DecisionLog
+from duanka.serving.scorer import InvalidInput, ModelSource, Scorer, prepare_applications
 from tests.factories import CHAIN_KEY
 
 

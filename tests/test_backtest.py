@@ -12,20 +12,27 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data.config import Settings, get_settings
-from data.contract import APPLICATIONS, LABELS, WATCHLIST
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.synthetic import generate_bank
-from features.registry import FEATURE_NAMES
-from features.training_set import build_training_set, training_set_at
-from serving.cli import app
-from training.backtest import EVIDENCE_ROW, BacktestConfig, StoreTooYoung, backtest, run_period, scheme_recall
-from training.bundle import MODEL_NAME
-from training.periods import Every, earliest_start, period_starts
-from training.run import TrainConfig, train
-from training.tracking import configure
+from duanka.data.config import Settings, get_settings
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import generate_bank
+from duanka.features.registry import FEATURE_NAMES
+from duanka.features.training_set import build_training_set, training_set_at
+from duanka.serving.cli import app
+from duanka.training.backtest import (
+    EVIDENCE_ROW,
+    BacktestConfig,
+    StoreTooYoung,
+    backtest,
+    run_period,
+    scheme_recall,
+)
+from duanka.training.bundle import MODEL_NAME
+from duanka.training.periods import Every, earliest_start, period_starts
+from duanka.training.run import TrainConfig, train
+from duanka.training.tracking import configure
 
 WINDOW = 180
 FIRST = pd.Timestamp("2025-01-01T00:00:00+08:00").tz_convert("UTC")

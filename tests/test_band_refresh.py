@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.config import get_settings
-from features.offline import build_features
-from features.online import OnlineFeatureStore
-from serving.audit import DecisionLog, DecisionRow
-from serving.band_refresh import RecentScores
-from serving.batch import score_features, score_period
-from serving.scorer import ModelSource, Scorer
+from duanka.data.config import get_settings
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
+from duanka.serving.audit import DecisionLog, DecisionRow
+from duanka.serving.band_refresh import RecentScores
+from duanka.serving.batch import score_features, score_period
+from duanka.serving.scorer import ModelSource, Scorer
+from duanka.training.bands import ALERT_BUDGET, Bands, DailyBands, RefreshPolicy, day_start, local_days
 from tests.factories import CHAIN_KEY
-from training.bands import ALERT_BUDGET, Bands, DailyBands, RefreshPolicy, day_start, local_days
 
 FALLBACK = Bands(critical=0.9, high=0.8, medium=0.7)
 POLICY = RefreshPolicy(window_days=14, min_scores=100)

@@ -9,13 +9,13 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
-from data.store import EventStore
-from features.offline import build_features
-from features.online import OnlineFeatureStore
-from serving.audit import DecisionLog
-from serving.batch import SCORE_COLUMNS, score_features, score_file, score_period, write_scores
-from serving.cli import app
-from serving.scorer import ModelSource, Scorer, prepare_applications
+from duanka.data.store import EventStore
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
+from duanka.serving.audit import DecisionLog
+from duanka.serving.batch import SCORE_COLUMNS, score_features, score_file, score_period, write_scores
+from duanka.serving.cli import app
+from duanka.serving.scorer import ModelSource, Scorer, prepare_applications
 from tests.factories import CHAIN_KEY
 
 PERIOD = (pd.Timestamp("2025-01-01", tz="Asia/Shanghai"), pd.Timestamp("2025-02-01", tz="Asia/Shanghai"))
@@ -165,7 +165,7 @@ def test_duanka_score_needs_a_range_or_a_file(served_bank, duanka_env, tmp_path)
 
 
 def test_scores_for_excel_start_with_a_byte_order_mark(tmp_path):
-    from serving.batch import write_scores
+    from duanka.serving.batch import write_scores
 
     scores = pd.DataFrame({"application_id": ["A1"], "reasons_zh": ["同一陪同人近30天陪同5人开户"]})
     plain, for_excel = tmp_path / "plain.csv", tmp_path / "excel.csv"

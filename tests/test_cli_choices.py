@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from typer.testing import CliRunner
 
-from serving.cli import app
+from duanka.serving.cli import app
 
 
 @pytest.mark.parametrize(

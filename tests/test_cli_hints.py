@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving import cli
+from duanka.serving import cli
 
 
 def test_printed_hints_name_the_command_as_it_can_be_typed(monkeypatch, tmp_path):
@@ -21,8 +21,8 @@ def test_printed_hints_name_the_command_as_it_can_be_typed(monkeypatch, tmp_path
 def test_a_store_made_with_the_public_demo_key_is_served_only_with_demo(tmp_path):
     from typer.testing import CliRunner
 
-    from data.pseudonym import Pseudonymiser
-    from data.store import EventStore
+    from duanka.data.pseudonym import Pseudonymiser
+    from duanka.data.store import EventStore
 
     store = EventStore(tmp_path / "store")
     with store.locked():
@@ -68,7 +68,7 @@ def _commands(group, path=()):
 def test_every_setting_is_documented_in_docs_configuration():
     from pathlib import Path
 
-    from data.config import Settings
+    from duanka.data.config import Settings
 
     page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
     for name in Settings.model_fields:
@@ -79,7 +79,7 @@ def test_every_setting_is_documented_in_docs_configuration():
 def test_score_in_an_empty_folder_says_what_to_do_first_and_creates_nothing(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DUANKA_MODELS_DIR", raising=False)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serving.audit import export
+from duanka.serving.audit import export
 from tests.conftest import service_client
 
 THREADS = 8

@@ -7,9 +7,9 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from data.config import Settings, get_settings
-from serving import cli
-from serving.cli import app
+from duanka.data.config import Settings, get_settings
+from duanka.serving import cli
+from duanka.serving.cli import app
 
 SECRETS = {
     "DUANKA_PSEUDONYM_KEY": "pseudonym-secret-0123456789abcdef0123",

@@ -28,7 +28,7 @@ import pytest
 import typer
 import typer.main
 
-from serving.cli import app
+from duanka.serving.cli import app
 from tests.conftest import SECRET, ServedBank
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.keys import KeyFile
+from duanka.serving.keys import KeyFile
 from tests.conftest import SECRET
 
 KILLS = 3

@@ -9,8 +9,8 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.metrics import average_precision_score
 
-from training.dask_fit import DaskMuleClassifier, margins_by_round
-from training.model import MuleClassifier
+from duanka.training.dask_fit import DaskMuleClassifier, margins_by_round
+from duanka.training.model import MuleClassifier
 
 NAMES = [f"f{i}" for i in range(12)]
 SMALL = {"n_estimators": 120, "early_stopping_rounds": 30, "random_state": 3}

@@ -9,12 +9,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from features.distributed import build_features_distributed, builder, plan
-from features.offline import build_features
-from features.registry import FEATURES, Entity
-from features.training_set import build_training_set
-from serving.batch import score_period, score_period_distributed
-from serving.scorer import ModelSource
+from duanka.features.distributed import build_features_distributed, builder, plan
+from duanka.features.offline import build_features
+from duanka.features.registry import FEATURES, Entity
+from duanka.features.training_set import build_training_set
+from duanka.serving.batch import score_period, score_period_distributed
+from duanka.serving.scorer import ModelSource
 from tests.factories import EventFactory
 
 
@@ -139,7 +139,7 @@ def test_dask_batch_scores_equal_batch_scoring(client, served_bank, model):
 def test_duanka_features_runs_on_an_existing_scheduler(client, served_bank, duanka_env, tmp_path):
     from typer.testing import CliRunner
 
-    from serving.cli import app
+    from duanka.serving.cli import app
 
     local, dask = tmp_path / "local.parquet", tmp_path / "dask.parquet"
     common = ["features", "--data", str(served_bank.store.root), "--as-of", "2025-02-01"]
@@ -160,7 +160,7 @@ def test_duanka_features_runs_on_an_existing_scheduler(client, served_bank, duan
 
 
 def _use_scratch(env: pytest.MonkeyPatch, folder) -> None:
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     folder.mkdir(exist_ok=True)
     env.setenv("DUANKA_SCRATCH_DIR", str(folder))
@@ -171,8 +171,8 @@ def test_duanka_train_fits_on_the_cluster_with_lightgbm_dask(client, served_bank
     import mlflow
     from typer.testing import CliRunner
 
-    from serving.cli import app
-    from training.bundle import MODEL_NAME
+    from duanka.serving.cli import app
+    from duanka.training.bundle import MODEL_NAME
 
     common = ["train", "--data", str(served_bank.store.root), "--as-of", "2025-03-01", "--n-boot", "10"]
     runner = CliRunner()

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from features.registry import BY_NAME, MODEL_FEATURES
-from training import plots
-from training.bands import Bands
-from training.bundle import ScoringBundle
-from training.calibration import PlattCalibrator
-from training.explain import Reason, ReasonExplainer, format_value, load_catalogue, placeholders
+from duanka.features.registry import BY_NAME, MODEL_FEATURES
+from duanka.training import plots
+from duanka.training.bands import Bands
+from duanka.training.bundle import ScoringBundle
+from duanka.training.calibration import PlattCalibrator
+from duanka.training.explain import Reason, ReasonExplainer, format_value, load_catalogue, placeholders
 
 ESCORT_30D = MODEL_FEATURES.index("escort_applicants_30d")
 ESCORT_7D = MODEL_FEATURES.index("escort_applicants_7d")

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.offline import build_features
-from features.online import OnlineFeatureStore
-from features.registry import FEATURE_NAMES, LINK_FANOUT
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import FEATURE_NAMES, LINK_FANOUT
 from tests.factories import application, applications_table, label, labels_table
 
 T0 = pd.Timestamp("2024-03-01 02:00:00", tz="UTC")

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from features.offline import build_features
-from features.online import OnlineFeatureStore
-from features.registry import FEATURE_NAMES
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import FEATURE_NAMES
 from tests.factories import (
     EventFactory,
     application,

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.online import OnlineFeatureStore, StateLayoutMismatch
-from features.registry import FEATURE_NAMES
+from duanka.features.online import OnlineFeatureStore, StateLayoutMismatch
+from duanka.features.registry import FEATURE_NAMES
 from tests.factories import EventFactory, application, listing, listings_table
 
 T0 = pd.Timestamp("2024-05-01 03:00", tz="UTC")

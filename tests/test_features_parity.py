@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from data.events import WATCHLIST_EVENTS
-from features.offline import build_features
-from features.online import OnlineFeatureStore
-from features.registry import FEATURE_NAMES, MODEL_FEATURES
+from duanka.data.events import WATCHLIST_EVENTS
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import FEATURE_NAMES, MODEL_FEATURES
 from tests.factories import EventFactory
 
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from features.offline import build_features
-from features.registry import (
+from duanka.features.offline import build_features
+from duanka.features.registry import (
     AGGREGATES,
     FEATURE_NAMES,
     FEATURES,

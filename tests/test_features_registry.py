@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from features import catalogue
-from features.registry import (
+from duanka.features import catalogue
+from duanka.features.registry import (
     BY_NAME,
     CONFIRMED_WINDOW_DAYS,
     FEATURE_SET_VERSION,
@@ -94,4 +94,4 @@ def test_categories_are_small_integer_codes():
 
 def test_the_docs_catalogue_is_current():
     page = catalogue.PAGE.read_text(encoding="utf-8")
-    assert catalogue.render(page) == page, "run: python -m features.catalogue"
+    assert catalogue.render(page) == page, "run: python -m duanka.features.catalogue"

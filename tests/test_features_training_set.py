@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from features.registry import FEATURE_NAMES, FEATURE_SET_VERSION
-from features.training_set import build_training_set, write_training_set
+from duanka.features.registry import FEATURE_NAMES, FEATURE_SET_VERSION
+from duanka.features.training_set import build_training_set, write_training_set
 from tests.factories import (
     EventFactory,
     application,

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from features import values
+from duanka.features import values
 
 NAN = np.nan
 

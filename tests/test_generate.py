@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data.address import address_kinds
-from data.contract import APPLICATIONS, LABELS, WATCHLIST
-from data.identity import parse_resident_id, validate_phone, validate_uscc
-from data.reader import read_raw
-from data.synthetic import GeneratedBank, generate_bank
-from data.validate import validate
+from duanka.data.address import address_kinds
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+from duanka.data.identity import parse_resident_id, validate_phone, validate_uscc
+from duanka.data.reader import read_raw
+from duanka.data.synthetic import GeneratedBank, generate_bank
+from duanka.data.validate import validate
 
 VOLUME = 100_000
 MONTHS = 12
@@ -404,7 +404,7 @@ def test_some_listed_people_apply_again_at_another_branch_and_are_never_confirme
 def test_duanka_generate_writes_the_watchlist_beside_the_contract_files(tmp_path):
     from typer.testing import CliRunner
 
-    from serving.cli import app
+    from duanka.serving.cli import app
 
     result = CliRunner().invoke(
         app, ["generate", "--out", str(tmp_path), "--applications", "20000", "--months", "12", "--seed", "3"]

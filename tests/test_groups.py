@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.groups import group_catch_rates, load_truth
+from duanka.training.groups import group_catch_rates, load_truth
 
 
 def _bank() -> tuple[pd.DataFrame, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.identity import (
+from duanka.data.identity import (
     USCC_ALPHABET,
     InvalidIdentifier,
     ResidentId,

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data.contract import APPLICATIONS, LABELS
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.reader import Encoding
-from data.store import EventStore, StoreKeyMismatch
-from serving.cli import app
+from duanka.data.contract import APPLICATIONS, LABELS
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.reader import Encoding
+from duanka.data.store import EventStore, StoreKeyMismatch
+from duanka.serving.cli import app
 from tests.privacy import leaks, raw_identifiers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contract"
@@ -107,7 +107,7 @@ def test_a_store_refuses_events_pseudonymised_under_another_key(store, keys):
 def test_ingest_without_a_key_refuses_and_names_the_setting(tmp_path, monkeypatch):
     monkeypatch.delenv("DUANKA_PSEUDONYM_KEY", raising=False)
     monkeypatch.delenv("DUANKA_PSEUDONYM_KEY_FILE", raising=False)
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["ingest", "--applications", str(APPS), "--data", str(tmp_path / "s")])
@@ -118,7 +118,7 @@ def test_ingest_without_a_key_refuses_and_names_the_setting(tmp_path, monkeypatc
 
 def test_no_raw_identifier_reaches_disk_or_output(tmp_path, monkeypatch):
     monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     get_settings.cache_clear()
     inputs = tmp_path / "inputs"
@@ -177,7 +177,7 @@ def test_a_rows_digest_does_not_depend_on_the_other_rows_of_its_file(tmp_path, k
 
 def test_ingest_exits_1_when_a_file_is_mostly_quarantined(tmp_path, monkeypatch):
     monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     get_settings.cache_clear()
     runner = CliRunner()
@@ -201,7 +201,7 @@ def test_a_gb18030_export_reads_as_its_utf8_original(tmp_path, keys, monkeypatch
     assert gbk_store.digests("applications").equals(utf8_store.digests("applications"))
 
     monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     get_settings.cache_clear()
     refused = CliRunner().invoke(
@@ -235,7 +235,7 @@ def test_a_ragged_row_is_refused_by_the_data_row_the_quarantine_gives_it_mended(
     ragged.write_text(text.replace(address, address[:4] + "," + address[4:]), encoding="utf-8")
 
     monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     get_settings.cache_clear()
     refused = CliRunner().invoke(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from data.config import get_settings
-from serving.cli import app
-from serving.keys import KeyFile, UnknownKey
+from duanka.data.config import get_settings
+from duanka.serving.cli import app
+from duanka.serving.keys import KeyFile, UnknownKey
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.fit import FitOptions, fit_models
-from training.labels import LabelPolicy, confirmed_us, delay_distribution, refit_rows
-from training.model import downsample
-from training.promote import comparison_rows
-from training.split import TEST, TRAIN, VALID, TimeSplit
+from duanka.training.fit import FitOptions, fit_models
+from duanka.training.labels import LabelPolicy, confirmed_us, delay_distribution, refit_rows
+from duanka.training.model import downsample
+from duanka.training.promote import comparison_rows
+from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
 
 AS_OF = pd.Timestamp("2025-01-01", tz="UTC")
 WINDOW = 180

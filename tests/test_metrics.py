@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
-from training.metrics import (
+from duanka.training.metrics import (
     Evaluation,
     _kernel,
     _Ranked,

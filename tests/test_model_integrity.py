@@ -16,8 +16,8 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from serving.cli import app
-from training.bundle import (
+from duanka.serving.cli import app
+from duanka.training.bundle import (
     BOOSTER_FILE,
     META_FILE,
     MODEL_NAME,
@@ -26,7 +26,7 @@ from training.bundle import (
     read_bundle,
     sha256_text,
 )
-from training.signing import SIGNATURE_TAG, SigningKeyError, signature, signing_key
+from duanka.training.signing import SIGNATURE_TAG, SigningKeyError, signature, signing_key
 
 ALIAS = "integrity-test"
 
@@ -225,7 +225,7 @@ def test_with_a_signing_key_only_versions_signed_with_it_load(served_bank, genui
 
 
 def test_the_signing_key_comes_from_configuration_and_a_short_one_is_refused():
-    from data.config import Settings
+    from duanka.data.config import Settings
 
     assert signing_key(Settings()) is None
     assert signing_key(Settings(model_signing_key="k" * 40)) == b"k" * 40

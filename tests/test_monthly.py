@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.monthly import add_counts, month_counts, monthly_summary
+from duanka.training.monthly import add_counts, month_counts, monthly_summary
 
 
 def _frame() -> pd.DataFrame:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from data.store import EventStore
-from features.online import OnlineFeatureStore
-from serving.audit import DecisionLog
-from serving.keys import KeyFile
+from duanka.data.store import EventStore
+from duanka.features.online import OnlineFeatureStore
+from duanka.serving.audit import DecisionLog
+from duanka.serving.keys import KeyFile
 from tests.factories import CHAIN_KEY
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.config import Settings
-from data.pseudonym import FAMILIES, MissingPseudonymKey, Pseudonymiser
+from duanka.data.config import Settings
+from duanka.data.pseudonym import FAMILIES, MissingPseudonymKey, Pseudonymiser
 
 SECRET = b"k" * 32 + b"-test-secret"
 OTHER_SECRET = b"o" * 40

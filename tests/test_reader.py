@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.contract import APPLICATIONS, LABELS, Column, Kind, Table
-from data.reader import Encoding, RawTable, UnusableFile, read_raw
-from data.validate import validate
+from duanka.data.contract import APPLICATIONS, LABELS, Column, Kind, Table
+from duanka.data.reader import Encoding, RawTable, UnusableFile, read_raw
+from duanka.data.validate import validate
 
 SAMPLES = Path(__file__).parent / "fixtures" / "contract"
 LABELS_HEADER = "application_id,confirmed_at,source\n"

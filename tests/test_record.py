@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data.contract import APPLICATIONS
-from data.events import APPLICATION_EVENTS
-from data.ingest import pseudonymise_applications
-from data.pseudonym import Pseudonymiser
-from data.reader import RawTable, read_raw
-from data.record import application_event, validate_record
-from data.synthetic import generate_bank
-from data.validate import validate
+from duanka.data.contract import APPLICATIONS
+from duanka.data.events import APPLICATION_EVENTS
+from duanka.data.ingest import pseudonymise_applications
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.reader import RawTable, read_raw
+from duanka.data.record import application_event, validate_record
+from duanka.data.synthetic import generate_bank
+from duanka.data.validate import validate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contract"
 KEYS = Pseudonymiser.demo()

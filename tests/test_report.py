@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 from matplotlib.text import Text
 
-from data.config import Settings
-from data.contract import APPLICATIONS, LABELS, WATCHLIST
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.synthetic import generate_bank
-from training import plots
-from training.bundle import MODEL_NAME, load_registered
-from training.report import (
+from duanka.data.config import Settings
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import generate_bank
+from duanka.training import plots
+from duanka.training.bundle import MODEL_NAME, load_registered
+from duanka.training.report import (
     EXAMPLE_ALERTS,
     REPORT_NAME,
     SECTIONS,
@@ -32,8 +32,8 @@ from training.report import (
     population_stability,
     rule_and_model_decisions,
 )
-from training.run import TrainConfig, train
-from training.tracking import configure
+from duanka.training.run import TrainConfig, train
+from duanka.training.tracking import configure
 
 AS_OF = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
 IDENTIFIER_COLUMNS = ("id_number", "phone", "address", "device_id", "escort_id", "company_id")

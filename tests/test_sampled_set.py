@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.training_set import build_training_set
+from duanka.features.training_set import build_training_set
+from duanka.training.monthly import month_counts
+from duanka.training.sampled_set import build_sampled_training_set, uniform
+from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
 from tests.factories import EventFactory
-from training.monthly import month_counts
-from training.sampled_set import build_sampled_training_set, uniform
-from training.split import TEST, TRAIN, VALID, TimeSplit
 
 AS_OF = pd.Timestamp("2025-01-20", tz="UTC")
 WINDOW_DAYS = 60
@@ -139,9 +139,9 @@ def test_the_choice_depends_on_the_id_and_seed_alone():
 
 
 def test_a_tuning_search_is_refused_on_a_set_built_on_the_cluster(tmp_path):
-    from data.config import Settings
-    from data.store import EventStore
-    from training.run import Cluster, TrainConfig, train
+    from duanka.data.config import Settings
+    from duanka.data.store import EventStore
+    from duanka.training.run import Cluster, TrainConfig, train
 
     config = TrainConfig(as_of=AS_OF, tune_trials=3)
     with pytest.raises(ValueError, match="tuning search fits on every training row"):

@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data.address import address_kinds, building_keys
-from data.contract import APPLICATIONS
-from data.reader import read_raw
-from data.synthetic import SCENARIOS, Scenario, ScenarioName, generate_bank, scenario, schemes
-from data.validate import validate
-from serving.cli import app
+from duanka.data.address import address_kinds, building_keys
+from duanka.data.contract import APPLICATIONS
+from duanka.data.reader import read_raw
+from duanka.data.synthetic import SCENARIOS, Scenario, ScenarioName, generate_bank, scenario, schemes
+from duanka.data.validate import validate
+from duanka.serving.cli import app
 
 FILES = ("applications.csv", "labels.csv", "truth.csv", "watchlist.csv")
 # sha256 of the default world for 20,000 applications, 6 months, seed 3, as written

@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.metrics import roc_auc_score
 
-from training.scorecard import MISSING, WoEScorecard
+from duanka.training.scorecard import MISSING, WoEScorecard
 
 
 def _applications(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:

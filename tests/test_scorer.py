@@ -12,13 +12,13 @@ import mlflow
 import numpy as np
 import pytest
 
-from data.contract import APPLICATIONS
-from data.ingest import ingest_file
-from data.store import EventStore
-from features.online import OnlineFeatureStore
-from features.registry import MODEL_FEATURES
-from serving.audit import DecisionLog
-from serving.scorer import (
+from duanka.data.contract import APPLICATIONS
+from duanka.data.ingest import ingest_file
+from duanka.data.store import EventStore
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import MODEL_FEATURES
+from duanka.serving.audit import DecisionLog
+from duanka.serving.scorer import (
     ConflictingResend,
     InvalidInput,
     ModelSource,
@@ -28,8 +28,8 @@ from serving.scorer import (
     prepare_applications,
     prepare_labels,
 )
+from duanka.training.bundle import BOOSTER_FILE, ModelIntegrityError
 from tests.factories import CHAIN_KEY
-from training.bundle import BOOSTER_FILE, ModelIntegrityError
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_a_tampered_booster_is_refused(source, monkeypatch, tmp_path):
 
 
 def test_a_model_of_another_feature_set_version_is_refused(source, monkeypatch):
-    monkeypatch.setattr("serving.scorer.FEATURE_SET_VERSION", "0123456789abcdef")
+    monkeypatch.setattr("duanka.serving.scorer.FEATURE_SET_VERSION", "0123456789abcdef")
     with pytest.raises(ModelIntegrityError, match="feature set"):
         source.load()
 

@@ -13,10 +13,10 @@ import sqlite3
 import numpy as np
 import pytest
 
-from features.online import OnlineFeatureStore
-from features.registry import MODEL_FEATURES
-from serving.audit import DecisionLog
-from serving.scorer import ModelSource, Scorer, prepare_applications, prepare_labels
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import MODEL_FEATURES
+from duanka.serving.audit import DecisionLog
+from duanka.serving.scorer import ModelSource, Scorer, prepare_applications, prepare_labels
 from tests.factories import CHAIN_KEY
 
 NEVER = 3_600.0  # no periodic sync within a test: only close() syncs

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from training.bands import ACTIONS, Bands
-from training.calibration import IsotonicCalibrator, PlattCalibrator, calibrator_from_dict
-from training.model import MuleClassifier
-from training.split import TEST, TRAIN, VALID, TimeSplit
+from duanka.training.bands import ACTIONS, Bands
+from duanka.training.calibration import IsotonicCalibrator, PlattCalibrator, calibrator_from_dict
+from duanka.training.model import MuleClassifier
+from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
 
 AS_OF = pd.Timestamp("2025-07-01T00:00:00+08:00").tz_convert("UTC")
 
@@ -101,8 +101,8 @@ def test_classifier_is_reproducible_and_learns_a_signal():
 
 
 def test_configuring_mlflow_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
-    from data.config import Settings
-    from training.tracking import configure
+    from duanka.data.config import Settings
+    from duanka.training.tracking import configure
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     configure(Settings(models_dir=tmp_path / "a"))
@@ -111,7 +111,7 @@ def test_configuring_mlflow_leaves_the_environment_as_it_was(tmp_path, monkeypat
 
 
 def test_tuning_is_bounded_and_reproducible():
-    from training.tuning import tune
+    from duanka.training.tuning import tune
 
     rng = np.random.default_rng(9)
     X = rng.normal(size=(3_000, 3))
@@ -125,7 +125,7 @@ def test_tuning_is_bounded_and_reproducible():
 
 
 def test_the_shipped_code_is_python_sources_only(tmp_path):
-    from training.bundle import copy_inference_code
+    from duanka.training.bundle import copy_inference_code
 
     root = tmp_path / "project"
     (root / "data" / "quickstart" / "bank").mkdir(parents=True)
@@ -142,11 +142,11 @@ def test_the_shipped_code_is_python_sources_only(tmp_path):
     files = sorted(
         p.relative_to(tmp_path / "code").as_posix() for p in (tmp_path / "code").rglob("*") if p.is_file()
     )
-    assert len(copied) == 3
+    assert copied == [str(tmp_path / "code" / "duanka")]
     assert files == [
-        "data/__init__.py",
-        "data/contract.py",
-        "data/synthetic/__init__.py",
-        "features/__init__.py",
-        "training/__init__.py",
+        "duanka/data/__init__.py",
+        "duanka/data/contract.py",
+        "duanka/data/synthetic/__init__.py",
+        "duanka/features/__init__.py",
+        "duanka/training/__init__.py",
     ]

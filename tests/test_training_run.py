@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.config import Settings
-from data.contract import APPLICATIONS, LABELS
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.synthetic import generate_bank
-from features.training_set import TrainingSet, TrainingSummary
-from training.bundle import MODEL_NAME, load_registered
-from training.promote import promote
-from training.run import TrainConfig, _parts, _time_split, train
-from training.split import TEST, TRAIN, VALID
-from training.tracking import configure
+from duanka.data.config import Settings
+from duanka.data.contract import APPLICATIONS, LABELS
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import generate_bank
+from duanka.features.training_set import TrainingSet, TrainingSummary
+from duanka.training.bundle import MODEL_NAME, load_registered
+from duanka.training.promote import promote
+from duanka.training.run import TrainConfig, _parts, _time_split, train
+from duanka.training.split import TEST, TRAIN, VALID
+from duanka.training.tracking import configure
 
 AS_OF = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
 SIGNING_KEY = "duanka-test-signing-key-0123456789abcdef"

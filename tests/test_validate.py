@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from data.contract import APPLICATIONS, LABELS, WATCHLIST
-from data.identity import id_check_character
-from data.reader import RawTable, read_raw
-from data.validate import Validated, validate
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+from duanka.data.identity import id_check_character
+from duanka.data.reader import RawTable, read_raw
+from duanka.data.validate import Validated, validate
 
 SAMPLES = Path(__file__).parent / "fixtures" / "contract"
 with (SAMPLES / "invalid_applications.csv").open(encoding="utf-8") as _handle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 
-from data.wal import Checkpointer
+from duanka.data.wal import Checkpointer
 
 
 def _writer(path, lock: threading.Lock, commits: int) -> None:

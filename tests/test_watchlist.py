@@ -10,21 +10,21 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from data.contract import APPLICATIONS, WATCHLIST
-from data.ingest import ingest_file
-from data.pseudonym import Pseudonymiser
-from data.store import EventStore
-from data.watchlist import (
+from duanka.data.contract import APPLICATIONS, WATCHLIST
+from duanka.data.ingest import ingest_file
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.watchlist import (
     EXPIRES_BEFORE_LISTED,
     StoredWatchlist,
     Watchlist,
     ingest_watchlist,
 )
-from serving.batch import SCORE_COLUMNS
-from serving.cli import app
-from serving.rules import WATCHLIST_CODE, refuse_listed, watchlist_decision
+from duanka.serving.batch import SCORE_COLUMNS
+from duanka.serving.cli import app
+from duanka.serving.rules import WATCHLIST_CODE, refuse_listed, watchlist_decision
+from duanka.training.explain import load_catalogue, placeholders
 from tests.privacy import leaks, raw_identifiers
-from training.explain import load_catalogue, placeholders
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contract"
 APPS = FIXTURES / "applications.csv"
@@ -130,7 +130,7 @@ def test_bad_rows_are_quarantined_naming_row_column_and_reason_never_the_value(s
 
 def test_the_cli_ingests_a_watchlist_and_writes_no_raw_id(tmp_path, monkeypatch, people):
     monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
-    from data.config import get_settings
+    from duanka.data.config import get_settings
 
     get_settings.cache_clear()
     path = _write(

@@ -20,21 +20,21 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from data.contract import WATCHLIST
-from data.events import APPLICATION_EVENTS
-from data.ingest import ingest_file
-from data.store import EventStore
-from data.watchlist import StoredWatchlist
-from features.offline import build_features
-from features.online import OnlineFeatureStore
-from features.registry import FEATURE_NAMES
-from serving.api import create_app
-from serving.audit import DECISION_COLUMNS, DecisionLog
-from serving.batch import score_file, score_period
-from serving.cli import app
-from serving.keys import KeyFile
-from serving.scorer import ModelSource, Scorer, prepare_applications
-from serving.state import sync_online_state
+from duanka.data.contract import WATCHLIST
+from duanka.data.events import APPLICATION_EVENTS
+from duanka.data.ingest import ingest_file
+from duanka.data.store import EventStore
+from duanka.data.watchlist import StoredWatchlist
+from duanka.features.offline import build_features
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import FEATURE_NAMES
+from duanka.serving.api import create_app
+from duanka.serving.audit import DECISION_COLUMNS, DecisionLog
+from duanka.serving.batch import score_file, score_period
+from duanka.serving.cli import app
+from duanka.serving.keys import KeyFile
+from duanka.serving.scorer import ModelSource, Scorer, prepare_applications
+from duanka.serving.state import sync_online_state
 from tests.factories import CHAIN_KEY
 from tests.privacy import leaks
 

@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.config import SHANGHAI
-from data.store import EventStore
-from features.training_set import TrainingSet, build_training_set, training_set_at
-from training.bands import ALERT_BUDGET, DailyBands, RefreshPolicy, local_days
-from training.fit import Fitted
-from training.groups import load_truth
-from training.metrics import ALERT_RATES, Evaluation, evaluate, recall_key
-from training.periods import Every, earliest_start, period_starts
-from training.run import TrainConfig, _parts, evidence_comparison, fit_as_of
-from training.split import TimeSplit
+from duanka.data.config import SHANGHAI
+from duanka.data.store import EventStore
+from duanka.features.training_set import TrainingSet, build_training_set, training_set_at
+from duanka.training.bands import ALERT_BUDGET, DailyBands, RefreshPolicy, local_days
+from duanka.training.fit import Fitted
+from duanka.training.groups import load_truth
+from duanka.training.metrics import ALERT_RATES, Evaluation, evaluate, recall_key
+from duanka.training.periods import Every, earliest_start, period_starts
+from duanka.training.run import TrainConfig, _parts, evidence_comparison, fit_as_of
+from duanka.training.split import TimeSplit
 
 EXPERIMENT = "duanka-backtest"
 # Realised band shares are read against these budgets: critical alone, and critical + high.

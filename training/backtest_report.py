@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from data.config import SHANGHAI, Settings
-from training.backtest import (
+from duanka.data.config import SHANGHAI, Settings
+from duanka.training.backtest import (
     ALERT_BUDGET_HIGH,
     CRITICAL_BUDGET,
     EVIDENCE_ROW,
@@ -25,10 +25,10 @@ from training.backtest import (
     BacktestConfig,
     BacktestResult,
 )
-from training.metrics import recall_key
-from training.plots import ACCENT, BAND_COLOURS, MUTED, RISK, _figure, calibration, to_data_uri
-from training.report import calibration_bins
-from training.tracking import code_version, experiment_id, metric_key
+from duanka.training.metrics import recall_key
+from duanka.training.plots import ACCENT, BAND_COLOURS, MUTED, RISK, _figure, calibration, to_data_uri
+from duanka.training.report import calibration_bins
+from duanka.training.tracking import code_version, experiment_id, metric_key
 
 RECALL_1 = recall_key(0.01)
 

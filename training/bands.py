@@ -14,7 +14,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from data.config import SHANGHAI, get_settings
+from duanka.data.config import SHANGHAI, get_settings
 
 # band -> share of all openings the bank is willing to alert on at that level
 ALERT_BUDGET: dict[str, float] = {"critical": 0.005, "high": 0.015, "medium": 0.03}

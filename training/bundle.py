@@ -18,9 +18,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from training.bands import Bands
-from training.calibration import Calibrator, calibrator_from_dict
-from training.signing import signature_problem
+from duanka.training.bands import Bands
+from duanka.training.calibration import Calibrator, calibrator_from_dict
+from duanka.training.signing import signature_problem
 
 MODEL_NAME = "duanka"
 BOOSTER_FILE = "booster.txt"
@@ -164,12 +164,17 @@ def _source_only(folder: str, names: list[str]) -> set[str]:
     }
 
 
-def copy_inference_code(project_root: Path, into: Path) -> list[str]:
-    """The project's Python sources, copied without any data that lies beside them."""
-    copies = []
+def copy_inference_code(sources: Path, into: Path) -> list[str]:
+    """The package's Python sources, copied as ``into/duanka/<room>`` without data beside them.
+
+    ``sources`` is the folder holding the rooms (the checkout, or ``site-packages/duanka``).
+    MLflow puts the model's ``code/`` folder on ``sys.path`` at load, so the copy imports as
+    ``duanka.*``, the one name the package installs.
+    """
+    package = into / "duanka"
     for room in CODE_ROOMS:
-        copies.append(str(shutil.copytree(project_root / room, into / room, ignore=_source_only)))
-    return copies
+        shutil.copytree(sources / room, package / room, ignore=_source_only)
+    return [str(package)]
 
 
 def log_bundle(

@@ -22,7 +22,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.metrics import average_precision_score
 
-from training.model import MuleClassifier
+from duanka.training.model import MuleClassifier
 
 
 def margins_by_round(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:

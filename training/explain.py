@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.registry import BY_NAME
-from training.bundle import ScoringBundle
+from duanka.features.registry import BY_NAME
+from duanka.training.bundle import ScoringBundle
 
 CATALOGUE_PATH = Path(__file__).with_name("reasons.toml")
 NONE_TEXT = {"zh": "无", "en": "none"}

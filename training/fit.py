@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training.bands import Bands
-from training.calibration import Calibrator, make_calibrator
-from training.dask_fit import DaskMuleClassifier
-from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, RefitRows, refit_rows
-from training.model import MuleClassifier, downsample
-from training.split import TEST, TRAIN, VALID, TimeSplit
+from duanka.training.bands import Bands
+from duanka.training.calibration import Calibrator, make_calibrator
+from duanka.training.dask_fit import DaskMuleClassifier
+from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, RefitRows, refit_rows
+from duanka.training.model import MuleClassifier, downsample
+from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
 
 # Band cuts are quantiles of the shipped model's scores over the openings of these last days.
 BAND_DAYS = 61

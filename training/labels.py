@@ -25,7 +25,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from features.values import DAY_US
+from duanka.features.values import DAY_US
 
 # Weight below which an unconfirmed row is dropped from the refit: it would teach nothing.
 _LEAST_WEIGHT = 0.01

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from data.config import SHANGHAI
+from duanka.data.config import SHANGHAI
 
 COUNTS = ("applications", "mature", "confirmed")
 

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 import pandas as pd
 
-from data.config import SHANGHAI
+from duanka.data.config import SHANGHAI
 
 
 class Every(StrEnum):

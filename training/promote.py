@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import mlflow
 import pandas as pd
 
-from data.config import Settings
-from data.store import EventStore
-from features.registry import FEATURE_SET_VERSION
-from features.training_set import build_training_set
-from training.bundle import MODEL_NAME, RegisteredModel, ScoringBundle, load_evidence, load_registered
-from training.metrics import point_metrics, recall_key
-from training.tracking import experiment_id, metric_key
+from duanka.data.config import Settings
+from duanka.data.store import EventStore
+from duanka.features.registry import FEATURE_SET_VERSION
+from duanka.features.training_set import build_training_set
+from duanka.training.bundle import MODEL_NAME, RegisteredModel, ScoringBundle, load_evidence, load_registered
+from duanka.training.metrics import point_metrics, recall_key
+from duanka.training.tracking import experiment_id, metric_key
 
 RECALL_TOLERANCE = 0.02
 CHAMPION, CHALLENGER = "champion", "challenger"

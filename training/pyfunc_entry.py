@@ -6,6 +6,6 @@ calibrator come from the model's artifacts and are hash-checked there.
 
 import mlflow
 
-from training.bundle import DuankaPyfunc
+from duanka.training.bundle import DuankaPyfunc
 
 mlflow.models.set_model(DuankaPyfunc())

@@ -31,17 +31,17 @@ import pandas as pd
 from markupsafe import Markup
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from data.config import SHANGHAI
-from features.registry import BY_NAME, CONFIRMED_WINDOW_DAYS, LINK_WINDOW_DAYS
-from training import plots
-from training.bands import ACTION_TEXT, ACTIONS, ALERT_BUDGET
-from training.bundle import MODEL_NAME, RegisteredModel, load_registered
-from training.explain import Reason, ReasonExplainer, format_value, load_catalogue
-from training.metrics import ALERT_RATES, HEADLINE_METRICS, threshold_table
-from training.promote import RECALL_TOLERANCE
-from training.promote import __doc__ as PROMOTION_RULE
-from training.split import TEST, TRAIN
-from training.tracking import metric_key
+from duanka.data.config import SHANGHAI
+from duanka.features.registry import BY_NAME, CONFIRMED_WINDOW_DAYS, LINK_WINDOW_DAYS
+from duanka.training import plots
+from duanka.training.bands import ACTION_TEXT, ACTIONS, ALERT_BUDGET
+from duanka.training.bundle import MODEL_NAME, RegisteredModel, load_registered
+from duanka.training.explain import Reason, ReasonExplainer, format_value, load_catalogue
+from duanka.training.metrics import ALERT_RATES, HEADLINE_METRICS, threshold_table
+from duanka.training.promote import RECALL_TOLERANCE
+from duanka.training.promote import __doc__ as PROMOTION_RULE
+from duanka.training.split import TEST, TRAIN
+from duanka.training.tracking import metric_key
 
 REPORT_NAME = "report.html"
 TEMPLATE = "report.html.j2"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.registry import BY_NAME
+from duanka.features.registry import BY_NAME
 
 _LODGING = float(BY_NAME["address_kind"].codes.index("lodging"))
 

@@ -15,25 +15,25 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from data.config import Settings
-from data.store import EventStore
-from data.watchlist import RULE as WATCHLIST_RULE
-from features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
-from features.training_set import TrainingSet, TrainingSummary, build_training_set
-from training.bundle import EVIDENCE_PATH, MODEL_NAME, log_bundle, sha256_text, write_bundle
-from training.calibration import make_calibrator
-from training.fit import FitOptions, Fitted, fit_evidence, fit_models, matrix, sampled_weights
-from training.groups import GroupCatch, group_catch_rates, load_truth
-from training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, confirmed_us
-from training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
-from training.monthly import month_counts, monthly_summary
-from training.rules import BranchRules
-from training.sampled_set import build_sampled_training_set
-from training.scorecard import WoEScorecard
-from training.signing import SIGNATURE_TAG, signature, signing_key
-from training.split import TEST, TRAIN, VALID, TimeSplit
-from training.tracking import PROJECT_ROOT, code_version, configure, metric_key
-from training.tuning import tune
+from duanka.data.config import Settings
+from duanka.data.store import EventStore
+from duanka.data.watchlist import RULE as WATCHLIST_RULE
+from duanka.features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
+from duanka.features.training_set import TrainingSet, TrainingSummary, build_training_set
+from duanka.training.bundle import EVIDENCE_PATH, MODEL_NAME, log_bundle, sha256_text, write_bundle
+from duanka.training.calibration import make_calibrator
+from duanka.training.fit import FitOptions, Fitted, fit_evidence, fit_models, matrix, sampled_weights
+from duanka.training.groups import GroupCatch, group_catch_rates, load_truth
+from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, confirmed_us
+from duanka.training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
+from duanka.training.monthly import month_counts, monthly_summary
+from duanka.training.rules import BranchRules
+from duanka.training.sampled_set import build_sampled_training_set
+from duanka.training.scorecard import WoEScorecard
+from duanka.training.signing import SIGNATURE_TAG, signature, signing_key
+from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
+from duanka.training.tracking import PROJECT_ROOT, code_version, configure, metric_key
+from duanka.training.tuning import tune
 
 CHALLENGER = "challenger"
 # The families that link one application to others; the ablation drops them to show what links add.

@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data.events import APPLICATION_EVENTS, LABEL_EVENTS
-from features.distributed import CONFIRMED, Source, _write_pieces, feature_partitions, scratch_folder
-from features.offline import as_table
-from features.training_set import (
+from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS
+from duanka.features.distributed import CONFIRMED, Source, _write_pieces, feature_partitions, scratch_folder
+from duanka.features.offline import as_table
+from duanka.features.training_set import (
     TrainingSet,
     TrainingSummary,
     _digest,
@@ -46,8 +46,8 @@ from features.training_set import (
     known_at,
     summarise,
 )
-from training.monthly import add_counts, month_counts
-from training.split import TEST, TRAIN, VALID, TimeSplit
+from duanka.training.monthly import add_counts, month_counts
+from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from data.config import Settings, configured_secret
+from duanka.data.config import Settings, configured_secret
 
 SIGNATURE_TAG = "signature"
 MIN_SIGNING_KEY_BYTES = 32

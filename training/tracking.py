@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from data.config import Settings
+from duanka.data.config import Settings
 
 EXPERIMENT = "duanka"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

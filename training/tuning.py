@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.model import MuleClassifier
+from duanka.training.model import MuleClassifier
 
 
 def search_space(trial) -> dict[str, float | int]:

@@ -7,7 +7,7 @@ evaluation only: duanka never reads it as an input. A scenario
 adapted to being watched.
 """
 
-from data.synthetic.bank import GeneratedBank, generate_bank
-from data.synthetic.scenarios import SCENARIOS, Scenario, ScenarioName, scenario
+from duanka.data.synthetic.bank import GeneratedBank, generate_bank
+from duanka.data.synthetic.scenarios import SCENARIOS, Scenario, ScenarioName, scenario
 
 __all__ = ["SCENARIOS", "GeneratedBank", "Scenario", "ScenarioName", "generate_bank", "scenario"]

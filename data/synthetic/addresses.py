@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.synthetic.keyed import keyed_bits
-from data.synthetic.places import (
+from duanka.data.synthetic.keyed import keyed_bits
+from duanka.data.synthetic.places import (
     BUSINESS_CENTRES,
     CITIES,
     DISTRICT_CITY,
@@ -36,7 +36,7 @@ from data.synthetic.places import (
     TOWNS,
     VILLAGES,
 )
-from data.synthetic.rows import interleave
+from duanka.data.synthetic.rows import interleave
 
 HAO = ("号", "號")
 BUILDING_MARKS = ("栋", "幢", "座", "号楼")

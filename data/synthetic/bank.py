@@ -25,18 +25,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rich.progress import Progress
 
-from data.contract import APPLICATIONS, LABELS, WATCHLIST
-from data.synthetic import scenarios
-from data.synthetic.lookalikes import agency_rows, factory_rows, university_rows
-from data.synthetic.outcomes import confirmations, label_table
-from data.synthetic.period import DAY, Period, day_weights
-from data.synthetic.population import legit_rows
-from data.synthetic.rows import TRUTH_COLUMNS, Draft, application_ids, render
-from data.synthetic.scenarios import Scenario
-from data.synthetic.schemes import insider_rows, ring_rows, shell_rows, solo_rows
-from data.synthetic.watchlist import listings, watchlist_table
-from data.synthetic.world import World, build_world
-from data.synthetic.writer import CsvFile
+from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
+from duanka.data.synthetic import scenarios
+from duanka.data.synthetic.lookalikes import agency_rows, factory_rows, university_rows
+from duanka.data.synthetic.outcomes import confirmations, label_table
+from duanka.data.synthetic.period import DAY, Period, day_weights
+from duanka.data.synthetic.population import legit_rows
+from duanka.data.synthetic.rows import TRUTH_COLUMNS, Draft, application_ids, render
+from duanka.data.synthetic.scenarios import Scenario
+from duanka.data.synthetic.schemes import insider_rows, ring_rows, shell_rows, solo_rows
+from duanka.data.synthetic.watchlist import listings, watchlist_table
+from duanka.data.synthetic.world import World, build_world
+from duanka.data.synthetic.writer import CsvFile
 
 # Each planner draws from its own stream, so that changing one leaves the others' rows alone.
 _PLANNERS = (university_rows, factory_rows, agency_rows, ring_rows, shell_rows, insider_rows, solo_rows)

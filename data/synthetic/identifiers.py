@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.identity import USCC_ALPHABET, id_check_character, uscc_check_character
-from data.synthetic.keyed import keyed_integers
+from duanka.data.identity import USCC_ALPHABET, id_check_character, uscc_check_character
+from duanka.data.synthetic.keyed import keyed_integers
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _USCC_BYTES = np.frombuffer(USCC_ALPHABET.encode("ascii"), dtype=np.uint8)

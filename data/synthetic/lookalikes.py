@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.compute as pc
 
-from data.synthetic.addresses import SITES, Place, mixed_addresses, pick, spellings, street_address
-from data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
-from data.synthetic.people import (
+from duanka.data.synthetic.addresses import SITES, Place, mixed_addresses, pick, spellings, street_address
+from duanka.data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
+from duanka.data.synthetic.people import (
     block_phones,
     draw_ages,
     draw_applicants,
@@ -30,7 +30,7 @@ from data.synthetic.people import (
     escort_ids,
     tenure_days,
 )
-from data.synthetic.period import (
+from duanka.data.synthetic.period import (
     HOUR,
     anytime_seconds,
     counter_seconds,
@@ -39,10 +39,10 @@ from data.synthetic.period import (
     queued,
     stamp,
 )
-from data.synthetic.places import CAMPUS_ZONES, DISTRICT_CODE, DISTRICTS, UNIVERSITIES
-from data.synthetic.population import SPELLING_VARIETY, TAMPERED
-from data.synthetic.rows import AGENT, COUNTER, MOBILE, Draft, stacked
-from data.synthetic.world import World, worth_adding
+from duanka.data.synthetic.places import CAMPUS_ZONES, DISTRICT_CODE, DISTRICTS, UNIVERSITIES
+from duanka.data.synthetic.population import SPELLING_VARIETY, TAMPERED
+from duanka.data.synthetic.rows import AGENT, COUNTER, MOBILE, Draft, stacked
+from duanka.data.synthetic.world import World, worth_adding
 
 UNIVERSITY_SHARE = 0.015  # of the annual volume, every September
 SESSION_SIZE = 350  # freshmen per on-campus session, about; a university holds several

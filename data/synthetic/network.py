@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from data.synthetic.places import DISTRICT_CITY, DISTRICTS
+from duanka.data.synthetic.places import DISTRICT_CITY, DISTRICTS
 
 CORPORATE_DESK = 2  # the first staff members of a branch also handle corporate accounts
 

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from data.synthetic.keyed import keyed_uniform
-from data.synthetic.period import DAY
-from data.synthetic.rows import SCHEMES, Draft, local_timestamps
+from duanka.data.synthetic.keyed import keyed_uniform
+from duanka.data.synthetic.period import DAY
+from duanka.data.synthetic.rows import SCHEMES, Draft, local_timestamps
 
 FIRST_DAY, LAST_DAY = 14, 275  # confirmation delay after opening, days
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from data.synthetic.identifiers import resident_ids
-from data.synthetic.places import HOMES, MIGRATION, PROVINCES
-from data.synthetic.rows import sparse
+from duanka.data.synthetic.identifiers import resident_ids
+from duanka.data.synthetic.places import HOMES, MIGRATION, PROVINCES
+from duanka.data.synthetic.rows import sparse
 
 AgeBands = Sequence[tuple[int, int, float]]
 """Age mixture: (youngest, oldest, weight) bands, uniform within a band."""

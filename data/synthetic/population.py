@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from data.synthetic.addresses import SITES, Place, mixed_addresses
-from data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
-from data.synthetic.keyed import keyed_integers
-from data.synthetic.people import draw_ages, draw_applicants, draw_phones, tenure_days
-from data.synthetic.period import Chunk, anytime_seconds, counter_seconds, draw_days, ramp, stamp
-from data.synthetic.places import DISTRICT_CODE
-from data.synthetic.rows import AGENT, COUNTER, MOBILE, Draft, sparse
-from data.synthetic.world import World
+from duanka.data.synthetic.addresses import SITES, Place, mixed_addresses
+from duanka.data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
+from duanka.data.synthetic.keyed import keyed_integers
+from duanka.data.synthetic.people import draw_ages, draw_applicants, draw_phones, tenure_days
+from duanka.data.synthetic.period import Chunk, anytime_seconds, counter_seconds, draw_days, ramp, stamp
+from duanka.data.synthetic.places import DISTRICT_CODE
+from duanka.data.synthetic.rows import AGENT, COUNTER, MOBILE, Draft, sparse
+from duanka.data.synthetic.world import World
 
 CORPORATE = 0.09  # share of ordinary openings that are corporate accounts
 MOBILE_SHARE = (0.34, 0.44)  # of personal openings, at the period's start and end

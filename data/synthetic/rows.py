@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.contract import ACCOUNT_TYPES, APPLICATIONS, CHANNELS
-from data.synthetic.identifiers import INTERMEDIARY_DIGITS, device_ids, numbered
-from data.synthetic.network import Network
+from duanka.data.contract import ACCOUNT_TYPES, APPLICATIONS, CHANNELS
+from duanka.data.synthetic.identifiers import INTERMEDIARY_DIGITS, device_ids, numbered
+from duanka.data.synthetic.network import Network
 
 SCHEMES = (
     "legit",

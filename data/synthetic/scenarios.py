@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
-from data.synthetic.schemes import (
+from duanka.data.synthetic.schemes import (
     BLOCK_SIM,
     ESCORT_RECORDED,
     INSIDER_BORROWED,

@@ -29,10 +29,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from data.synthetic.addresses import SITES, Place, mixed_addresses
-from data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
-from data.synthetic.network import CORPORATE_DESK
-from data.synthetic.people import (
+from duanka.data.synthetic.addresses import SITES, Place, mixed_addresses
+from duanka.data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
+from duanka.data.synthetic.network import CORPORATE_DESK
+from duanka.data.synthetic.people import (
     block_phones,
     draw_ages,
     draw_applicants,
@@ -41,7 +41,7 @@ from data.synthetic.people import (
     escort_ids,
     tenure_days,
 )
-from data.synthetic.period import (
+from duanka.data.synthetic.period import (
     HOUR,
     after_hours_seconds,
     anytime_seconds,
@@ -51,10 +51,10 @@ from data.synthetic.period import (
     ramp,
     stamp,
 )
-from data.synthetic.places import BUSINESS_CENTRES, CITIES, DISTRICT_CODE, MIGRATION, PROVINCES
-from data.synthetic.population import AGENTS, agent_numbers
-from data.synthetic.rows import COUNTER, MOBILE, Draft, stacked
-from data.synthetic.world import World, worth_adding
+from duanka.data.synthetic.places import BUSINESS_CENTRES, CITIES, DISTRICT_CODE, MIGRATION, PROVINCES
+from duanka.data.synthetic.population import AGENTS, agent_numbers
+from duanka.data.synthetic.rows import COUNTER, MOBILE, Draft, stacked
+from duanka.data.synthetic.world import World, worth_adding
 
 RING_SHARE = 0.0045  # of all applications
 RECRUITS = (4, 40)  # per ring; median about 12

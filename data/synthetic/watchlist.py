@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.synthetic.period import DAY, counter_seconds
-from data.synthetic.rows import COUNTER, SCHEMES, Draft, local_timestamps
-from data.synthetic.world import World
+from duanka.data.synthetic.period import DAY, counter_seconds
+from duanka.data.synthetic.rows import COUNTER, SCHEMES, Draft, local_timestamps
+from duanka.data.synthetic.world import World
 
 SOURCE = "pboc_joint_punishment"
 LISTED = 0.6  # of the people behind confirmed accounts

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.synthetic.network import Network, build_network
-from data.synthetic.period import Period
-from data.synthetic.places import DISTRICT_CITY
+from duanka.data.synthetic.network import Network, build_network
+from duanka.data.synthetic.period import Period
+from duanka.data.synthetic.places import DISTRICT_CITY
 
 if TYPE_CHECKING:  # scenarios imports the schemes, which import this module
-    from data.synthetic.scenarios import Scenario
+    from duanka.data.synthetic.scenarios import Scenario
 
 # A district's applicants of the period live in 1/0.3 times as many households,
 # drawn at random: about a quarter of them share their address (family,
