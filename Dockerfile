@@ -23,6 +23,7 @@ COPY data/ data/
 COPY features/ features/
 COPY training/ training/
 COPY serving/ serving/
+COPY cli/ cli/
 # A plain (not editable) install: the runtime copies /opt/venv alone, without /src.
 # The cache mount keeps downloaded wheels between builds without putting them in a layer.
 RUN --mount=type=cache,target=/root/.cache/pip \

@@ -47,7 +47,9 @@ def main() -> None:
     print(f"{args.rows:,} rows x {X.shape[1]} features, {y.mean():.2%} positive; train/valid/test 80/10/10")
 
     t0 = time.perf_counter()
-    local = MuleClassifier(random_state=args.seed).fit(X[:a], y[:a], X[a:b], y[a:b], names)
+    local = MuleClassifier(random_state=args.seed).fit(
+        X[:a], y[:a], eval_set=(X[a:b], y[a:b]), feature_names=names
+    )
     local_s = time.perf_counter() - t0
     local_ap = average_precision_score(y[b:], local.decision_function(X[b:]))
     print(
@@ -61,7 +63,7 @@ def main() -> None:
     ):
         t0 = time.perf_counter()
         spread = DaskMuleClassifier(client=client, random_state=args.seed).fit(
-            X[:a], y[:a], X[a:b], y[a:b], names
+            X[:a], y[:a], eval_set=(X[a:b], y[a:b]), feature_names=names
         )
         spread_s = time.perf_counter() - t0
     spread_ap = average_precision_score(y[b:], spread.decision_function(X[b:]))

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from duanka.features.distributed import feature_partitions, scratch_folder
+from duanka.features.distributed import BuildOptions, feature_partitions, scratch_folder
 from tests.factories import EventFactory
 
 DAYS = 730
@@ -134,7 +134,9 @@ def main() -> None:
             disk.start()
             start = time.perf_counter()
             with get_task_stream(client) as stream:
-                parts = feature_partitions(client, paths, labels, scratch=scratch, partitions=args.partitions)
+                parts = feature_partitions(
+                    client, paths, labels, scratch=scratch, options=BuildOptions(partitions=args.partitions)
+                )
             wall = time.perf_counter() - start
             disk.done.set()
             rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)

@@ -89,7 +89,9 @@ def main() -> None:
         f"{'contrib ms':>12}{'explain ms':>12}{'batch ms':>10}"
     )
     for label, shape in SHAPES.items():
-        fitted = MuleClassifier(**shape).fit(X[TRAIN], y[TRAIN], X[VALID], y[VALID], names)
+        fitted = MuleClassifier(**shape).fit(
+            X[TRAIN], y[TRAIN], eval_set=(X[VALID], y[VALID]), feature_names=names
+        )
         booster = fitted.booster_
         booster = booster.__class__(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
         bundle = ScoringBundle(booster, model.bundle.calibrator, model.bundle.bands, names, "bench", "bench")

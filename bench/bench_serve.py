@@ -20,7 +20,6 @@ import gc
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,11 +48,14 @@ from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.audit import DecisionLog
 from duanka.serving.batch import score_features
 from duanka.serving.keys import KeyFile
-from duanka.serving.scorer import ModelSource, Scorer, prepare_applications
+from duanka.serving.model_source import ModelSource
+from duanka.serving.prepare import prepare_applications
+from duanka.serving.scorer import Scorer
 from duanka.serving.state import ServingPaths, sync_online_state
 from duanka.training.bundle import MODEL_NAME
 from duanka.training.run import TrainConfig, train
 from duanka.training.tracking import configure
+from tests.factories import free_port
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 2
 START = date(2024, 1, 1)
@@ -254,12 +256,6 @@ def measured(coroutine: Coroutine[Any, Any, T]) -> T:
         gc.unfreeze()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait(url: str, proc: subprocess.Popen, seconds: float = 600) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -365,7 +361,7 @@ def http(work: Path, rows: list[dict], rate: float, seconds: float, concurrency:
     n = int(rate * seconds)
     in_order = request_bodies(rows, 3 * n, "R")
     bodies, flat = in_order[:n], in_order[n:]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "duanka"),
@@ -405,7 +401,7 @@ def http(work: Path, rows: list[dict], rate: float, seconds: float, concurrency:
         server.terminate()
         server.wait(timeout=60)
 
-    port = _free_port()
+    port = free_port()
     mlflow_server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),

@@ -4,7 +4,7 @@
 
 Stages: generate (skipped when the work folder has a bank), ingest (skipped when it has
 a store), the point-in-time training set (``build_training_set``), then the three steps
-of :func:`training.fit.fit_models`, timed one by one: the *evidence* fit (LightGBM on
+of :func:`duanka.training.fit.fit_models`, timed one by one: the *evidence* fit (LightGBM on
 the split's training months, downsampled, stopped early on the validation months), the
 *refit* of the shipped model on all labelled history with the evidence's number of
 rounds (the label policy's rows and weights, downsampled), and calibration + bands
@@ -48,7 +48,7 @@ from duanka.training.calibration import make_calibrator
 from duanka.training.fit import classifier, fit_evidence, matrix
 from duanka.training.labels import LabelPolicy, confirmed_us, refit_rows
 from duanka.training.model import downsample
-from duanka.training.run import TrainConfig, _parts, _time_split, known_labels
+from duanka.training.run import TrainConfig, known_labels, out_of_time_parts, time_split
 from duanka.training.split import TEST, TRAIN, VALID
 
 T = TypeVar("T")
@@ -170,8 +170,9 @@ def main() -> None:
 
     # What fit_as_of hands fit_models: the split's parts and each row's known confirmation.
     def prepare():
-        split = _time_split(cfg, settings)
-        return split, _parts(ts, split), confirmed_us(frame, known_labels(store, ts.as_of), ts.as_of)
+        split = time_split(cfg, settings)
+        confirmed = confirmed_us(frame, known_labels(store, ts.as_of), ts.as_of)
+        return split, out_of_time_parts(ts, split), confirmed
 
     split, parts, confirmed = timed("split + known labels", prepare)
 
@@ -192,9 +193,7 @@ def main() -> None:
         shipped = classifier(options, n_estimators=rounds).fit(
             matrix(frame.iloc[rows.rows[kept]], names),
             rows.label[kept],
-            None,
-            None,
-            names,
+            feature_names=names,
             sample_weight=weight,
         )
         return rows, kept, weight, shipped

@@ -9,7 +9,7 @@ and what the rules cannot tell apart.
 A building key is the address with its unit, floor and room dropped:
 ``广东省广州市黄埔区大沙地东路12号如家酒店305房`` and ``黄埔区大沙地东路12号如家酒店 306室``
 both give ``黄埔区大沙地东路12号如家酒店``. The key is itself personal data; callers
-pseudonymise it (:mod:`data.pseudonym`) before it is stored.
+pseudonymise it (:mod:`duanka.data.pseudonym`) before it is stored.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ _KIND_RULES = (
 
 
 def address_kind(address: str) -> str:
-    """Kind of place an address is: one of :data:`data.events.ADDRESS_KINDS`.
+    """Kind of place an address is: one of :data:`duanka.data.events.ADDRESS_KINDS`.
 
     Parameters
     ----------

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     # the service takes applications dated from the newest recorded minus this to the clock plus this
     backdating_tolerance_s: float = Field(default=600.0, ge=0)
     model_poll_seconds: float = Field(default=30.0, ge=0)
+    # how often the service drops from its online state what no feature window reaches any more
+    prune_every_s: float = Field(default=3600.0, gt=0)
     # clients (serving.admission): requests per API key in the `limits` notation ("50/second;2000/minute"),
     # requests in flight before 503, and how long headers, a body and an idle connection may take
     rate_limit: str = "200/second"
@@ -181,6 +183,20 @@ class Settings(BaseSettings):
 
     def artifact_root(self) -> str:
         return (self.models_dir / "artifacts").resolve().as_uri()
+
+
+def default_of(name: str) -> Any:
+    """The default of the setting ``name``.
+
+    The typed configurations built from the settings (admission, band refresh, the service)
+    take their own defaults from here, so that each default is written once, in :class:`Settings`.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is no setting.
+    """
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 def variable_of(name: str) -> str:

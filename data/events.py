@@ -1,7 +1,7 @@
 """The pseudonymised event schema: what ingestion stores and everything downstream reads.
 
 No column here holds a raw identifier. ``*_key`` columns are keyed pseudonyms
-(:mod:`data.pseudonym`); the others are derived facts the contract allows.
+(:mod:`duanka.data.pseudonym`); the others are derived facts the contract allows.
 """
 
 from __future__ import annotations

@@ -7,107 +7,42 @@ is written holds pseudonyms and the derived facts the contract allows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
-from duanka.data.address import address_kinds, building_keys
 from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
+from duanka.data.derived import derived_columns, row_digests
 from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS
+from duanka.data.ingest_report import IngestReport
 from duanka.data.pseudonym import Pseudonymiser
-from duanka.data.reader import Encoding, RawTable, iter_raw
+from duanka.data.reader import CHUNK_ROWS, Encoding, RawTable, iter_raw
 from duanka.data.store import EventStore
 from duanka.data.validate import validate
-
-# contract column -> (stored column, pseudonym family)
-PSEUDONYMS = {
-    "id_number": ("applicant_key", "applicant"),
-    "phone": ("phone_key", "phone"),
-    "device_id": ("device_key", "device"),
-    "escort_id": ("escort_key", "escort"),
-    "intermediary_id": ("intermediary_key", "intermediary"),
-    "company_id": ("company_key", "company"),
-}
-# How a row digest joins the canonical strings of its contract values, and writes a missing one.
-ROW_SEPARATOR = "\x1f"
-ROW_MISSING = "\x00"
-ROW_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # values are UTC by then
-
-
-@dataclass
-class IngestReport:
-    """What one ingest run did, in counts (no row contents)."""
-
-    table: str
-    source: str
-    rows_read: int = 0
-    stored: int = 0
-    already_stored: int = 0
-    duplicates_in_file: int = 0
-    quarantined_rows: int = 0
-    quarantine_lines_new: int = 0
-    extra_columns: tuple[str, ...] = ()
-    parts: list[Path] = field(default_factory=list)
-
-
-def row_digests(valid: pd.DataFrame, table: Table, keys: Pseudonymiser) -> pd.Series:
-    """A keyed digest of each row's canonical contract values: tells an identical
-    resend from a conflicting one without storing the raw values."""
-    canonical = valid.loc[:, list(table.names)].copy()
-    for name in table.names:
-        if isinstance(canonical[name].dtype, pd.DatetimeTZDtype):
-            # a fixed format: pandas' own rendering depends on the other rows of the column
-            canonical[name] = canonical[name].dt.strftime(ROW_TIMESTAMP_FORMAT)
-    canonical = canonical.astype("string").fillna(ROW_MISSING)
-    first, *rest = table.names
-    joined = canonical[first].str.cat([canonical[name] for name in rest], sep=ROW_SEPARATOR)
-    return keys.tokens("row", joined.astype(object))
+from duanka.data.watchlist import ingest_watchlist
 
 
 def pseudonymise_applications(valid: pd.DataFrame, keys: Pseudonymiser) -> pd.DataFrame:
-    """Derive the allowed facts, replace identifiers by pseudonyms, drop the raw values."""
+    """Derive the allowed facts, replace identifiers by pseudonyms, drop the raw values.
+
+    Parameters
+    ----------
+    valid : pandas.DataFrame
+        Applications that passed :func:`duanka.data.validate.validate`.
+    keys : Pseudonymiser
+        The pseudonym key.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :data:`duanka.data.events.APPLICATION_EVENTS` columns, with ``valid``'s index.
+    """
+    derived = derived_columns(valid, keys)
     # Columns are collected first and framed once: inserting them one by one into a frame
-    # costs more than the work itself for the one-row calls of the scoring service.
-    out: dict[str, pd.Series | str] = {
-        name: valid[name]
-        for name in (
-            "application_id",
-            "applied_at",
-            "branch_id",
-            "branch_region",
-            "channel",
-            "account_type",
-            "staff_id",
-            "phone_tenure_days",
-            "photo_tampered",
-            "onsite_verified",
-            "company_age_days",
-            "u_shield",
-            "mobile_banking",
-            "payment_binding",
-            "age",
-            "gender",
-            "home_region",
-        )
-    }
-    out["branch_province"] = valid["branch_region"].str[:2]
-    out["home_province"] = valid["home_region"].str[:2]
-    out["phone_prefix"] = valid["phone"].str[:3]
-    out["phone_block_key"] = keys.tokens("phone_block", valid["phone"].str[:7])
-    out["address_key"] = keys.tokens("address", building_keys(valid["address"]))
-    out["address_kind"] = address_kinds(valid["address"])
-    out["company_region"] = valid["company_id"].str[2:8]
-    for raw, (stored, family) in PSEUDONYMS.items():
-        values = valid[raw]
-        if raw == "escort_id":
-            # escorts are recorded by their ID number where known: one spelling per person
-            values = values.str.strip().str.upper()
-        out[stored] = keys.tokens(family, values)
-    out["row_digest"] = row_digests(valid, APPLICATIONS, keys)
-    out["key_id"] = keys.key_id
-    return pd.DataFrame(out, index=valid.index)
+    # costs more than the work itself for a file of a few rows.
+    columns = {name: derived[name] if name in derived else valid[name] for name in APPLICATION_EVENTS.names}
+    return pd.DataFrame(columns, index=valid.index)
 
 
 def _split_against_store(
@@ -137,9 +72,6 @@ def _label_rejections(labels: pd.DataFrame, store: EventStore, source: str) -> p
     return applied.notna() & (labels["confirmed_at"] < applied)
 
 
-CHUNK_ROWS = 250_000
-
-
 def ingest_file(
     path: Path,
     table: Table,
@@ -156,12 +88,10 @@ def ingest_file(
     national bank's export fits in memory. A repeat of an ``application_id`` from an
     earlier slice meets it in the store: counted as already stored when identical,
     quarantined as a conflict otherwise, exactly as a repeat across two runs.
-    A watchlist goes through :func:`data.watchlist.ingest_watchlist`. ``progress`` is told
+    A watchlist goes through :func:`duanka.data.watchlist.ingest_watchlist`. ``progress`` is told
     ``(rows done, rows in the file)`` after each slice.
     """
     if table is WATCHLIST:
-        from duanka.data.watchlist import ingest_watchlist  # it builds on this module
-
         return ingest_watchlist(path, store, keys, chunk_rows=chunk_rows, encoding=encoding)
     store.check_key(keys.key_id)
     report = IngestReport(table=table.name, source=Path(path).name)

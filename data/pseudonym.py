@@ -7,7 +7,7 @@ and a token from one family cannot be looked up in another. A token is
 ``HMAC-SHA256(family_key, value)`` as 32 lower-case hex characters (128 bits).
 
 Values are hashed exactly as given: callers canonicalise them first (for instance
-:func:`data.identity.normalise_resident_id`, :func:`data.address.building_key`).
+:func:`duanka.data.identity.normalise_resident_id`, :func:`duanka.data.address.building_key`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 from duanka.data.contract import Table
 
 _CONTRACT_DOC = "docs/contract.md"
+# Rows per slice of :func:`iter_raw`: a slice becomes Python strings, so this bounds memory.
+CHUNK_ROWS = 250_000
 
 
 class UnusableFile(Exception):

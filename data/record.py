@@ -1,6 +1,6 @@
 """Validating and pseudonymising one record, exactly as ingestion does a whole file.
 
-The column path (:func:`data.validate.validate`, :func:`data.ingest.pseudonymise_applications`)
+The column path (:func:`duanka.data.validate.validate`, :func:`duanka.data.ingest.pseudonymise_applications`)
 costs tens of milliseconds per call whatever the row count, which is the whole
 latency budget of a single decision. This path gives the same verdicts, the same
 reasons and the same event for one record in tens of microseconds. Every rule,
@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from duanka.data.address import address_kind, building_key
 from duanka.data.config import SHANGHAI
 from duanka.data.contract import APPLICATIONS, Column, Kind, Table
+from duanka.data.derived import derived_values
 from duanka.data.events import APPLICATION_EVENTS
 from duanka.data.identity import (
     PHONE_PATTERN,
@@ -37,7 +37,6 @@ from duanka.data.identity import (
     parse_resident_id,
     validate_uscc,
 )
-from duanka.data.ingest import PSEUDONYMS, ROW_MISSING, ROW_SEPARATOR, ROW_TIMESTAMP_FORMAT
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.reader import RawTable
 from duanka.data.validate import (
@@ -92,12 +91,12 @@ def trimmed(value: str | None) -> str | None:
 def validate_record(
     record: Mapping[str, object], table: Table = APPLICATIONS
 ) -> tuple[dict[str, object] | None, list[Defect]]:
-    """Check one record against ``table`` as :func:`data.validate.validate` checks a row.
+    """Check one record against ``table`` as :func:`duanka.data.validate.validate` checks a row.
 
     Parameters
     ----------
     record : mapping
-        Contract column -> ``str`` or None, as :func:`data.reader.read_raw` holds a
+        Contract column -> ``str`` or None, as :func:`duanka.data.reader.read_raw` holds a
         cell; absent columns are missing, others are ignored.
     table : data.contract.Table
         The contract table.
@@ -270,18 +269,10 @@ def _plain(value: object) -> object:
     return value
 
 
-def _canonical(value: object) -> str:
-    """A typed value as the column path renders it for the row digest."""
-    if value is None:
-        return ROW_MISSING
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime(ROW_TIMESTAMP_FORMAT)
-    return str(value)
-
-
 def application_event(typed: Mapping[str, object], keys: Pseudonymiser) -> dict[str, object]:
-    """The :data:`data.events.APPLICATION_EVENTS` row :func:`data.ingest.pseudonymise_applications`
-    makes from one typed application (from :func:`validate_record`).
+    """The :data:`~duanka.data.events.APPLICATION_EVENTS` row that
+    :func:`~duanka.data.ingest.pseudonymise_applications` makes from one typed application
+    (from :func:`validate_record`).
 
     Parameters
     ----------
@@ -296,28 +287,7 @@ def application_event(typed: Mapping[str, object], keys: Pseudonymiser) -> dict[
         Event fields in schema order, as ``pyarrow.Table.to_pylist`` gives them
         (``applied_at`` an aware UTC ``datetime``).
     """
-    phone = str(typed["phone"])
-    address = str(typed["address"])
-    company = typed["company_id"]
-    derived: dict[str, object] = {
-        "branch_province": str(typed["branch_region"])[:2],
-        "home_province": str(typed["home_region"])[:2],
-        "phone_prefix": phone[:3],
-        "phone_block_key": keys.token("phone_block", phone[:7]),
-        "address_key": keys.token("address", building_key(address)),
-        "address_kind": address_kind(address),
-        "company_region": None if company is None else str(company)[2:8],
-        "row_digest": keys.token(
-            "row", ROW_SEPARATOR.join(_canonical(typed[name]) for name in APPLICATIONS.names)
-        ),
-        "key_id": keys.key_id,
-    }
-    for raw, (stored, family) in PSEUDONYMS.items():
-        value = typed[raw]
-        if raw == "escort_id" and value is not None:
-            # escorts are recorded by their ID number where known: one spelling per person
-            value = canonical_code(str(value))
-        derived[stored] = None if value is None else keys.token(family, str(value))
+    derived = derived_values(typed, keys)
     applied = typed["applied_at"]
     if isinstance(applied, pd.Timestamp):
         applied = applied.to_pydatetime()

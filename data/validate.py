@@ -3,7 +3,7 @@
 Every rule works on whole columns. A row with any defect is rejected as a whole
 (the rest of the file still goes through); nothing is coerced: ``12.0`` is not an
 integer and ``yes`` is not a boolean. Reasons say what is wrong and never repeat
-a personal value (:attr:`data.contract.Column.personal`), because quarantine
+a personal value (:attr:`duanka.data.contract.Column.personal`), because quarantine
 files and logs must not hold one.
 """
 
@@ -103,7 +103,7 @@ def validate(raw: RawTable, table: Table) -> Validated:
     Parameters
     ----------
     raw : RawTable
-        The table as read by :func:`data.reader.read_raw`.
+        The table as read by :func:`duanka.data.reader.read_raw`.
     table : data.contract.Table
         The contract table.
 

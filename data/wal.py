@@ -26,7 +26,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,7 @@ class Checkpointer:
         self.passes = 0
         self.restarts = 0
         self.last: tuple[int, int, int] | None = None  # the latest pass's (busy, frames, copied)
+        self._passed = threading.Condition()  # notified after each pass
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -76,9 +76,11 @@ class Checkpointer:
                 restarted = con.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             if restarted[0] == 0:
                 self.restarts += 1
-        self.last = (busy, frames, done)
-        self.passes += 1
-        return self.last
+        with self._passed:
+            self.last = (busy, frames, done)
+            self.passes += 1
+            self._passed.notify_all()
+        return busy, frames, done
 
     def settled(self, timeout_s: float) -> tuple[int, int, int] | None:
         """Wait for a pass that began after this call and copied the whole log (before a backup).
@@ -88,14 +90,14 @@ class Checkpointer:
         tuple or None
             That pass's ``(busy, frames, copied)``, or None when none came within ``timeout_s``.
         """
-        began_after = self.passes + 1  # a pass under way now may have started before the call
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def copied_all() -> bool:
             last = self.last
-            if self.passes > began_after and last is not None and last[0] == 0 and last[1] == last[2]:
-                return last
-            time.sleep(min(self.interval_s, 0.05))
-        return None
+            return self.passes > began_after and last is not None and last[0] == 0 and last[1] == last[2]
+
+        with self._passed:
+            began_after = self.passes + 1  # a pass under way now may have started before the call
+            return self.last if self._passed.wait_for(copied_all, timeout=timeout_s) else None
 
     def _run(self) -> None:
         con = sqlite3.connect(self.path, isolation_level=None, timeout=RESTART_WAIT_MS / 1000)

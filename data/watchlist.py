@@ -35,16 +35,17 @@ import pyarrow as pa
 
 from duanka.data.config import SHANGHAI
 from duanka.data.contract import WATCHLIST
+from duanka.data.derived import PSEUDONYMS, row_digests
 from duanka.data.events import WATCHLIST_EVENTS
-from duanka.data.ingest import CHUNK_ROWS, IngestReport, row_digests
+from duanka.data.ingest_report import IngestReport
 from duanka.data.pseudonym import Pseudonymiser
-from duanka.data.reader import Encoding, iter_raw
+from duanka.data.reader import CHUNK_ROWS, Encoding, iter_raw
 from duanka.data.store import EventStore
 from duanka.data.validate import validate
 
 DEFAULT_YEARS = 5
 RULE = "watchlist"  # how decisions, audit rows and reports name the rule this list feeds
-APPLICANT_FAMILY = "applicant"  # the pseudonym family of applications' id_number
+_, APPLICANT_FAMILY = PSEUDONYMS["id_number"]  # a listed person's key is their applications' applicant_key
 EXPIRES_BEFORE_LISTED = "expires before it is listed (expires_at is earlier than listed_at)"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -62,12 +63,12 @@ def expiry_problems(valid: pd.DataFrame) -> pd.Series:
 
 
 def listing_events(valid: pd.DataFrame, keys: Pseudonymiser) -> pd.DataFrame:
-    """Validated watchlist rows as :data:`data.events.WATCHLIST_EVENTS` rows; the raw ID is dropped.
+    """Validated watchlist rows as :data:`duanka.data.events.WATCHLIST_EVENTS` rows; the raw ID is dropped.
 
     Parameters
     ----------
     valid : pandas.DataFrame
-        Rows that passed :func:`data.validate.validate` against :data:`data.contract.WATCHLIST`
+        Rows that passed :func:`duanka.data.validate.validate` against :data:`duanka.data.contract.WATCHLIST`
         (and :func:`expiry_problems`).
     keys : Pseudonymiser
         The store's key: the same key and family as the applications' ``applicant_key``.
@@ -184,7 +185,7 @@ def received_listings(events: pa.Table | pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     events : pyarrow.Table or pandas.DataFrame
-        :data:`data.events.WATCHLIST_EVENTS` rows as stored (repeats and removals included).
+        :data:`duanka.data.events.WATCHLIST_EVENTS` rows as stored (repeats and removals included).
 
     Returns
     -------
@@ -222,7 +223,7 @@ class Watchlist:
     Parameters
     ----------
     events : pyarrow.Table or pandas.DataFrame
-        :data:`data.events.WATCHLIST_EVENTS` rows as stored (repeats and removals included).
+        :data:`duanka.data.events.WATCHLIST_EVENTS` rows as stored (repeats and removals included).
     """
 
     def __init__(self, events: pa.Table | pd.DataFrame) -> None:
@@ -252,7 +253,7 @@ class Watchlist:
     def received(self) -> pd.DataFrame:
         """Every listing received, withdrawn ones included (:func:`received_listings`).
 
-        What the online feature state is fed (:meth:`features.online.OnlineFeatureStore.add_listings`):
+        What the online feature state is fed (:meth:`duanka.features.online.OnlineFeatureStore.add_listings`):
         a withdrawal must reach a state that was given the listing before.
         """
         return self._received

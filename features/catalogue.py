@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from duanka.features.registry import FEATURE_SET_VERSION, FEATURES, MODEL_FEATURES, Family, Feature
+from duanka.features.declaration import Family, Feature
+from duanka.features.registry import FEATURE_SET_VERSION, FEATURES, MODEL_FEATURES
 
 START = "<!-- catalogue:start (python -m duanka.features.catalogue) -->"
 END = "<!-- catalogue:end -->"

@@ -1,6 +1,6 @@
 """Scale-out on Dask: the single-machine builder, run per partition, joined by application_id.
 
-Nothing here computes a feature. :func:`features.offline.build_features` runs
+Nothing here computes a feature. :func:`duanka.features.offline.build_features` runs
 unchanged on partitions that hold every event its windows can read:
 
 1. **By application.** Events and confirmations are split by the hash of
@@ -31,7 +31,7 @@ unchanged on partitions that hold every event its windows can read:
 
 The joint-punishment list is small (people, not applications): it is read on
 the client, reduced to the listings that apply
-(:func:`data.watchlist.effective_listings`) and sent to every worker once; each
+(:func:`duanka.data.watchlist.effective_listings`) and sent to every worker once; each
 partition's builder reads its applicants' listings from it, as the single
 machine does.
 
@@ -43,6 +43,10 @@ them once read. So a task holds one partition, not the cluster's share of
 the bank, and the bank's size is bounded by the scratch folder's disk.
 Shards run one after another, so one re-partitioned copy of the events is
 on disk at a time. ``dask`` is imported only inside functions.
+
+One job, the Dask driver, in one module past 500 lines: its stages share the partitioning
+argument above and the scratch-folder protocol, and reading them side by side is how a
+reviewer checks that every window stays exact.
 """
 
 from __future__ import annotations
@@ -64,8 +68,9 @@ import pyarrow.parquet as pq
 
 from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 from duanka.data.watchlist import effective_listings
+from duanka.features.declaration import Entity, Feature
 from duanka.features.offline import _in_order, as_table, build_features, confirmations
-from duanka.features.registry import FEATURES, LINK_WINDOW_DAYS, Entity, Feature
+from duanka.features.registry import FEATURES, LINK_WINDOW_DAYS
 from duanka.features.values import DAY_US
 
 if TYPE_CHECKING:
@@ -95,6 +100,31 @@ class Shard:
 
     key: str
     features: tuple[Feature, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    """How a feature build on the cluster is cut up and what it reads; the defaults build
+    every feature of every event given, with partitions and link blocks sized to the cluster.
+
+    Attributes
+    ----------
+    partitions : int, optional
+        Partitions per stage; default twice the workers.
+    features : tuple of Feature, optional
+        Only these, in this order; default every feature of the registry.
+    applications_where, labels_where : pyarrow.compute.Expression, optional
+        Row filters applied while reading (an ``as_of`` cut, a period's reach).
+    link_block_days : int, optional
+        Length of the linked group's time blocks; default the history's span
+        over ``partitions``, at least 30 days (the halo is 30 days).
+    """
+
+    partitions: int | None = None
+    features: tuple[Feature, ...] | None = None
+    applications_where: pc.Expression | None = None
+    labels_where: pc.Expression | None = None
+    link_block_days: int | None = None
 
 
 def plan(features: Sequence[Feature] = FEATURES) -> tuple[Shard, ...]:
@@ -356,11 +386,7 @@ def feature_partitions(
     *,
     scratch: str | Path,
     listings: pa.Table | pd.DataFrame | None = None,
-    partitions: int | None = None,
-    features: Sequence[Feature] | None = None,
-    applications_where: pc.Expression | None = None,
-    labels_where: pc.Expression | None = None,
-    link_block_days: int | None = None,
+    options: BuildOptions | None = None,
     carry: Sequence[str] = (),
 ) -> list[str]:
     """The feature partitions, written as Parquet under ``scratch``, each a frame as
@@ -370,7 +396,7 @@ def feature_partitions(
     ----------
     client : distributed.Client
     applications, labels
-        Events in :mod:`data.events` form: an Arrow table or DataFrame (scattered
+        Events in :mod:`duanka.data.events` form: an Arrow table or DataFrame (scattered
         from here), or Parquet paths that the workers read (shared or object
         storage: every worker must reach them).
     scratch : str or path
@@ -378,17 +404,10 @@ def feature_partitions(
         partitions are written there and removed once the next stage has read
         them; the feature partitions stay, under ``scratch/features``.
     listings : pyarrow.Table or pandas.DataFrame, optional
-        The joint-punishment list as stored (:meth:`data.store.EventStore.watchlist`),
+        The joint-punishment list as stored (:meth:`duanka.data.store.EventStore.watchlist`),
         read here and sent to every worker once; None: nobody is listed.
-    partitions : int, optional
-        Partitions per stage; default twice the workers.
-    features : sequence of Feature, optional
-        Default: every feature of the registry.
-    applications_where, labels_where : pyarrow.compute.Expression, optional
-        Row filters applied while reading (an ``as_of`` cut, a period's reach).
-    link_block_days : int, optional
-        Length of the linked group's time blocks; default the history's span
-        over ``partitions``, at least 30 days (the halo is 30 days).
+    options : BuildOptions, optional
+        Partitions, features, read filters, link blocks; default :class:`BuildOptions`'s.
     carry : sequence of str
         Columns of the prepared applications to add after the features: any
         event column, or :data:`CONFIRMED` (the earliest confirmation read).
@@ -402,10 +421,11 @@ def feature_partitions(
     unknown = [c for c in carry if c not in PREPARED.names]
     if unknown:
         raise ValueError(f"cannot carry {unknown}: not a column of the prepared applications")
-    chosen = tuple(FEATURES if features is None else features)
+    options = options or BuildOptions()
+    chosen = FEATURES if options.features is None else options.features
     names = [f.name for f in chosen]
     workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    n = partitions or 2 * workers
+    n = options.partitions or 2 * workers
     root = str(scratch)
     by_id = {
         kind: _run(
@@ -417,8 +437,8 @@ def feature_partitions(
             ),
         )
         for kind, source, schema, where in (
-            ("applications", applications, APPLICATION_EVENTS, applications_where),
-            ("labels", labels, LABEL_EVENTS, labels_where),
+            ("applications", applications, APPLICATION_EVENTS, options.applications_where),
+            ("labels", labels, LABEL_EVENTS, options.labels_where),
         )
     }
     stage = _run(
@@ -445,7 +465,7 @@ def feature_partitions(
                 continue
             origin = min(r[0] for r in ranges)
             span = max(r[1] for r in ranges) - origin + 1
-            days = link_block_days or max(LINK_WINDOW_DAYS, -(-span // (n * DAY_US)))
+            days = options.link_block_days or max(LINK_WINDOW_DAYS, -(-span // (n * DAY_US)))
             block_us = days * DAY_US
             n_parts = int(-(-span // block_us))
             splits = _run(
@@ -495,13 +515,9 @@ def build_features_distributed(
     client: Client,
     scratch: str | Path | None = None,
     listings: pa.Table | pd.DataFrame | None = None,
-    partitions: int | None = None,
-    features: Sequence[Feature] | None = None,
-    applications_where: pc.Expression | None = None,
-    labels_where: pc.Expression | None = None,
-    link_block_days: int | None = None,
+    options: BuildOptions | None = None,
 ) -> pd.DataFrame:
-    """:func:`features.offline.build_features` on a Dask cluster, gathered into one frame.
+    """:func:`duanka.features.offline.build_features` on a Dask cluster, gathered into one frame.
 
     The same frame, value for value and in the same order. ``scratch`` is the
     root of the run's stage folder (:func:`scratch_folder`); the other arguments
@@ -514,18 +530,19 @@ def build_features_distributed(
             labels,
             scratch=folder,
             listings=listings,
-            partitions=partitions,
-            features=features,
-            applications_where=applications_where,
-            labels_where=labels_where,
-            link_block_days=link_block_days,
+            options=options,
         )
         frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
     return frame.sort_values(["applied_at", "application_id"], kind="stable", ignore_index=True)
 
 
-def builder(client: Client, **options: Any) -> Callable[[pa.Table, pa.Table], pd.DataFrame]:
-    """A ``build_features``-shaped callable that runs on ``client`` (for the training set)."""
+def builder(
+    client: Client, options: BuildOptions | None = None, *, scratch: str | Path | None = None
+) -> Callable[[pa.Table, pa.Table], pd.DataFrame]:
+    """A ``build_features``-shaped callable that runs on ``client`` (for the training set).
+
+    ``options`` and ``scratch`` as :func:`build_features_distributed` takes them.
+    """
 
     def build(
         applications: pa.Table,
@@ -534,7 +551,9 @@ def builder(client: Client, **options: Any) -> Callable[[pa.Table, pa.Table], pd
         listings: pa.Table | pd.DataFrame | None = None,
         progress: bool = False,
     ) -> pd.DataFrame:
-        return build_features_distributed(applications, labels, client=client, listings=listings, **options)
+        return build_features_distributed(
+            applications, labels, client=client, scratch=scratch, listings=listings, options=options
+        )
 
     return build
 

@@ -1,4 +1,4 @@
-"""The linked group of an application, and its offline evaluation in DuckDB.
+"""The linked group of an application: its one definition, and how each engine finds it.
 
 Definition (both engines apply it exactly): for an application ``x`` applied
 at ``t``, join applications to their link keys (escort, address, phone,
@@ -27,10 +27,17 @@ city. Keeping each key's most recent few keeps a group at most
 ``5·F + 25·F²`` applications (``F`` = fan-out), the online store's work at
 most ``5 + 25·F`` small index lookups, while a hub still fills the group to
 its cap, so rings and hubs stand out.
+
+Both engines compute the statistics with the same SQL (:func:`statistics_sql`) over the
+members they found; only the search differs, each written here against the rule above.
+The offline builder ranks every key's applications once and finds every application's
+group in a few joins (:func:`linked_group`, DuckDB); the online store asks each key for
+its most recent few by an index seek, in one statement (:func:`online_group_sql`, SQLite).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,10 +51,80 @@ if TYPE_CHECKING:
 _W = LINK_WINDOW_DAYS * DAY_US
 _F = LINK_FANOUT
 GROUP_FLAGS = ("out_of_province", "full_bundle", "new_phone")
-"""Flags (:data:`features.values.FLAG_COLUMNS`) whose applicants in the group are counted."""
+"""Flags (:data:`duanka.features.values.FLAG_COLUMNS`) whose applicants in the group are counted."""
 ZERO_STATS = ("applicants", "branches", "confirmed", "listed", "new_1d", "new_7d", *GROUP_FLAGS)
 """The statistics that are 0 for an empty group (``first_at`` is NaN)."""
 CHUNK = 2_000_000
+
+
+def statistics_sql(t: str) -> str:
+    """The group's statistics, as the SELECT list both engines run over its members.
+
+    Parameters
+    ----------
+    t : str
+        SQL for the asking application's ``applied_at`` (microseconds).
+
+    Returns
+    -------
+    str
+        Aggregates over the members ``m`` (rows of the engine's application table, the
+        asker's own applications already left out), named :data:`ZERO_STATS` and ``first_at``.
+        Over no member, ``first_at`` is null and every other statistic 0.
+    """
+    applicants = "COUNT(DISTINCT m.applicant_key)"
+    return ", ".join(
+        [
+            f"{applicants} AS applicants",
+            "COUNT(DISTINCT m.branch_id) AS branches",
+            "MIN(m.ts) AS first_at",
+            f"COUNT(*) FILTER (WHERE m.conf < {t}) AS confirmed",
+            f"{applicants} FILTER (WHERE m.listed < {t}) AS listed",
+            f"{applicants} FILTER (WHERE m.ts >= {t} - {DAY_US}) AS new_1d",
+            f"{applicants} FILTER (WHERE m.ts >= {t} - {7 * DAY_US}) AS new_7d",
+            *(f"{applicants} FILTER (WHERE m.{flag}) AS {flag}" for flag in GROUP_FLAGS),
+        ]
+    )
+
+
+def online_group_sql(indexes: Mapping[str, str], start: str) -> str:
+    """The group's statistics for one application, in one SQLite statement.
+
+    Parameters
+    ----------
+    indexes : mapping
+        For each link key, an index of ``apps`` on ``(key, ts, application_id)``: a key's
+        kept applications are then its first ``LINK_FANOUT`` entries before ``t``, read backwards.
+    start : str
+        The named parameter holding ``t`` less the link window (``:t`` holds ``t``).
+
+    Returns
+    -------
+    str
+        One row of :func:`statistics_sql`. Named parameters: ``:t``, ``start``, each link key
+        and ``applicant_key`` of the asking application (a null key links nothing).
+    """
+
+    def kept(key: str, value: str) -> str:
+        return (
+            f"SELECT rowid AS id FROM apps INDEXED BY {indexes[key]} WHERE {key} = {value} "
+            f"AND ts >= {start} AND ts < :t ORDER BY ts DESC, application_id DESC LIMIT {_F}"
+        )
+
+    hop1 = " UNION ".join(f"SELECT id FROM ({kept(key, ':' + key)})" for key in LINK_KEYS)
+    # Hop 2 asks each key of a hop-1 member, once; the asker's own keys were asked in hop 1.
+    hop2 = " UNION ".join(
+        f"SELECT m.rowid FROM (SELECT DISTINCT {key} AS value FROM apps WHERE rowid IN hop1 "
+        f"AND {key} IS NOT NULL AND {key} IS NOT :{key}) AS asked "
+        f"JOIN apps AS m ON m.rowid IN ({kept(key, 'asked.value')})"
+        for key in LINK_KEYS
+    )
+    return (
+        f"WITH hop1(id) AS ({hop1}), hop2(id) AS ({hop2}) "
+        f"SELECT {statistics_sql(':t')} FROM apps AS m "
+        "WHERE m.rowid IN (SELECT id FROM hop1 UNION SELECT id FROM hop2) "
+        "AND m.applicant_key <> :applicant_key"
+    )
 
 
 def _kept_members(queries: str) -> str:
@@ -123,15 +200,7 @@ def _chunk(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> dict[str, np.nda
     )
     con.execute("CREATE OR REPLACE TEMP TABLE hop2 AS " + _kept_members("q2"))
     stats = con.execute(
-        f"""SELECT g.x,
-            COUNT(DISTINCT m.applicant_key) AS applicants,
-            COUNT(DISTINCT m.branch_id) AS branches,
-            MIN(m.ts) AS first_at,
-            COUNT(*) FILTER (WHERE m.conf < xa.ts) AS confirmed,
-            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.listed < xa.ts) AS listed,
-            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.ts >= xa.ts - {DAY_US}) AS new_1d,
-            COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.ts >= xa.ts - {7 * DAY_US}) AS new_7d,
-            {", ".join(f"COUNT(DISTINCT m.applicant_key) FILTER (WHERE m.{f}) AS {f}" for f in GROUP_FLAGS)}
+        f"""SELECT g.x, {statistics_sql("xa.ts")}
         FROM (SELECT x, m FROM hop1 UNION SELECT x, m FROM hop2) g
         JOIN apps xa ON xa.idx = g.x
         JOIN apps m ON m.idx = g.m

@@ -5,9 +5,9 @@ ordered by the application timestamp in integer microseconds with frames
 ``RANGE BETWEEN W PRECEDING AND 1 PRECEDING``: exactly ``[t - W, t)``, so an
 application never sees itself or anything applied at the same instant.
 Confirmed-mule and listed-applicant counts and the linked group are their own
-queries (:func:`_marked_sql`, :mod:`features.linked`); the applicant's ended
+queries (:func:`_marked_sql`, :mod:`duanka.features.linked`); the applicant's ended
 listings come from :func:`listing_history`. The engines only count; the values
-come from the shared transforms in :mod:`features.values`.
+come from the shared transforms in :mod:`duanka.features.values`.
 """
 
 from __future__ import annotations
@@ -25,26 +25,17 @@ import pyarrow.compute as pc
 from duanka.data.config import get_settings
 from duanka.data.watchlist import effective_listings
 from duanka.features import values
-from duanka.features.linked import linked_group
-from duanka.features.registry import FEATURES, Aggregate, Entity, Feature, Op
-
-# Columns kept as int32 codes in DuckDB: entity keys and the columns counted distinctly.
-_CODED = (
-    "applicant_key",
-    "escort_key",
-    "intermediary_key",
-    "address_key",
-    "phone_key",
-    "phone_block_key",
-    "device_key",
-    "staff_id",
-    "branch_id",
-    "home_province",
-    "company_key",
+from duanka.features.columns import (
+    COMPARED,
+    COUNTED_FLAGS,
+    MARK_COLUMN,
+    OWN_BOOLEANS,
+    OWN_NUMBERS,
+    OWN_STRINGS,
 )
-_STRINGS = ("account_type", "home_province", "branch_province", "channel", "address_kind", "gender")
-_NUMBERS = ("age", "phone_tenure_days", "company_age_days", "onsite_verified")
-_BOOLEANS = ("photo_tampered", "u_shield", "mobile_banking", "payment_binding")
+from duanka.features.declaration import Aggregate, Entity, Feature, Op
+from duanka.features.linked import linked_group
+from duanka.features.registry import FEATURES
 
 
 def as_table(data: pa.Table | pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -93,7 +84,7 @@ def listing_history(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per application, its applicant's joint-punishment listings as the features read them.
 
-    Only listings that apply at some instant count (:func:`data.watchlist.effective_listings`:
+    Only listings that apply at some instant count (:func:`duanka.data.watchlist.effective_listings`:
     removals applied, withdrawn listings dropped), the same rule as the online store's.
 
     Parameters
@@ -103,7 +94,7 @@ def listing_history(
     applied_at : numpy.ndarray
         The applications' ``applied_at`` in microseconds (int64), aligned with ``applicant_keys``.
     listings : pyarrow.Table or pandas.DataFrame or None
-        :data:`data.events.WATCHLIST_EVENTS` rows as stored; None means no listing.
+        :data:`duanka.data.events.WATCHLIST_EVENTS` rows as stored; None means no listing.
 
     Returns
     -------
@@ -153,11 +144,11 @@ def _row_columns(applications: pa.Table, rows: np.ndarray) -> dict[str, np.ndarr
     columns: dict[str, np.ndarray] = {
         "applied_at": applications["applied_at"].cast(pa.int64()).to_numpy()[rows]
     }
-    for name in _STRINGS:
+    for name in OWN_STRINGS:
         columns[name] = _objects(applications[name], rows)
-    for name in _NUMBERS:
+    for name in OWN_NUMBERS:
         columns[name] = applications[name].cast(pa.float64()).to_numpy()[rows]
-    for name in _BOOLEANS:
+    for name in OWN_BOOLEANS:
         columns[name] = applications[name].to_numpy()[rows]
     columns.update(values.derived_flags(columns))
     return columns
@@ -174,13 +165,12 @@ def _engine_table(
     data: dict[str, pa.Array | np.ndarray] = {
         "idx": np.arange(len(rows), dtype=np.int64),
         "ts": columns["applied_at"],
-        "conf": pa.array(conf, pa.int64(), mask=conf < 0),
-        "listed": pa.array(listed, pa.int64(), mask=listed < 0),
-        "photo_tampered": columns["photo_tampered"],
+        MARK_COLUMN[Op.CONFIRMED]: pa.array(conf, pa.int64(), mask=conf < 0),
+        MARK_COLUMN[Op.LISTED]: pa.array(listed, pa.int64(), mask=listed < 0),
     }
-    for name in _CODED:
+    for name in COMPARED:
         data[name] = pc.dictionary_encode(applications[name].combine_chunks()).indices.take(rows)
-    for name in values.FLAG_COLUMNS:
+    for name in COUNTED_FLAGS:
         data[name] = columns[name]
     return pa.table(data)
 
@@ -197,10 +187,6 @@ def _window_sql(entity: Entity, aggregates: list[Aggregate]) -> str:
     return f"SELECT idx, {selected} FROM apps WHERE {present} WINDOW {frames}"
 
 
-# The time a marked count compares with t: the confirmation, or the applicant's earliest listing.
-_MARK = {Op.CONFIRMED: "conf", Op.LISTED: "listed"}
-
-
 def _marked_sql(aggregate: Aggregate) -> str:
     """Applications of the entity applied in ``[t - W, t)`` and marked before ``t``.
 
@@ -211,7 +197,7 @@ def _marked_sql(aggregate: Aggregate) -> str:
     One marked after its window had closed never counts and is left out.
     """
     (key,) = aggregate.entity.keys
-    mark = _MARK[aggregate.op]
+    mark = MARK_COLUMN[aggregate.op]
     w = aggregate.window_us
     return f"""
         WITH items AS (
@@ -279,8 +265,8 @@ def _steps(features: Sequence[Feature]) -> list[tuple[str, Entity, list[Aggregat
     for a in aggregates:
         if a.windowed:
             windowed.setdefault(a.entity, []).append(a)
-    steps += [(e.name.lower(), e, aggs) for e, aggs in windowed.items()]
-    steps += [(f"{a.entity.name.lower()} {a.op}", a.entity, [a]) for a in aggregates if a.op in _MARK]
+    steps += [(e.label, e, aggs) for e, aggs in windowed.items()]
+    steps += [(f"{a.entity.label} {a.op}", a.entity, [a]) for a in aggregates if a.op in MARK_COLUMN]
     steps += [("listings ended", a.entity, [a]) for a in aggregates if a.op is Op.LISTINGS_ENDED]
     return steps
 
@@ -306,28 +292,28 @@ def build_features(
     Parameters
     ----------
     applications : pyarrow.Table or pandas.DataFrame
-        Events in :data:`data.events.APPLICATION_EVENTS` form.
+        Events in :data:`duanka.data.events.APPLICATION_EVENTS` form.
     labels : pyarrow.Table or pandas.DataFrame
-        Confirmations in :data:`data.events.LABEL_EVENTS` form; an application
+        Confirmations in :data:`duanka.data.events.LABEL_EVENTS` form; an application
         confirmed more than once counts from its earliest confirmation.
     listings : pyarrow.Table or pandas.DataFrame, optional
-        The joint-punishment list in :data:`data.events.WATCHLIST_EVENTS` form
-        (removals included: :meth:`data.store.EventStore.watchlist`). None: nobody
+        The joint-punishment list in :data:`duanka.data.events.WATCHLIST_EVENTS` form
+        (removals included: :meth:`duanka.data.store.EventStore.watchlist`). None: nobody
         is listed, and the listing features are 0.
     progress : bool
         Show a progress bar on the terminal.
     features : sequence of Feature, optional
         Only these features (in this order), and only the engine work they
-        need; the scale-out path (:mod:`features.distributed`) builds each
+        need; the scale-out path (:mod:`duanka.features.distributed`) builds each
         family on the partitions that hold its entities whole. Default: all
-        of :data:`features.registry.FEATURES`.
+        of :data:`duanka.features.registry.FEATURES`.
 
     Returns
     -------
     pandas.DataFrame
         One row per application_id in (applied_at, application_id) order:
         ``application_id``, ``applied_at`` and every feature of
-        :data:`features.registry.FEATURES` (or of ``features``), as float64.
+        :data:`duanka.features.registry.FEATURES` (or of ``features``), as float64.
     """
     from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 
@@ -366,7 +352,7 @@ def build_features(
                 values_of.counts.update({a.name: stats[a.column] for a in aggregates})
             elif aggregates[0].op is Op.LISTINGS_ENDED:
                 values_of.counts[aggregates[0].name] = ended.astype(np.float64)
-            elif aggregates[0].op in _MARK:
+            elif aggregates[0].op in MARK_COLUMN:
                 _scatter(con.execute(_marked_sql(aggregates[0])).fetchnumpy(), n, values_of.counts)
             else:
                 sql = _window_sql(entity, aggregates)

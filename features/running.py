@@ -15,17 +15,23 @@ held row's total less its own contribution (everything before it, pruned or not)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from duanka.features.registry import AGGREGATES, Aggregate, Entity, Op
+from duanka.features.declaration import Aggregate, Entity, Op
+from duanka.features.registry import AGGREGATES
 
-Execute = Callable[[str, tuple], "object"]
+Execute = Callable[[str, Mapping[str, object]], "object"]
+"""``sqlite3.Connection.execute``: a statement and its named parameters."""
 
 
 @dataclass(frozen=True)
 class RunningTotals:
-    """The running count and flag sums of one entity, and the SQL that reads and keeps them."""
+    """The running count and flag sums of one entity, and the SQL that reads and keeps them.
+
+    Every statement takes named parameters: the key columns by name (``:branch_id``), and
+    ``:before``, or a row's ``:ts``, ``:application_id`` and flags by name.
+    """
 
     entity: Entity
     aggregates: tuple[Aggregate, ...]
@@ -35,7 +41,7 @@ class RunningTotals:
     @property
     def columns(self) -> tuple[str, ...]:
         """The row's running-total columns: the count, then one per flag."""
-        prefix = f"run_{self.entity.name.lower()}"
+        prefix = f"run_{self.entity.label}"
         return (f"{prefix}_n", *(f"{prefix}_{flag}" for flag in self.flags))
 
     @property
@@ -44,7 +50,7 @@ class RunningTotals:
 
     @property
     def index_name(self) -> str:
-        return self.shared_index or f"run_{self.entity.name.lower()}"
+        return self.shared_index or f"run_{self.entity.label}"
 
     @property
     def index_columns(self) -> tuple[str, ...]:
@@ -52,7 +58,7 @@ class RunningTotals:
         return (*self.columns, *self.flags)
 
     def _where_key(self) -> str:
-        return " AND ".join(f"{k} = ?" for k in self.entity.keys)
+        return " AND ".join(f"{k} = :{k}" for k in self.entity.keys)
 
     def index_sql(self) -> str | None:
         """A covering index: key, order, totals and own flags (for the first-row base).
@@ -75,15 +81,15 @@ class RunningTotals:
 
     @property
     def last_before_sql(self) -> str:
-        """Totals of the key's last row with ``ts < ?``."""
-        return self._select(", ".join(self.columns), " AND ts < ?", "ts DESC, application_id DESC")
+        """Totals of the key's last row with ``ts < :before``."""
+        return self._select(", ".join(self.columns), " AND ts < :before", "ts DESC, application_id DESC")
 
     @property
     def preceding_sql(self) -> str:
-        """Totals of the key's last row before ``(ts, application_id)``: ``ts, ts, application_id``."""
+        """Totals of the key's last row before ``(:ts, :application_id)``."""
         return self._select(
             ", ".join(self.columns),
-            " AND ts <= ? AND (ts < ? OR application_id < ?)",
+            " AND ts <= :ts AND (ts < :ts OR application_id < :application_id)",
             "ts DESC, application_id DESC",
         )
 
@@ -98,27 +104,31 @@ class RunningTotals:
 
     @property
     def shift_sql(self) -> str:
-        """Add one application (its flags as parameters) to the totals of the key's later rows."""
+        """Add one application (its flags by name) to the totals of the key's later rows."""
         sets = [f"{self.columns[0]} = {self.columns[0]} + 1"]
-        sets += [f"{c} = {c} + ?" for c in self.columns[1:]]
+        sets += [f"{c} = {c} + :{f}" for c, f in zip(self.columns[1:], self.flags, strict=True)]
         return (
             f"UPDATE apps INDEXED BY {self.index_name} SET {', '.join(sets)} "
-            f"WHERE {self._where_key()} AND ts >= ? AND (ts > ? OR application_id > ?)"
+            f"WHERE {self._where_key()} AND ts >= :ts AND (ts > :ts OR application_id > :application_id)"
         )
 
-    def base(self, execute: Execute, key: tuple, *, before_sql: str, args: tuple) -> tuple[int, ...]:
-        """Totals of everything of ``key`` before a point, held or pruned."""
-        row = execute(before_sql, (*key, *args)).fetchone()  # type: ignore[attr-defined]
+    def base(self, execute: Execute, before_sql: str, parameters: Mapping[str, object]) -> tuple[int, ...]:
+        """Totals of everything of the key before a point, held or pruned."""
+        row = execute(before_sql, parameters).fetchone()  # type: ignore[attr-defined]
         if row is None:
-            row = execute(self.first_base_sql, key).fetchone()  # type: ignore[attr-defined]
+            row = execute(self.first_base_sql, parameters).fetchone()  # type: ignore[attr-defined]
         return tuple(row) if row is not None else (0,) * len(self.columns)
 
-    def counts(self, execute: Execute, key: tuple, t: int) -> dict[str, float]:
-        """Every aggregate of this entity for an application at ``t`` (microseconds)."""
-        at_t = self.base(execute, key, before_sql=self.last_before_sql, args=(t,))
+    def counts(self, execute: Execute, keys: Mapping[str, object], t: int) -> dict[str, float]:
+        """Every aggregate of this entity for an application at ``t`` (microseconds).
+
+        ``keys`` holds at least this entity's key columns, by name, none of them null.
+        """
+        key = {k: keys[k] for k in self.entity.keys}
+        at_t = self.base(execute, self.last_before_sql, {**key, "before": t})
         found: dict[str, float] = {}
         for span in self.windows_us:
-            start = self.base(execute, key, before_sql=self.last_before_sql, args=(t - span,))
+            start = self.base(execute, self.last_before_sql, {**key, "before": t - span})
             in_window = [now - then for now, then in zip(at_t, start, strict=True)]
             for a in self.aggregates:
                 if a.window_us == span:
@@ -126,15 +136,18 @@ class RunningTotals:
                     found[a.name] = float(in_window[position])
         return found
 
-    def row_totals(self, execute: Execute, key: tuple, ts: int, application_id: str, flags: dict) -> tuple:
-        """The totals a new row carries: those before it plus its own."""
-        before = self.base(execute, key, before_sql=self.preceding_sql, args=(ts, ts, application_id))
-        own = (1, *(flags[f] for f in self.flags))
-        return tuple(b + o for b, o in zip(before, own, strict=True))
+    def row_totals(self, execute: Execute, row: Mapping[str, object]) -> dict[str, int]:
+        """The totals a new row carries, by column: those before it plus its own.
 
-    def shift_later(self, execute: Execute, key: tuple, ts: int, application_id: str, flags: dict) -> None:
+        ``row`` holds the new row's key columns, ``ts``, ``application_id`` and flags by name.
+        """
+        before = self.base(execute, self.preceding_sql, row)
+        own = (1, *(int(row[f]) for f in self.flags))  # type: ignore[call-overload]
+        return {c: b + o for c, b, o in zip(self.columns, before, own, strict=True)}
+
+    def shift_later(self, execute: Execute, row: Mapping[str, object]) -> None:
         """A row that arrived after later ones of its key: count it in theirs."""
-        execute(self.shift_sql, (*(flags[f] for f in self.flags), *key, ts, ts, application_id))
+        execute(self.shift_sql, row)
 
     def window_sql(self) -> list[str]:
         """The same totals for a whole table at once, as SQL window expressions (DuckDB)."""
@@ -148,10 +161,10 @@ class RunningTotals:
         ]
 
 
-def running_totals() -> tuple[RunningTotals, ...]:
-    """One :class:`RunningTotals` per entity with count or flag aggregates."""
+def running_totals(aggregates: Sequence[Aggregate] = AGGREGATES) -> tuple[RunningTotals, ...]:
+    """One :class:`RunningTotals` per entity with count or flag aggregates among ``aggregates``."""
     by_entity: dict[Entity, list[Aggregate]] = {}
-    for a in AGGREGATES:
+    for a in aggregates:
         if a.op in (Op.COUNT, Op.FLAGGED):
             by_entity.setdefault(a.entity, []).append(a)
     return tuple(

@@ -9,7 +9,7 @@ negative. Immature rows stay in the frame, marked, so a report can count
 them; training leaves them out.
 
 An application whose applicant was on the joint-punishment list at its
-``applied_at`` is refused by rule (:mod:`serving.rules`), never by the model,
+``applied_at`` is refused by rule (:mod:`duanka.serving.rules`), never by the model,
 and it is never confirmed (the account is not opened): as a row it would only
 teach the model a false negative. Such rows are taken out of the frame,
 counted (``rule_refused``) and kept aside (:attr:`TrainingSet.refused`) for the
@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duanka.data.config import default_of
 from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
 from duanka.data.watchlist import Watchlist
 from duanka.features.offline import _in_order, as_table, build_features, confirmations
@@ -98,7 +99,7 @@ def _applicants(applications: pa.Table) -> pa.Table:
 def _listed_at_applied(frame: pd.DataFrame, applicants: pa.Table, listings: pa.Table) -> np.ndarray:
     """Per row of ``frame``, whether its applicant was listed at its ``applied_at``.
 
-    The serving rule itself (:meth:`data.watchlist.Watchlist.listings_for`), so training
+    The serving rule itself (:meth:`duanka.data.watchlist.Watchlist.listings_for`), so training
     leaves out exactly what serving would refuse. ``applicants`` comes from :func:`_applicants`.
     """
     watchlist = Watchlist(listings)
@@ -160,7 +161,7 @@ def build_training_set(
     *,
     as_of: pd.Timestamp,
     listings: pa.Table | pd.DataFrame | None = None,
-    outcome_window_days: int = 180,
+    outcome_window_days: int = default_of("outcome_window_days"),
     progress: bool = False,
     builder: Callable[..., pd.DataFrame] | None = None,
 ) -> TrainingSet:
@@ -169,9 +170,9 @@ def build_training_set(
     Parameters
     ----------
     applications, labels
-        Events in :mod:`data.events` form.
+        Events in :mod:`duanka.data.events` form.
     listings : pyarrow.Table or pandas.DataFrame, optional
-        The joint-punishment list as stored (:meth:`data.store.EventStore.watchlist`):
+        The joint-punishment list as stored (:meth:`duanka.data.store.EventStore.watchlist`):
         the listing features read it, and applications listed at their ``applied_at``
         are left out of the frame. None: nobody is listed.
     as_of : pandas.Timestamp
@@ -183,8 +184,8 @@ def build_training_set(
         Show a progress bar.
     builder : callable, optional
         ``builder(applications, labels, listings=..., progress=...)`` giving what
-        :func:`features.offline.build_features` gives; the Dask engine passes
-        :func:`features.distributed.builder`. Default: ``build_features``.
+        :func:`duanka.features.offline.build_features` gives; the Dask engine passes
+        :func:`duanka.features.distributed.builder`. Default: ``build_features``.
     """
     at = as_of_timestamp(as_of)
     cut = pa.scalar(at.to_pydatetime(), pa.timestamp("us", tz="UTC"))
@@ -224,7 +225,7 @@ def training_set_at(later: TrainingSet, labels: pa.Table | pd.DataFrame, as_of: 
     which confirmations are known. Both are cut here: rows applied after ``as_of`` go,
     and labels are recomputed from the confirmations known at ``as_of``. A rolling
     backtest builds features once and cuts them per period
-    (:mod:`training.backtest`); a test checks the result equals a build as of ``as_of``.
+    (:mod:`duanka.training.backtest`); a test checks the result equals a build as of ``as_of``.
     ``inputs_sha256`` is left empty: the cut never saw the raw inputs.
     """
     at = as_of_timestamp(as_of)

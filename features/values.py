@@ -119,13 +119,25 @@ def gender_code(gender: np.ndarray) -> np.ndarray:
     return _code(gender, GENDER_CODES)
 
 
+FLAG_INPUTS = (
+    "home_province",
+    "branch_province",
+    "account_type",
+    "company_age_days",
+    "onsite_verified",
+    "u_shield",
+    "mobile_banking",
+    "payment_binding",
+    "phone_tenure_days",
+)
+"""The application columns :func:`derived_flags` reads."""
+
+
 def derived_flags(columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-application flags that features and aggregates use, as booleans.
 
-    ``columns`` holds ``home_province``, ``branch_province``, ``account_type``
-    (object arrays) and ``company_age_days``, ``onsite_verified``, ``u_shield``,
-    ``mobile_banking``, ``payment_binding``, ``phone_tenure_days`` (anything
-    :func:`number` takes).
+    ``columns`` holds the :data:`FLAG_INPUTS`: ``home_province``, ``branch_province``,
+    ``account_type`` (object arrays) and the others (anything :func:`number` takes).
     """
     corporate = np.asarray(columns["account_type"] == "corporate", dtype=bool)
     company_age = number(columns["company_age_days"])

@@ -31,6 +31,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from duanka.data.config import default_of
 from duanka.serving.keys import ApiKey
 
 GUARDED_PREFIX = "/v1/"
@@ -60,11 +61,11 @@ class AdmissionPolicy:
         The Retry-After of a 503.
     """
 
-    rate_limit: str = "200/second"
-    max_in_flight: int = 32
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 10.0
-    keep_alive_s: float = 5.0
+    rate_limit: str = default_of("rate_limit")
+    max_in_flight: int = default_of("max_in_flight")
+    header_timeout_s: float = default_of("header_timeout_s")
+    body_timeout_s: float = default_of("body_timeout_s")
+    keep_alive_s: float = default_of("keep_alive_s")
     retry_after_s: int = 1
     rates: tuple[RateLimitItem, ...] = field(init=False, repr=False, compare=False)
 
@@ -81,8 +82,18 @@ class AdmissionPolicy:
         object.__setattr__(self, "rates", rates)
 
 
-def http_protocol(policy: AdmissionPolicy) -> type[H11Protocol]:
-    """Uvicorn's h11 protocol with ``policy.header_timeout_s`` on every request's headers."""
+def http_protocol(
+    policy: AdmissionPolicy, on_headers_late: Callable[[], None] | None = None
+) -> type[H11Protocol]:
+    """Uvicorn's h11 protocol with ``policy.header_timeout_s`` on every request's headers.
+
+    Parameters
+    ----------
+    policy : AdmissionPolicy
+    on_headers_late : callable, optional
+        Called on the event loop for each 408 the deadline gives (to count it: no middleware sees
+        a request whose headers never completed).
+    """
 
     class HeaderDeadlineProtocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -125,6 +136,8 @@ def http_protocol(policy: AdmissionPolicy) -> type[H11Protocol]:
             if self._awaiting_headers() and not self.transport.is_closing():
                 self.transport.write(_TIMED_OUT)
                 self.transport.close()
+                if on_headers_late is not None:
+                    on_headers_late()
 
     return HeaderDeadlineProtocol
 
@@ -147,7 +160,7 @@ class Admission:
     app : ASGI application
     policy : AdmissionPolicy
     authenticate : callable
-        The active :class:`serving.keys.ApiKey` that a bearer token is, or None.
+        The active :class:`duanka.serving.keys.ApiKey` that a bearer token is, or None.
     """
 
     def __init__(

@@ -19,7 +19,7 @@ caller survives a power cut). Three tables:
 ``meta``
     ``state_synced_through``: the last response whose application is known to be
     on disk in the online state too. The state is written without an fsync per
-    application (:class:`serving.scorer.Scorer` syncs it about once a second); on
+    application (:class:`duanka.serving.scorer.Scorer` syncs it about once a second); on
     start, the applications of later responses are recorded into it again
     (idempotent), so a power cut loses nothing that was answered.
 
@@ -120,18 +120,18 @@ class DecisionLog:
     """The decision record in one SQLite file, used from one thread.
 
     Each call holds a lock, which the background checkpointer also takes for the
-    millisecond it needs to start the log over (:class:`data.wal.Checkpointer`).
+    millisecond it needs to start the log over (:class:`duanka.data.wal.Checkpointer`).
 
     Parameters
     ----------
     path : Path
         Created with its tables and triggers if new.
     chain_key : bytes
-        Keys the hash chain over every appended row (:mod:`serving.chain`); rows of a record
+        Keys the hash chain over every appended row (:mod:`duanka.serving.chain`); rows of a record
         written before chains existed are chained on open, and that is audited.
     checkpoint_every_s : float, optional
         Copy the write-ahead log into the database from a background thread this often
-        (:class:`data.wal.Checkpointer`), so that no decision waits for a checkpoint.
+        (:class:`duanka.data.wal.Checkpointer`), so that no decision waits for a checkpoint.
         None: SQLite checkpoints in the commit that fills the log.
     """
 
@@ -352,7 +352,7 @@ def _reason_texts(con: sqlite3.Connection) -> pd.DataFrame:
 
 def export(path: Path, out: Path, table: str = "decisions", *, excel: bool = False) -> int:
     """Write one audit table to CSV or Parquet (by ``out``'s suffix), oldest first, with each row's
-    chain value (:mod:`serving.chain`) and, for decisions, the reason texts the answer gave.
+    chain value (:mod:`duanka.serving.chain`) and, for decisions, the reason texts the answer gave.
 
     Returns
     -------

@@ -3,8 +3,8 @@
 The cuts fixed at training follow the budget only as long as the mix of openings does;
 a month in which confident mules come in a wave gets many times the critical share the
 bank staffed for. So the service, like batch scoring, cuts each local day's bands from
-the scores the shipped model gave in the days before it (:class:`training.bands.DailyBands`,
-:class:`training.bands.RefreshPolicy`). Its scores are the decision record's: they survive
+the scores the shipped model gave in the days before it (:class:`duanka.training.bands.DailyBands`,
+:class:`duanka.training.bands.RefreshPolicy`). Its scores are the decision record's: they survive
 restarts, and a model switch starts over from the new booster's own decisions. Until a
 window holds the policy's fewest scores, the cuts fixed at training stay. The day is the
 server clock's: the service scores openings as they happen, so an application's day and

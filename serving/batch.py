@@ -1,12 +1,12 @@
 """Batch scoring: every application with the state as it was at its own ``applied_at``.
 
-The offline builder (:func:`features.offline.build_features`) computes exactly
+The offline builder (:func:`duanka.features.offline.build_features`) computes exactly
 that for a whole history at once, and is proven equal to the online store the
-service scores from, so batch and service give the same score to the same
-application. Scores come from the same verified bundle as the service's;
-reasons are computed for medium-or-higher bands (or every row, on request),
-because explanation, not prediction, is what costs. An applicant on the store's
-joint-punishment list at ``applied_at`` is refused by rule (:mod:`serving.rules`):
+service scores from, and both decide through one function
+(:func:`duanka.serving.decision.decide`), so batch and service give the same score, band and
+reasons to the same application. Reasons are computed for medium-or-higher bands
+(or every row, on request), because explanation, not prediction, is what costs. An applicant on the store's
+joint-punishment list at ``applied_at`` is refused by rule (:mod:`duanka.serving.rules`):
 band ``blocked``, action ``refuse``, reason ``WATCHLIST``; the score is still the model's.
 """
 
@@ -33,8 +33,9 @@ from duanka.data.validate import validate
 from duanka.data.watchlist import Watchlist
 from duanka.features.offline import build_features
 from duanka.features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
+from duanka.serving.decision import decide
+from duanka.serving.model_source import LoadedModel
 from duanka.serving.rules import refuse_listed
-from duanka.serving.scorer import LoadedModel
 from duanka.training.bands import ACTIONS, DailyBands, RefreshPolicy, day_start, local_days
 
 if TYPE_CHECKING:
@@ -50,11 +51,10 @@ SCORE_COLUMNS = (
     "reasons_en",
     "model_version",
 )
-LOW = "low"
 CODE_SEPARATOR = "|"
 TEXT_SEPARATOR = " | "
-_SCORE_CHUNK = 200_000
-_EXPLAIN_CHUNK = 5_000
+# rows decided per call: bounds the memory of a chunk's contributions (a float per feature and row)
+_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,15 @@ def _matrix(features: pd.DataFrame) -> np.ndarray:
     return features.loc[:, list(MODEL_FEATURES)].to_numpy(dtype=np.float64)
 
 
+def _scores(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:
+    """The model's calibrated score of each feature row, without bands or reasons (to set cuts)."""
+    X = _matrix(features)
+    return np.concatenate(
+        [np.empty(0)]
+        + [model.registered.bundle.score(X[start : start + _CHUNK]) for start in range(0, len(X), _CHUNK)]
+    )
+
+
 def daily_bands(model: LoadedModel, history: pd.DataFrame, days: np.ndarray) -> DailyBands:
     """The band cuts of each of ``days``, from the model's scores of the openings in ``history``.
 
@@ -86,19 +95,13 @@ def daily_bands(model: LoadedModel, history: pd.DataFrame, days: np.ndarray) -> 
         The model whose scores set the cuts (and whose training cuts are the fallback).
     history : pandas.DataFrame
         ``applied_at`` and the features of at least every opening of the
-        days of :class:`training.bands.RefreshPolicy` before each day.
+        days of :class:`duanka.training.bands.RefreshPolicy` before each day.
     days : numpy.ndarray
         Local days (``datetime64[D]``).
     """
-    bundle = model.registered.bundle
-    scores = np.concatenate(
-        [np.empty(0)]
-        + [
-            bundle.score(_matrix(history.iloc[start : start + _SCORE_CHUNK]))
-            for start in range(0, len(history), _SCORE_CHUNK)
-        ]
+    return DailyBands.from_scores(
+        model.registered.bundle.bands, history["applied_at"], _scores(model, history), days
     )
-    return DailyBands.from_scores(bundle.bands, history["applied_at"], scores, days)
 
 
 def band_history(features: pd.DataFrame, chosen: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -141,36 +144,36 @@ def score_features(
         :data:`SCORE_COLUMNS`, in the order of ``features``; reason columns are
         empty strings where not explained or where nothing raises the risk.
     """
-    bundle = model.registered.bundle
     X = _matrix(features)
     n = len(X)
+    cuts = model.registered.bundle.bands if bands is None else bands
     scores = np.empty(n)
+    assigned = np.empty(n, dtype=object)
+    codes = np.empty(n, dtype=object)
+    texts_zh = np.empty(n, dtype=object)
+    texts_en = np.empty(n, dtype=object)
     with _progress(progress) as bar:
-        task = bar("scoring", n)
-        for start in range(0, n, _SCORE_CHUNK):
-            stop = min(n, start + _SCORE_CHUNK)
-            scores[start:stop] = bundle.score(X[start:stop])
-            task(stop - start)
-        assigned = (
-            bundle.bands.assign(scores) if bands is None else bands.assign(scores, features["applied_at"])
-        )
-        explained = np.arange(n) if explain_all else np.flatnonzero(assigned != LOW)
-        codes = np.full(n, "", dtype=object)
-        texts_zh = np.full(n, "", dtype=object)
-        texts_en = np.full(n, "", dtype=object)
-        task = bar("reasons", len(explained))
-        for start in range(0, len(explained), _EXPLAIN_CHUNK):
-            rows = explained[start : start + _EXPLAIN_CHUNK]
-            _, reasons = model.explainer.explain(X[rows])
-            codes[rows] = [CODE_SEPARATOR.join(r.code for r in found) for found in reasons]
-            texts_zh[rows] = [TEXT_SEPARATOR.join(r.text_zh for r in found) for found in reasons]
-            texts_en[rows] = [TEXT_SEPARATOR.join(r.text_en for r in found) for found in reasons]
-            task(len(rows))
+        advance = bar("scoring", n)
+        for start in range(0, n, _CHUNK):
+            rows = slice(start, min(n, start + _CHUNK))
+            decided = decide(
+                model,
+                X[rows],
+                cuts,
+                applied_at=None if bands is None else features["applied_at"].iloc[rows],
+                explain_all=explain_all,
+            )
+            scores[rows] = decided.scores
+            assigned[rows] = decided.bands
+            codes[rows] = [CODE_SEPARATOR.join(r.code for r in found) for found in decided.reasons]
+            texts_zh[rows] = [TEXT_SEPARATOR.join(r.text_zh for r in found) for found in decided.reasons]
+            texts_en[rows] = [TEXT_SEPARATOR.join(r.text_en for r in found) for found in decided.reasons]
+            advance(rows.stop - start)
     return pd.DataFrame(
         {
             "application_id": features["application_id"].to_numpy(dtype=object),
             "score": scores,
-            "band": assigned.astype(object),
+            "band": assigned,
             "action": pd.Series(assigned).map(ACTIONS).to_numpy(dtype=object),
             "reason_codes": codes,
             "reasons_zh": texts_zh,
@@ -178,6 +181,16 @@ def score_features(
             "model_version": model.version,
         },
         columns=list(SCORE_COLUMNS),
+    )
+
+
+def _period_where(start: pd.Timestamp, end: pd.Timestamp) -> pc.Expression:
+    """Applications a window of ``[start, end)`` can reach: the period and a year before it."""
+    stamp = APPLICATION_EVENTS.field("applied_at").type
+    reach = start - pd.Timedelta(days=MAX_WINDOW_DAYS)
+    applied = pc.field("applied_at")
+    return (applied >= pa.scalar(reach.to_pydatetime(), stamp)) & (
+        applied < pa.scalar(end.to_pydatetime(), stamp)
     )
 
 
@@ -193,18 +206,11 @@ def score_period(
     """Score the stored applications applied in ``[start, end)``, each as of its own ``applied_at``.
 
     Every application that a window can reach is history (no window looks
-    back further than :data:`features.registry.MAX_WINDOW_DAYS`), and every
+    back further than :data:`duanka.features.registry.MAX_WINDOW_DAYS`), and every
     confirmation; the point-in-time rule keeps confirmations from after an
     application out of its features.
     """
-    applications = store.applications()
-    stamp = APPLICATION_EVENTS.field("applied_at").type
-    reach = start - pd.Timedelta(days=MAX_WINDOW_DAYS)
-    window = pc.and_(
-        pc.greater_equal(applications["applied_at"], pa.scalar(reach.to_pydatetime(), stamp)),
-        pc.less(applications["applied_at"], pa.scalar(end.to_pydatetime(), stamp)),
-    )
-    reached = applications.filter(window)
+    reached = store.applications().filter(_period_where(start, end))
     listings = store.watchlist()
     features = build_features(reached, store.labels(), listings=listings, progress=progress)
     chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
@@ -213,25 +219,13 @@ def score_period(
     return apply_watchlist(scores, chosen, reached, Watchlist(listings))
 
 
-def _period_where(start: pd.Timestamp, end: pd.Timestamp) -> pc.Expression:
-    """Applications a window of ``[start, end)`` can reach: the period and a year before it."""
-    stamp = APPLICATION_EVENTS.field("applied_at").type
-    reach = start - pd.Timedelta(days=MAX_WINDOW_DAYS)
-    applied = pc.field("applied_at")
-    return (applied >= pa.scalar(reach.to_pydatetime(), stamp)) & (
-        applied < pa.scalar(end.to_pydatetime(), stamp)
-    )
-
-
 def _partition_history(path: str, model: LoadedModel, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """``applied_at`` and score of one feature partition's rows that cut the bands of ``[start, end)``."""
     features = pd.read_parquet(path)
     (first_day,) = local_days(pd.Series([start]))
     reach = day_start(first_day) - RefreshPolicy.configured().window
     history = features.loc[(features["applied_at"] >= reach) & (features["applied_at"] < end)]
-    return pd.DataFrame(
-        {"applied_at": history["applied_at"], "score": model.registered.bundle.score(_matrix(history))}
-    )
+    return pd.DataFrame({"applied_at": history["applied_at"], "score": _scores(model, history)})
 
 
 def _score_partition(
@@ -265,11 +259,11 @@ def score_period_distributed(
 
     The workers read the store's Parquet parts themselves (so the store must
     be on storage every worker reaches), build the features per partition
-    with :func:`features.distributed.feature_partitions` in a stage folder under
-    ``scratch`` (:func:`features.distributed.scratch_folder`), and score each
+    with :func:`duanka.features.distributed.feature_partitions` in a stage folder under
+    ``scratch`` (:func:`duanka.features.distributed.scratch_folder`), and score each
     application partition with the same verified model, sent to each worker once.
     """
-    from duanka.features.distributed import feature_partitions, scratch_folder
+    from duanka.features.distributed import BuildOptions, feature_partitions, scratch_folder
 
     parts = {t: store.parts(t) for t in ("applications", "labels")}
     listings = store.watchlist()  # small: read here, sent to every worker once
@@ -280,8 +274,7 @@ def score_period_distributed(
             parts["labels"] or store.labels(),
             scratch=folder,
             listings=listings,
-            applications_where=_period_where(start, end),
-            partitions=partitions,
+            options=BuildOptions(partitions=partitions, applications_where=_period_where(start, end)),
         )
         shipped = client.scatter(model, broadcast=True, hash=False)
         # Two passes: a day's cuts read the scores of every partition's openings before it.

@@ -1,7 +1,7 @@
 """Hard rules that refuse an opening before any model: the 断卡 joint-punishment list.
 
 An applicant listed at the application's ``applied_at`` (``listed_at <= applied_at <
-expires_at``, :mod:`data.watchlist`) gets band ``blocked``, action ``refuse`` and the
+expires_at``, :mod:`duanka.data.watchlist`) gets band ``blocked``, action ``refuse`` and the
 reason ``WATCHLIST``, whose Chinese and English sentences name the list and the day
 the person was listed. The model still scores the application, for monitoring: the
 score and the model's own band are kept beside the refusal, but they decide nothing.
@@ -83,7 +83,7 @@ def watchlist_decision(source: str, listed_at: pd.Timestamp) -> RuleDecision:
 
 
 def refusal(listing: Listing) -> RuleDecision:
-    """The decision for an application :meth:`data.watchlist.Watchlist.listing` found listed."""
+    """The decision for an application :meth:`duanka.data.watchlist.Watchlist.listing` found listed."""
     return watchlist_decision(listing.source, listing.listed_at)
 
 
@@ -93,9 +93,9 @@ def refuse_listed(scores: pd.DataFrame, listings: pd.DataFrame) -> pd.DataFrame:
     Parameters
     ----------
     scores : pandas.DataFrame
-        :data:`serving.batch.SCORE_COLUMNS` rows.
+        :data:`duanka.serving.batch.SCORE_COLUMNS` rows.
     listings : pandas.DataFrame
-        :meth:`data.watchlist.Watchlist.listings_for` of the same applications, in the same order.
+        :meth:`duanka.data.watchlist.Watchlist.listings_for` of the same applications, in the same order.
 
     Returns
     -------

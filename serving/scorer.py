@@ -1,18 +1,16 @@
-"""Scoring one application at a time against the live state: the service's core, no HTTP.
+"""Scoring applications one request at a time against the live state: the service's core, no HTTP.
 
-Fail closed: a model is only used after its booster hash matches the registry's
-record (:func:`training.bundle.load_registered`), its feature definitions are
-this code's (:data:`features.registry.FEATURE_SET_VERSION`) and its signature is
-:data:`features.registry.MODEL_FEATURES` in order. Anything else raises
-:class:`training.bundle.ModelIntegrityError`: no model, no score.
+Prepared applications (:mod:`duanka.serving.prepare`) get their features from the online
+state as of their ``applied_at``, are recorded into that state, and are decided by
+the one scoring path batch scoring uses too (:func:`duanka.serving.decision.decide`). The
+response is stored by application id, so a retry gets the same answer and counts
+once. An applicant on the joint-punishment list at ``applied_at`` is refused by
+rule (:mod:`duanka.serving.rules`), whatever the score; the same list feeds the online
+state's listing features, so the rule and the features always read one list.
 
-A raw application is validated and pseudonymised exactly as ingestion does it, one
-record at a time (:mod:`data.record`, held to the column path by its tests), then its features come from
-the online state as of its ``applied_at``, it is recorded into that state, and
-the response is stored by application id, so a retry gets the same answer and
-counts once. An applicant on the joint-punishment list at ``applied_at`` is refused
-by rule (:mod:`serving.rules`), whatever the score; the same list feeds the online
-state's listing features, so the rule and the features always read one list. A
+Durability: the decision record is written (fsynced) before an answer leaves; the
+online state is synced about once a second and the record notes how far, so a
+restart redoes (:meth:`Scorer.redo`) only the applications answered after that. A
 :class:`Scorer` and everything it holds is used from one thread.
 """
 
@@ -24,147 +22,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import mlflow
 import numpy as np
-import pandas as pd
 
-from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
+from duanka.data.config import default_of
 from duanka.data.pseudonym import Pseudonymiser
-from duanka.data.reader import RawTable
-from duanka.data.record import application_event, trimmed, validate_record
-from duanka.data.validate import conflict_reason, validate
-from duanka.data.watchlist import (
-    EXPIRES_BEFORE_LISTED,
-    Watchlist,
-    WatchlistSource,
-    expiry_problems,
-    listing_events,
-)
+from duanka.data.watchlist import Watchlist, WatchlistSource
 from duanka.features.online import OnlineFeatureStore
-from duanka.features.registry import FEATURE_SET_VERSION, MODEL_FEATURES
+from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.audit import DecisionLog, DecisionRow, utc_now
 from duanka.serving.band_refresh import RecentScores
+from duanka.serving.decision import ModelDecisions, decide
+from duanka.serving.model_source import LoadedModel
+from duanka.serving.prepare import FieldError, InvalidInput, prepare_applications
 from duanka.serving.rules import refusal, refusal_action
 from duanka.training.bands import ACTION_TEXT, ACTIONS, BLOCKED, Bands
-from duanka.training.bundle import MODEL_NAME, ModelIntegrityError, RegisteredModel, load_registered
-from duanka.training.explain import Reason, ReasonExplainer
+from duanka.training.explain import Reason
 
-REQUEST_SOURCE = "request"
-_KEY = "application_id"
-_NOT_A_VALUE = "not a contract value: send a string, boolean or number"
-TOP_REASONS = 3
-DEFAULT_TOLERANCE = timedelta(minutes=10)
-
-
-def check_compatible(model: RegisteredModel) -> None:
-    """Refuse a model this code cannot feed.
-
-    Raises
-    ------
-    ModelIntegrityError
-        Its feature set version or its feature list differs from this code's.
-    """
-    bundle = model.bundle
-    if bundle.feature_set_version != FEATURE_SET_VERSION:
-        raise ModelIntegrityError(
-            f"{model.uri} (version {model.version}) was trained on feature set "
-            f"{bundle.feature_set_version}, this code computes {FEATURE_SET_VERSION}: "
-            "refusing to score with features it was not trained on; retrain or deploy the matching code"
-        )
-    if list(bundle.feature_names) != list(MODEL_FEATURES):
-        missing = sorted(set(MODEL_FEATURES) - set(bundle.feature_names))
-        extra = sorted(set(bundle.feature_names) - set(MODEL_FEATURES))
-        raise ModelIntegrityError(
-            f"{model.uri} (version {model.version}) expects other inputs than this code's MODEL_FEATURES "
-            f"(missing {missing or 'none'}, unexpected {extra or 'none'}, or another order): refusing to load"
-        )
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A verified, compatible model and its explainer, ready to score."""
-
-    registered: RegisteredModel
-    explainer: ReasonExplainer
-
-    @property
-    def name(self) -> str:
-        return MODEL_NAME
-
-    @property
-    def version(self) -> str:
-        return self.registered.version
-
-    @property
-    def booster_sha256(self) -> str:
-        return self.registered.bundle.booster_sha256
-
-    def describe(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "booster_sha256": self.booster_sha256,
-            "bundle_sha256": self.registered.bundle_sha256,
-        }
-
-
-class ModelSource:
-    """A registry URI (``models:/duanka@champion`` or ``models:/duanka/3``) and how to load it.
-
-    Parameters
-    ----------
-    uri : str
-        Registry URI; an alias URI follows the alias when reloaded.
-    client : mlflow.MlflowClient
-        Registry client (:func:`training.tracking.configure`).
-    signing_key : bytes, optional
-        Require every version loaded to be signed with it (:mod:`training.signing`).
-    """
-
-    def __init__(self, uri: str, client: mlflow.MlflowClient, signing_key: bytes | None = None) -> None:
-        self.uri = uri
-        self.client = client
-        self.signing_key = signing_key
-
-    @property
-    def alias(self) -> str | None:
-        _, _, alias = self.uri.removeprefix("models:/").partition("@")
-        return alias or None
-
-    def load(self) -> LoadedModel:
-        """Load, verify and check the model the URI points at now.
-
-        Raises
-        ------
-        ModelIntegrityError
-            Unknown URI, tampered booster, or a model this code cannot feed.
-        """
-        registered = load_registered(self.uri, self.client, self.signing_key)
-        check_compatible(registered)
-        return LoadedModel(registered, ReasonExplainer(registered.bundle, top_k=TOP_REASONS))
-
-    def current_version(self) -> str:
-        """The version the alias points at now (cheap: one registry read)."""
-        if self.alias is None:
-            return self.uri.rsplit("/", 1)[-1]
-        return str(self.client.get_model_version_by_alias(MODEL_NAME, self.alias).version)
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One defect of one submitted item; never quotes a personal value."""
-
-    item: int
-    field: str
-    reason: str
-
-
-class InvalidInput(ValueError):
-    """Submitted items break the contract; nothing was recorded."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__(f"{len(errors)} field error(s)")
-        self.errors = errors
+DEFAULT_TOLERANCE = timedelta(seconds=default_of("backdating_tolerance_s"))
 
 
 class ConflictingResend(ValueError):
@@ -181,160 +55,6 @@ class ConflictingResend(ValueError):
         self.application_ids = application_ids
 
 
-def canonical_text(value: object) -> str | None:
-    """A submitted value as the contract reader would hold it: the validator then judges it.
-
-    Booleans become ``true``/``false``, integers their digits and floats their
-    ``repr`` (so ``12.0`` is rejected as an integer, as in a Parquet file);
-    an empty string is missing.
-
-    Raises
-    ------
-    TypeError
-        For values no contract file can hold (lists, objects).
-    """
-    if value is None or isinstance(value, str):
-        return value or None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    raise TypeError(type(value).__name__)
-
-
-def _raw_table(rows: Sequence[Mapping[str, object]], table: Table) -> tuple[RawTable, list[FieldError]]:
-    """The rows as the contract reader would hold them, and the values no contract file can hold."""
-    errors: list[FieldError] = []
-    columns: dict[str, list[str | None]] = {name: [] for name in table.names}
-    for item, row in enumerate(rows):
-        for name in table.names:
-            try:
-                columns[name].append(canonical_text(row.get(name)))
-            except TypeError:
-                errors.append(FieldError(item, name, _NOT_A_VALUE))
-                columns[name].append(None)
-    frame = pd.DataFrame(columns, dtype=object)
-    frame["row"] = np.arange(1, len(rows) + 1, dtype=np.int64)
-    return RawTable(frame=frame, extra_columns=(), source=REQUEST_SOURCE), errors
-
-
-def _defects(rows: Sequence[Mapping[str, object]], table: Table) -> tuple[pd.DataFrame, list[FieldError]]:
-    """Valid typed rows, and every defect: wrong JSON types first, then the validator's findings."""
-    raw, errors = _raw_table(rows, table)
-    checked = validate(raw, table)
-    wrong_type = {(e.item, e.field) for e in errors}
-    lines = checked.rejections
-    for row, column, reason in zip(lines["row"], lines["column"], lines["reason"], strict=True):
-        if (int(row) - 1, column) not in wrong_type:  # its value was dropped as unreadable: said already
-            errors.append(FieldError(int(row) - 1, str(column), str(reason)))
-    position = {name: i for i, name in enumerate(table.names)}
-    return checked.valid, sorted(errors, key=lambda e: (e.item, position[e.field]))
-
-
-def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> list[dict]:
-    """Validate and pseudonymise submitted applications exactly as ingestion does.
-
-    Parameters
-    ----------
-    rows : sequence of mapping
-        Contract fields by name; absent fields are missing values, others are ignored.
-    keys : Pseudonymiser
-        The key the state was built with.
-
-    Returns
-    -------
-    list of dict
-        One :data:`data.events.APPLICATION_EVENTS` row per submitted item, in
-        order; an exact repeat within ``rows`` gets the same event as its first.
-
-    Raises
-    ------
-    InvalidInput
-        Every defect of every item, as the contract validator words it.
-    """
-    errors: list[FieldError] = []
-    events: list[dict] = []
-    # trimmed application id -> (item, trimmed contract values, event or None) of its first item
-    first: dict[str, tuple[int, dict[str, str | None], dict | None]] = {}
-    for item, row in enumerate(rows):
-        record: dict[str, str | None] = {}
-        for name in APPLICATIONS.names:
-            try:
-                record[name] = canonical_text(row.get(name))
-            except TypeError:
-                errors.append(FieldError(item, name, _NOT_A_VALUE))
-                record[name] = None
-        unreadable = {e.field for e in errors if e.item == item}
-        texts = {name: trimmed(text) for name, text in record.items()}
-        key = texts[_KEY]
-        earlier = first.get(key) if key is not None else None
-        typed, defects = validate_record(record)
-        if earlier is not None and earlier[1] != texts:
-            defects.insert(0, (_KEY, conflict_reason(earlier[0] + 1, _KEY)))
-        # an unreadable value was dropped and its field named already
-        errors += [FieldError(item, column, reason) for column, reason in defects if column not in unreadable]
-        if earlier is not None:
-            # an exact repeat gets its first item's event, as the validator drops it from a file
-            events.append(earlier[2])  # type: ignore[arg-type]
-            continue
-        event = None if typed is None else application_event(typed, keys)
-        if key is not None:
-            first[key] = (item, texts, event)
-        events.append(event)  # type: ignore[arg-type]
-    if errors:
-        position = {name: i for i, name in enumerate(APPLICATIONS.names)}
-        raise InvalidInput(sorted(errors, key=lambda e: (e.item, position[e.field])))
-    return events
-
-
-def prepare_labels(rows: Sequence[Mapping[str, object]]) -> list[dict]:
-    """Validate submitted confirmations against the contract's labels table.
-
-    Returns
-    -------
-    list of dict
-        ``application_id``, ``confirmed_at`` (aware datetime, UTC) and ``source``, one per distinct row.
-
-    Raises
-    ------
-    InvalidInput
-        Every defect of every item.
-    """
-    valid, errors = _defects(rows, LABELS)
-    if errors:
-        raise InvalidInput(errors)
-    return [
-        {"application_id": a, "confirmed_at": at.to_pydatetime(), "source": s}
-        for a, at, s in zip(valid["application_id"], valid["confirmed_at"], valid["source"], strict=True)
-    ]
-
-
-def prepare_listings(rows: Sequence[Mapping[str, object]], keys: Pseudonymiser) -> pd.DataFrame:
-    """Validate and pseudonymise submitted watchlist rows exactly as ``duanka ingest --watchlist`` does.
-
-    Returns
-    -------
-    pandas.DataFrame
-        :data:`data.events.WATCHLIST_EVENTS` rows, one per submitted item; the raw ID numbers are gone.
-
-    Raises
-    ------
-    InvalidInput
-        Every defect of every item (an ``expires_at`` before its ``listed_at`` included).
-    """
-    valid, errors = _defects(rows, WATCHLIST)
-    early = expiry_problems(valid)
-    errors += [
-        FieldError(int(row) - 1, "expires_at", EXPIRES_BEFORE_LISTED) for row in valid.loc[early, "row"]
-    ]
-    if errors:
-        position = {name: i for i, name in enumerate(WATCHLIST.names)}
-        raise InvalidInput(sorted(errors, key=lambda e: (e.item, position[e.field])))
-    return listing_events(valid, keys)
-
-
 def _number(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
@@ -349,6 +69,42 @@ def _reason(reason: Reason) -> dict[str, object]:
         "text_zh": reason.text_zh,
         "text_en": reason.text_en,
     }
+
+
+def _response(
+    model: LoadedModel, event: dict, x: np.ndarray, decided: ModelDecisions, row: int, watchlist: Watchlist
+) -> dict:
+    """The answer for one decided application, refused by rule if its applicant is listed."""
+    band = str(decided.bands[row])
+    action = ACTIONS[band]
+    zh, en = ACTION_TEXT[action]
+    response = {
+        "application_id": event["application_id"],
+        "score": float(decided.scores[row]),
+        "band": band,
+        "action": action,
+        "action_zh": zh,
+        "action_en": en,
+        "reasons": [_reason(r) for r in decided.reasons[row]],
+        "rule": None,
+        "model_band": band,
+        "model": model.describe(),
+        "features": {name: _number(v) for name, v in zip(MODEL_FEATURES, x, strict=True)},
+    }
+    listing = watchlist.listing(event["applicant_key"], event["applied_at"])
+    if listing is not None:
+        # the rule decides; the model's score and band stay, for monitoring only
+        ruled = refusal(listing)
+        action, zh, en = refusal_action()
+        response |= {
+            "band": BLOCKED,
+            "action": action,
+            "action_zh": zh,
+            "action_en": en,
+            "reasons": [ruled.reason()],
+            "rule": ruled.rule,
+        }
+    return response
 
 
 @dataclass(frozen=True)
@@ -374,12 +130,12 @@ class Scorer:
         The pseudonym key of the state (for :meth:`score_application`).
     watchlist : WatchlistSource, optional
         The joint-punishment list, read once per request (the service follows the event
-        store: :class:`data.watchlist.StoredWatchlist`); no listing when not given. Each
+        store: :class:`duanka.data.watchlist.StoredWatchlist`); no listing when not given. Each
         new snapshot of it is fed to ``online`` (:meth:`sync_listings`) before it decides.
     state_sync_every_s : float
         How often the online state is synced to disk (:meth:`OnlineFeatureStore.sync`).
     clock : callable, optional
-        The time now (UTC), whose local day picks the band cuts (:mod:`serving.band_refresh`).
+        The time now (UTC), whose local day picks the band cuts (:mod:`duanka.serving.band_refresh`).
     tolerance : timedelta
         How far an application may be dated before the newest one recorded, or after the
         clock: a backdated application would shift the running totals of every later one of
@@ -395,7 +151,7 @@ class Scorer:
     killed process loses nothing either way: SQLite's log is in the page cache).
 
     Bands: each local day's cuts come from the scores this booster gave over the days before
-    (:class:`serving.band_refresh.RecentScores`, read back from ``log`` at start and after a
+    (:class:`duanka.serving.band_refresh.RecentScores`, read back from ``log`` at start and after a
     switch); each day's first decision audits the cuts in force (event ``band_cuts``).
     """
 
@@ -619,47 +375,13 @@ class Scorer:
             # features first: an application never counts towards its own
             X[i] = self.online.features_for(event)
             self.online.add_application(event)
-        bundle = model.registered.bundle
-        # One thread: for a handful of rows, waking LightGBM's OpenMP team costs milliseconds
-        # (0.06 ms against 6 ms measured on 2 busy cores). Each row's value does not depend on
-        # the thread count, so batch scoring still gives the same numbers to the last bit.
-        scores = bundle.calibrator.predict(bundle.booster.predict(X, raw_score=True, num_threads=1))
-        contributions = bundle.booster.predict(X, pred_contrib=True, num_threads=1)
-        reasons = model.explainer.reasons_from_contributions(X, contributions)
-        bands = cuts.assign(scores)
-        out: dict[str, Scored] = {}
-        for i, event in enumerate(events):
-            band = str(bands[i])
-            action = ACTIONS[band]
-            zh, en = ACTION_TEXT[action]
-            response = {
-                "application_id": event["application_id"],
-                "score": float(scores[i]),
-                "band": band,
-                "action": action,
-                "action_zh": zh,
-                "action_en": en,
-                "reasons": [_reason(r) for r in reasons[i]],
-                "rule": None,
-                "model_band": band,
-                "model": model.describe(),
-                "features": {name: _number(v) for name, v in zip(MODEL_FEATURES, X[i], strict=True)},
-            }
-            listing = watchlist.listing(event["applicant_key"], event["applied_at"])
-            if listing is not None:
-                # the rule decides; the model's score and band stay, for monitoring only
-                decided = refusal(listing)
-                action, zh, en = refusal_action()
-                response |= {
-                    "band": BLOCKED,
-                    "action": action,
-                    "action_zh": zh,
-                    "action_en": en,
-                    "reasons": [decided.reason()],
-                    "rule": decided.rule,
-                }
-            out[event["application_id"]] = Scored(response, False)
-        return out
+        decided = decide(model, X, cuts, explain_all=True)
+        return {
+            event["application_id"]: Scored(
+                _response(model, event, X[i], decided, i, watchlist), replayed=False
+            )
+            for i, event in enumerate(events)
+        }
 
     def score_application(self, application: Mapping[str, object], *, key_id: str = "local") -> dict:
         """Validate, pseudonymise and score one raw application (contract fields by name).

@@ -30,9 +30,10 @@ from duanka.data.store import EventStore
 from duanka.data.synthetic import generate_bank
 from duanka.features.online import OnlineFeatureStore
 from duanka.serving.admission import AdmissionPolicy
-from duanka.serving.api import ServiceConfig, create_app
+from duanka.serving.api import create_app
 from duanka.serving.keys import KeyFile
-from duanka.serving.scorer import ModelSource
+from duanka.serving.lifecycle import ServiceConfig
+from duanka.serving.model_source import ModelSource
 from duanka.serving.state import ServingPaths, sync_online_state
 from duanka.training.bundle import MODEL_NAME
 from duanka.training.run import TrainConfig, train
@@ -64,7 +65,7 @@ def _tracking_uri_variable_as_the_session_began() -> None:
     ``mlflow.set_tracking_uri`` exports the variable, and ``Settings()`` reads it
     before ``models_dir``: a module that sets the URI directly (test_report restores
     the previous one) would otherwise send the next module's runs into its registry.
-    :func:`training.tracking.configure` itself leaves the variable as it found it.
+    :func:`duanka.training.tracking.configure` itself leaves the variable as it found it.
     """
     _restore_tracking_uri_variable()
 

@@ -1,7 +1,7 @@
 """Seeded pseudonymised event tables with dense linkage, for feature tests and benches.
 
-The tables follow :data:`data.events.APPLICATION_EVENTS`,
-:data:`data.events.LABEL_EVENTS` and :data:`data.events.WATCHLIST_EVENTS`. They
+The tables follow :data:`duanka.data.events.APPLICATION_EVENTS`,
+:data:`duanka.data.events.LABEL_EVENTS` and :data:`duanka.data.events.WATCHLIST_EVENTS`. They
 are built to exercise point-in-time logic, not to look like a real bank: many
 applications share escorts, intermediaries, lodging addresses, phones, number
 blocks, devices and staff; some share a timestamp exactly; some sit exactly 1,
@@ -10,10 +10,14 @@ confirmations land before, at and after other applications' timestamps, some
 exactly at their own; listings start before, at and after their people's
 applications and exactly at other applications' instants, and end (or are
 removed, or withdrawn) before, during and exactly at later applications.
+
+Also the small helpers several test modules share: hand-made events, the chain key of
+test records, a free loopback port.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +44,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def hex_keys(ids: np.ndarray, family: int) -> pa.Array:
-    """32-hex-character pseudonyms of integer ids, like :mod:`data.pseudonym` makes.
+    """32-hex-character pseudonyms of integer ids, like :mod:`duanka.data.pseudonym` makes.
 
     Negative ids are missing values.
     """
@@ -443,3 +447,14 @@ def listing(
 
 def listings_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=WATCHLIST_EVENTS)
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking, for a service a test starts.
+
+    The system picks it; another process may take it before the service binds, which a
+    test then sees as a service that does not start, not as a wrong answer.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

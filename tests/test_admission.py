@@ -1,8 +1,8 @@
 """Slow and greedy clients are refused, on a real socket where the transport decides.
 
 Uvicorn alone keeps a half-sent request open for as long as the client likes and answers
-overload with a bare 503; these tests run uvicorn with :func:`serving.admission.http_protocol`
-and :class:`serving.admission.Admission` in front of a small app that reads its body.
+overload with a bare 503; these tests run uvicorn with :func:`duanka.serving.admission.http_protocol`
+and :class:`duanka.serving.admission.Admission` in front of a small app that reads its body.
 """
 
 from __future__ import annotations
@@ -13,13 +13,17 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import uvicorn
 
 from duanka.serving.admission import Admission, AdmissionPolicy, http_protocol
+from duanka.serving.api import server_protocol
 from duanka.serving.keys import ApiKey
+from duanka.serving.metrics import ServiceMetrics
+from duanka.serving.middleware import Observe
 
 TOKEN = "dk_test.secret"
 KEY = ApiKey(key_id="test", sha256="-", branches=("B1",), admin=False, created_at="2026-01-01T00:00:00Z")
@@ -46,14 +50,14 @@ async def echo_body(scope: dict, receive, send) -> None:
 
 
 @contextmanager
-def running(policy: AdmissionPolicy, app=echo_body) -> Iterator[int]:
+def running(policy: AdmissionPolicy, app=echo_body, protocol: type | None = None) -> Iterator[int]:
     """A uvicorn server on a free port, as ``duanka serve`` runs it."""
     guarded = Admission(app, policy=policy, authenticate=authenticate)
     config = uvicorn.Config(
         guarded,
         host="127.0.0.1",
         port=0,
-        http=http_protocol(policy),
+        http=protocol or http_protocol(policy),
         timeout_keep_alive=policy.keep_alive_s,
         log_level="warning",
         lifespan="off",
@@ -61,8 +65,11 @@ def running(policy: AdmissionPolicy, app=echo_body) -> Iterator[int]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
+    for _ in range(500):  # 5 s at most: a server that cannot start fails the test, not hangs it
+        if server.started or not thread.is_alive():
+            break
         time.sleep(0.01)
+    assert server.started, "uvicorn did not start"
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield port
@@ -123,12 +130,15 @@ def test_a_body_shorter_than_its_content_length_gets_408():
 
 def test_a_request_sent_in_parts_within_the_deadlines_is_served():
     with running(FAST) as port, socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(2.0)
         sock.sendall(HEADERS)
         time.sleep(0.1)  # headers in two parts, both well within the deadline
         sock.sendall(b"content-length: 3\r\n\r\nabc")
-        answer = sock.recv(4096)
-        while b"\r\n\r\n" not in answer or not answer.endswith(b"3"):  # the body may come apart
-            answer += sock.recv(4096)
+        answer = b""
+        while not answer.endswith(b"\r\n\r\n3"):  # the answer may come in parts
+            chunk = sock.recv(4096)
+            assert chunk, f"the server closed the connection after {answer!r}"
+            answer += chunk
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n3")
 
 
@@ -174,11 +184,14 @@ def test_over_the_keys_rate_is_429_with_retry_after():
 
 def test_over_the_in_flight_limit_is_503_with_retry_after():
     release = asyncio.Event()
+    both_in = asyncio.Event()
     entered = 0
 
     async def held(scope, receive, send) -> None:
         nonlocal entered
         entered += 1
+        if entered == 2:
+            both_in.set()
         await release.wait()
         await echo_body(scope, receive, send)
 
@@ -192,8 +205,8 @@ def test_over_the_in_flight_limit_is_503_with_retry_after():
             first = [
                 asyncio.create_task(client.post("/v1/score", content=b"{}", headers=auth)) for _ in range(2)
             ]
-            while entered < 2:
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(5):
+                await both_in.wait()
             third = await client.post("/v1/score", content=b"{}", headers=auth)
             release.set()
             return [*(await asyncio.gather(*first)), third]
@@ -201,6 +214,58 @@ def test_over_the_in_flight_limit_is_503_with_retry_after():
     answers = asyncio.run(three_at_once())
     assert [a.status_code for a in answers] == [200, 200, 503]
     assert answers[2].headers["retry-after"] == "3"
+
+
+def counted(metrics: ServiceMetrics, name: str, label: str) -> dict[str, float]:
+    """The samples of the counter ``name`` by the value of one of their labels."""
+    return {
+        sample.labels[label]: sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == f"{name}_total"
+    }
+
+
+async def post_score(app, *, body_arrives: bool) -> int:
+    """POST /v1/score straight to the ASGI ``app``; the status it answers."""
+    statuses = []
+
+    async def receive() -> dict:
+        if not body_arrives:
+            await asyncio.Event().wait()  # a body that never comes
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    headers = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    await app({"type": "http", "method": "POST", "path": "/v1/score", "headers": headers}, receive, send)
+    return statuses[0]
+
+
+def test_late_and_over_the_rate_requests_are_counted_by_kind_not_as_internal_errors():
+    metrics = ServiceMetrics()
+    policy = AdmissionPolicy(rate_limit="1/minute", body_timeout_s=0.05)
+    guarded = Admission(echo_body, policy=policy, authenticate=authenticate)
+    observed = Observe(guarded, metrics=lambda: metrics)
+
+    async def late_then_over_the_rate() -> list[int]:
+        return [await post_score(observed, body_arrives=arrives) for arrives in (False, True)]
+
+    assert asyncio.run(late_then_over_the_rate()) == [408, 429]
+    assert counted(metrics, "duanka_errors", "kind") == {"timeout": 1.0, "rate_limited": 1.0}
+
+
+def test_headers_late_are_counted_in_the_service_metrics():
+    """The transport answers them, before any middleware: the protocol counts them itself."""
+    metrics = ServiceMetrics()
+    app = SimpleNamespace(state=SimpleNamespace(service=SimpleNamespace(metrics=metrics)))
+    with running(FAST, protocol=server_protocol(app, FAST)) as port:
+        received, _ = exchange(port, HEADERS)
+    assert received.startswith(b"HTTP/1.1 408")
+    assert counted(metrics, "duanka_errors", "kind") == {"timeout": 1.0}
+    assert counted(metrics, "duanka_http_requests", "status") == {"408": 1.0}
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -24,20 +26,27 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.config import get_settings
 from duanka.data.contract import PERSONAL_COLUMNS
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.features.offline import build_features
-from duanka.features.registry import MODEL_FEATURES
-from duanka.serving.api import MAX_BATCH, ServiceConfig, create_app
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
+from duanka.serving.api import create_app
 from duanka.serving.audit import DECISION_COLUMNS, export
-from duanka.serving.cli import app
 from duanka.serving.keys import KeyFile
-from duanka.serving.scorer import ModelSource
+from duanka.serving.lifecycle import Service, ServiceConfig
+from duanka.serving.model_source import ModelSource
+from duanka.serving.prepare import prepare_applications
+from duanka.serving.schemas import MAX_BATCH
+from duanka.serving.scoring_thread import WrongThread
 from duanka.training.bundle import BOOSTER_FILE, META_FILE, MODEL_NAME, sha256_text
 from tests.conftest import REPLAY_TOLERANCE
+from tests.factories import free_port
 from tests.privacy import leaks
 
 ALIAS = "api-test"
@@ -286,7 +295,8 @@ def test_a_batch_over_the_limit_is_refused_and_nothing_is_recorded(service, serv
     ]
     before = _decisions(paths)
     response = client.post("/v1/score/batch", json={"applications": rows}, headers=_auth(tokens["all"]))
-    assert 400 <= response.status_code < 500
+    assert response.status_code == 422
+    assert [(e["item"], e["field"]) for e in response.json()["errors"]] == [(None, "applications")]
     assert _decisions(paths) == before
 
 
@@ -374,20 +384,37 @@ def test_the_audit_log_holds_every_decision_and_no_raw_identifier(service, serve
         con.execute("DELETE FROM decisions")
 
 
-def test_health_readiness_and_metrics(service):
-    client, _, _, _ = service
+def _samples(client: TestClient) -> dict[tuple[str, frozenset], float]:
+    """Every sample of /metrics by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+    }
+
+
+def test_health_readiness_and_metrics(service, served_bank):
+    client, tokens, _, _ = service
+    before = _samples(client)
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
-    metrics = client.get("/metrics").text
-    for name in (
-        "duanka_http_requests_total",
-        "duanka_http_request_duration_seconds_bucket",
-        "duanka_decisions_total",
-        "duanka_errors_total",
-        "duanka_model_info",
-    ):
-        assert name in metrics
+    decided = client.post("/v1/score", json=_row(served_bank, 16), headers=_auth(tokens["all"])).json()
+    assert client.post("/v1/score", json=_row(served_bank, 17)).status_code == 401
+    after = _samples(client)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved("duanka_http_requests_total", route="/healthz", method="GET", status="200") == 1
+    assert moved("duanka_http_request_duration_seconds_count", route="/healthz") == 1
+    assert moved("duanka_decisions_total", band=decided["band"]) == 1
+    assert moved("duanka_errors_total", route="/v1/score", kind="unauthorized") == 1
+    model = ready.json()["model"]
+    in_use = {labels: v for (name, labels), v in after.items() if name == "duanka_model_info"}
+    labels = {"version": model["version"], "booster_sha256": model["booster_sha256"]}
+    assert in_use == {frozenset(labels.items()): 1}
 
 
 def test_made_up_http_methods_do_not_grow_the_metrics(service):
@@ -397,6 +424,9 @@ def test_made_up_http_methods_do_not_grow_the_metrics(service):
     metrics = client.get("/metrics").text
     assert "MADEUP" not in metrics
     assert 'method="other"' in metrics
+    # A method the route does not take is the caller's error, not the service's.
+    assert 'duanka_errors_total{kind="method_not_allowed",route="/healthz"} 30.0' in metrics
+    assert 'kind="internal"' not in metrics
 
 
 def test_what_the_service_loaded_is_frozen_and_collector_pauses_are_measured(service):
@@ -451,13 +481,12 @@ def other(served_bank, registry):
 def test_a_switch_lands_between_requests_and_is_audited(service, served_bank, registry, other):
     """A new booster behind the alias: requests before and after are all answered."""
     client, tokens, paths, _ = service
-    app_service = client.app.state.service
     registry.set_registered_model_alias(MODEL_NAME, ALIAS, other.version)
     try:
         answers = [client.post("/v1/score", json=_row(served_bank, 70), headers=_auth(tokens["all"]))]
         switched = client.post("/v1/admin/reload", headers=_auth(tokens["admin"]))
         answers.append(client.post("/v1/score", json=_row(served_bank, 71), headers=_auth(tokens["all"])))
-        assert switched.json() == {"switched": True, "model": app_service.scorer.model.describe()}
+        assert switched.json() == {"switched": True, "model": client.get("/readyz").json()["model"]}
         assert [a.status_code for a in answers] == [200, 200]
         assert (
             answers[1].json()["model"]["version"]
@@ -476,7 +505,10 @@ def test_a_switch_lands_between_requests_and_is_audited(service, served_bank, re
 
 
 def test_requests_in_flight_during_a_reload_are_all_answered(service, served_bank, registry, other):
-    client, tokens, _, _ = service
+    """Each is answered by the old model or the new one, and once one was answered by the new
+    one, every later one is: the switch lands between two decisions."""
+    client, tokens, paths, _ = service
+    old = client.get("/readyz").json()["model"]["booster_sha256"]
     registry.set_registered_model_alias(MODEL_NAME, ALIAS, other.version)
     rows = [_row(served_bank, n, application_id=f"INFLIGHT-{n}") for n in range(100, 124)]
     try:
@@ -489,12 +521,33 @@ def test_requests_in_flight_during_a_reload_are_all_answered(service, served_ban
     finally:
         registry.set_registered_model_alias(MODEL_NAME, ALIAS, served_bank.version)
         client.post("/v1/admin/reload", headers=_auth(tokens["admin"]))
-    assert reloaded.status_code == 200
+    assert reloaded.status_code == 200 and reloaded.json()["switched"] is True
+    new = reloaded.json()["model"]["booster_sha256"]
+    assert new != old
     assert [a.status_code for a in answers] == [200] * len(rows)
-    assert {a.json()["model"]["version"] for a in answers} <= {served_bank.version, str(other.version)}
+    with sqlite3.connect(paths.decisions) as con:
+        audited = con.execute(
+            "SELECT application_id, booster_sha256 FROM decisions WHERE application_id LIKE 'INFLIGHT-%' "
+            "ORDER BY seq"
+        ).fetchall()
+    answered = [(a.json()["application_id"], a.json()["model"]["booster_sha256"]) for a in answers]
+    assert sorted(audited) == sorted(answered)
+    in_order = [booster for _, booster in audited]
+    switch_at = in_order.index(new) if new in in_order else len(in_order)
+    assert in_order == [old] * switch_at + [new] * (len(in_order) - switch_at)
 
 
-def test_a_polling_service_follows_the_alias_by_itself(served_bank, registry, other, tmp_path):
+def test_a_polling_service_follows_the_alias_by_itself(served_bank, registry, other, tmp_path, monkeypatch):
+    polled = threading.Event()
+    reload = Service.reload
+
+    async def reload_and_tell(self: Service, **context) -> tuple:
+        answer = await reload(self, **context)
+        if context["trigger"] == "poll":
+            polled.set()
+        return answer
+
+    monkeypatch.setattr(Service, "reload", reload_and_tell)
     paths = served_bank.fresh_paths(tmp_path / "serving")
     source = ModelSource(f"models:/{MODEL_NAME}@{ALIAS}", registry)
     config = ServiceConfig(
@@ -507,15 +560,59 @@ def test_a_polling_service_follows_the_alias_by_itself(served_bank, registry, ot
         tolerance=REPLAY_TOLERANCE,
     )
     with TestClient(create_app(config)) as client:
+        assert not polled.is_set()  # the alias has not moved: nothing to follow
         registry.set_registered_model_alias(MODEL_NAME, ALIAS, other.version)
         try:
-            deadline = time.monotonic() + 20
-            while client.get("/readyz").json()["model"]["version"] != str(other.version):
-                assert time.monotonic() < deadline, "the poller did not follow the alias in 20 s"
-                time.sleep(0.1)
+            assert polled.wait(timeout=60), "the poller never reloaded"
+            assert client.get("/readyz").json()["model"]["version"] == str(other.version)
         finally:
             registry.set_registered_model_alias(MODEL_NAME, ALIAS, served_bank.version)
     assert _events(paths, "model_switched")[-1]["trigger"] == "poll"
+
+
+def test_the_scorer_is_not_reachable_off_its_thread(service):
+    """Its SQLite is used on the scoring thread only: reaching it from elsewhere fails loudly."""
+    client, _, _, _ = service
+    scoring = client.app.state.service.scoring
+    with pytest.raises(WrongThread):
+        scoring.scorer  # noqa: B018 -- the test's own thread
+    described = client.portal.call(scoring.run, lambda scorer: scorer.model.describe())
+    assert described == client.get("/readyz").json()["model"]
+
+
+def test_a_service_prunes_its_online_state_on_schedule(served_bank, tmp_path, monkeypatch):
+    """What no window of an application it still takes can reach goes; every feature stays."""
+    paths = served_bank.fresh_paths(tmp_path / "serving")
+    tolerance = timedelta(minutes=10)
+    with sqlite3.connect(paths.online) as con:
+        (newest,) = con.execute("SELECT MAX(ts) FROM apps").fetchone()
+        reach = newest - (tolerance + timedelta(days=MAX_WINDOW_DAYS)) // timedelta(microseconds=1)
+        (out_of_reach,) = con.execute("SELECT COUNT(*) FROM apps WHERE ts < ?", (reach,)).fetchone()
+        (kept,) = con.execute("SELECT COUNT(*) FROM apps WHERE ts >= ?", (reach,)).fetchone()
+    assert out_of_reach > 0 and kept > 0
+    later = prepare_applications(served_bank.holdout[5:6], served_bank.keys)[0]
+    with OnlineFeatureStore(paths.online) as online:
+        expected = online.features_for(later)
+
+    pruned = threading.Event()
+    prune = OnlineFeatureStore.prune
+
+    def prune_and_tell(self: OnlineFeatureStore, before) -> int:
+        removed = prune(self, before)
+        pruned.set()
+        return removed
+
+    monkeypatch.setattr(OnlineFeatureStore, "prune", prune_and_tell)
+    source = ModelSource(served_bank.uri, served_bank.client())
+    config = replace(served_bank.service_config(source, paths), tolerance=tolerance, prune_every_s=0.05)
+    with TestClient(create_app(config)) as client:
+        assert pruned.wait(timeout=60), "the service never pruned its state"
+        scoring = client.app.state.service.scoring
+        features = client.portal.call(scoring.run, lambda scorer: scorer.online.features_for(later))
+    with sqlite3.connect(paths.online) as con:
+        assert con.execute("SELECT COUNT(*) FROM apps WHERE ts < ?", (reach,)).fetchone() == (0,)
+        assert con.execute("SELECT COUNT(*) FROM apps WHERE ts >= ?", (reach,)).fetchone() == (kept,)
+    np.testing.assert_array_equal(features, expected)
 
 
 def _other_model(served_bank, registry):
@@ -551,19 +648,13 @@ def _other_model(served_bank, registry):
 # --- the registered pyfunc behind `mlflow models serve` ------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_scores_precomputed_features_like_the_bundle(served_bank):
     served_bank.client()
     model = ModelSource(served_bank.uri, served_bank.client()).load()
     features = build_features(served_bank.store.applications(), served_bank.store.labels()).tail(5)
     X = features.loc[:, list(MODEL_FEATURES)].to_numpy(dtype=float)
-    port = _free_port()
+    port = free_port()
     venv_bin = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -589,15 +680,15 @@ def test_mlflow_models_serve_scores_precomputed_features_like_the_bundle(served_
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        for _ in range(120):  # 60 s at most, for a process that loads MLflow and the model
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
                 break
             except OSError:
                 assert server.poll() is None, "mlflow models serve exited"
-                assert time.monotonic() < deadline, "mlflow models serve did not come up in 60 s"
                 time.sleep(0.5)
+        else:
+            pytest.fail("mlflow models serve did not answer /ping in 60 s")
         rows = [[None if np.isnan(v) else v for v in x] for x in X]
         body = json.dumps({"dataframe_split": {"columns": list(MODEL_FEATURES), "data": rows}}).encode()
         request = urllib.request.Request(
@@ -621,7 +712,7 @@ def test_duanka_serve_refuses_to_start_without_a_model_it_can_trust(served_bank,
         app, ["serve", "--data", str(served_bank.store.root), "--model", "models:/duanka@nobody"]
     )
     assert unknown.exit_code == 1 and "cannot resolve" in unknown.output
-    duanka_env.setattr("duanka.serving.scorer.FEATURE_SET_VERSION", "0123456789abcdef")
+    duanka_env.setattr("duanka.serving.model_source.FEATURE_SET_VERSION", "0123456789abcdef")
     other = runner.invoke(app, ["serve", "--data", str(served_bank.store.root), "--model", served_bank.uri])
     assert other.exit_code == 1 and "feature set" in other.output
 

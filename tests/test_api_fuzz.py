@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from duanka.data.contract import APPLICATIONS
-from duanka.serving.api import (
+from duanka.serving.keys import KeyFile
+from duanka.serving.schemas import (
     MAX_BATCH,
     MAX_TEXT_CHARS,
     ApplicationIn,
@@ -32,7 +33,6 @@ from duanka.serving.api import (
     ListingIn,
     ScoreOut,
 )
-from duanka.serving.keys import KeyFile
 from tests.conftest import service_client
 
 FIELDS = list(ApplicationIn.model_fields)

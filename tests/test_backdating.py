@@ -9,7 +9,9 @@ import pytest
 
 from duanka.features.online import OnlineFeatureStore
 from duanka.serving.audit import DecisionLog
-from duanka.serving.scorer import InvalidInput, ModelSource, Scorer, prepare_applications
+from duanka.serving.model_source import ModelSource
+from duanka.serving.prepare import InvalidInput, prepare_applications
+from duanka.serving.scorer import Scorer
 from tests.factories import CHAIN_KEY
 
 

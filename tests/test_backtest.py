@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.config import Settings, get_settings
 from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST
 from duanka.data.ingest import ingest_file
@@ -20,7 +21,6 @@ from duanka.data.store import EventStore
 from duanka.data.synthetic import generate_bank
 from duanka.features.registry import FEATURE_NAMES
 from duanka.features.training_set import build_training_set, training_set_at
-from duanka.serving.cli import app
 from duanka.training.backtest import (
     EVIDENCE_ROW,
     BacktestConfig,

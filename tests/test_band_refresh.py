@@ -16,7 +16,8 @@ from duanka.features.online import OnlineFeatureStore
 from duanka.serving.audit import DecisionLog, DecisionRow
 from duanka.serving.band_refresh import RecentScores
 from duanka.serving.batch import score_features, score_period
-from duanka.serving.scorer import ModelSource, Scorer
+from duanka.serving.model_source import ModelSource
+from duanka.serving.scorer import Scorer
 from duanka.training.bands import ALERT_BUDGET, Bands, DailyBands, RefreshPolicy, day_start, local_days
 from tests.factories import CHAIN_KEY
 

@@ -9,13 +9,15 @@ import pyarrow.compute as pc
 import pytest
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.store import EventStore
 from duanka.features.offline import build_features
 from duanka.features.online import OnlineFeatureStore
 from duanka.serving.audit import DecisionLog
 from duanka.serving.batch import SCORE_COLUMNS, score_features, score_file, score_period, write_scores
-from duanka.serving.cli import app
-from duanka.serving.scorer import ModelSource, Scorer, prepare_applications
+from duanka.serving.model_source import ModelSource
+from duanka.serving.prepare import prepare_applications
+from duanka.serving.scorer import Scorer
 from tests.factories import CHAIN_KEY
 
 PERIOD = (pd.Timestamp("2025-01-01", tz="Asia/Shanghai"), pd.Timestamp("2025-02-01", tz="Asia/Shanghai"))
@@ -85,7 +87,8 @@ def test_a_period_is_scored_as_it_was_whatever_came_later(period_scores, served_
     pd.testing.assert_frame_equal(again, period_scores)
 
 
-def test_the_service_and_batch_give_the_same_application_the_same_score(served_bank, model, tmp_path):
+def test_the_service_and_batch_give_the_same_application_the_same_decision(served_bank, model, tmp_path):
+    """Score, band, action and every reason, to the last bit and letter: one scoring path."""
     paths = served_bank.fresh_paths(tmp_path / "serving")
     rows = served_bank.holdout[:120]
     with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
@@ -94,14 +97,23 @@ def test_the_service_and_batch_give_the_same_application_the_same_score(served_b
         served = {
             a.response["application_id"]: a.response for a in scorer.score(events, key_id="t", request_id="r")
         }
-    batch = score_file(served_bank.holdout_csv, served_bank.store, served_bank.keys, model)
+    # the service explains every application: so must batch, to compare every one
+    batch = score_file(served_bank.holdout_csv, served_bank.store, served_bank.keys, model, explain_all=True)
     assert batch.rejections.empty
     batch_scores = batch.scores.set_index("application_id").loc[list(served)]
     np.testing.assert_array_equal(batch_scores["score"].to_numpy(), [served[a]["score"] for a in served])
     assert batch_scores["band"].tolist() == [served[a]["band"] for a in served]
-    flagged = batch_scores.loc[batch_scores["band"] != "low"]
-    for aid, codes in flagged["reason_codes"].items():
-        assert codes == "|".join(r["code"] for r in served[aid]["reasons"])
+    assert batch_scores["action"].tolist() == [served[a]["action"] for a in served]
+    assert {"low", "medium"} <= set(batch_scores["band"])
+    for column, field, separator in (
+        ("reason_codes", "code", "|"),
+        ("reasons_zh", "text_zh", " | "),
+        ("reasons_en", "text_en", " | "),
+    ):
+        assert batch_scores[column].tolist() == [
+            separator.join(r[field] for r in served[a]["reasons"]) for a in served
+        ]
+    assert (batch_scores["reason_codes"] != "").mean() > 0.5
 
 
 def test_scores_are_written_as_csv_or_parquet_only(period_scores, tmp_path):

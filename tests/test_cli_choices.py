@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 from typer.testing import CliRunner
 
-from duanka.serving.cli import app
+from duanka.cli.app import app
 
 
 @pytest.mark.parametrize(

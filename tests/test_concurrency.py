@@ -8,8 +8,11 @@ the lock. Readers (an audit export, readiness, an operator's sqlite3 shell) use 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from duanka.serving.audit import export
@@ -17,6 +20,12 @@ from tests.conftest import service_client
 
 THREADS = 8
 PER_THREAD = 12
+EXPORTS = 5
+
+
+def _exported(path: Path) -> pd.DataFrame:
+    """An audit export's rows in record order, as written."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +37,7 @@ def api(served_bank, tmp_path_factory):
 def test_concurrent_scores_labels_and_readers_lose_nothing(api, served_bank, tmp_path):
     client, auth, paths = api
     holdout = served_bank.holdout
+    decided_once = threading.Event()
 
     def caller(t: int) -> list[tuple[int, str]]:
         answers = []
@@ -36,6 +46,7 @@ def test_concurrent_scores_labels_and_readers_lose_nothing(api, served_bank, tmp
             row = {**holdout[n % len(holdout)], "application_id": f"CONC{n:04d}"}
             r = client.post("/v1/score", json=row, headers=auth)
             answers.append((r.status_code, r.text))
+            decided_once.set()
             if i % 4 == 3:  # confirm one of this thread's earlier applications
                 label = {
                     "application_id": f"CONC{n - 1:04d}",
@@ -48,20 +59,31 @@ def test_concurrent_scores_labels_and_readers_lose_nothing(api, served_bank, tmp
             answers.append((r.status_code, r.text))
         return answers
 
-    def reader() -> int:
+    def reader() -> list[pd.DataFrame]:
         # an auditor exporting and an operator reading the state while the service writes
-        exported = 0
-        for k in range(5):
-            exported = export(paths.decisions, tmp_path / f"audit{k}.csv")
-            with sqlite3.connect(paths.online, timeout=0) as con:
+        assert decided_once.wait(timeout=120), "no decision was answered"
+        exports = []
+        for k in range(EXPORTS):
+            out = tmp_path / f"audit{k}.csv"
+            rows = export(paths.decisions, out)
+            exports.append(_exported(out))
+            assert len(exports[-1]) == rows
+            with sqlite3.connect(paths.online, timeout=0) as con:  # timeout 0: a lock would raise
                 con.execute("SELECT count(*) FROM apps").fetchone()
-        return exported
+        return exports
 
     with ThreadPoolExecutor(THREADS + 1) as pool:
-        exports = pool.submit(reader)
+        exporting = pool.submit(reader)
         answers = [a for f in [pool.submit(caller, t) for t in range(THREADS)] for a in f.result()]
-        assert exports.result() >= 0
+        exports = exporting.result()
 
+    # each export is a consistent snapshot: the first rows of the record as it ends, chain values included
+    export(paths.decisions, tmp_path / "final.csv")
+    final = _exported(tmp_path / "final.csv")
+    assert len(final) == THREADS * PER_THREAD
+    assert len(exports[0]) >= 1  # taken after a decision was answered, so after it was recorded
+    for snapshot in exports:
+        assert snapshot.equals(final.iloc[: len(snapshot)])
     assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
     assert not any("locked" in text for _, text in answers)
     scored = {f"CONC{n:04d}" for n in range(THREADS * PER_THREAD)}

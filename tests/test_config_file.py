@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.config import CONFIG_FILE_VARIABLE, ConfigFileError, Settings, get_settings, is_secret
-from duanka.serving.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 

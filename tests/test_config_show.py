@@ -7,9 +7,9 @@ import os
 import pytest
 from typer.testing import CliRunner
 
+from duanka.cli import output
+from duanka.cli.app import app
 from duanka.data.config import Settings, get_settings
-from duanka.serving import cli
-from duanka.serving.cli import app
 
 SECRETS = {
     "DUANKA_PSEUDONYM_KEY": "pseudonym-secret-0123456789abcdef0123",
@@ -23,7 +23,7 @@ SECRETS = {
 def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """A console wide enough that no value wraps: rich sizes the module's console when it is made,
     so CliRunner's terminal width does not reach it (``_width`` is what Console(width=...) sets)."""
-    monkeypatch.setattr(cli.console, "_width", 240)
+    monkeypatch.setattr(output.console, "_width", 240)
 
 
 def test_config_show_lists_every_setting_and_shows_no_secret(monkeypatch):

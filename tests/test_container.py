@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -28,8 +27,9 @@ import pytest
 import typer
 import typer.main
 
-from duanka.serving.cli import app
+from duanka.cli.app import app
 from tests.conftest import SECRET, ServedBank
+from tests.factories import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 yaml = pytest.importorskip("yaml")  # PyYAML, which mlflow installs
@@ -213,7 +213,7 @@ def test_every_file_the_dockerfile_copies_exists_and_is_in_the_build_context():
     # what the wheel is built from: every tracked file of the four packages reaches the build
     # (reasons.toml and the report template are package data, pyproject.toml)
     tracked = subprocess.run(
-        ["git", "ls-files", "data", "features", "training", "serving"],
+        ["git", "ls-files", "data", "features", "training", "serving", "cli"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -315,7 +315,7 @@ def test_compose_trains_the_demo_once_then_serves_it_from_the_same_volumes():
     assert quickstart[0] == "quickstart" and serve[0] == "serve"
     out = parse_duanka(quickstart).params["out"]
     served = parse_duanka(serve).params
-    # quickstart writes its store to OUT/store (serving.cli.quickstart); serve reads that store
+    # quickstart writes its store to OUT/store (serving.quickstart.DemoPlan); serve reads that store
     assert served["data"] == out / "store"
     assert served["demo"], "the quickstart store carries the public demo key: served only with --demo"
     assert served["host"] == "0.0.0.0" and served["port"] == 8000
@@ -346,12 +346,6 @@ def test_compose_sets_no_secret():
 
 
 # ---------------------------------------------------------------- the entry command, run here
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status(url: str) -> int | None:
@@ -387,7 +381,7 @@ def test_the_entry_command_starts_the_service_outside_a_container(served_bank: S
                 return str(outside) + value[len(inside) :]
         return value
 
-    port = _free_port()
+    port = free_port()
     command = [here(arg) for arg in exec_form(stage.last("ENTRYPOINT")) + exec_form(stage.last("CMD"))]
     command[command.index("--port") + 1] = str(port)
     executable = Path(sys.executable).with_name(command[0])

@@ -1,7 +1,8 @@
 """Crash safety: a `duanka serve` killed with SIGKILL mid-stream loses nothing it acknowledged.
 
 One real service process on a free loopback port takes a stream of scoring and label requests;
-it is killed at seeded random moments, restarted on the same files, and after each kill:
+it is killed at seeded points of the stream (once the N-th request of a run is acknowledged,
+the moment the next one has been sent whole), restarted on the same files, and after each kill:
 
 - both SQLite files pass ``PRAGMA integrity_check``;
 - every acknowledged application is in the state and the audit log exactly once;
@@ -15,12 +16,11 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,15 +29,14 @@ import pytest
 
 from duanka.serving.keys import KeyFile
 from tests.conftest import SECRET
+from tests.factories import free_port
 
 KILLS = 3
 SEED = 20261127
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ACKNOWLEDGED_BEFORE_KILL = (5, 40)  # per run, drawn from SEED
+LABEL_SHARE = 0.2  # of requests, once an application is acknowledged
+# httpcore's trace event once the request's last byte is written to the socket
+SENT_WHOLE = "http11.send_request_body.complete"
 
 
 @dataclass
@@ -59,7 +58,7 @@ class Service:
         self.url = ""
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         duanka = str(Path(sys.executable).with_name("duanka"))
         command = [duanka, "serve", "--data", str(self.data), "--model", self.uri]
@@ -109,38 +108,42 @@ def service(served_bank, tmp_path):
     running.stop()
 
 
-def _send(client: httpx.Client, url: str, auth: dict, kind: str, body: dict) -> httpx.Response:
+def _send(
+    client: httpx.Client, url: str, auth: dict, kind: str, body: dict, trace: Callable | None = None
+) -> httpx.Response:
     path = "/v1/score" if kind == "score" else "/v1/labels"
-    return client.post(f"{url}{path}", json=body, headers=auth, timeout=30)
+    extensions = {} if trace is None else {"trace": trace}
+    return client.post(f"{url}{path}", json=body, headers=auth, timeout=30, extensions=extensions)
 
 
 def _run_until_killed(
-    service: Service, auth: dict, rows: list[dict], stream: Stream, kill_after: float
+    service: Service, auth: dict, rows: list[dict], stream: Stream, rng: random.Random, kill_after: int
 ) -> None:
-    """Send requests one after another until a SIGKILL, ``kill_after`` seconds in, cuts one off."""
-    rng = random.Random(kill_after)
-    killer = threading.Timer(kill_after, service.kill)
-    killer.start()
-    try:
-        with httpx.Client() as client:
-            while True:
-                if stream.acknowledged and rng.random() < 0.2:
-                    label = {"application_id": rng.choice(sorted(stream.acknowledged))}
-                    kind, body = (
-                        "label",
-                        {"labels": [{**label, "confirmed_at": "2025-06-01", "source": "investigation"}]},
-                    )
-                else:
-                    kind, body = "score", rows.pop()
-                try:
-                    response = _send(client, service.url, auth, kind, body)
-                except httpx.TransportError:
-                    # its fate is unknown to the caller: written, half-written or never read
-                    stream.unacknowledged.append((kind, body))
-                    return
-                _acknowledge(stream, kind, body, response)
-    finally:
-        killer.join()
+    """Send requests one after another; once ``kill_after`` are acknowledged, SIGKILL the service
+    as soon as the next one is sent whole, and note that one as unacknowledged."""
+
+    def kill_once_sent(event: str, info: dict) -> None:
+        if event == SENT_WHOLE:
+            service.kill()
+
+    with httpx.Client() as client:
+        for _ in range(kill_after):
+            kind, body = _next_request(rows, stream, rng)
+            _acknowledge(stream, kind, body, _send(client, service.url, auth, kind, body))
+        kind, body = _next_request(rows, stream, rng)
+        with pytest.raises(httpx.TransportError):
+            _send(client, service.url, auth, kind, body, trace=kill_once_sent)
+    assert service.process is not None and service.process.returncode == -signal.SIGKILL
+    # its fate is unknown to the caller: written, half-written or never read
+    stream.unacknowledged.append((kind, body))
+
+
+def _next_request(rows: list[dict], stream: Stream, rng: random.Random) -> tuple[str, dict]:
+    """A label for an acknowledged application (sometimes), else the next application."""
+    if stream.acknowledged and rng.random() < LABEL_SHARE:
+        label = {"application_id": rng.choice(sorted(stream.acknowledged))}
+        return "label", {"labels": [{**label, "confirmed_at": "2025-06-01", "source": "investigation"}]}
+    return "score", rows.pop()
 
 
 def _acknowledge(stream: Stream, kind: str, body: dict, response: httpx.Response) -> None:
@@ -186,12 +189,13 @@ def _check(folder: Path, stream: Stream) -> None:
     assert stream.label_requests <= label_events
 
 
-def test_sigkill_at_random_moments_loses_nothing_acknowledged(service, served_bank):
+def test_sigkill_mid_stream_loses_nothing_acknowledged(service, served_bank):
     running, auth, folder = service
     rng = random.Random(SEED)
     holdout = served_bank.holdout
     rows = [{**holdout[i % len(holdout)], "application_id": f"CRASH{i:05d}"} for i in range(2_000)][::-1]
     stream = Stream()
+    sent = 0
     for _ in range(KILLS):
         running.start()
         if stream.unacknowledged:
@@ -201,6 +205,13 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(service, served_ba
                     _acknowledge(stream, kind, body, _send(client, running.url, auth, kind, body))
             stream.unacknowledged.clear()
             _check(folder, stream)
-        _run_until_killed(running, auth, rows, stream, kill_after=rng.uniform(0.3, 1.5))
+        kill_after = rng.randint(*ACKNOWLEDGED_BEFORE_KILL)
+        _run_until_killed(running, auth, rows, stream, rng, kill_after)
+        sent += kill_after + 1
         _check(folder, stream)
-    assert len(stream.acknowledged) >= KILLS  # the stream really ran between the kills
+    # every request was acknowledged but the one in flight at the last kill
+    assert len(stream.unacknowledged) == 1
+    assert len(stream.acknowledged) + len(stream.label_requests) == sent - 1
+    last_was_scored = stream.unacknowledged[0][0] == "score"
+    assert len(stream.acknowledged) == 2_000 - len(rows) - last_was_scored
+    assert stream.label_requests  # the stream held both kinds of request

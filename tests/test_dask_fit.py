@@ -40,8 +40,8 @@ def test_margins_by_round_are_the_booster_s_margins_after_each_round(data):
 
 def test_a_cluster_fit_ranks_as_well_as_the_local_fit(dask_client, data):
     X, y, Xv, yv, Xt, yt = data
-    local = MuleClassifier(**SMALL).fit(X, y, Xv, yv, NAMES)
-    spread = DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, Xv, yv, NAMES)
+    local = MuleClassifier(**SMALL).fit(X, y, eval_set=(Xv, yv), feature_names=NAMES)
+    spread = DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, eval_set=(Xv, yv), feature_names=NAMES)
     # The round is the best one on every validation row, as early stopping would pick.
     assert spread.booster_.best_iteration == int(np.argmax(spread.validation_precision_)) + 1
     assert spread.booster_.num_trees() == SMALL["n_estimators"]
@@ -55,7 +55,7 @@ def test_a_cluster_fit_ranks_as_well_as_the_local_fit(dask_client, data):
 
 def test_the_cluster_booster_ships_as_lightgbm_text(dask_client, data):
     X, y, Xv, yv, Xt, _ = data
-    spread = DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, Xv, yv, NAMES)
+    spread = DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, eval_set=(Xv, yv), feature_names=NAMES)
     text = spread.booster_.model_to_string(num_iteration=spread.booster_.best_iteration)
     reloaded = lgb.Booster(model_str=text)
     assert reloaded.feature_name() == NAMES
@@ -67,6 +67,8 @@ def test_the_cluster_booster_ships_as_lightgbm_text(dask_client, data):
 def test_a_cluster_fit_needs_a_client_and_takes_no_callbacks(dask_client, data):
     X, y, Xv, yv, _, _ = data
     with pytest.raises(ValueError, match="needs a Dask client"):
-        DaskMuleClassifier(**SMALL).fit(X, y, Xv, yv, NAMES)
+        DaskMuleClassifier(**SMALL).fit(X, y, eval_set=(Xv, yv), feature_names=NAMES)
     with pytest.raises(ValueError, match="no training callbacks"):
-        DaskMuleClassifier(client=dask_client, **SMALL).fit(X, y, Xv, yv, NAMES, callbacks=[lambda env: None])
+        DaskMuleClassifier(client=dask_client, **SMALL).fit(
+            X, y, eval_set=(Xv, yv), feature_names=NAMES, callbacks=[lambda env: None]
+        )

@@ -9,12 +9,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from duanka.features.distributed import build_features_distributed, builder, plan
+from duanka.features.declaration import Entity
+from duanka.features.distributed import BuildOptions, build_features_distributed, builder, plan
 from duanka.features.offline import build_features
-from duanka.features.registry import FEATURES, Entity
+from duanka.features.registry import FEATURES
 from duanka.features.training_set import build_training_set
 from duanka.serving.batch import score_period, score_period_distributed
-from duanka.serving.scorer import ModelSource
+from duanka.serving.model_source import ModelSource
 from tests.factories import EventFactory
 
 
@@ -69,7 +70,7 @@ def test_dask_features_equal_the_single_machine_builder(client, events):
     assert (want["escort_listed_applications_365d"] > 0).sum() > 0
     # Short link blocks: most blocks lean on the 30-day halo of the one before.
     got = build_features_distributed(
-        apps, labels, client=client, listings=listings, partitions=3, link_block_days=31
+        apps, labels, client=client, listings=listings, options=BuildOptions(partitions=3, link_block_days=31)
     )
     _assert_same(got, want)
 
@@ -87,7 +88,11 @@ def test_workers_read_parquet_themselves_with_a_filter(client, events, tmp_path)
     want = build_features(apps.filter(where), labels)
     scratch = tmp_path / "scratch"
     got = build_features_distributed(
-        paths, [tmp_path / "labels.parquet"], client=client, applications_where=where, scratch=scratch
+        paths,
+        [tmp_path / "labels.parquet"],
+        client=client,
+        options=BuildOptions(applications_where=where),
+        scratch=scratch,
     )
     _assert_same(got, want)
     assert list(scratch.iterdir()) == []  # every stage's files, and the features, removed
@@ -113,7 +118,7 @@ def test_a_training_set_on_dask_is_the_same_training_set(client, events):
     want = build_training_set(apps, labels, listings=listings, as_of=as_of)
     assert want.summary.rule_refused > 0
     got = build_training_set(
-        apps, labels, listings=listings, as_of=as_of, builder=builder(client, partitions=2)
+        apps, labels, listings=listings, as_of=as_of, builder=builder(client, BuildOptions(partitions=2))
     )
     pd.testing.assert_frame_equal(got.frame, want.frame, check_exact=False, rtol=0, atol=1e-9)
     assert got.summary == want.summary and got.inputs_sha256 == want.inputs_sha256
@@ -139,7 +144,7 @@ def test_dask_batch_scores_equal_batch_scoring(client, served_bank, model):
 def test_duanka_features_runs_on_an_existing_scheduler(client, served_bank, duanka_env, tmp_path):
     from typer.testing import CliRunner
 
-    from duanka.serving.cli import app
+    from duanka.cli.app import app
 
     local, dask = tmp_path / "local.parquet", tmp_path / "dask.parquet"
     common = ["features", "--data", str(served_bank.store.root), "--as-of", "2025-02-01"]
@@ -171,7 +176,7 @@ def test_duanka_train_fits_on_the_cluster_with_lightgbm_dask(client, served_bank
     import mlflow
     from typer.testing import CliRunner
 
-    from duanka.serving.cli import app
+    from duanka.cli.app import app
     from duanka.training.bundle import MODEL_NAME
 
     common = ["train", "--data", str(served_bank.store.root), "--as-of", "2025-03-01", "--n-boot", "10"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -11,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from duanka.features.online import OnlineFeatureStore, StateLayoutMismatch
-from duanka.features.registry import FEATURE_NAMES
+from duanka.features.columns import COMPARED
+from duanka.features.declaration import Entity
+from duanka.features.online import OnlineFeatureStore
+from duanka.features.online_queries import StateLayoutMismatch, index_name, parameters, plan_online
+from duanka.features.registry import AGGREGATES, FEATURE_NAMES
 from tests.factories import EventFactory, application, listing, listings_table
 
 T0 = pd.Timestamp("2024-05-01 03:00", tz="UTC")
@@ -230,15 +234,16 @@ def test_state_survives_reopening(tmp_path):
         assert not store.add_application(application("a", T0, escort_key="e"))
 
 
-class TestPrune:
-    @pytest.fixture(scope="class")
-    def stream(self):
-        events = EventFactory(n=4_000, seed=31, days=800).build()
-        apps = events.applications.to_pylist()
-        return apps, events.labels.to_pylist()
+@pytest.fixture(scope="module")
+def prune_stream():
+    events = EventFactory(n=4_000, seed=31, days=800).build()
+    return events.applications.to_pylist(), events.labels.to_pylist()
 
-    def test_queries_after_the_prune_point_are_unchanged(self, stream, tmp_path):
-        apps, labels = stream
+
+class TestPrune:
+
+    def test_queries_after_the_prune_point_are_unchanged(self, prune_stream, tmp_path):
+        apps, labels = prune_stream
         prune_at = apps[len(apps) // 2]["applied_at"]
         targets = [e for e in apps if e["applied_at"] >= prune_at]
         with OnlineFeatureStore(tmp_path / "state.db") as store:
@@ -256,8 +261,8 @@ class TestPrune:
         with OnlineFeatureStore(tmp_path / "state.db") as store:
             assert not store.add_application({**apps[0], "application_id": "replayed"})
 
-    def test_the_file_stays_bounded_on_a_long_stream(self, stream, tmp_path):
-        apps, _ = stream
+    def test_the_file_stays_bounded_on_a_long_stream(self, prune_stream, tmp_path):
+        apps, _ = prune_stream
         path = tmp_path / "state.db"
         quarters = np.array_split(np.arange(len(apps)), 8)  # 100 days each
         pages = []
@@ -290,3 +295,28 @@ def test_a_background_checkpointer_copies_the_log_while_writes_go_on(tmp_path):
     with OnlineFeatureStore(path) as reopened:
         assert reopened._con.execute("SELECT COUNT(*) FROM apps").fetchone()[0] == len(apps)
         assert reopened._con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_every_query_names_its_parameters_and_one_mapping_per_instant_holds_them_all():
+    """No statement depends on the order in which its SQL was assembled."""
+    plan = plan_online()
+    asked = {*parameters(0), *COMPARED}
+    statements = [q.sql for q in plan.queries] + [plan.linked_sql]
+    statements += [sql for r in plan.totals for sql in (r.last_before_sql, r.preceding_sql, r.shift_sql)]
+    statements.append(plan.insert_sql())
+    for sql in statements:
+        assert "?" not in sql, sql
+        assert re.findall(r":(\w+)", sql), sql
+    for sql in [q.sql for q in plan.queries] + [plan.linked_sql]:
+        assert set(re.findall(r":(\w+)", sql)) <= asked, sql
+
+
+def test_a_link_key_that_no_count_reads_still_gets_the_index_the_linked_group_seeks():
+    plan = plan_online(tuple(a for a in AGGREGATES if a.entity is not Entity.ESCORT))
+    (escort,) = [s for s in plan.indexes() if index_name(s) == "by_escort"]
+    assert "ON apps (escort_key, ts, application_id)" in escort
+    con = sqlite3.connect(":memory:")
+    for statement in plan.schema():
+        con.execute(statement)
+    group = con.execute(plan.linked_sql, {**parameters(0), **dict.fromkeys(COMPARED, "k")}).fetchone()
+    assert group[0] == 0  # an empty state: nobody linked

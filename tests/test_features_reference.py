@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from duanka.features.declaration import Op
 from duanka.features.offline import build_features
 from duanka.features.registry import (
     AGGREGATES,
@@ -25,7 +26,6 @@ from duanka.features.registry import (
     LINK_FANOUT,
     LINK_KEYS,
     LINK_WINDOW_DAYS,
-    Op,
 )
 from tests.factories import EventFactory
 

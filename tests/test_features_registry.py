@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 
 import numpy as np
 import pytest
 
-from duanka.features import catalogue
+from duanka.data.events import APPLICATION_EVENTS
+from duanka.features import catalogue, values
+from duanka.features.columns import COMPARED
+from duanka.features.declaration import Aggregate, Entity, Family, Feature, Op
 from duanka.features.registry import (
+    AGGREGATES,
     BY_NAME,
     CONFIRMED_WINDOW_DAYS,
     FEATURE_SET_VERSION,
     FEATURES,
+    LINK_KEYS,
     MAX_WINDOW_DAYS,
     MODEL_FEATURES,
-    Aggregate,
-    Entity,
-    Family,
-    Op,
     feature_set_version,
 )
 
@@ -65,12 +67,47 @@ def test_model_features_follow_the_registry_and_leave_gender_out():
     assert "applicant_gender" in BY_NAME  # still built, for fairness monitoring
 
 
+def _with(name: str, **changes: object) -> tuple[Feature, ...]:
+    """The registry with one feature's declaration changed."""
+    return tuple(dataclasses.replace(f, **changes) if f.name == name else f for f in FEATURES)
+
+
 def test_version_is_a_stable_hash_of_the_declarations():
     assert re.fullmatch(r"[0-9a-f]{16}", FEATURE_SET_VERSION)
     assert feature_set_version() == FEATURE_SET_VERSION
-    reworded = tuple(dataclasses.replace(f, en=f.en + ".") if f.name == "channel" else f for f in FEATURES)
-    assert feature_set_version(reworded) != FEATURE_SET_VERSION
     assert feature_set_version(FEATURES, MODEL_FEATURES[:-1]) != FEATURE_SET_VERSION
+
+
+def test_rewording_a_description_keeps_the_version():
+    escort = BY_NAME["escort_applicants_30d"]
+    reworded = _with(escort.name, en=escort.en + ".", zh=escort.zh + "。")
+    assert feature_set_version(reworded) == FEATURE_SET_VERSION
+    assert feature_set_version(_with(escort.name, family=Family.BRANCH)) == FEATURE_SET_VERSION
+
+
+def test_changing_a_window_changes_the_version():
+    escort = BY_NAME["escort_applicants_30d"]
+    (count,) = escort.aggregates
+    longer = Aggregate(count.entity, count.op, 60, count.column)
+    assert feature_set_version(_with(escort.name, inputs=(longer,))) != FEATURE_SET_VERSION
+    assert feature_set_version(_with(escort.name, window_days=60)) != FEATURE_SET_VERSION
+
+
+def test_what_a_value_is_computed_from_changes_the_version():
+    escort = BY_NAME["escort_applicants_30d"]
+    (count,) = escort.aggregates
+    by_device = Aggregate(Entity.DEVICE, count.op, 30, count.column)
+    assert feature_set_version(_with(escort.name, inputs=(by_device,))) != FEATURE_SET_VERSION
+    assert feature_set_version(_with(escort.name, transform=values.number)) != FEATURE_SET_VERSION
+    assert feature_set_version(_with("channel", codes=BY_NAME["channel"].codes[::-1])) != FEATURE_SET_VERSION
+
+
+def test_the_version_does_not_depend_on_the_transforms_import_name():
+    """The package's import name changed once (features -> duanka.features): values did not."""
+    count = values.count
+    relocated = types.FunctionType(count.__code__, count.__globals__, count.__name__)
+    relocated.__qualname__, relocated.__module__ = count.__qualname__, "somewhere.else.values"
+    assert feature_set_version(_with("escort_applicants_30d", transform=relocated)) == FEATURE_SET_VERSION
 
 
 def test_descriptions_read_with_values():
@@ -95,3 +132,13 @@ def test_categories_are_small_integer_codes():
 def test_the_docs_catalogue_is_current():
     page = catalogue.PAGE.read_text(encoding="utf-8")
     assert catalogue.render(page) == page, "run: python -m duanka.features.catalogue"
+
+
+def test_entities_name_their_key_columns_and_both_engines_keep_them():
+    assert Entity.STAFF_AT_BRANCH.keys == ("branch_id", "staff_id")
+    assert Entity.APPLICATION.keys == Entity.LINKED.keys == ()
+    event_columns = set(APPLICATION_EVENTS.names)
+    for a in AGGREGATES:
+        read = {*a.entity.keys, *([a.column] if a.op is Op.DISTINCT else [])}
+        assert read <= set(COMPARED) <= event_columns, a.name
+    assert set(LINK_KEYS) <= set(COMPARED)

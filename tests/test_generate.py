@@ -404,7 +404,7 @@ def test_some_listed_people_apply_again_at_another_branch_and_are_never_confirme
 def test_duanka_generate_writes_the_watchlist_beside_the_contract_files(tmp_path):
     from typer.testing import CliRunner
 
-    from duanka.serving.cli import app
+    from duanka.cli.app import app
 
     result = CliRunner().invoke(
         app, ["generate", "--out", str(tmp_path), "--applications", "20000", "--months", "12", "--seed", "3"]

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.contract import APPLICATIONS, LABELS
 from duanka.data.ingest import ingest_file
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.reader import Encoding
 from duanka.data.store import EventStore, StoreKeyMismatch
-from duanka.serving.cli import app
 from tests.privacy import leaks, raw_identifiers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contract"

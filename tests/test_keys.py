@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.config import get_settings
-from duanka.serving.cli import app
 from duanka.serving.keys import KeyFile, UnknownKey
 
 

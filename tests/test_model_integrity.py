@@ -16,7 +16,7 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from duanka.serving.cli import app
+from duanka.cli.app import app
 from duanka.training.bundle import (
     BOOSTER_FILE,
     META_FILE,

@@ -22,12 +22,13 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.config import get_settings
 from duanka.data.contract import PERSONAL_COLUMNS
-from duanka.serving.api import ServiceConfig, create_app
-from duanka.serving.cli import app
+from duanka.serving.api import create_app
 from duanka.serving.keys import KeyFile
-from duanka.serving.scorer import ModelSource
+from duanka.serving.lifecycle import ServiceConfig
+from duanka.serving.model_source import ModelSource
 from tests.conftest import REPLAY_TOLERANCE, SECRET
 from tests.privacy import leaks, raw_identifiers
 

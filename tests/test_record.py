@@ -1,7 +1,7 @@
 """The per-record path gives the column path's verdicts, reasons and events.
 
-The column path (reader, :func:`data.validate.validate`,
-:func:`data.ingest.pseudonymise_applications`) is the definition; every test here
+The column path (reader, :func:`duanka.data.validate.validate`,
+:func:`duanka.data.ingest.pseudonymise_applications`) is the definition; every test here
 runs both on the same rows and compares.
 """
 
@@ -116,6 +116,26 @@ def test_a_generated_bank_agrees_row_by_row(tmp_path):
     assert _column_verdicts(rows[:20]) == [_column_verdict(r) for r in rows[:20]]
     for record, column_verdict in zip(rows, _column_verdicts(rows), strict=True):
         assert _record_verdict(record) == column_verdict
+
+
+@pytest.mark.parametrize(
+    ("escort", "spelt"),
+    [
+        (" 11010519491231002x ", "11010519491231002X"),  # an ID number, as id_number is spelt
+        ("straße", "STRAẞE"),  # upper case one character at a time: ß is not SS
+        ("ﬁx", "ﬁX"),
+    ],
+)
+def test_one_raw_escort_gets_one_key_through_both_paths(contract_rows, escort, spelt):
+    record = {**contract_rows[0], "escort_id": escort}
+    event, defects = _record_verdict(record)
+    assert defects == []
+    assert event["escort_key"] == KEYS.token("escort", spelt)
+    frame = pd.DataFrame({name: [record[name]] for name in APPLICATIONS.names}, dtype=object)
+    checked = validate(RawTable(frame=frame.assign(row=1), extra_columns=(), source="t"), APPLICATIONS)
+    # the frame as validated, and with plain Python strings (pandas before 3, a frame built by hand)
+    for valid in (checked.valid, checked.valid.astype({"escort_id": object})):
+        assert pseudonymise_applications(valid, KEYS)["escort_key"].tolist() == [event["escort_key"]]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from duanka.features.training_set import build_training_set
+from duanka.training.bands import BAND_WINDOW_DAYS
 from duanka.training.monthly import month_counts
 from duanka.training.sampled_set import build_sampled_training_set, uniform
 from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
@@ -153,14 +154,14 @@ def test_a_tuning_search_is_refused_on_a_set_built_on_the_cluster(tmp_path):
 def test_immature_applications_come_back_sampled_and_the_latest_whole(sets):
     want, got, _ = sets
     young = want.frame.loc[~want.frame["label_mature"].to_numpy()]
-    latest = (young["applied_at"] >= want.as_of - pd.Timedelta(days=61)).to_numpy()
+    latest = (young["applied_at"] >= want.as_of - pd.Timedelta(days=BAND_WINDOW_DAYS)).to_numpy()
     chosen = uniform(young["application_id"].to_numpy(), SEED) < RATE
     expected = young.loc[latest | (young["label"].to_numpy() == 1) | chosen].reset_index(drop=True)
     frame = got.training_set.frame
     found = frame.loc[~frame["label_mature"].to_numpy()].reset_index(drop=True)
     assert len(expected) > 100 and latest.sum() > 0
     pd.testing.assert_frame_equal(found[expected.columns], expected, check_exact=False, rtol=0, atol=1e-9)
-    recent = (found["applied_at"] >= want.as_of - pd.Timedelta(days=61)).to_numpy()
+    recent = (found["applied_at"] >= want.as_of - pd.Timedelta(days=BAND_WINDOW_DAYS)).to_numpy()
     assert not found["sampled"].to_numpy()[recent].any() and (found["weight"].to_numpy()[recent] == 1).all()
     older_negative = ~recent & (found["label"].to_numpy() == 0)
     assert found["sampled"].to_numpy()[~recent].all()

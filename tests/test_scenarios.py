@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.address import address_kinds, building_keys
 from duanka.data.contract import APPLICATIONS
 from duanka.data.reader import read_raw
-from duanka.data.synthetic import SCENARIOS, Scenario, ScenarioName, generate_bank, scenario, schemes
+from duanka.data.synthetic import SCENARIOS, Scenario, ScenarioName, generate_bank, scenario
 from duanka.data.validate import validate
-from duanka.serving.cli import app
 
 FILES = ("applications.csv", "labels.csv", "truth.csv", "watchlist.csv")
 # sha256 of the default world for 20,000 applications, 6 months, seed 3, as written
@@ -77,18 +77,10 @@ def _hashes(folder: Path) -> dict[str, str]:
 # --- the lookup -------------------------------------------------------------------
 
 
-def test_the_default_scenario_holds_the_schemes_constants():
+def test_the_default_scenario_holds_todays_world():
     default = scenario("default")
-    assert default.escort_recorded == schemes.ESCORT_RECORDED
-    assert default.shell_escorted == schemes.SHELL_ESCORTED
-    assert default.ring_blocks == schemes.RING_BLOCKS == (1, 1)
-    assert default.block_sim == schemes.BLOCK_SIM
-    assert default.ring_devices == schemes.RING_DEVICES
-    assert default.ring_hotels == schemes.RING_HOTELS
-    assert default.ring_branches == schemes.RING_BRANCHES
-    assert default.visit == schemes.VISIT
-    assert default.insider_posts == schemes.INSIDER_POSTS == (1, 1)
-    assert default.insider_borrowed == schemes.INSIDER_BORROWED == 0.0
+    assert default == Scenario("default")
+    assert (default.ring_blocks, default.insider_posts, default.insider_borrowed) == ((1, 1), (1, 1), 0.0)
     assert default.moved() == {}
 
 

@@ -10,6 +10,7 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.metrics import roc_auc_score
 
+from duanka.training.monitoring import information_value
 from duanka.training.scorecard import MISSING, WoEScorecard
 
 
@@ -61,6 +62,16 @@ def test_information_value_ranks_signal_above_noise(fitted):
     assert iv["signal"] > 0.5
     # Below 0.02 is "not predictive" by the usual rule of thumb.
     assert iv["noise"] < 0.02
+
+
+def test_information_value_is_the_reports_on_the_same_bins():
+    """One definition of IV: on a 0/1 flag both bin the same way, so both must agree."""
+    rng = np.random.default_rng(8)
+    y = (rng.random(4_000) < 0.05).astype(int)
+    flag = np.where(y == 1, rng.random(4_000) < 0.6, rng.random(4_000) < 0.1).astype(float)
+    model = WoEScorecard().fit(pd.DataFrame({"flag": flag}), y)
+    assert _bins(model, "flag")["bin"].tolist() == ["(-inf, 0]", "(0, inf)"]
+    assert model.information_value()["flag"] == pytest.approx(information_value(flag, y), rel=1e-12)
 
 
 def test_probabilities_are_rows_summing_to_one(fitted):

@@ -18,16 +18,9 @@ from duanka.data.store import EventStore
 from duanka.features.online import OnlineFeatureStore
 from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.audit import DecisionLog
-from duanka.serving.scorer import (
-    ConflictingResend,
-    InvalidInput,
-    ModelSource,
-    Scorer,
-    canonical_text,
-    check_compatible,
-    prepare_applications,
-    prepare_labels,
-)
+from duanka.serving.model_source import ModelSource, check_compatible
+from duanka.serving.prepare import InvalidInput, canonical_text, prepare_applications, prepare_labels
+from duanka.serving.scorer import ConflictingResend, Scorer
 from duanka.training.bundle import BOOSTER_FILE, ModelIntegrityError
 from tests.factories import CHAIN_KEY
 
@@ -80,7 +73,7 @@ def test_a_tampered_booster_is_refused(source, monkeypatch, tmp_path):
 
 
 def test_a_model_of_another_feature_set_version_is_refused(source, monkeypatch):
-    monkeypatch.setattr("duanka.serving.scorer.FEATURE_SET_VERSION", "0123456789abcdef")
+    monkeypatch.setattr("duanka.serving.model_source.FEATURE_SET_VERSION", "0123456789abcdef")
     with pytest.raises(ModelIntegrityError, match="feature set"):
         source.load()
 

@@ -16,7 +16,9 @@ import pytest
 from duanka.features.online import OnlineFeatureStore
 from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.audit import DecisionLog
-from duanka.serving.scorer import ModelSource, Scorer, prepare_applications, prepare_labels
+from duanka.serving.model_source import ModelSource
+from duanka.serving.prepare import prepare_applications, prepare_labels
+from duanka.serving.scorer import Scorer
 from tests.factories import CHAIN_KEY
 
 NEVER = 3_600.0  # no periodic sync within a test: only close() syncs

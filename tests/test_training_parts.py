@@ -91,7 +91,9 @@ def test_classifier_is_reproducible_and_learns_a_signal():
     y = (rng.random(6_000) < 1 / (1 + np.exp(-(3 * X[:, 0] - 5)))).astype(int)
     names = ["a", "b", "c", "d"]
     fits = [
-        MuleClassifier(n_estimators=80, random_state=3).fit(X[:4000], y[:4000], X[4000:], y[4000:], names)
+        MuleClassifier(n_estimators=80, random_state=3).fit(
+            X[:4000], y[:4000], eval_set=(X[4000:], y[4000:]), feature_names=names
+        )
         for _ in range(2)
     ]
     margins = [f.decision_function(X[4000:]) for f in fits]

@@ -18,7 +18,7 @@ from duanka.data.synthetic import generate_bank
 from duanka.features.training_set import TrainingSet, TrainingSummary
 from duanka.training.bundle import MODEL_NAME, load_registered
 from duanka.training.promote import promote
-from duanka.training.run import TrainConfig, _parts, _time_split, train
+from duanka.training.run import TrainConfig, out_of_time_parts, time_split, train
 from duanka.training.split import TEST, TRAIN, VALID
 from duanka.training.tracking import configure
 
@@ -111,7 +111,7 @@ def test_immature_labels_never_reach_any_part():
             ("2024-12-01", 1, False),  # immature: confirmed early, window open
         ]
     )
-    parts = _parts(ts, _time_split(TrainConfig(as_of=AS_OF), Settings()))
+    parts = out_of_time_parts(ts, time_split(TrainConfig(as_of=AS_OF), Settings()))
     used = pd.concat(parts.values())
     assert used["label_mature"].all()
     assert len(used) == 6

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.contract import APPLICATIONS, WATCHLIST
 from duanka.data.ingest import ingest_file
 from duanka.data.pseudonym import Pseudonymiser
@@ -21,7 +22,6 @@ from duanka.data.watchlist import (
     ingest_watchlist,
 )
 from duanka.serving.batch import SCORE_COLUMNS
-from duanka.serving.cli import app
 from duanka.serving.rules import WATCHLIST_CODE, refuse_listed, watchlist_decision
 from duanka.training.explain import load_catalogue, placeholders
 from tests.privacy import leaks, raw_identifiers

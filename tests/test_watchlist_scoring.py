@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from duanka.cli.app import app
 from duanka.data.contract import WATCHLIST
 from duanka.data.events import APPLICATION_EVENTS
 from duanka.data.ingest import ingest_file
@@ -31,9 +32,10 @@ from duanka.features.registry import FEATURE_NAMES
 from duanka.serving.api import create_app
 from duanka.serving.audit import DECISION_COLUMNS, DecisionLog
 from duanka.serving.batch import score_file, score_period
-from duanka.serving.cli import app
 from duanka.serving.keys import KeyFile
-from duanka.serving.scorer import ModelSource, Scorer, prepare_applications
+from duanka.serving.model_source import ModelSource
+from duanka.serving.prepare import prepare_applications
+from duanka.serving.scorer import Scorer
 from duanka.serving.state import sync_online_state
 from tests.factories import CHAIN_KEY
 from tests.privacy import leaks

@@ -1,16 +1,16 @@
 """Rolling-origin backtest: train as of each period's start, score the period point in time.
 
 For every period ``(T, T']`` the models are fitted exactly as ``duanka train --as-of T``
-would fit them (:func:`training.run.fit_as_of`, on the training set as of ``T``: events,
+would fit them (:func:`duanka.training.run.fit_as_of`, on the training set as of ``T``: events,
 confirmations and listings known at ``T`` and nothing later), and the shipped model
 scores the period's applications with their point-in-time features; bands come from cuts
-refreshed each day from the scores of the days before (:class:`training.bands.DailyBands`),
+refreshed each day from the scores of the days before (:class:`duanka.training.bands.DailyBands`),
 as the service and batch scoring assign them.
 Each period is judged against the outcomes the store knows now; periods whose outcome
 window has not closed yet are marked, since some of their mules are still unconfirmed.
 
 The features are built once, as of the last period's end, and cut per period
-(:func:`features.training_set.training_set_at`): point-in-time features do not depend
+(:func:`duanka.features.training_set.training_set_at`): point-in-time features do not depend
 on the build's as-of date, and a test checks a period's model equals ``train --as-of``'s.
 Nothing is registered and no alias moves; runs go to the MLflow experiment
 ``duanka-backtest``.
@@ -28,12 +28,13 @@ import pandas as pd
 from duanka.data.config import SHANGHAI
 from duanka.data.store import EventStore
 from duanka.features.training_set import TrainingSet, build_training_set, training_set_at
-from duanka.training.bands import ALERT_BUDGET, DailyBands, RefreshPolicy, local_days
+from duanka.training.bands import ALERT_BANDS, ALERT_BUDGET, DailyBands, RefreshPolicy, local_days
 from duanka.training.fit import Fitted
 from duanka.training.groups import load_truth
 from duanka.training.metrics import ALERT_RATES, Evaluation, evaluate, recall_key
+from duanka.training.monitoring import band_shares, false_positive_rate_ratio
 from duanka.training.periods import Every, earliest_start, period_starts
-from duanka.training.run import TrainConfig, _parts, evidence_comparison, fit_as_of
+from duanka.training.run import TrainConfig, evidence_comparison, fit_as_of, out_of_time_parts
 from duanka.training.split import TimeSplit
 
 EXPERIMENT = "duanka-backtest"
@@ -113,7 +114,7 @@ def run_period(
         test_months=train_cfg.test_months,
         train_months=train_cfg.train_months,
     )
-    parts = _parts(ts, split)
+    parts = out_of_time_parts(ts, split)
     fitted = fit_as_of(ts, parts, split, labels, train_cfg)  # confirmed_us keeps what was known at start
     comparison = None if train_cfg.fast else evidence_comparison(parts, fitted, train_cfg)[1]
 
@@ -176,21 +177,11 @@ def _daily_bands(
 
 
 def out_of_province_ratio(scored: pd.DataFrame) -> float:
-    """How much more often legitimate out-of-province applicants are alerted (band high or
-    critical) than legitimate locals: the over-refusal risk 断卡 enforcement warns of."""
-    legit = scored.loc[scored["label"] == 0]
-    alerted = legit["band"].isin(["critical", "high"]).to_numpy()
-    outsider = legit["out_of_province"].to_numpy()
-    local_rate = alerted[~outsider].mean() if (~outsider).any() else np.nan
-    if not outsider.any() or not local_rate > 0:
-        return np.nan
-    return float(alerted[outsider].mean() / local_rate)
-
-
-def _band_shares(band: np.ndarray) -> dict[str, float]:
-    n = max(len(band), 1)
-    critical = float((band == "critical").sum()) / n
-    return {"critical_share": critical, "alert_share": critical + float((band == "high").sum()) / n}
+    """How much more often legitimate out-of-province applicants are alerted than legitimate
+    locals: the over-refusal risk 断卡 enforcement warns of."""
+    outsider = scored["out_of_province"].to_numpy(dtype=bool)
+    alerted = np.isin(scored["band"].to_numpy(), ALERT_BANDS)
+    return false_positive_rate_ratio(scored["label"].to_numpy(), alerted, outsider, ~outsider)
 
 
 def _row(name: str, scored: pd.DataFrame, ev: Evaluation | None, complete: float) -> dict[str, object]:
@@ -202,9 +193,9 @@ def _row(name: str, scored: pd.DataFrame, ev: Evaluation | None, complete: float
         "expected_mules": float(scored["score"].sum()),
         "brier": ev.point["brier"] if ev is not None else np.nan,
         "labels_complete": complete,
-        **_band_shares(scored["band"].to_numpy()),
+        **band_shares(scored["band"].to_numpy()),
         # the cuts fixed at training, for comparison with the refreshed ones above
-        **{f"fixed_{k}": v for k, v in _band_shares(scored["fixed_band"].to_numpy()).items()},
+        **{f"fixed_{k}": v for k, v in band_shares(scored["fixed_band"].to_numpy()).items()},
         "out_of_province_ratio": out_of_province_ratio(scored),
     }
     for key in HEADLINE:

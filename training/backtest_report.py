@@ -26,8 +26,8 @@ from duanka.training.backtest import (
     BacktestResult,
 )
 from duanka.training.metrics import recall_key
+from duanka.training.monitoring import calibration_bins
 from duanka.training.plots import ACCENT, BAND_COLOURS, MUTED, RISK, _figure, calibration, to_data_uri
-from duanka.training.report import calibration_bins
 from duanka.training.tracking import code_version, experiment_id, metric_key
 
 RECALL_1 = recall_key(0.01)

@@ -14,10 +14,14 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from duanka.data.config import SHANGHAI, get_settings
+from duanka.data.config import SHANGHAI, default_of, get_settings
 
 # band -> share of all openings the bank is willing to alert on at that level
 ALERT_BUDGET: dict[str, float] = {"critical": 0.005, "high": 0.015, "medium": 0.03}
+# An alert asks for at least enhanced due diligence: what reports, backtests and fairness tables count.
+ALERT_BANDS: tuple[str, ...] = ("high", "critical")
+# Training cuts the shipped model's bands from its scores of the openings of these last days.
+BAND_WINDOW_DAYS = 61
 
 ACTIONS: dict[str, str] = {
     "critical": "refer_to_anti_fraud_team",
@@ -102,8 +106,8 @@ class RefreshPolicy:
     opening, too noisy; such a day keeps the cuts fixed at training.
     """
 
-    window_days: int = 14
-    min_scores: int = 2_000
+    window_days: int = default_of("band_refresh_days")
+    min_scores: int = default_of("band_refresh_min_scores")
 
     @classmethod
     def configured(cls) -> RefreshPolicy:

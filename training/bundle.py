@@ -25,6 +25,7 @@ from duanka.training.signing import signature_problem
 MODEL_NAME = "duanka"
 BOOSTER_FILE = "booster.txt"
 META_FILE = "bundle.json"
+FEW_ROWS = 256  # fewer rows than this are predicted on one thread
 
 
 class ModelIntegrityError(RuntimeError):
@@ -43,7 +44,10 @@ class ScoringBundle:
     booster_sha256: str
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        return self.booster.predict(np.asarray(X, dtype=float), raw_score=True)
+        X = np.asarray(X, dtype=float)
+        # One thread for a request's few rows: waking LightGBM's OpenMP team costs milliseconds on
+        # busy cores (0.06 ms against 6 ms measured on 2). Values do not depend on the thread count.
+        return self.booster.predict(X, raw_score=True, num_threads=1 if len(X) < FEW_ROWS else 0)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         return self.calibrator.predict(self.margin(X))
@@ -234,7 +238,7 @@ def load_registered(
 ) -> RegisteredModel:
     """Download a registered model's artifacts and verify them against the registry's record.
 
-    With ``signing_key`` (:mod:`training.signing`), the record itself must carry a valid
+    With ``signing_key`` (:mod:`duanka.training.signing`), the record itself must carry a valid
     signature by that key.
 
     Raises

@@ -2,7 +2,7 @@
 
 For a training set whose downsampled rows no longer fit one machine's LightGBM (its binned
 copy and gradients, about 2-3x the matrix). The rows, downsampled and weighted as
-:class:`training.model.MuleClassifier` does, are cut into one block per partition and
+:class:`duanka.training.model.MuleClassifier` does, are cut into one block per partition and
 LightGBM's data-parallel learner fits across the workers; the booster that comes back
 is an ordinary LightGBM booster, shipped, explained and served like the local one.
 
@@ -16,6 +16,7 @@ validation average precision, as early stopping would find within its patience.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import lightgbm as lgb
@@ -43,7 +44,7 @@ def margins_by_round(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
 
 
 class DaskMuleClassifier(MuleClassifier):
-    """:class:`training.model.MuleClassifier` fitted with ``lightgbm.dask`` on a cluster.
+    """:class:`duanka.training.model.MuleClassifier` fitted with ``lightgbm.dask`` on a cluster.
 
     Parameters
     ----------
@@ -51,23 +52,60 @@ class DaskMuleClassifier(MuleClassifier):
         The cluster to fit on; every worker takes part (one LightGBM process each).
     partitions : int, optional
         Blocks the training rows are cut into; default one per worker.
-    **params
-        :class:`training.model.MuleClassifier`'s parameters.
+    negative_rate, num_leaves, max_depth, learning_rate, n_estimators, min_child_samples,
+    feature_fraction, bagging_fraction, lambda_l2, early_stopping_rounds, random_state, num_threads
+        As :class:`duanka.training.model.MuleClassifier`; ``num_threads`` and the early stopping
+        are the local fit's only (the round is chosen here, see the module docstring).
     """
 
-    def __init__(self, client: object = None, partitions: int | None = None, **params: object) -> None:
-        super().__init__(**params)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        client: object = None,
+        partitions: int | None = None,
+        negative_rate: float = 0.2,
+        num_leaves: int = 31,
+        max_depth: int = 6,
+        learning_rate: float = 0.05,
+        n_estimators: int = 600,
+        min_child_samples: int = 40,
+        feature_fraction: float = 0.35,
+        bagging_fraction: float = 0.8,
+        lambda_l2: float = 1.0,
+        early_stopping_rounds: int = 60,
+        random_state: int = 0,
+        num_threads: int = 2,
+    ) -> None:
+        super().__init__(
+            negative_rate=negative_rate,
+            num_leaves=num_leaves,
+            max_depth=max_depth,
+            learning_rate=learning_rate,
+            n_estimators=n_estimators,
+            min_child_samples=min_child_samples,
+            feature_fraction=feature_fraction,
+            bagging_fraction=bagging_fraction,
+            lambda_l2=lambda_l2,
+            early_stopping_rounds=early_stopping_rounds,
+            random_state=random_state,
+            num_threads=num_threads,
+        )
         self.client = client
         self.partitions = partitions
+
+    def __sklearn_clone__(self) -> DaskMuleClassifier:
+        """An unfitted copy on the same cluster: a client is a live connection, not a value to
+        deep-copy as ``sklearn.base.clone`` copies parameters."""
+        params = self.get_params(deep=False)
+        client = params.pop("client")
+        return type(self)(client=client, **copy.deepcopy(params))
 
     def _boost(
         self,
         X: np.ndarray,
         y: np.ndarray,
         weight: np.ndarray,
-        X_valid: np.ndarray | None,
-        y_valid: np.ndarray | None,
-        feature_names: list[str],
+        valid: tuple[np.ndarray, np.ndarray] | None,
+        feature_names: list[str] | str,
         callbacks: list | None,
     ) -> lgb.Booster:
         import dask.array as da
@@ -90,9 +128,10 @@ class DaskMuleClassifier(MuleClassifier):
             feature_name=feature_names,
         )
         booster = model.booster_
-        if X_valid is None:  # a refit keeps the rounds an earlier fit chose
+        if valid is None:  # a refit keeps the rounds an earlier fit chose
             booster.best_iteration = booster.current_iteration()
             return booster
+        X_valid, y_valid = valid
         margins = margins_by_round(booster, X_valid)
         precision = [average_precision_score(y_valid, margins[:, k]) for k in range(margins.shape[1])]
         booster.best_iteration = int(np.argmax(precision)) + 1

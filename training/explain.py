@@ -24,12 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from duanka.features.registry import BY_NAME
-from duanka.training.bundle import ScoringBundle
+from duanka.training.bundle import FEW_ROWS, ScoringBundle
 
 CATALOGUE_PATH = Path(__file__).with_name("reasons.toml")
 NONE_TEXT = {"zh": "无", "en": "none"}
 LANGUAGES = ("zh", "en")
-FEW_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Reason:
     code : str
         Stable catalogue code, e.g. ``"ESC_VELOCITY"``.
     family : str
-        Feature family of the code (:class:`features.registry.Family` value).
+        Feature family of the code (:class:`duanka.features.registry.Family` value).
     feature : str
         The code's feature with the largest contribution on this row.
     value : float
@@ -73,7 +72,7 @@ def placeholders(template: str) -> tuple[str, ...]:
 
 
 def format_value(feature: str, value: float, language: str, labels: dict | None = None) -> str:
-    """A value as a teller reads it, like :meth:`features.registry.Feature.describe`.
+    """A value as a teller reads it, like :meth:`duanka.features.registry.Feature.describe`.
 
     Catalogue labels (flags, categories) win over the registry's category codes;
     NaN means the application has no such entity, shown as 无 / none.
@@ -144,7 +143,8 @@ class ReasonExplainer:
         if orphans:
             raise ValueError(f"model features without a reason code: {orphans}")
         self._codes = codes
-        # feature x code indicator: one matrix product sums each code's contributions
+        self._owner = owner  # the code of each feature, by position
+        # feature x code indicator: which codes have a known feature on a row
         self._membership = np.zeros((len(position), len(codes)))
         self._membership[np.arange(len(position)), owner] = 1.0
 
@@ -168,7 +168,13 @@ class ReasonExplainer:
         # A code whose features are all missing (no staff on a self-service opening, say) has no
         # sentence a teller could read: its contribution stays in the score but not in the reasons.
         known = ~np.isnan(X)
-        grouped = np.where(known.astype(float) @ self._membership > 0, phi @ self._membership, -np.inf)
+        # Each code's contributions are added feature by feature: a BLAS product sums in an order that
+        # depends on how many rows it is given, so a request's one row would not get batch's reasons
+        # to the last bit.
+        summed = np.zeros((phi.shape[0], len(self._codes)))
+        for feature, code in enumerate(self._owner):
+            summed[:, code] += phi[:, feature]
+        grouped = np.where(known.astype(float) @ self._membership > 0, summed, -np.inf)
         k = min(self.top_k, grouped.shape[1])
         order = np.argsort(-grouped, axis=1, kind="stable")[:, :k]
         top = np.take_along_axis(grouped, order, axis=1)

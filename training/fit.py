@@ -1,11 +1,11 @@
 """The two models of a training run: the evidence and the shipped refit.
 
-The out-of-time split (:mod:`training.split`) fits the *evidence* model on the oldest
+The out-of-time split (:mod:`duanka.training.split`) fits the *evidence* model on the oldest
 mature months, stops it early and calibrates it on the next, and tests it on the
 latest mature ones: it chooses the number of rounds and is what every reported
 out-of-time figure is about. The *shipped* model is then refit with that
 configuration on all the labelled history known at the as-of date (the rows and
-label weights of :mod:`training.labels`), calibrated on the most recent mature
+label weights of :mod:`duanka.training.labels`), calibrated on the most recent mature
 months (whose labels are complete), and banded on the latest applications it
 scores: band cuts are score quantiles and need no labels, so they come from the
 newest openings, not from months the model learnt from long ago.
@@ -18,15 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from duanka.training.bands import Bands
+from duanka.training.bands import BAND_WINDOW_DAYS, Bands
 from duanka.training.calibration import Calibrator, make_calibrator
 from duanka.training.dask_fit import DaskMuleClassifier
 from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, RefitRows, refit_rows
 from duanka.training.model import MuleClassifier, downsample
 from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
-
-# Band cuts are quantiles of the shipped model's scores over the openings of these last days.
-BAND_DAYS = 61
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,7 @@ class FitOptions:
     seed: int = 0
     label_policy: LabelPolicy = DEFAULT_POLICY
     horizon_days: int = DEFAULT_HORIZON_DAYS
-    band_days: int = BAND_DAYS
+    band_days: int = BAND_WINDOW_DAYS
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ def matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
 
 
 def sampled_weights(train: pd.DataFrame) -> np.ndarray | None:
-    """A sampled set's weights (:mod:`training.sampled_set`); None where every row is there."""
+    """A sampled set's weights (:mod:`duanka.training.sampled_set`); None where every row is there."""
     return train["weight"].to_numpy() if "weight" in train.columns else None
 
 
@@ -123,9 +120,8 @@ def fit_evidence(
     return classifier(options, fit_client, **(params or {})).fit(
         matrix(parts[TRAIN], names),
         parts[TRAIN]["label"].to_numpy(),
-        matrix(parts[VALID], names),
-        parts[VALID]["label"].to_numpy(),
-        names,
+        eval_set=(matrix(parts[VALID], names), parts[VALID]["label"].to_numpy()),
+        feature_names=names,
         sample_weight=sampled_weights(parts[TRAIN]),
     )
 
@@ -139,7 +135,7 @@ def _refit_sample(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions, labels and weights of the refit's downsampled rows.
 
-    A set sampled on a cluster (:mod:`training.sampled_set`) marks the rows it already
+    A set sampled on a cluster (:mod:`duanka.training.sampled_set`) marks the rows it already
     downsampled (``sampled``, with their ``weight``); only the others are downsampled here.
     """
     label = refit.label
@@ -180,7 +176,8 @@ def fit_models(
         The split's training, validation and test rows of ``frame``.
     split : TimeSplit
     confirmed : numpy.ndarray
-        Each frame row's earliest confirmation known at ``as_of`` (:func:`training.labels.confirmed_us`).
+        Each frame row's earliest confirmation known at ``as_of``
+        (:func:`~duanka.training.labels.confirmed_us`).
     options : FitOptions
     names : list of str
         The model's features.
@@ -206,7 +203,7 @@ def fit_models(
     rows, label, weight = _refit_sample(frame, refit, options)
     rounds = max(1, int(evidence.booster_.best_iteration or evidence.booster_.current_iteration()))
     shipped = classifier(options, fit_client, **{**(params or {}), "n_estimators": rounds}).fit(
-        matrix(frame.iloc[rows], names), label, None, None, names, sample_weight=weight
+        matrix(frame.iloc[rows], names), label, feature_names=names, sample_weight=weight
     )
     applied = frame["applied_at"].iloc[refit.rows]
     refit_window = Window(applied.min(), as_of, len(refit.rows), int(refit.label.sum()))

@@ -121,7 +121,7 @@ def refit_rows(
     Parameters
     ----------
     frame : pandas.DataFrame
-        With ``applied_at`` and ``label_mature`` (:mod:`features.training_set`).
+        With ``applied_at`` and ``label_mature`` (:mod:`duanka.features.training_set`).
     confirmed : numpy.ndarray
         :func:`confirmed_us` of the frame at ``as_of``.
     policy : LabelPolicy

@@ -8,9 +8,15 @@ keep one explanation at a few milliseconds at no measured loss of ranking
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightgbm as lgb
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import Tags
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 
 def downsample(
@@ -28,8 +34,13 @@ def downsample(
     return kept, base[kept] * np.where(y[kept] == 1, 1.0, 1.0 / negative_rate)
 
 
-class MuleClassifier(BaseEstimator, ClassifierMixin):
+class MuleClassifier(ClassifierMixin, BaseEstimator):
     """LightGBM with negative downsampling and early stopping on validation months.
+
+    A scikit-learn classifier (the mixin first, so that its tags say "classifier"): ``clone``
+    keeps every parameter, and ``predict_proba`` gives the uncalibrated probability of the
+    second class (the mule). A training run maps :meth:`decision_function`'s margins to
+    probabilities with its own calibrator (:mod:`duanka.training.calibration`).
 
     Parameters
     ----------
@@ -48,6 +59,20 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
     random_state : int
         Seeds the downsampling and LightGBM; with ``deterministic`` training the
         same data give the same booster.
+    num_threads : int
+        LightGBM's threads.
+
+    Attributes
+    ----------
+    booster_ : lightgbm.Booster
+        Its ``best_iteration`` is the round every prediction uses.
+    classes_ : numpy.ndarray of shape (2,)
+        The second class is the mule class.
+    n_features_in_ : int
+    feature_names_in_ : numpy.ndarray of str
+        Only when ``X`` was a DataFrame with string column names.
+    training_rows_ : int
+        Rows the booster was fitted on, after downsampling.
     """
 
     def __init__(
@@ -78,7 +103,14 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
         self.random_state = random_state
         self.num_threads = num_threads
 
-    def lgb_params(self) -> dict:
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # LightGBM sends missing values down a learnt side
+        tags.classifier_tags.multi_class = False  # one objective: mule or not
+        return tags
+
+    def lgb_params(self) -> dict[str, object]:
+        """The LightGBM training parameters these estimator parameters make."""
         return {
             "objective": "binary",
             "metric": "average_precision",
@@ -97,95 +129,131 @@ class MuleClassifier(BaseEstimator, ClassifierMixin):
             "verbosity": -1,
         }
 
-    def _checked_labels(
-        self, y: np.ndarray, y_valid: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The labels as integers, after the checks every fit makes."""
-        if not 0 < self.negative_rate <= 1:
-            raise ValueError("negative_rate must be in (0, 1]")
-        y = np.asarray(y).astype(int)
-        if y_valid is not None:
-            y_valid = np.asarray(y_valid).astype(int)
-        if y.sum() == 0 or (y_valid is not None and y_valid.sum() == 0):
-            raise ValueError("training and validation months both need confirmed mules")
-        return y, y_valid
+    def _matrix(self, X: object, *, reset: bool) -> np.ndarray:
+        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite="allow-nan")
+
+    def _encoded(self, y: object, what: str) -> np.ndarray:
+        """1 for the mule class (``classes_[1]``), 0 for the other; unknown labels refused."""
+        y = column_or_1d(y, warn=True)
+        unknown = set(np.unique(y).tolist()) - set(self.classes_.tolist())
+        if unknown:
+            raise ValueError(f"{what} holds labels {sorted(unknown)} that y does not")
+        return (y == self.classes_[1]).astype(int)
 
     def fit(
         self,
-        X: np.ndarray,
-        y: np.ndarray,
-        X_valid: np.ndarray | None,
-        y_valid: np.ndarray | None,
-        feature_names: list[str],
+        X: object,
+        y: object,
+        *,
+        eval_set: tuple[object, object] | None = None,
+        feature_names: Sequence[str] | None = None,
+        sample_weight: object | None = None,
         callbacks: list | None = None,
-        sample_weight: np.ndarray | None = None,
     ) -> MuleClassifier:
         """Fit on the training rows, stopping early on the validation rows.
 
         Parameters
         ----------
-        X, y : training rows and labels.
-        X_valid, y_valid : validation rows and labels (early stopping). None: a refit,
-            which runs exactly ``n_estimators`` rounds (the number an earlier fit chose).
-        feature_names : list of str
-        callbacks : list, optional
-            LightGBM training callbacks.
-        sample_weight : numpy.ndarray, optional
+        X : array-like of shape (n, p)
+            Training rows; NaN allowed.
+        y : array-like of shape (n,)
+            Two classes; the larger one (1, True) is the mule class.
+        eval_set : (X_valid, y_valid), optional
+            Validation rows and labels for early stopping; they must hold mules. None: a
+            refit, which runs exactly ``n_estimators`` rounds (the number an earlier fit chose).
+        feature_names : sequence of str, optional
+            The booster's feature names; by default ``X``'s column names, else LightGBM's.
+        sample_weight : array-like of shape (n,), optional
             The rows are already downsampled (the cluster chose them,
-            :mod:`training.sampled_set`) and these are their weights: nothing is
+            :mod:`duanka.training.sampled_set`) and these are their weights: nothing is
             downsampled here. None: keep every positive and ``negative_rate`` of
             the negatives, weighted ``1 / negative_rate``.
+        callbacks : list, optional
+            LightGBM training callbacks.
+
+        Returns
+        -------
+        MuleClassifier
+            Fitted.
         """
-        y, y_valid = self._checked_labels(y, y_valid)
+        if not 0 < self.negative_rate <= 1:
+            raise ValueError("negative_rate must be in (0, 1]")
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) > 2:
+            raise ValueError(f"Only binary classification is supported: y holds {len(classes)} classes")
+        if len(classes) < 2:
+            raise ValueError("y holds one class: MuleClassifier needs both, legitimate and mule")
+        self.classes_ = classes
+        label = self._encoded(y, "y")
+        valid = None
+        if eval_set is not None:
+            X_valid, y_valid = eval_set
+            valid = (self._matrix(X_valid, reset=False), self._encoded(y_valid, "eval_set"))
+            if valid[1].sum() == 0:
+                raise ValueError("the validation rows (eval_set) need mules: they choose the best round")
+        names = self._names(feature_names)
         if sample_weight is None:
-            rows, weight = downsample(y, self.negative_rate, self.random_state)
+            rows, weight = downsample(label, self.negative_rate, self.random_state)
         else:
             weight = np.asarray(sample_weight, dtype=np.float64)
-            if weight.shape != y.shape or not (weight > 0).all():
-                raise ValueError("sample_weight must be positive, one per training row")
-            rows = np.arange(len(y))
-        self.booster_ = self._boost(
-            np.asarray(X)[rows],
-            y[rows],
-            weight,
-            None if X_valid is None else np.asarray(X_valid),
-            y_valid,
-            list(feature_names),
-            callbacks,
-        )
-        self.feature_names_ = list(feature_names)
+            if weight.shape != label.shape or not (weight > 0).all():
+                raise ValueError(
+                    "sample_weight must be positive (a zero weight is a row the sample never chose), "
+                    "one per training row"
+                )
+            rows = np.arange(len(label))
+        self.booster_ = self._boost(X[rows], label[rows], weight, valid, names, callbacks)
         self.training_rows_ = len(rows)
         return self
+
+    def _names(self, feature_names: Sequence[str] | None) -> list[str] | str:
+        if feature_names is None:
+            return list(map(str, self.feature_names_in_)) if hasattr(self, "feature_names_in_") else "auto"
+        if len(feature_names) != self.n_features_in_:
+            raise ValueError(f"{len(feature_names)} feature names for {self.n_features_in_} features")
+        return list(feature_names)
 
     def _boost(
         self,
         X: np.ndarray,
         y: np.ndarray,
         weight: np.ndarray,
-        X_valid: np.ndarray | None,
-        y_valid: np.ndarray | None,
-        feature_names: list[str],
+        valid: tuple[np.ndarray, np.ndarray] | None,
+        feature_names: list[str] | str,
         callbacks: list | None,
     ) -> lgb.Booster:
-        """The booster for the downsampled, weighted rows, its best round chosen on validation
-        (every round kept when there is no validation: a refit)."""
+        """The booster for the downsampled, weighted rows, its best round chosen on the validation
+        rows (every round kept when there are none: a refit)."""
         train = lgb.Dataset(X, y, weight=weight, feature_name=feature_names, free_raw_data=True)
-        if X_valid is None:
+        if valid is None:
             booster = lgb.train(
                 self.lgb_params(), train, num_boost_round=self.n_estimators, callbacks=callbacks
             )
             booster.best_iteration = booster.current_iteration()
             return booster
-        valid = lgb.Dataset(X_valid, y_valid, reference=train)
         return lgb.train(
             self.lgb_params(),
             train,
             num_boost_round=self.n_estimators,
-            valid_sets=[valid],
+            valid_sets=[lgb.Dataset(*valid, reference=train)],
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False), *(callbacks or [])],
         )
 
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        """Raw margin (log-odds under the downsampled prior)."""
-        best = self.booster_.best_iteration
-        return self.booster_.predict(np.asarray(X), raw_score=True, num_iteration=best)
+    def decision_function(self, X: object) -> np.ndarray:
+        """Raw margin (log-odds) of the mule class, at the booster's best round."""
+        check_is_fitted(self, "booster_")
+        return self.booster_.predict(
+            self._matrix(X, reset=False), raw_score=True, num_iteration=self.booster_.best_iteration
+        )
+
+    def predict_proba(self, X: object) -> np.ndarray:
+        """Uncalibrated probabilities of shape (n, 2), columns in ``classes_`` order."""
+        mule = expit(self.decision_function(X))
+        return np.column_stack([1.0 - mule, mule])
+
+    def predict(self, X: object) -> np.ndarray:
+        """The more probable class of each row."""
+        mule = self.decision_function(X) > 0
+        return self.classes_[mule.astype(int)]

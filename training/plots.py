@@ -29,6 +29,8 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from duanka.training.monitoring import PSI_ACT, PSI_WATCH
+
 if TYPE_CHECKING:
     import shap
 
@@ -38,8 +40,6 @@ RISK = "#c2410c"  # mules, alerts, anything that raises risk
 SAFE = "#2563eb"  # legitimate applicants
 ACCENT = "#0f766e"
 BAND_COLOURS = {"medium": "#f59e0b", "high": "#ea580c", "critical": "#b91c1c"}
-# Traffic-light thresholds of the PSI convention: below 0.10 stable, above 0.25 act.
-PSI_WATCH, PSI_ACT = 0.10, 0.25
 # pred_contrib is TreeSHAP on the booster's margin, before calibration: say so wherever it is drawn
 SHAP_AXIS = "contribution to the raw score (log-odds); right of 0 raises risk"
 
@@ -188,7 +188,8 @@ def roc_and_pr(y: np.ndarray, score: np.ndarray, roc_auc: float, pr_auc: float) 
 def calibration(table: pd.DataFrame, title: str = "Calibration on the test months") -> str:
     """Reliability diagram on log axes: mean score against observed mule rate per score bin.
 
-    ``table`` has columns predicted, observed, n (one row per bin, see ``report.calibration_bins``).
+    ``table`` has columns predicted, observed, n: one row per bin, as
+    :func:`duanka.training.monitoring.calibration_bins` gives them.
     """
     with _figure(5.2, 4.2) as (fig, (ax,)):
         lo = max(1e-5, float(min(table["predicted"].min(), table["observed"][table["observed"] > 0].min())))
@@ -434,8 +435,8 @@ def stability(table: pd.DataFrame, columns: list[str]) -> str:
         for i, column in enumerate(columns):
             style = {"color": INK, "lw": 2.4, "marker": "o"} if i == 0 else {"lw": 1.2, "alpha": 0.8}
             ax.plot(x, table[column], label=column, **style)
-        ax.text(x[-1], PSI_WATCH, "0.10 watch ", ha="right", va="bottom", color="#b45309")
-        ax.text(x[-1], PSI_ACT, "0.25 act ", ha="right", va="bottom", color="#b91c1c")
+        ax.text(x[-1], PSI_WATCH, f"{PSI_WATCH:.2f} watch ", ha="right", va="bottom", color="#b45309")
+        ax.text(x[-1], PSI_ACT, f"{PSI_ACT:.2f} act ", ha="right", va="bottom", color="#b91c1c")
         ax.set_xticks(x, table["month"], rotation=45, ha="right")
         ax.set(
             ylabel="population stability index",

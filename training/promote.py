@@ -1,17 +1,10 @@
 """Moving ``champion``: the challenger replaces it only when better, like with like, on rows
 neither model was fitted on.
 
-A shipped model is a refit on everything labelled up to its as-of date, so no
-labelled rows are left that the challenger's shipped model has not seen. Each run
-therefore keeps its *evidence* model (:mod:`training.fit`): the same configuration
-fitted by the same protocol on the split's training months only. The rule (also in
-docs/model.md) compares the two runs' evidence models on the challenger's
-out-of-time test months, less any row the champion's evidence model was fitted,
-stopped or calibrated on (applied before the champion's own test months began):
-the challenger's PR-AUC there must exceed the champion's, and its recall at a 1%
-alert rate may not fall by more than ``RECALL_TOLERANCE``. ``--force`` overrides;
-every decision is logged to MLflow (experiment ``duanka-promotions``) and tagged on
-the version.
+The rule is :data:`PROMOTION_RULE`, in plain words because the model report prints it as
+written (docs/model.md quotes it). Each run keeps its *evidence* model (:mod:`duanka.training.fit`)
+for it. ``--force`` overrides; every decision is logged to MLflow (experiment
+``duanka-promotions``) and tagged on the version.
 """
 
 from __future__ import annotations
@@ -30,6 +23,16 @@ from duanka.training.metrics import point_metrics, recall_key
 from duanka.training.tracking import experiment_id, metric_key
 
 RECALL_TOLERANCE = 0.02
+PROMOTION_RULE = (
+    "A shipped model is a refit on everything labelled up to its as-of date, so no labelled rows "
+    "are left that the challenger's shipped model has not seen. Each run therefore keeps its "
+    "evidence model: the same configuration fitted by the same protocol on the split's training "
+    "months only. The rule compares the two runs' evidence models on the challenger's out-of-time "
+    "test months, less any row the champion's evidence model was fitted, stopped or calibrated on "
+    "(applied before the champion's own test months began): the challenger's PR-AUC there must "
+    "exceed the champion's, and its recall at a 1% alert rate may not fall by more than "
+    f"{RECALL_TOLERANCE} (RECALL_TOLERANCE). --force overrides."
+)
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 

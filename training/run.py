@@ -1,5 +1,11 @@
 """One offline training run: point-in-time features, out-of-time split, LightGBM and baselines,
-calibration, bands, evaluation, MLflow logging and registration as ``duanka@challenger``."""
+calibration, bands, evaluation, MLflow logging and registration as ``duanka@challenger``.
+
+The steps are functions of their own: the models are fitted by :func:`fit_run_models`
+(:mod:`duanka.training.fit`), judged by :func:`evidence_comparison`, logged by :func:`run_parameters`,
+:func:`log_metrics` and :func:`log_artifacts` (the rows the report reads:
+:mod:`duanka.training.evaluation_frame`), and registered and signed by :mod:`duanka.training.registration`.
+"""
 
 from __future__ import annotations
 
@@ -11,31 +17,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from duanka.data.config import Settings
 from duanka.data.store import EventStore
-from duanka.data.watchlist import RULE as WATCHLIST_RULE
-from duanka.features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, Family
+from duanka.features.declaration import Family
+from duanka.features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES
 from duanka.features.training_set import TrainingSet, TrainingSummary, build_training_set
-from duanka.training.bundle import EVIDENCE_PATH, MODEL_NAME, log_bundle, sha256_text, write_bundle
 from duanka.training.calibration import make_calibrator
+from duanka.training.evaluation_frame import (
+    EVALUATION_FRAME_FILE,
+    evaluation_frame,
+    refused_by_rule,
+    rule_refused_parts,
+)
 from duanka.training.fit import FitOptions, Fitted, fit_evidence, fit_models, matrix, sampled_weights
 from duanka.training.groups import GroupCatch, group_catch_rates, load_truth
 from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, confirmed_us
 from duanka.training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
 from duanka.training.monthly import month_counts, monthly_summary
+from duanka.training.registration import make_challenger, register, sign
 from duanka.training.rules import BranchRules
 from duanka.training.sampled_set import build_sampled_training_set
 from duanka.training.scorecard import WoEScorecard
-from duanka.training.signing import SIGNATURE_TAG, signature, signing_key
 from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
-from duanka.training.tracking import PROJECT_ROOT, code_version, configure, metric_key
+from duanka.training.tracking import code_version, metric_key
 from duanka.training.tuning import tune
 
-CHALLENGER = "challenger"
 # The families that link one application to others; the ablation drops them to show what links add.
 LINKAGE_FAMILIES = frozenset(
     {Family.ESCORT, Family.INTERMEDIARY, Family.ADDRESS, Family.PHONE_DEVICE, Family.LINKED}
@@ -87,7 +96,8 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _time_split(cfg: TrainConfig, settings: Settings) -> TimeSplit:
+def time_split(cfg: TrainConfig, settings: Settings) -> TimeSplit:
+    """The run's out-of-time split, ending where labels stop being mature at ``cfg.as_of``."""
     return TimeSplit.before_maturity(
         cfg.as_of,
         outcome_window_days=settings.outcome_window_days,
@@ -97,7 +107,14 @@ def _time_split(cfg: TrainConfig, settings: Settings) -> TimeSplit:
     )
 
 
-def _parts(ts: TrainingSet, split: TimeSplit) -> dict[str, pd.DataFrame]:
+def out_of_time_parts(ts: TrainingSet, split: TimeSplit) -> dict[str, pd.DataFrame]:
+    """The mature rows of each part of ``split``; every part must hold confirmed mules.
+
+    Raises
+    ------
+    ValueError
+        When a part holds no confirmed mule (the message says how to move the split).
+    """
     mature = ts.frame.loc[ts.frame["label_mature"]]
     part = split.assign(mature["applied_at"])
     parts = {name: mature.loc[part == name] for name in (TRAIN, VALID, TEST)}
@@ -108,86 +125,6 @@ def _parts(ts: TrainingSet, split: TimeSplit) -> dict[str, pd.DataFrame]:
                 "move --as-of later or change the month options"
             )
     return parts
-
-
-def rule_refused_parts(ts: TrainingSet, split: TimeSplit) -> dict[str, pd.DataFrame]:
-    """The mature applications the watchlist rule refused, by out-of-time part.
-
-    Out of fitting, calibration and the logged metrics (the model never decides them);
-    the evaluation frame carries them so the report counts rule refusals apart from
-    model alerts.
-    """
-    refused = ts.refused
-    if refused.empty:
-        return {}
-    mature = refused.loc[refused["label_mature"]]
-    part = split.assign(mature["applied_at"])
-    return {name: mature.loc[part == name] for name in (VALID, TEST)}
-
-
-EVALUATION_TRAIN_SAMPLE = 100_000
-# Attributes the report measures fairness by; logged even when the model does not use them.
-FAIRNESS_ATTRIBUTES = (
-    "applicant_gender",
-    "applicant_age",
-    "applicant_out_of_province",
-    "channel",
-    "corporate",
-)
-
-
-def refused_by_rule(refused: pd.DataFrame) -> Callable[[pd.DataFrame], pd.Series]:
-    """Per row of a frame, the hard rule that refused it (``"watchlist"``) or ``""``.
-
-    ``refused`` holds the applications the watchlist rule refused at their ``applied_at``
-    (:attr:`features.training_set.TrainingSet.refused`), found with the serving rule itself,
-    so the report counts rule refusals apart from model alerts.
-    """
-    ids = refused["application_id"] if len(refused) else pd.Series([], dtype=object)
-
-    def rule(frame: pd.DataFrame) -> pd.Series:
-        listed = frame["application_id"].isin(ids).to_numpy()
-        return pd.Series(np.where(listed, WATCHLIST_RULE, ""), index=frame.index, dtype=object)
-
-    return rule
-
-
-def evaluation_frame(
-    parts: dict[str, pd.DataFrame],
-    names: list[str],
-    score: Callable[[np.ndarray], np.ndarray],
-    seed: int,
-    rules: Callable[[pd.DataFrame], pd.Series] | None = None,
-    refused: dict[str, pd.DataFrame] | None = None,
-) -> pd.DataFrame:
-    """Validation and test rows, and a sample of training rows, with features, label and score:
-    what the model report reads, so it never needs the event store.
-
-    ``rules`` names, per row, the hard rule that would have refused it (:func:`refused_by_rule`);
-    the frame's ``rule`` column is empty without it. ``refused`` adds, to their parts, the
-    applications a rule refused (:func:`rule_refused_parts`), scored for monitoring. Of a
-    sampled training set's training months, the uniform sample stands for them (the kept
-    rows over-represent mules)."""
-    train = parts[TRAIN]
-    if "uniform" in train.columns:
-        train = train.loc[train["uniform"].to_numpy()]
-    if len(train) > EVALUATION_TRAIN_SAMPLE:
-        train = train.sample(EVALUATION_TRAIN_SAMPLE, random_state=seed).sort_values("applied_at")
-    frames = []
-    for name, part in ((TRAIN, train), (VALID, parts[VALID]), (TEST, parts[TEST])):
-        rows = part
-        if refused is not None and name in refused and not refused[name].empty:
-            rows = pd.concat([part, refused[name]]).sort_values(
-                ["applied_at", "application_id"], kind="stable"
-            )
-        extra = [a for a in FAIRNESS_ATTRIBUTES if a not in names]
-        frame = rows.loc[:, ["application_id", "applied_at", "label", *names, *extra]].copy()
-        frame["part"] = name
-        frame["score"] = score(matrix(rows, names))
-        frames.append(frame)
-    out = pd.concat(frames, ignore_index=True)
-    out["rule"] = "" if rules is None else rules(out).to_numpy(dtype=object)
-    return out
 
 
 @contextmanager
@@ -220,7 +157,7 @@ class Cluster:
     ----------
     client : distributed.Client
     partitions : int, optional
-        Partitions per stage (:func:`features.distributed.feature_partitions`).
+        Partitions per stage (:func:`duanka.features.distributed.feature_partitions`).
     scratch : path, optional
         Root of the run's stage folder; every worker must reach it.
     fit : bool
@@ -253,7 +190,7 @@ def _data_here(store: EventStore, cfg: TrainConfig, settings: Settings, split: T
         outcome_window_days=settings.outcome_window_days,
         progress=False,  # the run's own bar is live: rich allows one at a time
     )
-    parts = _parts(ts, split)
+    parts = out_of_time_parts(ts, split)
     counts = {name: (len(rows), int(rows["label"].sum())) for name, rows in parts.items()}
     known = store.labels(["application_id", "confirmed_at"]).to_pandas()
     known = known.loc[known["confirmed_at"] <= ts.as_of, "application_id"]
@@ -277,7 +214,7 @@ def _data_on(
         scratch=cluster.scratch,
         partitions=cluster.partitions,
     )
-    parts = _parts(sampled.training_set, split)
+    parts = out_of_time_parts(sampled.training_set, split)
     return _Data(sampled.training_set, parts, sampled.part_counts, sampled.months, sampled.confirmed)
 
 
@@ -292,16 +229,16 @@ def train(
     """Run the whole training job and register the model as ``duanka@challenger``.
 
     On this machine by default. With ``cluster`` the training set is built and
-    sampled on a Dask cluster (:mod:`training.sampled_set`: this machine receives
+    sampled on a Dask cluster (:mod:`duanka.training.sampled_set`: this machine receives
     the training months' mules and sampled legitimate openings, and the validation
     and test months), and with ``cluster.fit`` the model is fitted there too with
-    ``lightgbm.dask`` (:class:`training.dask_fit.DaskMuleClassifier`).
+    ``lightgbm.dask`` (:class:`duanka.training.dask_fit.DaskMuleClassifier`).
     """
     if cluster is not None and cfg.tune_trials:
         raise ValueError(
             "the tuning search fits on every training row of this machine: run it without --engine dask"
         )
-    with _steps(progress, 6) as step:
+    with _steps(progress, 5) as step:
         return _train(store, cfg, settings, step, cluster)
 
 
@@ -371,27 +308,16 @@ def fit_as_of(
     )
 
 
-def _train(
-    store: EventStore,
-    cfg: TrainConfig,
-    settings: Settings,
-    step: Callable[[str], None],
-    cluster: Cluster | None = None,
-) -> TrainResult:
-    step("point-in-time features" + (" on Dask" if cluster is not None else ""))
-    split = _time_split(cfg, settings)
-    data = (
-        _data_here(store, cfg, settings, split)
-        if cluster is None
-        else _data_on(cluster, store, cfg, settings, split)
-    )
-    ts, parts = data.ts, data.parts
-    fit_client = cluster.client if cluster is not None and cluster.fit else None
-    names = list(MODEL_FEATURES)
-    labels = known_labels(store, ts.as_of)
+def fit_run_models(
+    data: _Data, split: TimeSplit, labels: pd.DataFrame, cfg: TrainConfig, fit_client: object | None
+) -> Fitted:
+    """The run's evidence and shipped models, after the tuning search when one is asked for.
 
-    tuning = f" ({cfg.tune_trials} tuning trials)" if cfg.tune_trials else ""
-    step("LightGBM: evidence fit and refit" + tuning + (" on Dask" if fit_client is not None else ""))
+    The search fits on the training months and judges on the validation months only; the
+    test months stay untouched for the evidence.
+    """
+    names = list(MODEL_FEATURES)
+    parts = data.parts
     tuned: dict = {}
     if cfg.tune_trials:
         tuned = tune(
@@ -404,137 +330,145 @@ def _train(
             negative_rate=cfg.negative_rate,
             seed=cfg.seed,
         )
-    fitted = fit_as_of(ts, parts, split, labels, cfg, tuned, fit_client)
+    return fit_as_of(data.ts, parts, split, labels, cfg, tuned, fit_client)
+
+
+def ring_catch_rates(cfg: TrainConfig, parts: dict[str, pd.DataFrame], fitted: Fitted) -> GroupCatch | None:
+    """With a truth file, how many of each scheme's rings the evidence model's bands catch on the
+    test months (band medium or above); None without one."""
+    if cfg.truth is None:
+        return None
+    test = parts[TEST]
+    truth = load_truth(cfg.truth)
+    test_rows = test.loc[:, ["application_id", "applied_at"]].merge(truth, on="application_id", how="left")
+    banded = fitted.evidence_bands.assign(fitted.evidence_score(matrix(test, fitted.names)))
+    return group_catch_rates(test_rows, banded != "low")
+
+
+def run_parameters(
+    cfg: TrainConfig, settings: Settings, split: TimeSplit, fitted: Fitted, on_cluster: bool
+) -> dict[str, object]:
+    """Everything the run was asked and what it fitted, as MLflow parameters (the report reads them)."""
+    shipped = fitted.shipped
+    return {
+        "as_of": cfg.as_of.isoformat(),
+        "calibration": cfg.calibration,
+        "negative_rate": cfg.negative_rate,
+        "seed": cfg.seed,
+        "n_boot": cfg.n_boot,
+        "fast": cfg.fast,
+        "outcome_window_days": settings.outcome_window_days,
+        "label_policy": str(cfg.label_policy),
+        "horizon_days": cfg.horizon_days,
+        "feature_set_version": FEATURE_SET_VERSION,
+        "code_version": code_version(),
+        "best_iteration": shipped.booster_.best_iteration,
+        "fit": "lightgbm.dask" if on_cluster else "lightgbm",
+        "tune_trials": cfg.tune_trials,
+        "n_features": len(fitted.names),
+        **{f"split_{k}": v for k, v in split.describe().items()},
+        **fitted.describe(),
+        **{f"lgb_{k}": v for k, v in shipped.lgb_params().items()},
+    }
+
+
+def log_metrics(data: _Data, fitted: Fitted, evaluations: dict[str, Evaluation]) -> None:
+    """Row counts of each part and of the fits, the training set's summary, and every model's
+    test metrics with their bootstrap bounds."""
+    for part_name, (rows, positives) in data.part_counts.items():
+        mlflow.log_metrics({f"{part_name}_rows": rows, f"{part_name}_positives": positives})
+    mlflow.log_metric("train_rows_fitted", len(data.parts[TRAIN]))
+    mlflow.log_metric("refit_rows_fitted", fitted.shipped.training_rows_)
+    mlflow.log_metrics({f"set_{k}": float(v) for k, v in asdict(data.ts.summary).items()})
+    for model_name, ev in evaluations.items():
+        for suffix, values in (("", ev.point), ("_ci_low", ev.ci_low), ("_ci_high", ev.ci_high)):
+            mlflow.log_metrics({metric_key(f"{model_name}.test_{k}{suffix}"): v for k, v in values.items()})
+
+
+def log_artifacts(
+    data: _Data,
+    split: TimeSplit,
+    labels: pd.DataFrame,
+    fitted: Fitted,
+    evidence: tuple[dict[str, Evaluation], pd.DataFrame],
+    groups: GroupCatch | None,
+    seed: int,
+    folder: Path,
+) -> None:
+    """What the model report reads back (:func:`duanka.training.report_context.read_run`): features,
+    data fingerprint, comparison, evaluations, ring catch rates, monthly summary, the
+    evaluation frame and the branch rules."""
+    ts, names = data.ts, fitted.names
+    evaluations, comparison = evidence
+    mlflow.log_dict({"model_features": names, "linkage_free": linkage_free_features()}, "features.json")
+    mlflow.log_dict(
+        {
+            "inputs_sha256": ts.inputs_sha256,
+            "as_of": ts.as_of.isoformat(),
+            "feature_set_version": FEATURE_SET_VERSION,
+            "counts": asdict(ts.summary),
+        },
+        "data_fingerprint.json",
+    )
+    mlflow.log_text(comparison.to_csv(), "comparison.csv")
+    mlflow.log_text(
+        json.dumps({n: e.to_frame().reset_index().to_dict("records") for n, e in evaluations.items()}),
+        "evaluations.json",
+    )
+    if groups is not None:
+        mlflow.log_text(groups.to_frame().to_csv(), "group_catch.csv")
+    mlflow.log_text(monthly_summary(data.months, data.confirmed, labels).to_csv(), "monthly.csv")
+    frame_path = folder / EVALUATION_FRAME_FILE
+    evaluation_frame(
+        data.parts,
+        names,
+        fitted.evidence_score,
+        seed,
+        refused_by_rule(ts.refused),
+        rule_refused_parts(ts, split),
+    ).to_parquet(frame_path, index=False)
+    mlflow.log_artifact(str(frame_path))
+    rules = BranchRules()
+    mlflow.log_dict(
+        {"rules": [{"code": r.code, "description": r.description} for r in rules.rules]}, "rules.json"
+    )
+
+
+def _train(
+    store: EventStore,
+    cfg: TrainConfig,
+    settings: Settings,
+    step: Callable[[str], None],
+    cluster: Cluster | None = None,
+) -> TrainResult:
+    step("point-in-time features" + (" on Dask" if cluster is not None else ""))
+    split = time_split(cfg, settings)
+    data = (
+        _data_here(store, cfg, settings, split)
+        if cluster is None
+        else _data_on(cluster, store, cfg, settings, split)
+    )
+    fit_client = cluster.client if cluster is not None and cluster.fit else None
+    labels = known_labels(store, data.ts.as_of)
+
+    tuning = f" ({cfg.tune_trials} tuning trials)" if cfg.tune_trials else ""
+    step("LightGBM: evidence fit and refit" + tuning + (" on Dask" if fit_client is not None else ""))
+    fitted = fit_run_models(data, split, labels, cfg, fit_client)
 
     step("baselines" if not cfg.fast else "evidence (fast: no baselines)")
-    evaluations, comparison = evidence_comparison(parts, fitted, cfg, fit_client)
-    step("out-of-time evaluation")
-    test_score = fitted.evidence_score(matrix(parts[TEST], names))
-
+    evaluations, comparison = evidence_comparison(data.parts, fitted, cfg, fit_client)
     step("ring catch rates")
-    groups = None
-    if cfg.truth is not None:
-        truth = load_truth(cfg.truth)
-        test_rows = (
-            parts[TEST].loc[:, ["application_id", "applied_at"]].merge(truth, on="application_id", how="left")
-        )
-        groups = group_catch_rates(test_rows, fitted.evidence_bands.assign(test_score) != "low")
+    groups = ring_catch_rates(cfg, data.parts, fitted)
 
     step("MLflow logging and registration")
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
-        shipped = fitted.shipped
-        mlflow.log_params(
-            {
-                "as_of": cfg.as_of.isoformat(),
-                "calibration": cfg.calibration,
-                "negative_rate": cfg.negative_rate,
-                "seed": cfg.seed,
-                "n_boot": cfg.n_boot,
-                "fast": cfg.fast,
-                "outcome_window_days": settings.outcome_window_days,
-                "label_policy": str(cfg.label_policy),
-                "horizon_days": cfg.horizon_days,
-                "feature_set_version": FEATURE_SET_VERSION,
-                "code_version": code_version(),
-                "best_iteration": shipped.booster_.best_iteration,
-                "fit": "lightgbm.dask" if fit_client is not None else "lightgbm",
-                "tune_trials": cfg.tune_trials,
-                "n_features": len(names),
-                **{f"split_{k}": v for k, v in split.describe().items()},
-                **fitted.describe(),
-                **{f"lgb_{k}": v for k, v in shipped.lgb_params().items()},
-            }
-        )
-        for part_name, (rows, positives) in data.part_counts.items():
-            mlflow.log_metrics({f"{part_name}_rows": rows, f"{part_name}_positives": positives})
-        mlflow.log_metric("train_rows_fitted", len(parts[TRAIN]))
-        mlflow.log_metric("refit_rows_fitted", shipped.training_rows_)
-        mlflow.log_metrics({f"set_{k}": float(v) for k, v in asdict(ts.summary).items()})
-        for model_name, ev in evaluations.items():
-            for suffix, values in (("", ev.point), ("_ci_low", ev.ci_low), ("_ci_high", ev.ci_high)):
-                mlflow.log_metrics(
-                    {metric_key(f"{model_name}.test_{k}{suffix}"): v for k, v in values.items()}
-                )
-        mlflow.log_dict({"model_features": names, "linkage_free": linkage_free_features()}, "features.json")
-        mlflow.log_dict(
-            {
-                "inputs_sha256": ts.inputs_sha256,
-                "as_of": ts.as_of.isoformat(),
-                "feature_set_version": FEATURE_SET_VERSION,
-                "counts": asdict(ts.summary),
-            },
-            "data_fingerprint.json",
-        )
-        mlflow.log_text(comparison.to_csv(), "comparison.csv")
-        mlflow.log_text(
-            json.dumps({n: e.to_frame().reset_index().to_dict("records") for n, e in evaluations.items()}),
-            "evaluations.json",
-        )
-        if groups is not None:
-            mlflow.log_text(groups.to_frame().to_csv(), "group_catch.csv")
-        mlflow.log_text(monthly_summary(data.months, data.confirmed, labels).to_csv(), "monthly.csv")
-        frame_path = Path(tmp) / "evaluation_frame.parquet"
-        evaluation_frame(
-            parts,
-            names,
-            fitted.evidence_score,
-            cfg.seed,
-            refused_by_rule(ts.refused),
-            rule_refused_parts(ts, split),
-        ).to_parquet(frame_path, index=False)
-        mlflow.log_artifact(str(frame_path))
-        rules = BranchRules()
-        mlflow.log_dict(
-            {"rules": [{"code": r.code, "description": r.description} for r in rules.rules]}, "rules.json"
-        )
-        evidence_paths = write_bundle(
-            Path(tmp) / EVIDENCE_PATH,
-            fitted.evidence.booster_,
-            fitted.evidence_calibrator,
-            fitted.evidence_bands,
-            names,
-            FEATURE_SET_VERSION,
-        )
-        mlflow.log_artifacts(str(Path(tmp) / EVIDENCE_PATH), EVIDENCE_PATH)
-        paths = write_bundle(
-            Path(tmp) / "shipped",
-            shipped.booster_,
-            fitted.calibrator,
-            fitted.bands,
-            names,
-            FEATURE_SET_VERSION,
-        )
-        example = parts[VALID].loc[:, names].head(5).astype("float64")
-        info = log_bundle(Path(tmp) / "shipped", example, paths, PROJECT_ROOT)
-        client = mlflow.MlflowClient()
-        version = str(info.registered_model_version)
-        meta = json.loads(Path(paths["meta"]).read_text(encoding="utf-8"))
-        for key in ("booster_sha256", "feature_set_version"):
-            client.set_model_version_tag(MODEL_NAME, version, key, meta[key])
-        client.set_model_version_tag(
-            MODEL_NAME, version, "bundle_sha256", sha256_text(Path(paths["meta"]).read_text(encoding="utf-8"))
-        )
-        client.set_model_version_tag(
-            MODEL_NAME,
-            version,
-            "evidence_sha256",
-            sha256_text(Path(evidence_paths["meta"]).read_text(encoding="utf-8")),
-        )
-        client.set_model_version_tag(MODEL_NAME, version, "run_id", run.info.run_id)
-        key = signing_key(settings)
-        if key is not None:
-            tags = client.get_model_version(MODEL_NAME, version).tags
-            client.set_model_version_tag(
-                MODEL_NAME,
-                version,
-                SIGNATURE_TAG,
-                signature(key, tags["booster_sha256"], tags["bundle_sha256"]),
-            )
-        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+        mlflow.log_params(run_parameters(cfg, settings, split, fitted, fit_client is not None))
+        log_metrics(data, fitted, evaluations)
+        log_artifacts(data, split, labels, fitted, (evaluations, comparison), groups, cfg.seed, Path(tmp))
+        example = data.parts[VALID].loc[:, fitted.names].head(5).astype("float64")
+        version = register(fitted, example, Path(tmp), run.info.run_id)
+        sign(version, settings)
+        make_challenger(version)
         return TrainResult(
-            run.info.run_id, version, split, comparison, evaluations, ts.summary, groups, fitted
+            run.info.run_id, version, split, comparison, evaluations, data.ts.summary, groups, fitted
         )
-
-
-def configure_tracking(settings: Settings) -> None:
-    configure(settings)

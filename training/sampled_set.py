@@ -3,7 +3,7 @@
 ``duanka train --engine dask`` would otherwise gather every application's features
 (about 540 bytes each) before the fit downsampled them. Here each feature partition,
 on its worker, adds the label, its maturity and the watchlist refusal exactly as
-:func:`features.training_set.build_training_set` does, assigns the out-of-time part
+:func:`duanka.features.training_set.build_training_set` does, assigns the out-of-time part
 and keeps:
 
 - of the training months, every confirmed mule and the legitimate applications whose
@@ -33,8 +33,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from duanka.data.config import default_of
 from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS
-from duanka.features.distributed import CONFIRMED, Source, _write_pieces, feature_partitions, scratch_folder
+from duanka.features.distributed import (
+    CONFIRMED,
+    BuildOptions,
+    Source,
+    _write_pieces,
+    feature_partitions,
+    scratch_folder,
+)
 from duanka.features.offline import as_table
 from duanka.features.training_set import (
     TrainingSet,
@@ -46,6 +54,7 @@ from duanka.features.training_set import (
     known_at,
     summarise,
 )
+from duanka.training.bands import BAND_WINDOW_DAYS
 from duanka.training.monthly import add_counts, month_counts
 from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
 
@@ -82,7 +91,7 @@ class SampledTrainingSet:
     part_counts : dict
         Part name to ``(rows, confirmed mules)`` of the whole part, before sampling.
     months : pandas.DataFrame
-        :func:`training.monthly.month_counts` of every application.
+        :func:`duanka.training.monthly.month_counts` of every application.
     confirmed : pandas.DataFrame
         ``application_id`` and ``applied_at`` of the applications confirmed by ``as_of``.
     """
@@ -178,7 +187,7 @@ def _sorted_bucket(paths: list[str]) -> bytes:
 
 
 def _cluster_digest(client: Client, paths: list[str], where: pc.Expression | None, folder: str) -> str:
-    """:func:`features.training_set._digest` of the parts' rows, sorted one bucket at a time."""
+    """:func:`duanka.features.training_set._digest` of the parts' rows, sorted one bucket at a time."""
     found = client.gather(
         [
             client.submit(_digest_buckets, path, where, f"{folder}/digests/{i:05d}", pure=False)
@@ -215,10 +224,10 @@ def build_sampled_training_set(
     negative_rate: float,
     seed: int,
     listings: pa.Table | pd.DataFrame | None = None,
-    outcome_window_days: int = 180,
+    outcome_window_days: int = default_of("outcome_window_days"),
     scratch: str | Path | None = None,
     partitions: int | None = None,
-    recent_days: int = 61,
+    recent_days: int = BAND_WINDOW_DAYS,
 ) -> SampledTrainingSet:
     """The training set as of ``as_of``, built on the cluster and sampled there.
 
@@ -226,11 +235,11 @@ def build_sampled_training_set(
     ----------
     client : distributed.Client
     applications, labels
-        As :func:`features.distributed.feature_partitions` takes them: Parquet paths the
+        As :func:`duanka.features.distributed.feature_partitions` takes them: Parquet paths the
         workers read (with the ``as_of`` cut pushed into the read), or tables. Labels
         are also read here: they are few, and their hash is the fingerprint's.
     as_of, listings, outcome_window_days
-        As :func:`features.training_set.build_training_set`.
+        As :func:`duanka.features.training_set.build_training_set`.
     split : training.split.TimeSplit
         The run's out-of-time parts.
     negative_rate : float
@@ -238,10 +247,10 @@ def build_sampled_training_set(
     seed : int
         Seeds the choice (:func:`uniform`).
     scratch, partitions
-        As :func:`features.distributed.build_features_distributed`.
+        As :func:`duanka.features.distributed.build_features_distributed`.
     recent_days : int
         The immature applications of these last days before ``as_of`` come back whole
-        (unlabelled): the shipped model's band cuts are read off them (:mod:`training.fit`).
+        (unlabelled): the shipped model's band cuts are read off them (:mod:`duanka.training.fit`).
     """
     if not 0 < negative_rate <= 1:
         raise ValueError("negative_rate must be in (0, 1]")
@@ -263,8 +272,7 @@ def build_sampled_training_set(
             known,
             scratch=folder,
             listings=listed,
-            partitions=partitions,
-            applications_where=where,
+            options=BuildOptions(partitions=partitions, applications_where=where),
             carry=(CONFIRMED, "applicant_key"),
         )
         shared = client.scatter(listed, broadcast=True, hash=False)

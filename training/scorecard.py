@@ -29,6 +29,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from duanka.training.monitoring import binned_divergence
+
 # Added to each class count per bin, so an all-mule or mule-free bin gets a finite WoE.
 _SMOOTHING = 0.5
 
@@ -193,7 +195,7 @@ class WoEScorecard(ClassifierMixin, BaseEstimator):
             )
             woe[~estimated] = 0.0
             self.edges_[name], self.woe_[name] = edges, woe
-            iv[name] = float(((bads / bads.sum() - goods / goods.sum()) * woe).sum())
+            iv[name] = binned_divergence(goods, bads)
             bad_rate = np.divide(bads, total, out=np.full(n_slots, np.nan), where=total > 0)
             for label, share, rate, v in zip(_bin_labels(edges), total / w.sum(), bad_rate, woe, strict=True):
                 rows.append({"feature": name, "bin": label, "share": share, "bad_rate": rate, "woe": v})
@@ -214,7 +216,11 @@ class WoEScorecard(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
 
     def information_value(self) -> pd.Series:
-        """Information value per feature, largest first: sum over bins of (mule share - other share) × WoE."""
+        """Information value per feature on the scorecard's bins, largest first.
+
+        The report's definition (:func:`duanka.training.monitoring.binned_divergence` of the legitimate
+        and mule shares per bin), read on the bins the scorecard fitted, missing values included.
+        """
         check_is_fitted(self, "logistic_")
         return self._iv.copy()
 

@@ -49,7 +49,7 @@ def tune(
 
     def objective(trial) -> float:
         model = MuleClassifier(negative_rate=negative_rate, random_state=seed, **search_space(trial))
-        model.fit(X, y, X_valid, y_valid, feature_names)
+        model.fit(X, y, eval_set=(X_valid, y_valid), feature_names=feature_names)
         return float(average_precision_score(y_valid, model.decision_function(X_valid)))
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))

@@ -3,7 +3,7 @@
 ``generate_bank`` writes ``applications.csv`` and ``labels.csv`` exactly as a bank's
 export would look, and ``truth.csv`` (scheme and group of every application) for
 evaluation only: duanka never reads it as an input. A scenario
-(:mod:`data.synthetic.scenarios`) generates the same bank after the rings have
+(:mod:`duanka.data.synthetic.scenarios`) generates the same bank after the rings have
 adapted to being watched.
 """
 

@@ -4,7 +4,7 @@ An address is built from parts (district, road, number, place name, building,
 floor, room); a :class:`Spelling` decides per row how it is written: with or
 without 广东省 and the city, 号 or 號, 栋/幢/座/号楼, 305房/305室/-305/房间305,
 ASCII or full-width digits. Every spelling of one place must give the same
-building key in :mod:`data.address`; writing one hotel many ways is how rings hide
+building key in :mod:`duanka.data.address`; writing one hotel many ways is how rings hide
 that their recruits share it.
 """
 
@@ -142,7 +142,7 @@ def street_address(
     Parameters
     ----------
     district : numpy.ndarray
-        Index into :data:`~data.synthetic.places.DISTRICTS` per row.
+        Index into :data:`~duanka.data.synthetic.places.DISTRICTS` per row.
     road, name : pyarrow.Array
         Road name and place name (estate, hotel, dormitory, office block) per row.
     number : numpy.ndarray
@@ -185,7 +185,7 @@ def home_address(home: np.ndarray, rng: np.random.Generator, spelling: Spelling)
     Parameters
     ----------
     home : numpy.ndarray
-        Index into :data:`~data.synthetic.places.HOMES` per row.
+        Index into :data:`~duanka.data.synthetic.places.HOMES` per row.
     rng : numpy.random.Generator
         Draws the town, village, group and house number.
     spelling : Spelling
@@ -237,7 +237,7 @@ def place_address(
     ----------
     place : Place
     district : numpy.ndarray
-        Index into :data:`~data.synthetic.places.DISTRICTS` per row.
+        Index into :data:`~duanka.data.synthetic.places.DISTRICTS` per row.
     site : numpy.ndarray
         Non-negative building (or household) number within the district per row.
     rng : numpy.random.Generator

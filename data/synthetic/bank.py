@@ -5,11 +5,11 @@ period first, because rings and agencies span months; the ordinary customers fil
 each month up to its share of the requested volume, so the files hold exactly
 ``applications`` rows (unless the schemes alone exceed it). Each month's
 confirmations put people on the joint-punishment list, and the re-applications of
-listed people (:mod:`data.synthetic.watchlist`) join a later month in place of as
+listed people (:mod:`duanka.data.synthetic.watchlist`) join a later month in place of as
 many ordinary customers. Memory is bounded by one month's rows plus the planned
 schemes.
 
-A scenario (:mod:`data.synthetic.scenarios`) says how far the rings have adapted
+A scenario (:mod:`duanka.data.synthetic.scenarios`) says how far the rings have adapted
 to a bank that watches for them; ``default`` is today's world, and for it a seed
 gives the same files it gave before scenarios existed.
 """
@@ -110,7 +110,7 @@ def generate_bank(
         Show a progress bar, one step per month.
     scenario : str or Scenario
         How far the rings have adapted: a name from
-        :data:`data.synthetic.scenarios.SCENARIOS` or a Scenario. Each scheme keeps
+        :data:`duanka.data.synthetic.scenarios.SCENARIOS` or a Scenario. Each scheme keeps
         its name in ``truth.csv`` whatever the scenario.
 
     Returns

@@ -1,6 +1,6 @@
 """Identifiers in their standard shapes, rendered a column at a time.
 
-Check characters come from :mod:`data.identity`, the functions ingestion validates
+Check characters come from :mod:`duanka.data.identity`, the functions ingestion validates
 with, so a generated number is valid by the very definition it is checked against.
 They are called once per value: the only per-row Python in the generator, about
 2 µs a row.

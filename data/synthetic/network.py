@@ -61,7 +61,7 @@ class Network:
 
 
 def build_network(rng: np.random.Generator) -> Network:
-    """Branches per :data:`~data.synthetic.places.DISTRICTS`, with 5-9 staff each."""
+    """Branches per :data:`~duanka.data.synthetic.places.DISTRICTS`, with 5-9 staff each."""
     branch_id, region, district, staff_id, first, count = [], [], [], [], [], []
     numbered = Counter[int]()  # branch digits run per region code, across 东莞's towns
     for d, place in enumerate(DISTRICTS):

@@ -4,7 +4,7 @@ Most mule accounts are found out (80-90 %, by scheme), 14 to 275 days after
 opening; a ring's or an insider's accounts come to light around one time, as one
 police notice leads to the rest. A few legitimate accounts are confirmed by
 mistake. Re-applications by people on the joint-punishment list
-(:mod:`data.synthetic.watchlist`) are refused, so never confirmed.
+(:mod:`duanka.data.synthetic.watchlist`) are refused, so never confirmed.
 
 ``labels.csv`` is the bank's cumulative export taken on a data extraction date late
 enough to hold every confirmation of the period's applications (its end plus 275
@@ -68,7 +68,7 @@ def confirmations(draft: Draft, ids: pa.Array, rng: np.random.Generator, salt: i
     -------
     pyarrow.Table
         ``application_id``, ``confirmed_at`` (int64 local seconds, see
-        :mod:`data.synthetic.period`) and ``source``.
+        :mod:`duanka.data.synthetic.period`) and ``source``.
     """
     scheme = draft["scheme"]
     chance = np.empty(len(draft))

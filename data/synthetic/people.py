@@ -2,7 +2,7 @@
 
 Applicants are drawn where they are needed and never stored, so memory does not
 grow with volume. Ages are exact: an applicant drawn aged 16 is 16 on the day
-of the application, by the rule :func:`data.identity.parse_resident_id` applies.
+of the application, by the rule :func:`duanka.data.identity.parse_resident_id` applies.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ the streets, estates, hotels, dormitories and office blocks they write down.
 
 Region codes are GB/T 2260 codes as printed on identity cards, including a few
 retired ones (邵东县 430521, 大方县 522422 ...), because real cards still carry them.
-Everything here is static data; :mod:`data.synthetic.addresses` spells it out.
+Everything here is static data; :mod:`duanka.data.synthetic.addresses` spells it out.
 """
 
 from __future__ import annotations

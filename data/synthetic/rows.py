@@ -178,7 +178,7 @@ def render(draft: Draft, network: Network, ids: pa.Array) -> tuple[pa.Table, pa.
     Returns
     -------
     (pyarrow.Table, pyarrow.Table)
-        Applications, columns exactly as :data:`data.contract.APPLICATIONS`, and
+        Applications, columns exactly as :data:`duanka.data.contract.APPLICATIONS`, and
         truth: ``application_id, is_mule (0/1), scheme, group_id``.
     """
     channel = draft["channel"]

@@ -4,33 +4,20 @@ A model trained on today's world learns today's tells: escorts in the visitor lo
 a ring's recruits on SIMs from one number block, one hotel and a couple of shared
 phones, an insider's openings under one staff id. Once a bank alerts on those,
 the rings change exactly those habits. A :class:`Scenario` names the handful of
-planner parameters (:mod:`data.synthetic.schemes`) that such a change moves, so
+planner parameters (:mod:`duanka.data.synthetic.schemes`) that such a change moves, so
 that a backtest can ask how the model fares on a world that hides each tell.
 
 Only the parameters here vary between scenarios; everything else, and every
-scheme's name in ``truth.csv``, stays as it is. The ``default`` scenario holds the
-schemes module's constants and draws exactly the random numbers it always drew,
-so a seed gives the same files as before scenarios existed. The planners read
-their values from ``world.scenario``, never from the constants directly.
+scheme's name in ``truth.csv``, stays as it is. The ``default`` scenario holds
+today's values (:class:`Scenario`'s defaults) and draws exactly the random numbers
+the generator always drew, so a seed gives the same files as before scenarios
+existed. The planners read these values from ``world.scenario`` only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
-
-from duanka.data.synthetic.schemes import (
-    BLOCK_SIM,
-    ESCORT_RECORDED,
-    INSIDER_BORROWED,
-    INSIDER_POSTS,
-    RING_BLOCKS,
-    RING_BRANCHES,
-    RING_DEVICES,
-    RING_HOTELS,
-    SHELL_ESCORTED,
-    VISIT,
-)
 
 
 class ScenarioName(StrEnum):
@@ -53,25 +40,25 @@ class Scenario:
 
     name: str
     # Escort rings: share of counter openings whose escort is recorded, (start, end).
-    escort_recorded: tuple[float, float] = ESCORT_RECORDED
+    escort_recorded: tuple[float, float] = (0.8, 0.15)
     # Shell operations: share of openings that record the escort.
-    shell_escorted: float = SHELL_ESCORTED
+    shell_escorted: float = 0.25
     # Escort rings: 7-digit number blocks their SIMs come from, per ring.
-    ring_blocks: tuple[int, int] = RING_BLOCKS
+    ring_blocks: tuple[int, int] = (1, 1)
     # Escort rings: share of recruits on a SIM from one of the ring's blocks.
-    block_sim: float = BLOCK_SIM
+    block_sim: float = 0.8
     # Escort rings: shared phones their app openings are made on, per ring.
-    ring_devices: tuple[int, int] = RING_DEVICES
+    ring_devices: tuple[int, int] = (1, 3)
     # Escort rings: hotels and 公寓 their recruits are lodged in, per ring.
-    ring_hotels: tuple[int, int] = RING_HOTELS
+    ring_hotels: tuple[int, int] = (1, 2)
     # Escort rings: branches used, about, (start, end).
-    ring_branches: tuple[float, float] = RING_BRANCHES
+    ring_branches: tuple[float, float] = (2.0, 10.0)
     # Escort rings: recruits an escort brings to a branch at once.
-    visit: tuple[int, int] = VISIT
+    visit: tuple[int, int] = (2, 6)
     # Insiders: branches each is posted to in turn, opening under that branch's staff id.
-    insider_posts: tuple[int, int] = INSIDER_POSTS
+    insider_posts: tuple[int, int] = (1, 1)
     # Insiders: share of their openings recorded under a colleague's id at the same desk.
-    insider_borrowed: float = INSIDER_BORROWED
+    insider_borrowed: float = 0.0
 
     def moved(self) -> dict[str, object]:
         """The parameters whose values differ from the default scenario's, by name."""

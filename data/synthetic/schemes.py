@@ -20,8 +20,8 @@ signals: own phone, own address, no escort recorded.
 Scenarios: once a bank watches for the rings' tells, the rings change them. The
 parameters such a change moves (escorts recorded, number blocks, devices, hotels,
 branches and visits per ring, insiders' postings) are read from
-``world.scenario`` (:mod:`data.synthetic.scenarios`); the constants below are the
-default scenario's values, today's world.
+``world.scenario``; their values in today's world are the defaults of
+:class:`duanka.data.synthetic.scenarios.Scenario`, the constants below all the others.
 """
 
 from __future__ import annotations
@@ -62,23 +62,16 @@ ACCOUNTS_PER_RECRUIT = (0.72, 0.20, 0.08)  # one, two or three, at different bra
 RING_ESCORTS = (1, 3)
 RING_PROVINCES = (1, 3)
 RING_DAYS = (5, 45)  # a ring's active window
-VISIT = (2, 6)  # recruits an escort brings to a branch at once
 RECRUIT_AGES = ((16, 17, 0.04), (18, 25, 0.5), (26, 40, 0.3), (41, 54, 0.06), (55, 72, 0.1))
 ESCORT_AGES = ((22, 45, 1.0),)
 RECRUIT_PLACES = (Place.LODGING, None, Place.RESIDENCE)  # None: household-register address
 RECRUIT_PLACE_SHARES = (0.7, 0.2, 0.1)
-RING_HOTELS = (1, 2)
-RING_BLOCKS = (1, 1)  # 7-digit number blocks per ring
-BLOCK_SIM = 0.8  # recruits on a SIM from the ring's number blocks
 BLOCK_TENURE = 14  # days, at most, those SIMs are old
 FULL_BUNDLE = 0.85
 RING_TAMPERED = 0.02
 RING_REFERRED = 0.1  # rings that name a referrer, on half their openings
-RING_DEVICES = (1, 3)
 RING_NIGHT = 0.35  # of their app openings
-ESCORT_RECORDED = (0.8, 0.15)  # counter openings whose escort is recorded (visitor log, video)
 RING_APP = (0.05, 0.55)  # openings on the app, on the ring's few shared phones
-RING_BRANCHES = (2.0, 10.0)
 RING_VARIETY = (0.1, 0.75)
 
 SHELL_SHARE = 0.0015
@@ -93,7 +86,6 @@ SHELL_REUSED = 0.1  # companies whose representative already fronts another
 SHELL_COMPANY_AGE = (1, 60)
 SHELL_ONSITE = 0.55
 SHELL_RECORDED = 0.75  # openings that name the intermediary
-SHELL_ESCORTED = 0.25
 SHELL_FULL_BUNDLE = 0.8
 SHELL_TAMPERED = 0.05
 SHELL_VARIETY = (0.15, 0.6)
@@ -102,8 +94,6 @@ INSIDER_SHARE = 0.001
 INSIDER_ACCOUNTS = 250  # per insider over the period, about
 INSIDERS = (1, 6)
 INSIDER_MONTHS = (6, 20)  # active, within the period
-INSIDER_POSTS = (1, 1)  # branches an insider is posted to in turn, opening under that branch's staff id
-INSIDER_BORROWED = 0.0  # of an insider's openings, recorded under a colleague at the same desk
 INSIDER_ONSITE = 0.3
 INSIDER_TAMPERED = (0.35, 0.75)  # without, with an on-site visit recorded (a doctored photo)
 INSIDER_AFTER_HOURS = 0.25

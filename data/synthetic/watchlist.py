@@ -50,7 +50,7 @@ def listings(
     ids : pyarrow.Array
         Their application ids.
     confirmed : pyarrow.Table
-        The month's confirmations (:func:`data.synthetic.outcomes.confirmations`).
+        The month's confirmations (:func:`duanka.data.synthetic.outcomes.confirmations`).
     listed : set of str
         ID numbers listed so far; updated with the people listed here.
     world : World

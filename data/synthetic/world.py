@@ -1,21 +1,18 @@
 """What every part of the generator shares: the period, the bank, its volume, how
 its customers' homes are spread over the districts, and the scenario: how far the
-rings have adapted (:mod:`data.synthetic.scenarios`). The planners take the
+rings have adapted (:mod:`duanka.data.synthetic.scenarios`). The planners take the
 scenario from here, so that a scenario is one argument and not a module setting."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from duanka.data.synthetic.network import Network, build_network
 from duanka.data.synthetic.period import Period
 from duanka.data.synthetic.places import DISTRICT_CITY
-
-if TYPE_CHECKING:  # scenarios imports the schemes, which import this module
-    from duanka.data.synthetic.scenarios import Scenario
+from duanka.data.synthetic.scenarios import Scenario
 
 # A district's applicants of the period live in 1/0.3 times as many households,
 # drawn at random: about a quarter of them share their address (family,

@@ -1,0 +1,96 @@
+"""``duanka keys create | revoke | list``: the service's API keys, printed once and stored hashed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table as RichTable
+
+from duanka.cli.options import PLAIN_HELP, ServiceDataOption
+from duanka.cli.output import console, fail
+from duanka.data.config import get_settings
+
+if TYPE_CHECKING:
+    from duanka.serving.keys import KeyFile
+
+keys_app = typer.Typer(
+    **PLAIN_HELP, help="API keys for the service: printed once, stored hashed.", no_args_is_help=True
+)
+
+
+def key_file(data: Path | None) -> KeyFile:
+    """The key file of the service that runs on ``data``."""
+    from duanka.serving.keys import KeyFile
+    from duanka.serving.state import ServingPaths
+
+    settings = get_settings()
+    return KeyFile(ServingPaths.for_data(data or settings.data_dir, settings).keys)
+
+
+@keys_app.command("create")
+def keys_create(
+    branches: Annotated[
+        str | None, typer.Option(help="Comma-separated branch ids the key may score for [default: all].")
+    ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            help="May reload the model (POST /v1/admin/reload) and feed the watchlist (POST /v1/watchlist)."
+        ),
+    ] = False,
+    labels: Annotated[
+        bool,
+        typer.Option(help="May confirm mule accounts (POST /v1/labels), of its branches when scoped."),
+    ] = False,
+    data: ServiceDataOption = None,
+) -> None:
+    """Create a key and print it once; only its SHA-256 is stored."""
+    scope = tuple(b.strip() for b in branches.split(",") if b.strip()) if branches else None
+    if branches is not None and not scope:
+        raise fail("--branches names no branch")
+    keyfile = key_file(data)
+    record, token = keyfile.create(scope, admin=admin, labels=labels)
+    rights = [name for name, granted in (("admin", admin), ("labels", labels)) if granted]
+    console.print(
+        f"created key {record.key_id} for {'branches ' + ', '.join(scope) if scope else 'all branches'}"
+        f"{' (' + ', '.join(rights) + ')' if rights else ''} -> {keyfile.path}\n"
+        "the key (shown once, store it now):"
+    )
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (duanka keys list).")],
+    data: ServiceDataOption = None,
+) -> None:
+    """Revoke a key; the running service refuses it from its next request."""
+    from duanka.serving.keys import UnknownKey
+
+    keyfile = key_file(data)
+    try:
+        record = keyfile.revoke(key_id)
+    except UnknownKey:
+        raise fail(f"no key {key_id} in {keyfile.path}") from None
+    console.print(f"revoked key {record.key_id} at {record.revoked_at} -> {keyfile.path}")
+
+
+@keys_app.command("list")
+def keys_list(data: ServiceDataOption = None) -> None:
+    """Every key: id, scope, admin, labels, created, revoked (never the key itself)."""
+    keyfile = key_file(data)
+    table = RichTable(title=f"API keys ({keyfile.path})")
+    for column in ("key id", "branches", "admin", "labels", "created", "revoked"):
+        table.add_column(column)
+    for k in keyfile.records():
+        table.add_row(
+            k.key_id,
+            ", ".join(k.branches) if k.branches else "all",
+            "yes" if k.admin else "",
+            "yes" if k.labels else "",
+            k.created_at,
+            k.revoked_at or "",
+        )
+    console.print(table)

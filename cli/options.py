@@ -1,0 +1,57 @@
+"""Options several verbs share, with their help texts, and the parsing of dates and instants."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from duanka.data.config import SHANGHAI
+from duanka.training.calibration import CalibrationKind
+from duanka.training.labels import LabelPolicy
+
+# Help is plain text: rich's markup would read "[default: data/store]" as a tag and drop it.
+PLAIN_HELP = {"rich_markup_mode": None}
+EXCEL_HELP = "A CSV Excel opens as UTF-8 (with a byte-order mark): reasons_zh stays readable."
+
+DataOption = Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")]
+ServiceDataOption = Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(help="Registered model URI [default: models:/duanka@champion, else @challenger]."),
+]
+ExcelOption = Annotated[bool, typer.Option(help=EXCEL_HELP)]
+CalibrationOption = Annotated[CalibrationKind, typer.Option(help="How margins become probabilities.")]
+LabelPolicyOption = Annotated[
+    LabelPolicy,
+    typer.Option(
+        help="Rows and labels of the shipped refit: mature (outcome window closed), delay-weighted "
+        "(every row; an unconfirmed one weighted by the chance its label has arrived), horizon "
+        "(a shorter outcome horizon, --horizon-days)."
+    ),
+]
+HorizonOption = Annotated[
+    int, typer.Option(min=1, help="The outcome horizon of --label-policy horizon, in days.")
+]
+
+
+def parse_instant(value: str) -> pd.Timestamp:
+    """``YYYY-MM-DD`` (start of that day, Asia/Shanghai) or a full ISO 8601 timestamp, as UTC."""
+    try:
+        stamp = pd.Timestamp(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither YYYY-MM-DD nor an ISO 8601 timestamp") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize(SHANGHAI)
+    return stamp.tz_convert("UTC")
+
+
+def parse_date(value: str) -> date:
+    """``YYYY-MM-DD`` as a date."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None

@@ -1,0 +1,113 @@
+"""``duanka quickstart``: the demo pipeline (:mod:`duanka.serving.quickstart`), told as it goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from duanka.cli.data import IngestTable, ingest_bar
+from duanka.cli.output import console, fail, invoked_as
+from duanka.cli.prerequisites import warn_if_demo_key
+from duanka.cli.scoring import show_scores
+from duanka.cli.training import show_training
+from duanka.data.config import Settings, get_settings
+from duanka.data.ingest_job import IngestedFile
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import GeneratedBank
+from duanka.serving.quickstart import DemoPlan, DemoScores
+from duanka.training.promote import Decision
+from duanka.training.run import TrainConfig, TrainResult
+
+
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Folder for the demo bank and its event store.")] = Path(
+        "data/quickstart"
+    ),
+    applications: Annotated[int, typer.Option(min=20_000, help="Size of the demo bank.")] = 150_000,
+    months: Annotated[int, typer.Option(min=12, help="Months of the demo bank.")] = 18,
+) -> None:
+    """Generate a demo bank, ingest it (demo key), train, promote, report, score its last month."""
+    from duanka.data.pseudonym import MissingPseudonymKey
+    from duanka.data.reader import UnusableFile
+    from duanka.data.store import StoreKeyMismatch
+    from duanka.serving.quickstart import run_quickstart
+    from duanka.training.bundle import ModelIntegrityError
+    from duanka.training.signing import SigningKeyError
+
+    settings = get_settings()
+    plan = DemoPlan(out, applications=applications, months=months, seed=settings.seed)
+    try:
+        demo = run_quickstart(plan, settings, QuickstartPrinter(plan, settings), file_progress=ingest_bar)
+    except (
+        MissingPseudonymKey,
+        UnusableFile,
+        StoreKeyMismatch,
+        ValueError,
+        SigningKeyError,
+        ModelIntegrityError,
+    ) as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"refused by rule (applicant on the joint-punishment list): {demo.refused:,} of "
+        f"{len(demo.scores):,} applications; model alerts (high or critical): {demo.alerts:,}"
+    )
+    me = invoked_as()
+    console.print(
+        "[bold green]quickstart done[/]\n"
+        f"  demo bank (contract CSV + truth): {plan.bank_dir}\n"
+        f"  event store (pseudonymised):     {plan.store_dir}\n"
+        f"  MLflow tracking + registry:      {settings.tracking_uri()}  (models:/duanka@champion)\n"
+        f"  model report:                    {plan.report_path}\n"
+        f"  last month's scores:             {plan.scores_path}\n"
+        f"  serve it:                        {me} keys create --data {plan.store_dir} && "
+        f"{me} serve --data {plan.store_dir} --demo"
+    )
+
+
+class QuickstartPrinter:
+    """Each step of the demo on the terminal, in the lines the verbs of those steps print."""
+
+    def __init__(self, plan: DemoPlan, settings: Settings) -> None:
+        self.plan = plan
+        self.settings = settings
+        self.ingest_table = IngestTable(EventStore(plan.store_dir))
+
+    def bank_generated(self, bank: GeneratedBank) -> None:
+        console.print(
+            f"demo bank: {bank.n_applications:,} applications, {bank.n_labels:,} labels, "
+            f"{bank.n_listed:,} watchlist listings -> {self.plan.bank_dir}"
+        )
+
+    def ingest_started(self, keys: Pseudonymiser) -> None:
+        warn_if_demo_key(keys)
+
+    def file_ingested(self, ingested: IngestedFile) -> None:
+        self.ingest_table.add(ingested)
+
+    def ingest_done(self) -> None:
+        self.ingest_table.show()
+
+    def training_started(self, as_of: pd.Timestamp) -> None:
+        console.print(f"training as of {as_of.date()} (the end of the demo period)")
+
+    def trained(self, result: TrainResult, config: TrainConfig) -> None:
+        show_training(result, config.label_policy, self.settings)
+
+    def promoted(self, decision: Decision) -> None:
+        console.print(
+            f"promotion of v{decision.challenger_version}: "
+            f"{'promoted' if decision.promoted else 'kept out'} ({decision.reason})"
+        )
+
+    def reported(self, report: Path) -> None:
+        console.print(f"wrote model report -> {report}")
+
+    def scoring_started(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
+        console.print(f"scoring the last month ({start.date()} to {end.date()}) with the champion")
+
+    def scored(self, scores: DemoScores) -> None:
+        show_scores(scores.scores, scores.written, scores.model)

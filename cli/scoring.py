@@ -1,0 +1,211 @@
+"""``duanka score`` and ``duanka serve``: batch scores, and the HTTP scoring service."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import pandas as pd
+import typer
+from rich.table import Table as RichTable
+
+from duanka.cli.engine import EngineKind, EngineOption, PartitionsOption, SchedulerOption, dask_engine
+from duanka.cli.options import DataOption, ExcelOption, ModelOption, parse_instant
+from duanka.cli.output import console, err, fail, invoked_as
+from duanka.cli.prerequisites import (
+    audit_chain_key,
+    load_model,
+    model_source,
+    require_store,
+    store_pseudonymiser,
+    verified,
+)
+from duanka.data.config import get_settings
+from duanka.training.bands import BLOCKED
+
+if TYPE_CHECKING:
+    from duanka.serving.model_source import LoadedModel
+
+
+def score(
+    out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
+    data: DataOption = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First applied_at to score (YYYY-MM-DD or ISO 8601).")
+    ] = None,
+    to: Annotated[str | None, typer.Option(help="Score applications applied before this instant.")] = None,
+    applications: Annotated[
+        Path | None, typer.Option(help="Contract file to score instead of a stored date range.")
+    ] = None,
+    model: ModelOption = None,
+    explain_all: Annotated[
+        bool, typer.Option(help="Reasons for every band, not only medium and above.")
+    ] = False,
+    engine: EngineOption = EngineKind.LOCAL,
+    scheduler: SchedulerOption = None,
+    partitions: PartitionsOption = None,
+    excel: ExcelOption = False,
+) -> None:
+    """Point-in-time batch scores: each application with the state as it was when it applied."""
+    from duanka.data.reader import UnusableFile
+    from duanka.data.store import StoreKeyMismatch
+    from duanka.serving.batch import score_file
+    from duanka.serving.batch_job import NothingToScore, score_stored_period, write_rejections
+
+    if applications is None and (from_ is None or to is None):
+        raise fail("say what to score: --from DATE --to DATE (stored events) or --applications FILE")
+    if applications is not None and (from_ is not None or to is not None):
+        raise fail("give either --applications or --from/--to, not both")
+    data_dir = data or get_settings().data_dir
+    # a file is scored against the stored history, which may be empty
+    store = require_store(data_dir, empty_ok=True)
+    loaded = load_model(model)
+    if applications is None:
+        start, end = parse_instant(from_), parse_instant(to)
+        if start >= end:
+            raise fail(f"--from {from_} is not before --to {to}")
+        require_store(data_dir)  # a stored period needs something ingested
+        with dask_engine(engine, scheduler) as client:
+            try:
+                scores = score_stored_period(
+                    store,
+                    start,
+                    end,
+                    loaded,
+                    explain_all=explain_all,
+                    client=client,
+                    partitions=partitions,
+                    scratch=get_settings().scratch_dir,
+                )
+            except NothingToScore as exc:
+                raise fail(str(exc)) from None
+            write_and_show_scores(scores, out, loaded, excel=excel)
+        return
+    if engine != "local":
+        raise fail("--engine dask scores a stored date range (--from/--to); a file is scored locally")
+    try:
+        result = score_file(
+            applications, store, store_pseudonymiser(store), loaded, explain_all=explain_all, progress=True
+        )
+    except (UnusableFile, StoreKeyMismatch) as exc:
+        raise fail(str(exc)) from None
+    write_and_show_scores(result.scores, out, loaded, excel=excel)
+    if not result.rejections.empty:
+        rejected = write_rejections(result.rejections, out)
+        console.print(
+            f"{result.rejections['row'].nunique():,} rows break the contract and were not scored: "
+            f"reasons -> {rejected}"
+        )
+
+
+def write_and_show_scores(
+    scores: pd.DataFrame, out: Path, model: LoadedModel, *, excel: bool = False
+) -> None:
+    """Write ``scores`` to ``out`` (CSV or Parquet by its suffix), then show them by band."""
+    from duanka.serving.batch import write_scores
+
+    try:
+        written = write_scores(scores, out, excel=excel)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    show_scores(scores, written, model)
+
+
+def show_scores(scores: pd.DataFrame, written: Path, model: LoadedModel) -> None:
+    """Scores by band, and where they were written."""
+    table = RichTable(title="scores by band")
+    table.add_column("band")
+    table.add_column("applications", justify="right")
+    table.add_column("share", justify="right")
+    counts = scores["band"].value_counts()
+    for band in (BLOCKED, "critical", "high", "medium", "low"):
+        n = int(counts.get(band, 0))
+        table.add_row(band, f"{n:,}", f"{n / max(1, len(scores)):.2%}")
+    console.print(table)
+    console.print(f"wrote {len(scores):,} scores (model version {model.version}) -> {written}")
+
+
+def serve(
+    model: ModelOption = None,
+    data: DataOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    poll_seconds: Annotated[
+        float | None,
+        typer.Option(min=0, help="Follow the alias every N seconds; 0 disables [default: settings]."),
+    ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(help="Serve a store pseudonymised with the public demo key (synthetic data only)."),
+    ] = False,
+) -> None:
+    """The HTTP scoring service on that state (one worker; see docs/serving.md)."""
+    import uvicorn
+
+    from duanka.serving.admission import AdmissionPolicy
+    from duanka.serving.api import create_app, server_protocol
+    from duanka.serving.keys import KeyFile
+    from duanka.serving.lifecycle import ServiceConfig
+    from duanka.serving.state import ServingPaths
+
+    settings = get_settings()
+    # the service starts on a store nothing has been ingested into yet as well
+    store = require_store(data or settings.data_dir, empty_ok=True)
+    keys = store_pseudonymiser(store)
+    if keys.is_demo and not demo:
+        raise fail(
+            f"{store.root} was pseudonymised with the public demo key: anyone can link its pseudonyms "
+            "back to people, so it is served only with --demo (synthetic data). Real data: ingest "
+            "it with DUANKA_PSEUDONYM_KEY or DUANKA_PSEUDONYM_KEY_FILE set (docs/pseudonymisation.md)"
+        )
+    source = model_source(model)
+    loaded = verified(source)
+    paths = ServingPaths.for_data(store.root, settings)
+    if not any(k.active for k in KeyFile(paths.keys).records()):
+        err.print(
+            f"[bold yellow]no active API keys[/] in {paths.keys}: every request gets 401 until "
+            f"`{invoked_as()} keys create --data {store.root}`"
+        )
+    admission = AdmissionPolicy(
+        rate_limit=settings.rate_limit,
+        max_in_flight=settings.max_in_flight,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        keep_alive_s=settings.keep_alive_s,
+    )
+    config = ServiceConfig(
+        source=source,
+        model=loaded,
+        keys=keys,
+        store=store,
+        paths=paths,
+        poll_seconds=settings.model_poll_seconds if poll_seconds is None else poll_seconds,
+        chain_key=audit_chain_key(settings, keys),
+        anchor_every_s=settings.audit_anchor_every_s,
+        tolerance=timedelta(seconds=settings.backdating_tolerance_s),
+        admission=admission,
+        prune_every_s=settings.prune_every_s,
+    )
+    console.print(
+        f"serving {loaded.registered.uri} (version {loaded.version}) on http://{host}:{port} "
+        f"with state {paths.root}; OpenAPI docs at /docs"
+    )
+    # the service's own lines (the audit anchor, model polls) beside uvicorn's, on stderr
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    service_log = logging.getLogger("duanka")
+    service_log.addHandler(handler)
+    service_log.setLevel(logging.INFO)
+    served = create_app(config)
+    uvicorn.run(
+        served,
+        host=host,
+        port=port,
+        workers=1,
+        access_log=False,
+        log_level="info",
+        http=server_protocol(served, admission),
+        timeout_keep_alive=admission.keep_alive_s,
+    )

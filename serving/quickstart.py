@@ -1,0 +1,175 @@
+"""The demo pipeline of ``duanka quickstart``: every room once, on a synthetic bank.
+
+Generate a bank, ingest it under the demo pseudonym key (unless a key is configured), train
+as of the end of its period, promote, write the model report, and score its last month with
+the champion. It lives in serving, the one room that may use all the others. It prints
+nothing: it tells a :class:`QuickstartSteps` what each step did, and raises what a step raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from duanka.data.config import SHANGHAI, Settings
+from duanka.data.ingest_job import FileProgress, IngestedFile, contract_files, ingest_files
+from duanka.data.pseudonym import Pseudonymiser
+from duanka.data.store import EventStore
+from duanka.data.synthetic import GeneratedBank, generate_bank
+from duanka.serving.batch import write_scores
+from duanka.serving.batch_job import score_stored_period
+from duanka.serving.model_source import LoadedModel, ModelSource
+from duanka.training.bands import ALERT_BANDS, BLOCKED
+from duanka.training.jobs import promote_challenger, train_challenger
+from duanka.training.promote import Decision
+from duanka.training.report import build_report
+from duanka.training.run import TrainConfig, TrainResult
+from duanka.training.signing import signing_key
+from duanka.training.tracking import configure
+
+CHAMPION_URI = "models:/duanka@champion"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Where the demo writes and which period its bank covers.
+
+    Attributes
+    ----------
+    out : pathlib.Path
+        The demo's folder: ``bank/``, ``store/``, ``report.html``, ``scores.csv``.
+    applications : int
+        Size of the bank.
+    months : int
+        Months of openings, from ``start``.
+    seed : int
+        Seed of the bank.
+    start : datetime.date
+        First day of the bank's period.
+    """
+
+    out: Path
+    applications: int
+    months: int
+    seed: int
+    start: date = date(2024, 1, 1)
+
+    @property
+    def bank_dir(self) -> Path:
+        return self.out / "bank"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.out / "store"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out / "report.html"
+
+    @property
+    def scores_path(self) -> Path:
+        return self.out / "scores.csv"
+
+    @property
+    def as_of(self) -> pd.Timestamp:
+        """The end of the bank's period (Asia/Shanghai): the model is trained as of it."""
+        return pd.Timestamp(self.start, tz=SHANGHAI) + pd.DateOffset(months=self.months)
+
+    @property
+    def last_month_start(self) -> pd.Timestamp:
+        """The start of the month the champion scores, which ends at :attr:`as_of`."""
+        return self.as_of - pd.DateOffset(months=1)
+
+
+@dataclass(frozen=True)
+class DemoScores:
+    """The last month's scores and what they say."""
+
+    scores: pd.DataFrame
+    written: Path
+    model: LoadedModel
+
+    @property
+    def refused(self) -> int:
+        """Applications refused by rule: the applicant is on the joint-punishment list."""
+        return int((self.scores["band"] == BLOCKED).sum())
+
+    @property
+    def alerts(self) -> int:
+        """Applications the model puts in an alert band."""
+        return int(self.scores["band"].isin(ALERT_BANDS).sum())
+
+
+class QuickstartSteps(Protocol):
+    """What :func:`run_quickstart` tells its caller, step by step."""
+
+    def bank_generated(self, bank: GeneratedBank) -> None: ...
+
+    def ingest_started(self, keys: Pseudonymiser) -> None: ...
+
+    def file_ingested(self, ingested: IngestedFile) -> None: ...
+
+    def ingest_done(self) -> None: ...
+
+    def training_started(self, as_of: pd.Timestamp) -> None: ...
+
+    def trained(self, result: TrainResult, config: TrainConfig) -> None: ...
+
+    def promoted(self, decision: Decision) -> None: ...
+
+    def reported(self, report: Path) -> None: ...
+
+    def scoring_started(self, start: pd.Timestamp, end: pd.Timestamp) -> None: ...
+
+    def scored(self, scores: DemoScores) -> None: ...
+
+
+def run_quickstart(
+    plan: DemoPlan, settings: Settings, steps: QuickstartSteps, *, file_progress: FileProgress | None = None
+) -> DemoScores:
+    """Run the demo of ``plan``; the champion's scores of the bank's last month.
+
+    Raises
+    ------
+    data.pseudonym.MissingPseudonymKey, ValueError
+        An unusable configured pseudonym key; ValueError also for training the store cannot answer.
+    training.signing.SigningKeyError
+        An unreadable model signing key.
+    training.bundle.ModelIntegrityError
+        A registered model that fails verification.
+    """
+    bank = generate_bank(
+        plan.bank_dir,
+        months=plan.months,
+        applications=plan.applications,
+        seed=plan.seed,
+        start=plan.start,
+        progress=True,
+    )
+    steps.bank_generated(bank)
+
+    keys = Pseudonymiser.from_settings(settings, demo=True)
+    steps.ingest_started(keys)
+    store = EventStore(plan.store_dir)
+    files = contract_files(bank.applications, bank.labels, bank.watchlist)
+    for ingested in ingest_files(files, store, keys, progress=file_progress):
+        steps.file_ingested(ingested)
+    steps.ingest_done()
+
+    steps.training_started(plan.as_of)
+    config = TrainConfig(as_of=plan.as_of.tz_convert("UTC"), truth=bank.truth)
+    steps.trained(train_challenger(store, config, settings), config)
+    steps.promoted(promote_challenger(store, settings))
+    steps.reported(build_report(CHAMPION_URI, plan.report_path, configure(settings)))
+
+    start, end = plan.last_month_start, plan.as_of
+    steps.scoring_started(start, end)
+    champion = ModelSource(CHAMPION_URI, configure(settings), signing_key=signing_key(settings)).load()
+    scores = score_stored_period(store, start.tz_convert("UTC"), end.tz_convert("UTC"), champion)
+    demo = DemoScores(scores, write_scores(scores, plan.scores_path), champion)
+    steps.scored(demo)
+    return demo
