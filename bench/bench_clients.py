@@ -32,9 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_serve import URI, _env, _free_port, _wait, fresh_state, prepare, request_bodies, request_rows
+from bench_serve import URI, _env, _wait, fresh_state, prepare, request_bodies, request_rows
 
 from duanka.serving.keys import KeyFile
+from tests.factories import free_port
 
 
 async def held_open(port: int, data: bytes, limit_s: float) -> tuple[float, bytes]:
@@ -140,14 +141,12 @@ def main() -> None:
     token = KeyFile(paths.keys).create()[1]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     bodies = iter(request_bodies(request_rows(args.work), 5_000, "C"))
-    port = _free_port()
+    port = free_port()
     duanka = str(Path(sys.executable).parent / "duanka")
     server = subprocess.Popen(
         [duanka, "serve", "--data", str(args.work / "store"), "--model", URI, "--port", str(port)],
-        # 200 sent at once arrive out of order: not a backdating test
         env={
             **_env(args.work),
-            "DUANKA_BACKDATING_TOLERANCE_S": str(30 * 86_400),
             **({"DUANKA_RATE_LIMIT": args.rate_limit} if args.rate_limit else {}),
         },
         stdout=subprocess.DEVNULL,

@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import (
     URI,
     _env,
-    _free_port,
     _wait,
     fresh_state,
     measured,
@@ -43,6 +42,7 @@ from bench_serve import (
 )
 
 from duanka.serving.keys import KeyFile
+from tests.factories import free_port
 
 TIMEOUT_S = 10.0
 
@@ -170,7 +170,7 @@ def main() -> None:
         "Content-Type": "application/json",
     }
     bodies = request_bodies(rows, n, "L")
-    port = _free_port()
+    port = free_port()
     duanka = str(Path(sys.executable).parent / "duanka")
     server = subprocess.Popen(
         [duanka, "serve", "--data", str(args.work / "store"), "--model", URI, "--port", str(port)],

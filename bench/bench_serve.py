@@ -27,7 +27,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Coroutine
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ from duanka.training.tracking import configure
 from tests.factories import free_port
 
 SECRET = "bench-secret-" + "0123456789abcdef" * 2
+AUDIT_SECRET = "bench-audit-" + "fedcba9876543210" * 2
 START = date(2024, 1, 1)
 MONTHS = 14
 URI = f"models:/{MODEL_NAME}@champion"
@@ -230,7 +231,10 @@ def stages(work: Path, rows: list[dict], n: int) -> None:
         DecisionLog(paths.decisions, chain_key=keys.audit_chain_key(), checkpoint_every_s=0.5) as log,
     ):
         online.warm()
-        scorer = Scorer(model, online, log, keys)
+        # the rows are of the bank's last weeks: the scorer's clock reads the end of them
+        times = [datetime.fromisoformat(str(row["applied_at"])) for row in rows[n : 2 * n]]
+        end = max(times)
+        scorer = Scorer(model, online, log, keys, clock=lambda: end, tolerance=end - min(times))
         whole = []
         for row in rows[n : 2 * n]:
             t0 = time.perf_counter()
@@ -277,8 +281,14 @@ def _env(work: Path) -> dict[str, str]:
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "DUANKA_MODELS_DIR": str(work / "models"),
         "DUANKA_PSEUDONYM_KEY": SECRET,
+        # outside a demo store the record's chain needs a key of its own (SECURITY.md)
+        "DUANKA_AUDIT_CHAIN_KEY": AUDIT_SECRET,
         "MLFLOW_TRACKING_URI": _settings(work).tracking_uri(),
         "DUANKA_MODEL_POLL_SECONDS": "0",
+        # the service reads the real clock; the bank's requests are of START + MONTHS
+        "DUANKA_BACKDATING_TOLERANCE_S": str(
+            int((datetime.now(UTC) - datetime.combine(START, datetime.min.time(), UTC)).total_seconds())
+        ),
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -17,6 +18,7 @@ from duanka.cli.keys import keys_app
 from duanka.cli.options import PLAIN_HELP
 from duanka.cli.prerequisites import checked_settings
 from duanka.cli.quickstart import quickstart
+from duanka.data.private import owner_only_umask
 
 app = typer.Typer(
     **PLAIN_HELP,
@@ -30,11 +32,16 @@ app = typer.Typer(
 
 @app.callback()
 def check_configuration(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the libraries' own INFO messages (MLflow, alembic).")
     ] = False,
 ) -> None:
     """Money-mule risk scoring for account openings (断卡): ingest, features, train, score."""
+    # What a verb creates holds pseudonymised events, models, scores or keys: owner-only, whatever
+    # umask the shell gave (MLflow and the other libraries create their files with it). Put back
+    # when the command ends, for a process that runs commands in turn (the tests' runner).
+    ctx.call_on_close(partial(os.umask, owner_only_umask()))
     if not verbose:
         # MLflow reads this when it is first imported; a user sees duanka's lines and warnings
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

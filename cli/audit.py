@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from duanka.cli.options import PLAIN_HELP, ExcelOption, ServiceDataOption
-from duanka.cli.output import console, fail
+from duanka.cli.output import console, err, fail
 from duanka.cli.prerequisites import audit_chain_key, store_pseudonymiser
 from duanka.data.config import get_settings
 from duanka.data.store import EventStore
+
+if TYPE_CHECKING:
+    from duanka.serving.anchor import SignedAnchor
+    from duanka.serving.chain import Head
 
 audit_app = typer.Typer(
     **PLAIN_HELP, help="The service's append-only decision audit log.", no_args_is_help=True
@@ -31,10 +35,38 @@ def decision_record(data: Path | None) -> Path:
 
 
 def chained_record(data: Path | None) -> tuple[Path, bytes]:
-    """The decision record of the service on ``data`` and the key of its hash chain."""
-    store = EventStore(data or get_settings().data_dir)
+    """The decision record of the service on ``data`` and the key of its hash chain (the audit key;
+    a demo store may go without, and is then told its chain proves nothing)."""
+    from duanka.serving.chain import is_demo_chain
+
+    settings = get_settings()
+    store = EventStore(data or settings.data_dir)
     path = decision_record(store.root)
-    return path, audit_chain_key(get_settings(), store_pseudonymiser(store))
+    keys = store_pseudonymiser(store)
+    key = audit_chain_key(settings, keys)
+    if is_demo_chain(settings, keys):
+        err.print(
+            "[bold yellow]DEMO chain key[/]: derived from the public demo key, so this record's chain "
+            "and anchors prove nothing; set DUANKA_AUDIT_CHAIN_KEY or DUANKA_AUDIT_CHAIN_KEY_FILE."
+        )
+    return path, key
+
+
+def require_untampered_record(path: Path, key: bytes) -> None:
+    """Exit with one line when the record at ``path`` may not be opened for writing
+    (:func:`duanka.serving.chain.open_problem`): before the service loads anything."""
+    from duanka.serving.audit import RecordTampered
+    from duanka.serving.chain import open_problem
+
+    if not path.exists():
+        return
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        problem = open_problem(con, key)
+    finally:
+        con.close()
+    if problem is not None:
+        raise fail(str(RecordTampered(path, problem)))
 
 
 @audit_app.command("export")
@@ -62,33 +94,85 @@ def audit_verify(
     data: ServiceDataOption = None,
     anchor: Annotated[
         str | None,
-        typer.Option(help="A head printed earlier by `audit anchor` (or logged by the service) to reach."),
+        typer.Option(help="A head to reach: a line `audit anchor` printed, or its bare head (decisions=…)."),
+    ] = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file of signed anchors (DUANKA_AUDIT_ANCHOR_FILE, or syslog's): reach every one."
+        ),
     ] = None,
 ) -> None:
-    """Check the record's hash chain: exit 1 naming the first row changed, inserted, moved or
-    removed, or the anchor no longer reached; exit 0 when intact."""
-    from duanka.serving.chain import Head, verify
+    """Check the record's hash chain and meta's seals: exit 1 naming the first row changed,
+    inserted, moved or removed, or the first anchor no longer reached (or not signed with the
+    audit key); exit 0 when intact."""
+    from duanka.serving.chain import verify
 
     path, key = chained_record(data)
+    expected: list[Head] = []
+    named: list[str] = []  # how the message names each anchor
     try:
-        expected = Head.parse(anchor) if anchor is not None else None
+        if anchor is not None:
+            expected.append(_given_anchor(anchor, key))
+            named.append("the anchor given")
+        for number, signed in _anchor_file(anchors, key):
+            expected.append(signed.head)
+            named.append(f"the anchor on line {number} of {anchors} (taken {signed.at})")
     except ValueError as exc:
         raise fail(str(exc)) from None
     con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        verdict = verify(con, key, expected)
+        verdict = verify(con, key, anchors=expected)
     finally:
         con.close()
     if verdict.problem is not None:
+        if verdict.unreached is not None:
+            raise fail(f"{path}: does not reach {named[verdict.unreached]}: {verdict.problem}")
         raise fail(f"{path}: {verdict.problem}")
-    reached = " and reaches the anchor" if expected is not None else ""
+    reached = {0: "", 1: " and reaches the anchor"}.get(
+        len(expected), f" and reaches all {len(expected):,} anchors"
+    )
     rows = ", ".join(f"{t} {h.rows:,}" for t, h in sorted(verdict.head.tables.items()))
     console.print(f"{path}: intact{reached} ({rows} rows)")
 
 
+def _given_anchor(text: str, key: bytes) -> Head:
+    """``--anchor``: a signed line (its signature checked) or a bare head."""
+    from duanka.serving.anchor import MARKER, SignedAnchor
+    from duanka.serving.chain import Head
+
+    if MARKER not in text:
+        return Head.parse(text)
+    signed = SignedAnchor.parse(text)
+    problem = signed.problem(key)
+    if problem is not None:
+        raise ValueError(f"the anchor given: {problem}")
+    return signed.head
+
+
+def _anchor_file(path: Path | None, key: bytes) -> list[tuple[int, SignedAnchor]]:
+    """``--anchors``: every signed anchor in the file, each signature checked."""
+    from duanka.serving.anchor import read_anchors
+
+    if path is None:
+        return []
+    try:
+        found = read_anchors(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    for number, signed in found:
+        problem = signed.problem(key)
+        if problem is not None:
+            raise ValueError(f"{path}, line {number}: {problem}")
+    return found
+
+
 @audit_app.command("anchor")
 def audit_anchor(data: ServiceDataOption = None) -> None:
-    """Print the record's head (each table's rows and last chain value) to keep elsewhere."""
+    """Print the record's signed head (each table's rows and last chain value, the time, an HMAC
+    under the audit key) to keep elsewhere, and append it to DUANKA_AUDIT_ANCHOR_FILE and send it
+    to DUANKA_AUDIT_ANCHOR_SYSLOG when set."""
+    from duanka.serving.anchor import AnchorOutlet, sign
     from duanka.serving.chain import verify
 
     path, key = chained_record(data)
@@ -99,4 +183,18 @@ def audit_anchor(data: ServiceDataOption = None) -> None:
         con.close()
     if verdict.problem is not None:
         raise fail(f"{path}: not anchoring a broken record: {verdict.problem}")
-    print(verdict.head.text())
+    signed = sign(verdict.head, key)
+    settings = get_settings()
+    try:
+        outlet = AnchorOutlet(settings.audit_anchor_file, settings.audit_anchor_syslog)
+    except OSError as exc:
+        raise fail(f"cannot reach syslog at {settings.audit_anchor_syslog}: {exc}") from None
+    try:
+        outlet.emit(signed)
+    except OSError as exc:
+        raise fail(f"cannot append the anchor to {outlet.file}: {exc.strerror}") from None
+    finally:
+        outlet.close()
+    print(signed.line())
+    if outlet.targets:
+        err.print(f"anchor sent to {' and '.join(outlet.targets)}")

@@ -10,6 +10,7 @@ from rich.table import Table as RichTable
 
 from duanka.cli.options import PLAIN_HELP, ServiceDataOption
 from duanka.cli.output import console, fail
+from duanka.cli.prerequisites import require_store
 from duanka.data.config import get_settings
 
 if TYPE_CHECKING:
@@ -21,12 +22,21 @@ keys_app = typer.Typer(
 
 
 def key_file(data: Path | None) -> KeyFile:
-    """The key file of the service that runs on ``data``."""
+    """The key file of the service that runs on the event store ``data``, or exit saying how to make one.
+
+    A folder that holds no store is refused rather than given a key: a typo in ``--data`` would
+    otherwise make a new folder whose key no service reads (and, without ``--data``, one in
+    whatever folder the command runs from). ``DUANKA_API_KEYS_FILE`` without ``--data`` names
+    the file itself.
+    """
     from duanka.serving.keys import KeyFile
     from duanka.serving.state import ServingPaths
 
     settings = get_settings()
-    return KeyFile(ServingPaths.for_data(data or settings.data_dir, settings).keys)
+    if data is None and settings.api_keys_file is not None:
+        return KeyFile(settings.api_keys_file)
+    store = require_store(data or settings.data_dir)
+    return KeyFile(ServingPaths.for_data(store.root, settings).keys)
 
 
 @keys_app.command("create")

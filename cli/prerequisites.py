@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import mlflow
 
     from duanka.serving.model_source import LoadedModel, ModelSource
+    from duanka.serving.state import ServingPaths
 
 
 def checked_settings() -> Settings:
@@ -96,6 +97,17 @@ def pseudonymiser(*, demo: bool) -> Pseudonymiser:
 def store_pseudonymiser(store: EventStore) -> Pseudonymiser:
     """The pseudonymiser of ``store``: the configured key, or the demo key for a demo store."""
     return pseudonymiser(demo=str(store.manifest().get("key_id", "")).startswith("demo-"))
+
+
+def require_state_key(store: EventStore, paths: ServingPaths, keys: Pseudonymiser) -> None:
+    """Exit with one line when the store or the service's state was pseudonymised under another key
+    than ``keys``, before the service starts (where it would end in a traceback)."""
+    from duanka.serving.state import StateKeyMismatch, check_state_key
+
+    try:
+        check_state_key(store, paths.sync_marker, keys.key_id)
+    except StateKeyMismatch as exc:
+        raise fail(str(exc)) from None
 
 
 def model_signing_key() -> bytes | None:

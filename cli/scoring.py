@@ -18,6 +18,7 @@ from duanka.cli.prerequisites import (
     audit_chain_key,
     load_model,
     model_source,
+    require_state_key,
     require_store,
     store_pseudonymiser,
     verified,
@@ -26,6 +27,7 @@ from duanka.data.config import get_settings
 from duanka.training.bands import BLOCKED
 
 if TYPE_CHECKING:
+    from duanka.data.store import EventStore
     from duanka.serving.model_source import LoadedModel
 
 
@@ -128,6 +130,7 @@ def show_scores(scores: pd.DataFrame, written: Path, model: LoadedModel) -> None
 
 
 def serve(
+    ctx: typer.Context,
     model: ModelOption = None,
     data: DataOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -144,6 +147,7 @@ def serve(
     """The HTTP scoring service on that state (one worker; see docs/serving.md)."""
     import uvicorn
 
+    from duanka.cli.audit import require_untampered_record
     from duanka.serving.admission import AdmissionPolicy
     from duanka.serving.api import create_app, server_protocol
     from duanka.serving.keys import KeyFile
@@ -153,6 +157,7 @@ def serve(
     settings = get_settings()
     # the service starts on a store nothing has been ingested into yet as well
     store = require_store(data or settings.data_dir, empty_ok=True)
+    hold_while_running(ctx, store, "serve")  # before the model loads: a second service fails at once
     keys = store_pseudonymiser(store)
     if keys.is_demo and not demo:
         raise fail(
@@ -160,9 +165,12 @@ def serve(
             "back to people, so it is served only with --demo (synthetic data). Real data: ingest "
             "it with DUANKA_PSEUDONYM_KEY or DUANKA_PSEUDONYM_KEY_FILE set (docs/pseudonymisation.md)"
         )
+    paths = ServingPaths.for_data(store.root, settings)
+    require_state_key(store, paths, keys)  # one line, not the service's traceback at start
+    chain_key = audit_chain_key(settings, keys)
+    require_untampered_record(paths.decisions, chain_key)  # one line, before the model loads
     source = model_source(model)
     loaded = verified(source)
-    paths = ServingPaths.for_data(store.root, settings)
     if not any(k.active for k in KeyFile(paths.keys).records()):
         err.print(
             f"[bold yellow]no active API keys[/] in {paths.keys}: every request gets 401 until "
@@ -182,9 +190,12 @@ def serve(
         store=store,
         paths=paths,
         poll_seconds=settings.model_poll_seconds if poll_seconds is None else poll_seconds,
-        chain_key=audit_chain_key(settings, keys),
+        chain_key=chain_key,
         anchor_every_s=settings.audit_anchor_every_s,
+        anchor_file=settings.audit_anchor_file,
+        anchor_syslog=settings.audit_anchor_syslog,
         tolerance=timedelta(seconds=settings.backdating_tolerance_s),
+        future_tolerance=timedelta(seconds=settings.future_tolerance_s),
         admission=admission,
         prune_every_s=settings.prune_every_s,
     )
@@ -209,3 +220,18 @@ def serve(
         http=server_protocol(served, admission),
         timeout_keep_alive=admission.keep_alive_s,
     )
+
+
+def hold_while_running(ctx: typer.Context, store: EventStore, verb: str) -> None:
+    """Hold ``store`` until the command of ``ctx`` ends, however it ends, or exit naming its holder.
+
+    The command's context is closed when the command returns or raises, and releases the hold
+    with it; a killed process's hold the kernel drops (:mod:`duanka.data.store_lock`).
+    """
+    from duanka.data.store_lock import StoreHeld
+
+    try:
+        hold = store.hold(verb)
+    except StoreHeld as exc:
+        raise fail(str(exc)) from None
+    ctx.with_resource(hold)

@@ -78,16 +78,21 @@ class Settings(BaseSettings):
     # serving: unset paths live under ``<data dir>/serving/`` (serving.state.ServingPaths)
     api_keys_file: Path | None = None
     audit_db: Path | None = None
-    # the decision record's chain key (serving.chain); unset: derived from the pseudonym key
+    # the decision record's chain key (serving.chain): required outside a demo store
     audit_chain_key: SecretStr | None = None
     audit_chain_key_file: Path | None = None
     # signs registered models at training and is required of them when loading (training.signing)
     model_signing_key: SecretStr | None = None
     model_signing_key_file: Path | None = None
-    # how often the service logs the record's head, the anchor to keep elsewhere
+    # how often the service emits the record's signed head, the anchor to keep elsewhere, and where
+    # (serving.anchor): a file a log shipper takes off the host, syslog (HOST:PORT or a socket path)
     audit_anchor_every_s: float = Field(default=600.0, gt=0)
-    # the service takes applications dated from the newest recorded minus this to the clock plus this
+    audit_anchor_file: Path | None = None
+    audit_anchor_syslog: str | None = None
+    # the service takes applications dated from its clock minus the first to its clock plus the
+    # second: bounds no caller's input moves (serving.scorer)
     backdating_tolerance_s: float = Field(default=600.0, ge=0)
+    future_tolerance_s: float = Field(default=60.0, ge=0)
     model_poll_seconds: float = Field(default=30.0, ge=0)
     # how often the service drops from its online state what no feature window reaches any more
     prune_every_s: float = Field(default=3600.0, gt=0)
@@ -124,6 +129,14 @@ class Settings(BaseSettings):
     def _empty_is_no_file(cls, value: object) -> object:
         # DUANKA_CONFIG_FILE= (set but empty) reads no file, as the source does; not Path(".")
         return None if value == "" else value
+
+    @field_validator("audit_anchor_syslog")
+    @classmethod
+    def _a_syslog_address(cls, value: str | None) -> str | None:
+        if not value:  # set but empty: no syslog, as an unset variable
+            return None
+        syslog_address(value)
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -197,6 +210,25 @@ def default_of(name: str) -> Any:
         ``name`` is no setting.
     """
     return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+def syslog_address(text: str) -> str | tuple[str, int]:
+    """A syslog address as :class:`logging.handlers.SysLogHandler` takes it: ``HOST:PORT`` or
+    ``HOST`` (UDP, port 514), or an absolute socket path (``/dev/log``).
+
+    Raises
+    ------
+    ValueError
+        Anything else, or a port outside 1-65535.
+    """
+    if text.startswith("/"):
+        return text
+    host, colon, port = text.rpartition(":") if ":" in text else (text, "", "514")
+    if not host or (colon and not port.isdigit()) or not 1 <= int(port or 0) <= 65535:
+        raise ValueError(
+            f"not a syslog address: {text!r} (HOST:PORT, HOST, or a socket path such as /dev/log)"
+        )
+    return host.strip("[]"), int(port)
 
 
 def variable_of(name: str) -> str:

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 class Kind(StrEnum):
     STRING = "string"
+    IDENTIFIER = "identifier"  # text compared as one spelling (duanka.data.identifier_text)
     TIMESTAMP = "timestamp"
     REGION = "region"
     ENUM = "enum"
@@ -57,20 +58,20 @@ APPLICATIONS = Table(
     name="applications",
     key="application_id",
     columns=(
-        Column("application_id", Kind.STRING),
+        Column("application_id", Kind.IDENTIFIER),
         Column("applied_at", Kind.TIMESTAMP),
-        Column("branch_id", Kind.STRING),
+        Column("branch_id", Kind.IDENTIFIER),
         Column("branch_region", Kind.REGION),
         Column("channel", Kind.ENUM, choices=CHANNELS),
         Column("account_type", Kind.ENUM, choices=ACCOUNT_TYPES),
-        Column("staff_id", Kind.STRING, nullable=True),
+        Column("staff_id", Kind.IDENTIFIER, nullable=True),
         Column("id_number", Kind.RESIDENT_ID, personal=True),
         Column("phone", Kind.PHONE, personal=True),
         Column("phone_tenure_days", Kind.NON_NEGATIVE_INT, nullable=True),
         Column("address", Kind.STRING, personal=True),
-        Column("device_id", Kind.STRING, nullable=True, personal=True),
-        Column("escort_id", Kind.STRING, nullable=True, personal=True),
-        Column("intermediary_id", Kind.STRING, nullable=True),
+        Column("device_id", Kind.IDENTIFIER, nullable=True, personal=True),
+        Column("escort_id", Kind.IDENTIFIER, nullable=True, personal=True),
+        Column("intermediary_id", Kind.IDENTIFIER, nullable=True),
         Column("photo_tampered", Kind.BOOLEAN),
         Column("onsite_verified", Kind.BOOLEAN, nullable=True, corporate_only=True),
         Column("company_id", Kind.USCC, nullable=True, corporate_only=True, personal=True),
@@ -85,7 +86,7 @@ LABELS = Table(
     name="labels",
     key="application_id",
     columns=(
-        Column("application_id", Kind.STRING),
+        Column("application_id", Kind.IDENTIFIER),
         Column("confirmed_at", Kind.TIMESTAMP),
         Column("source", Kind.ENUM, choices=LABEL_SOURCES),
     ),

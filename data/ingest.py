@@ -22,6 +22,9 @@ from duanka.data.store import EventStore
 from duanka.data.validate import validate
 from duanka.data.watchlist import ingest_watchlist
 
+# The service refuses such a confirmation in the same words (duanka.serving.scorer).
+CONFIRMED_BEFORE_APPLICATION = "confirmed before the application was submitted"
+
 
 def pseudonymise_applications(valid: pd.DataFrame, keys: Pseudonymiser) -> pd.DataFrame:
     """Derive the allowed facts, replace identifiers by pseudonyms, drop the raw values.
@@ -131,7 +134,7 @@ def _ingest_slice(
                     "row": events.loc[too_early, "row"],
                     "application_id": events.loc[too_early, "application_id"],
                     "column": "confirmed_at",
-                    "reason": "confirmed before the application was submitted",
+                    "reason": CONFIRMED_BEFORE_APPLICATION,
                     "source": raw.source,
                 }
             )

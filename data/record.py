@@ -27,6 +27,11 @@ from duanka.data.config import SHANGHAI
 from duanka.data.contract import APPLICATIONS, Column, Kind, Table
 from duanka.data.derived import derived_values
 from duanka.data.events import APPLICATION_EVENTS
+from duanka.data.identifier_text import (
+    IDENTIFIER_KINDS,
+    identifier_problem,
+    normalised_identifier,
+)
 from duanka.data.identity import (
     PHONE_PATTERN,
     PHONE_REASON,
@@ -82,10 +87,18 @@ class _Unusual(Exception):
 
 
 def trimmed(value: str | None) -> str | None:
-    """A cell as the validator reads it: stripped, and None when nothing is left."""
+    """A cell stripped, and None when nothing is left."""
     if value is None:
         return None
     return value.strip() or None
+
+
+def cell_text(value: str | None, column: Column) -> str | None:
+    """A cell as the validator reads it: :func:`trimmed`, an identifier in its NFKC form."""
+    text = trimmed(value)
+    if text is None or column.kind not in IDENTIFIER_KINDS:
+        return text
+    return normalised_identifier(text)
 
 
 def validate_record(
@@ -111,7 +124,7 @@ def validate_record(
     defects : list of (str, str)
         Every (column, reason), worded and ordered as the validator's rejection lines.
     """
-    texts = {c.name: trimmed(record.get(c.name)) for c in table.columns}  # type: ignore[arg-type]
+    texts = {c.name: cell_text(record.get(c.name), c) for c in table.columns}  # type: ignore[arg-type]
     try:
         typed, defects = _judged(table, texts)
     except _Unusual:
@@ -127,9 +140,12 @@ def _judged(table: Table, texts: dict[str, str | None]) -> tuple[dict[str, objec
     for column in table.columns:
         text = texts[column.name]
         value: object = None
+        hidden = None if text is None or column.kind not in IDENTIFIER_KINDS else identifier_problem(text)
         if text is None:
             if not column.nullable:
                 defects.append((column.name, MISSING_REASON))
+        elif hidden is not None:
+            defects.append((column.name, hidden))
         elif column.kind is Kind.RESIDENT_ID:
             at = typed.get(AGE_RULE_AT[table.name]) if table.name in AGE_RULE_AT else None
             on = at.astimezone(_LOCAL).date() if isinstance(at, datetime) else None
@@ -236,6 +252,7 @@ def _as_timestamp(text: str, column: Column) -> tuple[object, str | None]:
 
 _PARSERS = {
     Kind.STRING: _as_text,
+    Kind.IDENTIFIER: _as_text,
     Kind.ENUM: _as_choice,
     Kind.REGION: _as_region,
     Kind.PHONE: _as_phone,

@@ -8,6 +8,7 @@ Layout (``DIR`` is ``--data``)::
     DIR/watchlist/part-*.parquet joint-punishment listings (data.watchlist)
     DIR/quarantine.csv           rejected rows: row, application_id, column, reason, source
     DIR/.lock                    taken while a part, the manifest or the quarantine is written
+    DIR/holder.lock              held by the service for its whole life (data.store_lock)
 
 Parts are written to a temporary name and renamed, so a crash never leaves a
 half-written part where readers look. Writers in several processes (``duanka
@@ -30,7 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duanka.data.events import APPLICATION_EVENTS, LABEL_EVENTS, WATCHLIST_EVENTS
-from duanka.data.private import private_folder
+from duanka.data.private import new_private_file, private_file, private_folder
+from duanka.data.store_lock import StoreHold
 
 QUARANTINE_COLUMNS = ("row", "application_id", "column", "reason", "source")
 SCHEMAS = {"applications": APPLICATION_EVENTS, "labels": LABEL_EVENTS, "watchlist": WATCHLIST_EVENTS}
@@ -78,13 +80,25 @@ class EventStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store's write lock (``DIR/.lock``, an advisory ``flock``) until the block ends."""
-        private_folder(self.root)
-        with (self.root / ".lock").open("a") as handle:
+        with private_file(self.root / ".lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def hold(self, verb: str) -> StoreHold:
+        """Hold the store for this process until the returned hold is released (``with`` it).
+
+        Only one process at a time may (:mod:`duanka.data.store_lock`): ``duanka serve`` takes it
+        for its life, so that a second service on the store is refused.
+
+        Raises
+        ------
+        duanka.data.store_lock.StoreHeld
+            Another process holds the store; the message names its PID and verb.
+        """
+        return StoreHold(self.root, verb)
 
     def parts(self, table: str) -> list[Path]:
         """The Parquet parts of ``applications``, ``labels`` or ``watchlist``, in write order.
@@ -127,10 +141,10 @@ class EventStore:
         with self.locked():
             self.check_key(key_id)
             folder = self._dir(table)
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folder(folder)
             seq = len(list(folder.glob("part-*.parquet")))
             part = folder / f"part-{seq:06d}.parquet"
-            tmp = part.with_suffix(".tmp")
+            tmp = new_private_file(part.with_suffix(".tmp"))
             pq.write_table(rows.cast(self._schema(table)), tmp, compression="zstd")
             os.replace(tmp, part)
             manifest = self.manifest()
@@ -141,8 +155,7 @@ class EventStore:
         return part
 
     def _write_manifest(self, manifest: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp = new_private_file(self.manifest_path.with_suffix(".tmp"))
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.manifest_path)
 
@@ -163,7 +176,6 @@ class EventStore:
             fresh = fresh.loc[mask]
         if fresh.empty:
             return 0
-        self.root.mkdir(parents=True, exist_ok=True)
         header = not self.quarantine_path.exists()
-        fresh.to_csv(self.quarantine_path, mode="a", header=header, index=False)
+        fresh.to_csv(private_file(self.quarantine_path), mode="a", header=header, index=False)
         return len(fresh)

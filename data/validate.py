@@ -17,6 +17,7 @@ import pandas as pd
 
 from duanka.data.config import SHANGHAI
 from duanka.data.contract import APPLICATIONS, Column, Kind, Table
+from duanka.data.identifier_text import IDENTIFIER_KINDS, identifier_problems, normalised_identifiers
 from duanka.data.identity import (
     PHONE_PATTERN,
     PHONE_REASON,
@@ -113,7 +114,9 @@ def validate(raw: RawTable, table: Table) -> Validated:
 
     Notes
     -----
-    Values are trimmed first; a cell holding only spaces counts as empty.
+    Values are trimmed first; a cell holding only spaces counts as empty. Identifiers are
+    read in their NFKC form and refused when a space or an invisible character is left inside
+    (:mod:`duanka.data.identifier_text`), so that repeats are found in that form too.
     Typed columns: timestamps ``datetime64[us, UTC]`` (naive values and plain dates
     are Asia/Shanghai local time), booleans ``boolean``, integers ``Int64``, text
     ``str`` (resident IDs and USCCs upper-cased). Repeats of the key column: an
@@ -122,7 +125,7 @@ def validate(raw: RawTable, table: Table) -> Validated:
     """
     frame = raw.frame.reset_index(drop=True)
     rows = frame["row"].astype(np.int64)
-    texts = {c.name: _trimmed(frame[c.name]) for c in table.columns}
+    texts = {c.name: _read(frame[c.name], c) for c in table.columns}
     typed, problems, derived = _typed_columns(table, texts)
     problems.extend(_account_type_problems(table, texts, typed))
     conflicts, dropped = _repeats(table, texts, rows)
@@ -167,6 +170,9 @@ def _typed_columns(
                 derived = _derived(ids if full else ids.reindex(text.index), on)
         else:
             values, reasons = _PARSERS[column.kind](given, column)
+        if column.kind in IDENTIFIER_KINDS:
+            # what hides in an identifier is its first defect, whatever else its shape breaks
+            reasons = identifier_problems(given).fillna(reasons)
         broken = reasons.notna()
         problems.append(_problems(broken, column.name, reasons))
         if broken.any():
@@ -178,6 +184,12 @@ def _typed_columns(
 def _trimmed(values: pd.Series) -> pd.Series:
     text = values.astype("str").str.strip()
     return text.where(text != "")
+
+
+def _read(values: pd.Series, column: Column) -> pd.Series:
+    """A column's cells as the rules judge them: trimmed, identifiers in their NFKC form."""
+    text = _trimmed(values)
+    return normalised_identifiers(text) if column.kind in IDENTIFIER_KINDS else text
 
 
 class _Found(NamedTuple):
@@ -282,6 +294,7 @@ def parse_timestamps(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Ser
 
 _PARSERS = {
     Kind.STRING: _as_text,
+    Kind.IDENTIFIER: _as_text,
     Kind.ENUM: _as_choice,
     Kind.REGION: _as_region,
     Kind.PHONE: _as_phone,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,14 @@ from duanka.features.online_rows import (
 )
 from duanka.features.registry import BY_NAME, LINK_WINDOW_DAYS, MAX_WINDOW_DAYS, MODEL_FEATURES
 from duanka.features.values import DAY_US
+
+
+class HeldApplication(NamedTuple):
+    """What the state holds of an application that a confirmation needs."""
+
+    branch_id: str
+    applied_at: datetime
+
 
 # The count each linked-group statistic answers.
 _LINKED_COUNT = {
@@ -156,16 +165,16 @@ class OnlineFeatureStore:
             ).fetchone()
         return held is not None and (row is None or tuple(held) != tuple(row[c] for c in STORED))
 
-    def branches_of(self, application_ids: Sequence[str]) -> dict[str, str]:
-        """The branch of each of these applications the state holds (absent: not held)."""
-        held: dict[str, str] = {}
+    def held_applications(self, application_ids: Sequence[str]) -> dict[str, HeldApplication]:
+        """The branch and time of each of these applications the state holds (absent: not held)."""
+        held: dict[str, HeldApplication] = {}
         with self._lock:
             for application_id in dict.fromkeys(application_ids):
                 row = self._con.execute(
-                    "SELECT branch_id FROM apps WHERE application_id = ?", (application_id,)
+                    "SELECT branch_id, ts FROM apps WHERE application_id = ?", (application_id,)
                 ).fetchone()
                 if row is not None:
-                    held[application_id] = row[0]
+                    held[application_id] = HeldApplication(row[0], EPOCH + timedelta(microseconds=row[1]))
         return held
 
     def newest_applied_at(self) -> datetime | None:

@@ -43,12 +43,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
         finally:
             await service.stop()
 
-    # Swagger UI's assets from the installed package: a bank intranet reaches no CDN
+    # Swagger UI's assets from the installed package: a bank intranet reaches no CDN. Its
+    # validator is off: on a host name other than localhost the page would send the internal
+    # OpenAPI document's address to validator.swagger.io, outside the bank.
     app = FastAPIOffline(
         title="duanka scoring service",
         summary="Money-mule risk scores for account openings (断卡), with reasons in Chinese and English.",
         version="1",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     # Added last, Observe runs first: every answer, Admission's refusals included, is counted.
     app.add_middleware(

@@ -21,7 +21,15 @@ caller survives a power cut). Three tables:
     on disk in the online state too. The state is written without an fsync per
     application (:class:`duanka.serving.scorer.Scorer` syncs it about once a second); on
     start, the applications of later responses are recorded into it again
-    (idempotent), so a power cut loses nothing that was answered.
+    (idempotent), so a power cut loses nothing that was answered. Each row is sealed
+    (:func:`duanka.serving.chain.meta_seal`): a row whose seal does not match refuses the
+    record; a row without one (written before seals) is dropped on open, never trusted, and
+    the state redone from every answer.
+
+The three appended tables are chained (:mod:`duanka.serving.chain`). A record that holds any
+chain value or seal and a row without a chain value was tampered with: it is refused on open
+(:class:`RecordTampered`), never chained again. Only a record with no chain value at all, from
+before chains, is chained on open, and that is audited (``chain_started``).
 
 Nothing here holds a raw identifier: application ids, pseudonymised features
 and reason texts filled with feature values only.
@@ -41,7 +49,18 @@ import pandas as pd
 
 from duanka.data.private import private_file
 from duanka.data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer
-from duanka.serving.chain import CHAINED, DECISION_COLUMNS, ChainWriter, Head, backfill
+from duanka.serving.chain import (
+    CHAINED,
+    DECISION_COLUMNS,
+    ChainWriter,
+    Head,
+    backfill,
+    first_unchained,
+    is_chained,
+    meta_rows,
+    meta_seal,
+    open_problem,
+)
 
 TABLES = ("decisions", "events")
 
@@ -56,7 +75,8 @@ _SCHEMA = (
     "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL, chain TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
     "response TEXT NOT NULL, event TEXT, chain TEXT NOT NULL DEFAULT '')",
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL, "
+    "seal TEXT NOT NULL DEFAULT '')",
     *(
         f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
         f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
@@ -66,10 +86,29 @@ _SCHEMA = (
 )
 
 
-_SYNCED = (
-    "INSERT INTO meta VALUES ('state_synced_through', ?) "
-    "ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)"
+_SYNCED = "state_synced_through"
+_SEALED_UPSERT = (
+    "INSERT INTO meta (name, value, seal) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, seal = excluded.seal"
 )
+
+
+class RecordTampered(RuntimeError):
+    """The decision record was changed behind the service's back; it is not opened (fail closed).
+
+    Parameters
+    ----------
+    path : Path
+        The record.
+    problem : str
+        What was found, naming the table and row (:func:`duanka.serving.chain.open_problem`).
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"{path}: {problem}; the service does not open a tampered decision record "
+            "(`duanka audit verify` names the first problem)"
+        )
 
 
 def _event_text(event: Mapping[str, object]) -> str:
@@ -127,12 +166,19 @@ class DecisionLog:
     path : Path
         Created with its tables and triggers if new.
     chain_key : bytes
-        Keys the hash chain over every appended row (:mod:`duanka.serving.chain`); rows of a record
-        written before chains existed are chained on open, and that is audited.
+        Keys the hash chain over every appended row and the seals of ``meta``
+        (:mod:`duanka.serving.chain`); rows of a record written before chains existed are chained
+        on open, and that is audited.
     checkpoint_every_s : float, optional
         Copy the write-ahead log into the database from a background thread this often
         (:class:`duanka.data.wal.Checkpointer`), so that no decision waits for a checkpoint.
         None: SQLite checkpoints in the commit that fills the log.
+
+    Raises
+    ------
+    RecordTampered
+        The record holds a row without a chain value beside chained ones, or a ``meta`` row
+        that does not match its seal.
     """
 
     def __init__(self, path: Path, *, chain_key: bytes, checkpoint_every_s: float | None = None) -> None:
@@ -160,6 +206,8 @@ class DecisionLog:
         if "event" not in {row[1] for row in self._con.execute("PRAGMA table_info(responses)")}:
             # written when the state was fsynced per application: its older answers need no redo
             self._con.execute("ALTER TABLE responses ADD COLUMN event TEXT")
+        if "seal" not in {row[1] for row in self._con.execute("PRAGMA table_info(meta)")}:
+            self._con.execute("ALTER TABLE meta ADD COLUMN seal TEXT NOT NULL DEFAULT ''")
         self._chain_key = chain_key
         self._chain = self._chained()
         self._insert = (
@@ -168,16 +216,31 @@ class DecisionLog:
         )
 
     def _chained(self) -> ChainWriter:
-        """The chain writer, after chaining the rows of a record from before chains existed."""
+        """The chain writer, after refusing a tampered record, chaining one from before chains, and
+        dropping the ``meta`` rows written before seals."""
         con = self._con
         for table in CHAINED:
             if "chain" not in {row[1] for row in con.execute(f"PRAGMA table_info({table})")}:
                 con.execute(f"ALTER TABLE {table} ADD COLUMN chain TEXT NOT NULL DEFAULT ''")
-        unchained = any(
-            con.execute(f"SELECT 1 FROM {table} WHERE chain = '' LIMIT 1").fetchone() for table in CHAINED
-        )
-        if not unchained:
-            return ChainWriter(con, self._chain_key)
+        problem = open_problem(con, self._chain_key)
+        if problem is not None:
+            self.close()
+            raise RecordTampered(self.path, problem)
+        # a chained record is never chained again (open_problem refused it if a row lacks a value)
+        counts = None if is_chained(con) or first_unchained(con) is None else self._backfilled()
+        self._chain = ChainWriter(con, self._chain_key)
+        if counts is not None:
+            self.event("chain_started", {"rows_chained_on_open": counts}, key_id=None, request_id=None)
+        unsealed = {name: value for name, value, seal in meta_rows(con) if not seal}
+        if unsealed:
+            # never trusted: a state_synced_through dropped only makes the next start redo more
+            con.executemany("DELETE FROM meta WHERE name = ?", [(name,) for name in unsealed])
+            self.event("meta_unsealed_dropped", unsealed, key_id=None, request_id=None)
+        return self._chain
+
+    def _backfilled(self) -> dict[str, int]:
+        """Chain every row of a record from before chains (:func:`duanka.serving.chain.backfill`)."""
+        con = self._con
         con.execute("BEGIN IMMEDIATE")
         try:
             # the append-only triggers refuse this one update; it writes nothing but chain values
@@ -191,10 +254,7 @@ class DecisionLog:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        writer = ChainWriter(con, self._chain_key)
-        self._chain = writer
-        self.event("chain_started", {"rows_chained_on_open": counts}, key_id=None, request_id=None)
-        return writer
+        return counts
 
     def head(self) -> Head:
         """Each chained table's row count and last chain value: the anchor to keep elsewhere."""
@@ -264,7 +324,7 @@ class DecisionLog:
                         ((*row, c) for row, c in zip(answered, chain, strict=True)),
                     )
                 if state_synced_through is not None:
-                    con.execute(_SYNCED, (state_synced_through,))
+                    self._note_synced(state_synced_through)
                 last = con.execute("SELECT MAX(rowid) FROM responses").fetchone()[0]
                 con.execute("COMMIT")
             except BaseException:
@@ -287,7 +347,13 @@ class DecisionLog:
     def state_synced(self, through: int) -> None:
         """Note that the applications of responses up to ``through`` are synced in the online state."""
         with self._lock:
-            self._con.execute(_SYNCED, (through,))
+            self._note_synced(through)
+
+    def _note_synced(self, through: int) -> None:
+        """Raise ``state_synced_through`` to ``through`` (never lower it), sealed; under the lock."""
+        (current,) = self._con.execute("SELECT MAX(value) FROM meta WHERE name = ?", (_SYNCED,)).fetchone()
+        value = through if current is None else max(int(current), through)
+        self._con.execute(_SEALED_UPSERT, (_SYNCED, value, meta_seal(self._chain_key, _SYNCED, value)))
 
     def unsynced_events(self) -> list[dict]:
         """The prepared applications answered after the state was last known synced, oldest first.
@@ -298,8 +364,8 @@ class DecisionLog:
         with self._lock:
             rows = self._con.execute(
                 "SELECT event FROM responses WHERE rowid > COALESCE("
-                "(SELECT value FROM meta WHERE name = 'state_synced_through'), 0) "
-                "AND event IS NOT NULL ORDER BY rowid"
+                "(SELECT value FROM meta WHERE name = ?), 0) AND event IS NOT NULL ORDER BY rowid",
+                (_SYNCED,),
             ).fetchall()
         return [_event_from_text(text) for (text,) in rows]
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from duanka.serving.prepare import FieldError, InvalidInput
+from duanka.serving.schemas import UNKNOWN_FIELD_REASON, unknown_field
 from duanka.serving.scorer import ConflictingResend
 
 log = logging.getLogger("duanka.serve")
@@ -35,13 +36,16 @@ def _pydantic_items(errors: list[dict], *, single: bool) -> list[dict[str, objec
     found: dict[tuple[int | None, str], list[str]] = {}
     for error in errors:
         loc = [part for part in error["loc"] if part != "body"]
+        msg = error["msg"]
+        if error["type"] == "extra_forbidden":
+            loc[-1], msg = unknown_field(loc[-1]), UNKNOWN_FIELD_REASON
         listed = len(loc) > 1 and isinstance(loc[1], int)
         item = loc.pop(1) if listed else (0 if single and loc else None)
         # union members (str, bool, int) add their own loc part: the field is the first name
         field = ".".join(str(p) for p in loc[: 2 if listed else 1]) or "body"
         found.setdefault((item, field), [])
-        if error["msg"] not in found[(item, field)]:
-            found[(item, field)].append(error["msg"])
+        if msg not in found[(item, field)]:
+            found[(item, field)].append(msg)
     return [
         {"item": item, "field": field, "reason": " or ".join(msgs)} for (item, field), msgs in found.items()
     ]

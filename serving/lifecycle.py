@@ -1,5 +1,5 @@
 """The running service: what it is configured with, how it opens and closes, and what it does on
-its own schedule (follow the model alias, log the record's head, prune the online state).
+its own schedule (follow the model alias, emit the record's signed head, prune the online state).
 
 Everything that touches SQLite runs on the scoring thread
 (:class:`~duanka.serving.scoring_thread.ScoringThread`).
@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from duanka.data.config import default_of
 from duanka.data.private import private_folder
@@ -23,11 +25,12 @@ from duanka.data.store import EventStore
 from duanka.data.watchlist import StoredWatchlist
 from duanka.features.online import OnlineFeatureStore
 from duanka.serving.admission import AdmissionPolicy
+from duanka.serving.anchor import AnchorOutlet, SignedAnchor, sign
 from duanka.serving.audit import DecisionLog
 from duanka.serving.keys import KeyFile
 from duanka.serving.metrics import ServiceMetrics
 from duanka.serving.model_source import LoadedModel, ModelSource
-from duanka.serving.scorer import DEFAULT_TOLERANCE, Scorer
+from duanka.serving.scorer import DEFAULT_FUTURE_TOLERANCE, DEFAULT_TOLERANCE, Scorer
 from duanka.serving.scoring_thread import ScoringThread
 from duanka.serving.state import ServingPaths, sync_online_state
 from duanka.training.bundle import ModelIntegrityError
@@ -54,13 +57,21 @@ class ServiceConfig:
     poll_seconds : float
         How often to check whether the alias moved; 0 disables polling.
     chain_key : bytes, optional
-        The decision record's chain key (:func:`duanka.serving.chain.chain_key`); derived from
-        ``keys`` when not given.
+        The decision record's chain key (:func:`duanka.serving.chain.chain_key`), which also signs
+        the anchors; derived from ``keys`` when not given (tests and benches: ``duanka serve``
+        always passes the audit key, required outside a demo store).
     anchor_every_s : float
-        How often the record's head (:meth:`duanka.serving.audit.DecisionLog.head`) is logged.
-    tolerance : timedelta
-        How far an application may be dated before the newest recorded one or after the clock
+        How often the record's signed head (:mod:`duanka.serving.anchor`) is emitted; once more
+        at stop.
+    anchor_file, anchor_syslog : Path, str, optional
+        Where each anchor goes to leave the host, besides the service's log
+        (:class:`duanka.serving.anchor.AnchorOutlet`).
+    tolerance, future_tolerance : timedelta
+        How far before, and after, the server's clock an application may be dated
         (:class:`duanka.serving.scorer.Scorer`).
+    clock : callable, optional
+        The time now (UTC); the system's clock when not given. Tests replaying a past period
+        set it there.
     admission : AdmissionPolicy
         Rate, concurrency and read-time limits on clients (:mod:`duanka.serving.admission`).
     prune_every_s : float
@@ -76,7 +87,11 @@ class ServiceConfig:
     poll_seconds: float = 0.0
     chain_key: bytes | None = None
     anchor_every_s: float = default_of("audit_anchor_every_s")
+    anchor_file: Path | None = None
+    anchor_syslog: str | None = None
     tolerance: timedelta = DEFAULT_TOLERANCE
+    future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE
+    clock: Callable[[], datetime] | None = None
     admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     prune_every_s: float = default_of("prune_every_s")
 
@@ -110,6 +125,8 @@ class Service:
         self.reload_lock = asyncio.Lock()
         self.watchlist_lock = asyncio.Lock()  # one watchlist feed writes to the event store at a time
         self.refused_version: str | None = None
+        self.chain_key = config.chain_key or config.keys.audit_chain_key()
+        self.anchors = AnchorOutlet(config.anchor_file, config.anchor_syslog)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -125,11 +142,15 @@ class Service:
         self._tasks.append(asyncio.create_task(self.prune_on_schedule()))
 
     async def stop(self) -> None:
-        """Stop the schedules, close the scorer (after every request queued), end its thread."""
+        """Stop the schedules, emit the last anchor (after every request queued), close the scorer,
+        end its thread."""
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.scoring.started:
+            await self.emit_anchor()
+        self.anchors.close()
         await self.scoring.stop(_close)
         self.metrics.unwatch_gc()
 
@@ -141,11 +162,19 @@ class Service:
         # run in the background, so no request waits for one.
         online = OnlineFeatureStore(config.paths.online, durable=False, checkpoint_every_s=0.5)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
-        chain_key = config.chain_key or config.keys.audit_chain_key()
-        decisions = DecisionLog(config.paths.decisions, chain_key=chain_key, checkpoint_every_s=0.5)
+        decisions = DecisionLog(config.paths.decisions, chain_key=self.chain_key, checkpoint_every_s=0.5)
         watchlist = StoredWatchlist(config.store)
         listings = len(watchlist.current())  # read now, not on the first request
-        scorer = Scorer(config.model, online, decisions, config.keys, watchlist, tolerance=config.tolerance)
+        scorer = Scorer(
+            config.model,
+            online,
+            decisions,
+            config.keys,
+            watchlist,
+            clock=config.clock,
+            tolerance=config.tolerance,
+            future_tolerance=config.future_tolerance,
+        )
         redone = scorer.redo()
         online.warm()
         decisions.event(
@@ -212,20 +241,31 @@ class Service:
                 log.exception("model poll failed; keeping version %s", in_use)
 
     async def log_anchor(self) -> None:
-        """Log the decision record's head now and every ``anchor_every_s``: the anchor an
-        operator keeps elsewhere (``duanka audit verify --anchor``), since a chain alone cannot
-        see its tail cut or the whole file rolled back."""
+        """:meth:`emit_anchor` now and every ``anchor_every_s``."""
         while True:
-            head = await self.scoring.run(lambda scorer: scorer.log.head())
-            log.info("audit anchor %s", head.text())
+            await self.emit_anchor()
             await asyncio.sleep(self.config.anchor_every_s)
+
+    async def emit_anchor(self) -> SignedAnchor:
+        """Sign the decision record's head and send it to the log and the anchor outlet: the anchor
+        kept off the host (``duanka audit verify --anchors``), since a chain alone cannot see its
+        tail cut or the whole file rolled back."""
+        signed = sign(await self.scoring.run(lambda scorer: scorer.log.head()), self.chain_key)
+        log.info("audit anchor %s", signed.line())
+        try:
+            await asyncio.to_thread(self.anchors.emit, signed)  # an fsync: off the event loop
+        except OSError:  # serving goes on; the log holds this anchor, the next one tries again
+            log.exception("the audit anchor could not be appended to %s", self.anchors.file)
+        return signed
 
     async def prune_state(self) -> int:
         """Forget the applications (and their confirmations) that no feature window reaches.
 
-        The earliest application the service still takes is dated ``tolerance`` before the
-        newest it holds (:class:`duanka.serving.scorer.Scorer`); what is older than that, less the
-        longest window, can change no answer (:meth:`duanka.features.online.OnlineFeatureStore.prune`).
+        The earliest application the service still takes is dated ``tolerance`` before its
+        clock (:class:`duanka.serving.scorer.Scorer`); what is older than that, less the longest
+        window, can change no answer (:meth:`duanka.features.online.OnlineFeatureStore.prune`).
+        The newest application held bounds it too: a clock that jumps ahead (set wrong, then
+        put right) must not make the state forget, for good, what the next applications need.
 
         Returns
         -------
@@ -236,7 +276,7 @@ class Service:
 
         def prune(scorer: Scorer) -> int:
             newest = scorer.online.newest_applied_at()
-            return 0 if newest is None else scorer.online.prune(newest - tolerance)
+            return 0 if newest is None else scorer.online.prune(min(newest, scorer.clock()) - tolerance)
 
         removed = await self.scoring.run(prune)
         log.info("online state pruned: %d applications no feature window reaches", removed)

@@ -18,12 +18,13 @@ import pandas as pd
 from duanka.data.contract import APPLICATIONS, LABELS, WATCHLIST, Table
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.reader import RawTable
-from duanka.data.record import application_event, trimmed, validate_record
+from duanka.data.record import application_event, cell_text, validate_record
 from duanka.data.validate import conflict_reason, validate
 from duanka.data.watchlist import EXPIRES_BEFORE_LISTED, expiry_problems, listing_events
 
 REQUEST_SOURCE = "request"
 _KEY = "application_id"
+_COLUMNS = {c.name: c for c in APPLICATIONS.columns}
 _NOT_A_VALUE = "not a contract value: send a string, boolean or number"
 
 
@@ -119,7 +120,8 @@ def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymis
     """
     errors: list[FieldError] = []
     events: list[dict] = []
-    # trimmed application id -> (item, trimmed contract values, event or None) of its first item
+    # application id -> (item, contract values, event or None) of its first item, each value as the
+    # validator reads it: two spellings of one id (full-width, say) are one application
     first: dict[str, tuple[int, dict[str, str | None], dict | None]] = {}
     for item, row in enumerate(rows):
         record: dict[str, str | None] = {}
@@ -130,7 +132,7 @@ def prepare_applications(rows: Sequence[Mapping[str, object]], keys: Pseudonymis
                 errors.append(FieldError(item, name, _NOT_A_VALUE))
                 record[name] = None
         unreadable = {e.field for e in errors if e.item == item}
-        texts = {name: trimmed(text) for name, text in record.items()}
+        texts = {name: cell_text(text, _COLUMNS[name]) for name, text in record.items()}
         key = texts[_KEY]
         earlier = first.get(key) if key is not None else None
         typed, defects = validate_record(record)

@@ -1,7 +1,9 @@
 """The service's request and response bodies: what the OpenAPI document shows and pydantic checks.
 
 Request models hold text as sent (the contract validator judges values on the scoring thread,
-exactly as for a file); they only bound its size and refuse what no contract field can hold.
+exactly as for a file); they only bound its size and refuse what no contract field can hold, and
+any field they do not name (a file may carry extra columns; a request is ours to define, and a
+field that would be ignored is a client's typo or a place to smuggle megabytes through).
 Response models describe the answers; the routes build plain dicts that match them.
 """
 
@@ -18,7 +20,6 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
-    model_validator,
 )
 
 MAX_BATCH = 1_000
@@ -32,8 +33,23 @@ T = TypeVar("T")
 # identifier, date, code or address of the contract holds and which can hide what a string says.
 MAX_TEXT_CHARS = 256
 MAX_ADDRESS_CHARS = 512
-MAX_IGNORED_FIELDS = 32
 _HIDDEN = re.compile("[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# An unknown field is named back only when its name is a plain one: it may be 100,000 characters
+# long, or no text at all (a lone surrogate), and the answer quotes nothing else that was sent.
+_PLAIN_NAME = re.compile("[A-Za-z_][A-Za-z0-9_]{0,63}")
+UNKNOWN_FIELD_REASON = "no such field: the API takes the contract's fields only (docs/contract.md)"
+UNPLAIN_FIELD = "(a field name that is not plain text of 1-64 letters, digits and _)"
+
+
+def unknown_field(name: object) -> str:
+    """How an error names a field no request model has: its name when plain, else a placeholder."""
+    return name if isinstance(name, str) and _PLAIN_NAME.fullmatch(name) else UNPLAIN_FIELD
+
+
+class RequestBody(BaseModel):
+    """A request body or part of one: every field it may hold is declared, any other is refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def checked_text(value: T, limit: int = MAX_TEXT_CHARS) -> T:
@@ -84,16 +100,16 @@ _EXAMPLE = {
 }
 
 
-class ApplicationIn(BaseModel):
+class ApplicationIn(RequestBody):
     """One account-opening application in the input contract's fields (docs/contract.md).
 
     Values are judged by the contract validator exactly as in a file: booleans
     may also be ``"true"``/``"false"``/``"1"``/``"0"``, integers may be digit
-    strings. Missing required fields are reported, never guessed. Fields the
-    contract does not name are ignored and listed in ``ignored_fields``.
+    strings. Missing required fields are reported, never guessed; fields the
+    contract does not name are refused.
     """
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [_EXAMPLE]})
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
 
     application_id: Text
     applied_at: Text = Field(default=None, description="ISO 8601; naive values are Asia/Shanghai time")
@@ -119,23 +135,11 @@ class ApplicationIn(BaseModel):
     mobile_banking: Flag
     payment_binding: Flag
 
-    @model_validator(mode="after")
-    def _ignored_names_are_text(self) -> ApplicationIn:
-        extra = self.model_extra or {}
-        if len(extra) > MAX_IGNORED_FIELDS:
-            raise ValueError(f"{len(extra)} fields the contract does not name; at most {MAX_IGNORED_FIELDS}")
-        for name in extra:
-            checked_text(name, 64)
-        return self
-
     def contract_fields(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in type(self).model_fields}
 
-    def ignored(self) -> list[str]:
-        return sorted(self.model_extra or ())
 
-
-class BatchIn(BaseModel):
+class BatchIn(RequestBody):
     """Up to 1,000 applications, scored in (applied_at, application_id) order."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"applications": [_EXAMPLE]}]})
@@ -143,11 +147,10 @@ class BatchIn(BaseModel):
     applications: list[ApplicationIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class LabelIn(BaseModel):
+class LabelIn(RequestBody):
     """One confirmed mule account (the contract's labels table)."""
 
     model_config = ConfigDict(
-        extra="ignore",
         json_schema_extra={
             "examples": [
                 {
@@ -167,15 +170,14 @@ class LabelIn(BaseModel):
     )
 
 
-class LabelsIn(BaseModel):
+class LabelsIn(RequestBody):
     labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS)
 
 
-class ListingIn(BaseModel):
+class ListingIn(RequestBody):
     """One row of the joint-punishment list (the contract's watchlist table)."""
 
     model_config = ConfigDict(
-        extra="ignore",
         json_schema_extra={
             "examples": [
                 {
@@ -200,7 +202,7 @@ class ListingIn(BaseModel):
     source: Text = Field(default=None, description="who listed the person, e.g. pboc_joint_punishment")
 
 
-class WatchlistIn(BaseModel):
+class WatchlistIn(RequestBody):
     listings: list[ListingIn] = Field(min_length=1, max_length=MAX_LISTINGS)
 
 
@@ -248,7 +250,6 @@ _SCORE_EXAMPLE = {
     "model": {"name": "duanka", "version": "3", "booster_sha256": "fb4947…"},
     "features": {"phone_tenure_days": 12.0, "escort_applicants_30d": None},
     "replayed": False,
-    "ignored_fields": [],
 }
 
 
@@ -276,7 +277,6 @@ class ScoreOut(BaseModel):
     model: ModelOut
     features: dict[str, float | None] = Field(description="the model's inputs, in MODEL_FEATURES order")
     replayed: bool = Field(description="true when this application id was scored before: the stored answer")
-    ignored_fields: list[str] = Field(description="submitted fields the contract does not name")
 
 
 class BatchOut(BaseModel):

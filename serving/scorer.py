@@ -21,13 +21,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from duanka.data.config import default_of
+from duanka.data.config import SHANGHAI, default_of
+from duanka.data.ingest import CONFIRMED_BEFORE_APPLICATION
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.watchlist import Watchlist, WatchlistSource
-from duanka.features.online import OnlineFeatureStore
+from duanka.features.online import HeldApplication, OnlineFeatureStore
 from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.audit import DecisionLog, DecisionRow, utc_now
 from duanka.serving.band_refresh import RecentScores
@@ -39,6 +41,8 @@ from duanka.training.bands import ACTION_TEXT, ACTIONS, BLOCKED, Bands
 from duanka.training.explain import Reason
 
 DEFAULT_TOLERANCE = timedelta(seconds=default_of("backdating_tolerance_s"))
+DEFAULT_FUTURE_TOLERANCE = timedelta(seconds=default_of("future_tolerance_s"))
+_BEIJING = ZoneInfo(SHANGHAI)
 
 
 class ConflictingResend(ValueError):
@@ -135,11 +139,21 @@ class Scorer:
     state_sync_every_s : float
         How often the online state is synced to disk (:meth:`OnlineFeatureStore.sync`).
     clock : callable, optional
-        The time now (UTC), whose local day picks the band cuts (:mod:`duanka.serving.band_refresh`).
+        The time now (UTC): it bounds the dates taken, and its local day picks the band cuts
+        (:mod:`duanka.serving.band_refresh`).
     tolerance : timedelta
-        How far an application may be dated before the newest one recorded, or after the
-        clock: a backdated application would shift the running totals of every later one of
-        its keys on the scoring thread, and backfills belong to ``duanka ingest``.
+        How far before ``clock`` an application may be dated: a backdated application would
+        shift the running totals of every later one of its keys on the scoring thread, and
+        backfills belong to ``duanka ingest``.
+    future_tolerance : timedelta
+        How far after ``clock`` an application may be dated: a sending system's clock a little
+        ahead, no more.
+
+    Both bounds are the clock's alone, never the newest date recorded: any key could push that
+    bound and make the service refuse every other branch's honest applications. An
+    application arriving after later ones of its keys is recorded as it should be
+    (:meth:`OnlineFeatureStore.add_application` shifts their running totals); the bounds keep
+    that shift small.
 
     Notes
     -----
@@ -165,11 +179,12 @@ class Scorer:
         state_sync_every_s: float = 1.0,
         clock: Callable[[], datetime] | None = None,
         tolerance: timedelta = DEFAULT_TOLERANCE,
+        future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
     ) -> None:
         self.model = model
         self.clock = clock or (lambda: datetime.now(UTC))
         self.tolerance = tolerance
-        self._newest = online.newest_applied_at()
+        self.future_tolerance = future_tolerance
         self.online = online
         self.log = log
         self.keys = keys
@@ -311,35 +326,35 @@ class Scorer:
             state_synced_through=noted,
         )
         recent.add(now, [answers[e["application_id"]].response["score"] for e in fresh])
-        if fresh:
-            latest = fresh[-1]["applied_at"]
-            self._newest = latest if self._newest is None else max(self._newest, latest)
         if time.monotonic() - self._synced_at >= self.state_sync_every_s:
             self._sync_state()
         return [answers[e["application_id"]] for e in events]
 
     def _refuse_out_of_time(self, events: Sequence[dict], answered: set[str]) -> None:
-        """Raise :class:`InvalidInput` naming each new application (by its item) dated too early or
-        too late; ``answered`` ones are replays, answered whenever they were dated."""
-        now, tolerance = self.clock(), self.tolerance
-        minutes = f"{tolerance.total_seconds() / 60:g} minutes"
+        """Raise :class:`InvalidInput` naming each new application (by its item) dated before the
+        clock less ``tolerance`` or after it plus ``future_tolerance``; ``answered`` ones are
+        replays, answered whenever they were dated.
+
+        The reason shows the server's clock and no other time: nothing another caller sent."""
+        now = self.clock()
+        clock = f"the server's clock ({now.astimezone(_BEIJING):%Y-%m-%d %H:%M:%S} Beijing time)"
         errors = []
         for i, event in enumerate(events):
             if event["application_id"] in answered:
                 continue
             at = event["applied_at"]
-            if at > now + tolerance:
-                errors.append(FieldError(i, "applied_at", f"more than {minutes} after the server's clock"))
-            elif self._newest is not None and at < self._newest - tolerance:
-                errors.append(
-                    FieldError(
-                        i,
-                        "applied_at",
-                        f"more than {minutes} before the newest application this service has recorded "
-                        f"({self._newest.isoformat(timespec='seconds')}): the service scores openings as "
-                        "they happen; backfills go through `duanka ingest`",
-                    )
+            if at > now + self.future_tolerance:
+                reason = (
+                    f"more than {_span(self.future_tolerance)} after {clock}: check the clock of the "
+                    "system that sent it"
                 )
+                errors.append(FieldError(i, "applied_at", reason))
+            elif at < now - self.tolerance:
+                reason = (
+                    f"more than {_span(self.tolerance)} before {clock}: the service scores openings as "
+                    "they happen; backfills go through `duanka ingest`"
+                )
+                errors.append(FieldError(i, "applied_at", reason))
         if errors:
             raise InvalidInput(errors)
 
@@ -422,10 +437,11 @@ class Scorer:
         Raises
         ------
         InvalidInput
-            Some confirmation names an application the key may not confirm; nothing was
+            Some confirmation names an application the key may not confirm, or is dated before
+            its application or after the clock (:meth:`_confirmations_out_of_time`); nothing was
             recorded. One reason whether the id is unknown or another branch's.
         """
-        held = self.online.branches_of([lab["application_id"] for lab in labels])
+        held = self.online.held_applications([lab["application_id"] for lab in labels])
         where = "" if branches is None else " at the key's branches"
         refused = [
             FieldError(
@@ -436,10 +452,11 @@ class Scorer:
             )
             for i, lab in enumerate(labels)
             if held.get(lab["application_id"]) is None
-            or (branches is not None and held[lab["application_id"]] not in branches)
+            or (branches is not None and held[lab["application_id"]].branch_id not in branches)
         ]
+        refused += self._confirmations_out_of_time(labels, held, {e.item for e in refused})
         if refused:
-            raise InvalidInput(refused)
+            raise InvalidInput(sorted(refused, key=lambda e: e.item))
         changed = sum(
             self.online.add_label(lab["application_id"], lab["confirmed_at"], lab["source"]) for lab in labels
         )
@@ -452,6 +469,35 @@ class Scorer:
         )
         return changed
 
+    def _confirmations_out_of_time(
+        self, labels: Sequence[dict], held: Mapping[str, HeldApplication], refused: set[int]
+    ) -> list[FieldError]:
+        """The confirmations (by item, but the ``refused`` ones) dated before their application
+        or more than ``future_tolerance`` after the clock: neither can be true, and either would
+        mark the applicant's links as a mule's from a time they were not (year 1, year 9999)."""
+        now = self.clock()
+        errors = []
+        for i, lab in enumerate(labels):
+            if i in refused:
+                continue
+            at = lab["confirmed_at"]
+            if at < held[lab["application_id"]].applied_at:
+                errors.append(FieldError(i, "confirmed_at", CONFIRMED_BEFORE_APPLICATION))
+            elif at > now + self.future_tolerance:
+                reason = (
+                    f"more than {_span(self.future_tolerance)} after the server's clock "
+                    f"({now.astimezone(_BEIJING):%Y-%m-%d %H:%M:%S} Beijing time): check the clock of "
+                    "the system that sent it"
+                )
+                errors.append(FieldError(i, "confirmed_at", reason))
+        return errors
+
 
 def _arrival(event: dict) -> tuple[datetime, str]:
     return event["applied_at"], event["application_id"]
+
+
+def _span(span: timedelta) -> str:
+    """A tolerance as a person reads it: in seconds up to two minutes, else in minutes."""
+    seconds = span.total_seconds()
+    return f"{seconds:g} seconds" if seconds < 120 else f"{seconds / 60:g} minutes"

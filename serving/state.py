@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from duanka.data.config import Settings
+from duanka.data.private import new_private_file
 from duanka.data.store import EventStore
 from duanka.features.online import OnlineFeatureStore
 
@@ -58,6 +59,40 @@ class ServingPaths:
         return self.root / "online.sync.json"
 
 
+def check_state_key(store: EventStore, marker: Path, key_id: str) -> tuple[dict, dict]:
+    """Refuse a store or an online state pseudonymised under another key than ``key_id``.
+
+    Returns
+    -------
+    manifest, marker : dict
+        The store's manifest and the marker's record of the last sync (empty when none).
+
+    Raises
+    ------
+    StateKeyMismatch
+        Saying which key made what, and what to do.
+    """
+    manifest = store.manifest()
+    stored = manifest.get("key_id")
+    if stored is not None and stored != key_id:
+        remedy = (
+            "it was made with the public demo key: unset DUANKA_PSEUDONYM_KEY and "
+            "DUANKA_PSEUDONYM_KEY_FILE to serve it (with --demo)"
+            if str(stored).startswith("demo-")
+            else "configure the key the store was ingested with"
+        )
+        raise StateKeyMismatch(
+            f"{store.root} was pseudonymised with key {stored}, the service's key is {key_id}: {remedy}"
+        )
+    done = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
+    if done.get("key_id") not in (None, key_id):
+        raise StateKeyMismatch(
+            f"{marker.parent} holds online state made with key {done['key_id']}, the service's key is "
+            f"{key_id}: remove {marker.parent / 'online.db'} to rebuild it from the event store"
+        )
+    return manifest, done
+
+
 def sync_online_state(online: OnlineFeatureStore, store: EventStore, marker: Path, key_id: str) -> int:
     """Add the store's listings, applications and confirmations that the online state lacks.
 
@@ -88,18 +123,7 @@ def sync_online_state(online: OnlineFeatureStore, store: EventStore, marker: Pat
         The state or the store holds pseudonyms made under another key: features
         would silently never link, so the service refuses to start.
     """
-    manifest = store.manifest()
-    if manifest.get("key_id") not in (None, key_id):
-        raise StateKeyMismatch(
-            f"{store.root} was pseudonymised with key {manifest['key_id']}, the service's key is {key_id}: "
-            "configure the key the store was ingested with"
-        )
-    done = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
-    if done.get("key_id") not in (None, key_id):
-        raise StateKeyMismatch(
-            f"{marker.parent} holds online state made with key {done['key_id']}, the service's key is "
-            f"{key_id}: remove {marker.parent / 'online.db'} to rebuild it from the event store"
-        )
+    manifest, done = check_state_key(store, marker, key_id)
     counts = {t: n for t, n in manifest.get("rows", {}).items() if t in STATE_TABLES}
     # An empty state (a new file, or one removed to be rebuilt) holds nothing, whatever the marker says.
     synced = {} if online.is_empty() else done.get("rows", {})
@@ -113,8 +137,7 @@ def sync_online_state(online: OnlineFeatureStore, store: EventStore, marker: Pat
         labels = store.labels(["application_id", "confirmed_at", "source"])
         for batch in labels.to_batches(max_chunksize=50_000):
             online.add_labels(zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True))
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".tmp")
+    tmp = new_private_file(marker.with_suffix(".tmp"))
     tmp.write_text(json.dumps({"key_id": key_id, "rows": counts}), encoding="utf-8")
     os.replace(tmp, marker)
     return added

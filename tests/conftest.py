@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -31,6 +31,7 @@ from duanka.data.synthetic import generate_bank
 from duanka.features.online import OnlineFeatureStore
 from duanka.serving.admission import AdmissionPolicy
 from duanka.serving.api import create_app
+from duanka.serving.chain import chain_key
 from duanka.serving.keys import KeyFile
 from duanka.serving.lifecycle import ServiceConfig
 from duanka.serving.model_source import ModelSource
@@ -41,10 +42,24 @@ from duanka.training.tracking import configure
 
 AS_OF = pd.Timestamp("2025-03-01T00:00:00+08:00").tz_convert("UTC")
 HOLDOUT = 300
-# The held-back applications are sent in any order by tests about other things; the service's
-# backdating guard (tests/test_backdating.py) is relaxed for them.
+# Tests about other things send the held-back applications (February 2025) in any order, and a
+# few dated up to June 2025, to a scorer or service whose clock reads REPLAY_NOW (replay_clock)
+# and that takes applications from REPLAY_TOLERANCE before it. The bounds themselves are
+# tests/test_backdating.py's; `duanka serve` in a subprocess, which reads the real clock, is
+# given DUANKA_BACKDATING_TOLERANCE_S=REPLAY_FROM_TODAY_S.
+REPLAY_NOW = datetime(2025, 7, 1, tzinfo=UTC)
 REPLAY_TOLERANCE = timedelta(days=400)
+REPLAY_FROM_TODAY_S = str(int((datetime.now(UTC) - REPLAY_NOW + REPLAY_TOLERANCE).total_seconds()))
+
+
+def replay_clock() -> datetime:
+    """The clock of the scorers and services that replay the held-back applications."""
+    return REPLAY_NOW
+
+
 SECRET = b"k" * 40
+# the audit key (DUANKA_AUDIT_CHAIN_KEY) of the test services and of the commands duanka_env runs
+AUDIT_SECRET = "a" * 40
 
 
 # What the environment said when the session began: a team's server, or (normally) nothing.
@@ -116,14 +131,16 @@ class ServedBank:
         self, source: ModelSource, paths: ServingPaths, store: EventStore | None = None
     ) -> ServiceConfig:
         """The service on ``paths`` with this bank's key and store (or ``store``), taking the held-back
-        applications in any order (:data:`REPLAY_TOLERANCE`)."""
+        applications in any order (:func:`replay_clock`, :data:`REPLAY_TOLERANCE`)."""
         return ServiceConfig(
             source=source,
             model=source.load(),
             keys=self.keys,
             store=store or self.store,
             paths=paths,
+            chain_key=chain_key(Settings(audit_chain_key=AUDIT_SECRET), self.keys),
             tolerance=REPLAY_TOLERANCE,
+            clock=replay_clock,
             # tests about other things send faster than a branch would: no key's rate applies
             admission=AdmissionPolicy(rate_limit="1000000/second"),
         )
@@ -173,6 +190,7 @@ def duanka_env(served_bank: ServedBank, monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setenv("DUANKA_MODELS_DIR", str(served_bank.settings.models_dir))
     monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", SECRET.decode())
+    monkeypatch.setenv("DUANKA_AUDIT_CHAIN_KEY", AUDIT_SECRET)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     get_settings.cache_clear()
     yield monkeypatch

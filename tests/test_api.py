@@ -107,16 +107,14 @@ def _events(paths, kind: str) -> list[dict]:
 
 def test_one_application_gets_a_full_decision(service, served_bank):
     client, tokens, paths, _ = service
-    response = client.post(
-        "/v1/score", json=_row(served_bank, 10, extra_field="x"), headers=_auth(tokens["all"])
-    )
+    response = client.post("/v1/score", json=_row(served_bank, 10), headers=_auth(tokens["all"]))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["application_id"] == served_bank.holdout[10]["application_id"]
     assert body["band"] in ("critical", "high", "medium", "low") and 0 < body["score"] < 1
     assert body["model"]["version"] == served_bank.version and len(body["model"]["booster_sha256"]) == 64
     assert list(body["features"]) == list(MODEL_FEATURES)
-    assert body["replayed"] is False and body["ignored_fields"] == ["extra_field"]
+    assert body["replayed"] is False
     assert response.headers["x-request-id"] == body["request_id"]
     # the audit row names the whole bundle (booster, calibrator, band cuts) that decided
     with sqlite3.connect(paths.decisions) as con:

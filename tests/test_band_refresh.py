@@ -19,6 +19,7 @@ from duanka.serving.batch import score_features, score_period
 from duanka.serving.model_source import ModelSource
 from duanka.serving.scorer import Scorer
 from duanka.training.bands import ALERT_BUDGET, Bands, DailyBands, RefreshPolicy, day_start, local_days
+from tests.conftest import REPLAY_TOLERANCE, replay_clock
 from tests.factories import CHAIN_KEY
 
 FALLBACK = Bands(critical=0.9, high=0.8, medium=0.7)
@@ -188,13 +189,13 @@ def test_new_cuts_take_effect_at_local_midnight_not_a_microsecond_earlier(tmp_pa
 
 
 def test_the_service_bands_by_the_refreshed_cuts_and_audits_them(served_bank, model, tmp_path, low_minimum):
-    now = datetime.now(UTC)
+    now = replay_clock()
     paths = served_bank.fresh_paths(tmp_path / "serving")
     # yesterday this booster gave scores far above anything today's application can get
     with DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
         _seed(log, model.booster_sha256, now - timedelta(days=1), np.linspace(2.0, 3.0, 400))
     with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
-        scorer = Scorer(model, online, log, served_bank.keys, clock=lambda: now)
+        scorer = Scorer(model, online, log, served_bank.keys, clock=replay_clock, tolerance=REPLAY_TOLERANCE)
         answer = scorer.score_application(served_bank.holdout[0])
         events = log._con.execute("SELECT detail FROM events WHERE kind = 'band_cuts'").fetchall()
     assert answer["model_band"] == "low"

@@ -18,6 +18,7 @@ from duanka.serving.batch import SCORE_COLUMNS, score_features, score_file, scor
 from duanka.serving.model_source import ModelSource
 from duanka.serving.prepare import prepare_applications
 from duanka.serving.scorer import Scorer
+from tests.conftest import REPLAY_TOLERANCE, replay_clock
 from tests.factories import CHAIN_KEY
 
 PERIOD = (pd.Timestamp("2025-01-01", tz="Asia/Shanghai"), pd.Timestamp("2025-02-01", tz="Asia/Shanghai"))
@@ -92,7 +93,7 @@ def test_the_service_and_batch_give_the_same_application_the_same_decision(serve
     paths = served_bank.fresh_paths(tmp_path / "serving")
     rows = served_bank.holdout[:120]
     with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
-        scorer = Scorer(model, online, log, served_bank.keys)
+        scorer = Scorer(model, online, log, served_bank.keys, clock=replay_clock, tolerance=REPLAY_TOLERANCE)
         events = prepare_applications(rows, served_bank.keys)
         served = {
             a.response["application_id"]: a.response for a in scorer.score(events, key_id="t", request_id="r")

@@ -11,7 +11,7 @@ import pytest
 from duanka.data.config import Settings, default_of
 from duanka.serving.admission import AdmissionPolicy
 from duanka.serving.lifecycle import ServiceConfig
-from duanka.serving.scorer import DEFAULT_TOLERANCE
+from duanka.serving.scorer import DEFAULT_FUTURE_TOLERANCE, DEFAULT_TOLERANCE
 from duanka.training.bands import RefreshPolicy
 
 
@@ -40,4 +40,9 @@ def test_the_service_takes_the_settings_defaults():
     assert defaults["prune_every_s"] == default_of("prune_every_s")
     assert (
         defaults["tolerance"] == DEFAULT_TOLERANCE == timedelta(seconds=default_of("backdating_tolerance_s"))
+    )
+    assert (
+        defaults["future_tolerance"]
+        == DEFAULT_FUTURE_TOLERANCE
+        == timedelta(seconds=default_of("future_tolerance_s"))
     )

@@ -28,7 +28,7 @@ import typer
 import typer.main
 
 from duanka.cli.app import app
-from tests.conftest import SECRET, ServedBank
+from tests.conftest import AUDIT_SECRET, SECRET, ServedBank
 from tests.factories import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,6 +391,7 @@ def test_the_entry_command_starts_the_service_outside_a_container(served_bank: S
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUANKA_") and k != "MLFLOW_TRACKING_URI"}
     env |= {k: here(v) for k, v in env_of(stage).items() if k != "PATH"}
     env["DUANKA_PSEUDONYM_KEY"] = SECRET.decode()
+    env["DUANKA_AUDIT_CHAIN_KEY"] = AUDIT_SECRET  # required beside it outside a demo
     env["COLUMNS"] = "400"  # rich wraps its lines at 80 columns off a terminal: keep paths whole to match
     workdir = tmp_path / "workdir"  # the image's WORKDIR: nothing may depend on the repository
     workdir.mkdir()

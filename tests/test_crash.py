@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from duanka.serving.keys import KeyFile
-from tests.conftest import SECRET
+from tests.conftest import AUDIT_SECRET, REPLAY_FROM_TODAY_S, SECRET
 from tests.factories import free_port
 
 KILLS = 3
@@ -100,6 +100,9 @@ def service(served_bank, tmp_path):
         **os.environ,
         "DUANKA_MODELS_DIR": str(served_bank.settings.models_dir),
         "DUANKA_PSEUDONYM_KEY": SECRET.decode(),
+        "DUANKA_AUDIT_CHAIN_KEY": AUDIT_SECRET,
+        # the held-back applications of 2025, to a service on the real clock
+        "DUANKA_BACKDATING_TOLERANCE_S": REPLAY_FROM_TODAY_S,
     }
     for name in ("MLFLOW_TRACKING_URI", "DUANKA_AUDIT_DB", "DUANKA_API_KEYS_FILE"):
         env.pop(name, None)

@@ -97,3 +97,39 @@ def test_operators_changing_keys_at_once_lose_nothing(tmp_path):
     assert [w.exitcode for w in workers] == [0] * 6
     assert len(KeyFile(path).records()) == 90
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.fixture
+def no_key_file_setting(monkeypatch):
+    """Keys found through the event store, as without DUANKA_API_KEYS_FILE."""
+    monkeypatch.delenv("DUANKA_API_KEYS_FILE", raising=False)
+    monkeypatch.delenv("DUANKA_DATA_DIR", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "verb", [["keys", "create"], ["keys", "list"], ["keys", "revoke", "k1"]], ids=["create", "list", "revoke"]
+)
+@pytest.mark.parametrize("given", [True, False], ids=["--data TYPO", "no --data"])
+def test_keys_refuse_a_folder_that_holds_no_event_store(
+    tmp_path, monkeypatch, no_key_file_setting, verb, given
+):
+    monkeypatch.chdir(tmp_path)  # without --data: data/store here, as in a checkout
+    typo = tmp_path / "stroe"
+    ran = CliRunner().invoke(app, [*verb, *(["--data", str(typo)] if given else [])], terminal_width=400)
+    assert ran.exit_code == 1, ran.output
+    said = " ".join(ran.output.split())  # one message, however the terminal wraps it
+    assert said.startswith("error: no event store at") and said.count("error:") == 1
+    assert "Traceback" not in said and " ingest --applications" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no folder made, no key written
+
+
+def test_keys_are_made_for_an_event_store(tmp_path, no_key_file_setting):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.json").write_text('{"key_id": "k", "rows": {}}', encoding="utf-8")
+    ran = CliRunner().invoke(app, ["keys", "create", "--data", str(store)], terminal_width=400)
+    assert ran.exit_code == 0, ran.output
+    assert len(KeyFile(store / "serving" / "api_keys.json").records()) == 1

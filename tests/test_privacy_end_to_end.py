@@ -29,7 +29,7 @@ from duanka.serving.api import create_app
 from duanka.serving.keys import KeyFile
 from duanka.serving.lifecycle import ServiceConfig
 from duanka.serving.model_source import ModelSource
-from tests.conftest import REPLAY_TOLERANCE, SECRET
+from tests.conftest import REPLAY_TOLERANCE, SECRET, replay_clock
 from tests.privacy import leaks, raw_identifiers
 
 SERVED = 40  # holdout applications sent to the service (the batch scores all of them)
@@ -138,6 +138,7 @@ def _run_every_entry_point(served_bank, out: Path, env: pytest.MonkeyPatch) -> t
     source = ModelSource(served_bank.uri, served_bank.client())
     config = ServiceConfig(
         tolerance=REPLAY_TOLERANCE,
+        clock=replay_clock,
         source=source,
         model=source.load(),
         keys=served_bank.keys,

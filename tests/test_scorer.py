@@ -22,6 +22,7 @@ from duanka.serving.model_source import ModelSource, check_compatible
 from duanka.serving.prepare import InvalidInput, canonical_text, prepare_applications, prepare_labels
 from duanka.serving.scorer import ConflictingResend, Scorer
 from duanka.training.bundle import BOOSTER_FILE, ModelIntegrityError
+from tests.conftest import REPLAY_TOLERANCE, replay_clock
 from tests.factories import CHAIN_KEY
 
 
@@ -40,7 +41,7 @@ def scorer(served_bank, model, tmp_path):
     paths = served_bank.fresh_paths(tmp_path / "serving")
     online = OnlineFeatureStore(paths.online)
     log = DecisionLog(paths.decisions, chain_key=CHAIN_KEY)
-    yield Scorer(model, online, log, served_bank.keys)
+    yield Scorer(model, online, log, served_bank.keys, clock=replay_clock, tolerance=REPLAY_TOLERANCE)
     online.close()
     log.close()
 

@@ -19,6 +19,7 @@ from duanka.serving.audit import DecisionLog
 from duanka.serving.model_source import ModelSource
 from duanka.serving.prepare import prepare_applications, prepare_labels
 from duanka.serving.scorer import Scorer
+from tests.conftest import REPLAY_TOLERANCE, replay_clock
 from tests.factories import CHAIN_KEY
 
 NEVER = 3_600.0  # no periodic sync within a test: only close() syncs
@@ -32,7 +33,15 @@ def model(served_bank):
 def _open(served_bank, model, paths, every_s: float = NEVER) -> Scorer:
     online = OnlineFeatureStore(paths.online, durable=False)
     log = DecisionLog(paths.decisions, chain_key=CHAIN_KEY)
-    return Scorer(model, online, log, served_bank.keys, state_sync_every_s=every_s)
+    return Scorer(
+        model,
+        online,
+        log,
+        served_bank.keys,
+        state_sync_every_s=every_s,
+        clock=replay_clock,
+        tolerance=REPLAY_TOLERANCE,
+    )
 
 
 def _shut(scorer: Scorer) -> None:

@@ -37,6 +37,7 @@ from duanka.serving.model_source import ModelSource
 from duanka.serving.prepare import prepare_applications
 from duanka.serving.scorer import Scorer
 from duanka.serving.state import sync_online_state
+from tests.conftest import REPLAY_TOLERANCE, replay_clock
 from tests.factories import CHAIN_KEY
 from tests.privacy import leaks
 
@@ -136,7 +137,15 @@ def _check_model_decision(answer: dict) -> None:
 def test_the_scorer_refuses_listed_applicants_and_audits_the_rule(listed, served_bank, model, tmp_path):
     paths = served_bank.fresh_paths(tmp_path / "serving")
     with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
-        scorer = Scorer(model, online, log, served_bank.keys, StoredWatchlist(listed.store))
+        scorer = Scorer(
+            model,
+            online,
+            log,
+            served_bank.keys,
+            StoredWatchlist(listed.store),
+            clock=replay_clock,
+            tolerance=REPLAY_TOLERANCE,
+        )
         answers = {case: scorer.score_application(row) for case, row in listed.rows.items()}
     for case, answer in answers.items():
         if listed.refused(case):
@@ -164,7 +173,15 @@ def test_a_refused_application_keeps_the_score_batch_scoring_gives_it(served_ban
     )
     ingest_file(path, WATCHLIST, store, served_bank.keys)
     with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
-        answer = Scorer(model, online, log, served_bank.keys, StoredWatchlist(store)).score_application(first)
+        answer = Scorer(
+            model,
+            online,
+            log,
+            served_bank.keys,
+            StoredWatchlist(store),
+            clock=replay_clock,
+            tolerance=REPLAY_TOLERANCE,
+        ).score_application(first)
     batch = score_file(served_bank.holdout_csv, store, served_bank.keys, model).scores.set_index(
         "application_id"
     )
@@ -384,7 +401,15 @@ def test_a_listing_ingested_while_serving_reaches_the_next_application_s_feature
     store = served_bank.copy_store(tmp_path / "store")
     paths = served_bank.fresh_paths(tmp_path / "serving")
     with OnlineFeatureStore(paths.online) as online, DecisionLog(paths.decisions, chain_key=CHAIN_KEY) as log:
-        scorer = Scorer(model, online, log, served_bank.keys, StoredWatchlist(store))
+        scorer = Scorer(
+            model,
+            online,
+            log,
+            served_bank.keys,
+            StoredWatchlist(store),
+            clock=replay_clock,
+            tolerance=REPLAY_TOLERANCE,
+        )
         ingest_file(_ended_listing_csv(row, tmp_path / "ended.csv"), WATCHLIST, store, served_bank.keys)
         answer = scorer.score_application(row)
     assert answer["features"]["applicant_ended_listings"] == 1

@@ -149,6 +149,7 @@ class DuankaPyfunc(mlflow.pyfunc.PythonModel):
 
 
 CODE_ROOMS = ("data", "features", "training")
+ENTRY_FILE = "pyfunc_entry.py"  # the models-from-code entry point MLflow logs beside the code
 
 
 def _source_only(folder: str, names: list[str]) -> set[str]:
@@ -177,7 +178,9 @@ def copy_inference_code(sources: Path, into: Path) -> list[str]:
     """
     package = into / "duanka"
     for room in CODE_ROOMS:
-        shutil.copytree(sources / room, package / room, ignore=_source_only)
+        # copyfile, not copy2: a copy takes the process's umask (owner-only under `duanka`), not
+        # the checkout's modes, and MLflow keeps the modes it finds
+        shutil.copytree(sources / room, package / room, ignore=_source_only, copy_function=shutil.copyfile)
     return [str(package)]
 
 
@@ -188,9 +191,10 @@ def log_bundle(
     preview = DuankaPyfunc()
     preview.bundle = read_bundle(Path(paths["booster"]), Path(paths["meta"]))
     signature = mlflow.models.infer_signature(input_example, preview.predict(None, input_example))
+    entry = shutil.copyfile(Path(__file__).with_name(ENTRY_FILE), folder / ENTRY_FILE)  # as the code
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+        python_model=str(entry),
         artifacts=paths,
         code_paths=copy_inference_code(project_root, folder / "code"),
         signature=signature,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from duanka.serving.routes.deps import RunningService
 from duanka.serving.scorer import Scorer
@@ -34,7 +36,17 @@ async def readyz(svc: RunningService) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+# What /metrics answers is Prometheus's text format, not JSON: the OpenAPI document says so, as a
+# client generated from it (or a schema checker such as schemathesis) must know.
+_EXPOSITION: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the service's metrics in the Prometheus text exposition format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/metrics", response_class=PlainTextResponse, responses=_EXPOSITION)
 async def metrics(svc: RunningService) -> Response:
     """Prometheus metrics."""
     body, content_type = svc.metrics.render()

@@ -29,7 +29,7 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
 
 
 async def _decide(svc: Service, request: Request, key: ApiKey, items: list[ApplicationIn]) -> list[dict]:
-    """Each application's answer, in the order sent, with the request's id and its ignored fields."""
+    """Each application's answer, in the order sent, with the request's id."""
     rows = [a.contract_fields() for a in items]
     request_id = request.scope["duanka.request_id"]
     keys = svc.config.keys
@@ -54,7 +54,7 @@ async def _decide(svc: Service, request: Request, key: ApiKey, items: list[Appli
     answers = await svc.scoring.run(on_scoring_thread)
     out = []
     seen: set[str] = set()
-    for item, answer in zip(items, answers, strict=True):
+    for answer in answers:
         aid = answer.response["application_id"]
         if answer.replayed:
             svc.metrics.replays.inc()
@@ -62,14 +62,7 @@ async def _decide(svc: Service, request: Request, key: ApiKey, items: list[Appli
             svc.metrics.decisions.labels(answer.response["band"]).inc()
             svc.metrics.scores.observe(answer.response["score"])
         seen.add(aid)
-        out.append(
-            {
-                **answer.response,
-                "request_id": request_id,
-                "replayed": answer.replayed,
-                "ignored_fields": item.ignored(),
-            }
-        )
+        out.append({**answer.response, "request_id": request_id, "replayed": answer.replayed})
     return out
 
 
