@@ -173,7 +173,6 @@ def test_the_service_reads_back_only_its_boosters_fresh_scores_of_the_window(tmp
     assert recent.cuts_at(now + timedelta(hours=1)) == (cuts, None)  # audited once a day
 
 
-
 def test_new_cuts_take_effect_at_local_midnight_not_a_microsecond_earlier(tmp_path, low_minimum):
     now = datetime(2025, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
     midnight = datetime(2025, 3, 10, 16, 0, tzinfo=UTC)  # 00:00 on 11 March in Shanghai

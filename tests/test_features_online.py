@@ -241,7 +241,6 @@ def prune_stream():
 
 
 class TestPrune:
-
     def test_queries_after_the_prune_point_are_unchanged(self, prune_stream, tmp_path):
         apps, labels = prune_stream
         prune_at = apps[len(apps) // 2]["applied_at"]
