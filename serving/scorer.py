@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from duanka.data.config import SHANGHAI, default_of
+from duanka.data.config import default_of
 from duanka.data.ingest import CONFIRMED_BEFORE_APPLICATION
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.watchlist import Watchlist, WatchlistSource
@@ -37,12 +36,12 @@ from duanka.serving.decision import ModelDecisions, decide
 from duanka.serving.model_source import LoadedModel
 from duanka.serving.prepare import FieldError, InvalidInput, prepare_applications
 from duanka.serving.rules import refusal, refusal_action
+from duanka.serving.time_bounds import after_the_clock, before_the_clock
 from duanka.training.bands import ACTION_TEXT, ACTIONS, BLOCKED, Bands
 from duanka.training.explain import Reason
 
 DEFAULT_TOLERANCE = timedelta(seconds=default_of("backdating_tolerance_s"))
 DEFAULT_FUTURE_TOLERANCE = timedelta(seconds=default_of("future_tolerance_s"))
-_BEIJING = ZoneInfo(SHANGHAI)
 
 
 class ConflictingResend(ValueError):
@@ -337,23 +336,15 @@ class Scorer:
 
         The reason shows the server's clock and no other time: nothing another caller sent."""
         now = self.clock()
-        clock = f"the server's clock ({now.astimezone(_BEIJING):%Y-%m-%d %H:%M:%S} Beijing time)"
         errors = []
         for i, event in enumerate(events):
             if event["application_id"] in answered:
                 continue
             at = event["applied_at"]
-            if at > now + self.future_tolerance:
-                reason = (
-                    f"more than {_span(self.future_tolerance)} after {clock}: check the clock of the "
-                    "system that sent it"
-                )
-                errors.append(FieldError(i, "applied_at", reason))
-            elif at < now - self.tolerance:
-                reason = (
-                    f"more than {_span(self.tolerance)} before {clock}: the service scores openings as "
-                    "they happen; backfills go through `duanka ingest`"
-                )
+            reason = after_the_clock(at, now, self.future_tolerance) or before_the_clock(
+                at, now, self.tolerance
+            )
+            if reason is not None:
                 errors.append(FieldError(i, "applied_at", reason))
         if errors:
             raise InvalidInput(errors)
@@ -483,21 +474,10 @@ class Scorer:
             at = lab["confirmed_at"]
             if at < held[lab["application_id"]].applied_at:
                 errors.append(FieldError(i, "confirmed_at", CONFIRMED_BEFORE_APPLICATION))
-            elif at > now + self.future_tolerance:
-                reason = (
-                    f"more than {_span(self.future_tolerance)} after the server's clock "
-                    f"({now.astimezone(_BEIJING):%Y-%m-%d %H:%M:%S} Beijing time): check the clock of "
-                    "the system that sent it"
-                )
+            elif (reason := after_the_clock(at, now, self.future_tolerance)) is not None:
                 errors.append(FieldError(i, "confirmed_at", reason))
         return errors
 
 
 def _arrival(event: dict) -> tuple[datetime, str]:
     return event["applied_at"], event["application_id"]
-
-
-def _span(span: timedelta) -> str:
-    """A tolerance as a person reads it: in seconds up to two minutes, else in minutes."""
-    seconds = span.total_seconds()
-    return f"{seconds:g} seconds" if seconds < 120 else f"{seconds / 60:g} minutes"
