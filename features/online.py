@@ -12,6 +12,10 @@ and listings without leaking them.
 
 What the state keeps and which statements read it is planned in
 :mod:`duanka.features.online_queries`; events become rows in :mod:`duanka.features.online_rows`.
+
+One job, the store, just past 500 lines: its write paths (an application, a confirmation, a
+listing, the bulk history load, the prune) share one connection's transaction and sync protocol,
+which reads best in one place; the planner and the row shapes already live apart.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ parameters such a change moves (escorts recorded, number blocks, devices, hotels
 branches and visits per ring, insiders' postings) are read from
 ``world.scenario``; their values in today's world are the defaults of
 :class:`duanka.data.synthetic.scenarios.Scenario`, the constants below all the others.
+
+One job, planning the mule schemes, past 500 lines: the schemes share the recruit, SIM and
+branch helpers here, and one file keeps their adaptations comparable side by side.
 """
 
 from __future__ import annotations
