@@ -26,6 +26,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,12 @@ class Checkpointer:
         Pause between two checkpoints.
     restart_frames : int
         Start the log over once a pass has copied a log at least this long.
+    writer_lock : threading.Lock, optional
+        The writer's lock, held for the restart so that no write is under way meanwhile.
+    before_restart : callable, optional
+        Called under ``writer_lock`` before the restart: a writer that holds its transaction
+        open between writes (:class:`duanka.features.online.OnlineFeatureStore` in a service)
+        commits it here, or the restart would wait for it and hold the writer back all that time.
     """
 
     def __init__(
@@ -54,9 +61,11 @@ class Checkpointer:
         interval_s: float = 0.5,
         restart_frames: int = RESTART_FRAMES,
         writer_lock: threading.Lock | None = None,
+        before_restart: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.writer_lock = writer_lock
+        self.before_restart = before_restart
         self.interval_s = interval_s
         self.restart_frames = restart_frames
         self.passes = 0
@@ -73,6 +82,8 @@ class Checkpointer:
         if busy == 0 and done == frames >= self.restart_frames:
             # Nearly everything is copied already: the restart holds the writer only for the rest.
             with self.writer_lock or contextlib.nullcontext():
+                if self.before_restart is not None:
+                    self.before_restart()
                 restarted = con.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             if restarted[0] == 0:
                 self.restarts += 1
@@ -127,3 +138,127 @@ class Checkpointer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+class SyncFailed(OSError):
+    """An fsync of the write-ahead log failed: what was committed since the last one may not be on
+    disk, and no later fsync can say it is (the kernel may have dropped the pages). Every commit
+    waiting, and every later one, is refused."""
+
+
+class GroupSync:
+    """Commits made durable off the committing thread: one fsync of the write-ahead log for all
+    commits made before it.
+
+    A connection under ``synchronous = NORMAL`` commits without an fsync: the commit is in the
+    log file (in the page cache) and survives a killed process, not a power cut. Each such commit
+    takes a ticket (:meth:`committed`); a daemon thread fsyncs the log whenever tickets wait, and
+    every ticket taken before that fsync began is durable when it returns (:meth:`is_durable`,
+    :meth:`wait`). The committing thread goes on meanwhile, and the commits made during one fsync
+    share the next. SQLite under ``NORMAL`` still syncs the log before a checkpoint copies it and
+    the log header when it starts over, so an fsync of the log file is all a commit lacks.
+
+    Parameters
+    ----------
+    path : Path
+        The database file (in WAL mode; its log is ``path`` + ``-wal``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._log = self.path.with_name(self.path.name + "-wal")
+        self._changed = threading.Condition()
+        self._issued = 0
+        self._synced = 0
+        self._failed: OSError | None = None
+        self._stopping = False
+        self.fsyncs = 0
+        self._thread = threading.Thread(target=self._run, name=f"fsync-{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> int:
+        """A ticket for every commit made so far; call it after each commit."""
+        with self._changed:
+            self._issued += 1
+            self._changed.notify_all()
+            return self._issued
+
+    def is_durable(self, ticket: int) -> bool:
+        """Whether the commits up to ``ticket`` are on disk (never waits).
+
+        Raises
+        ------
+        SyncFailed
+            An fsync failed: they may never be.
+        """
+        with self._changed:
+            self._raise_if_failed()
+            return ticket <= self._synced
+
+    def healthy(self) -> bool:
+        """Whether no fsync has failed."""
+        with self._changed:
+            return self._failed is None
+
+    def check(self) -> None:
+        """Raise :class:`SyncFailed` if an fsync has failed: commit nothing more."""
+        with self._changed:
+            self._raise_if_failed()
+
+    def wait(self, ticket: int) -> None:
+        """Block until the commits up to ``ticket`` are on disk.
+
+        Raises
+        ------
+        SyncFailed
+            An fsync failed.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: ticket <= self._synced or self._failed is not None)
+            self._raise_if_failed()
+
+    def stop(self) -> None:
+        """Sync what is committed, then end the thread."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _raise_if_failed(self) -> None:
+        if self._failed is not None:
+            raise SyncFailed(f"fsync of {self._log.name} failed: {self._failed}") from self._failed
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._issued > self._synced or self._stopping)
+                if self._failed is not None or (self._stopping and self._issued == self._synced):
+                    return
+                target = self._issued
+            failure = self._fsync()
+            with self._changed:
+                if failure is None:
+                    self._synced = target
+                    self.fsyncs += 1
+                else:
+                    self._failed = failure
+                self._changed.notify_all()
+
+    def _fsync(self) -> OSError | None:
+        try:
+            # opened for each pass: the log is the file under that name now, whatever came before
+            fd = os.open(self._log, os.O_RDONLY)
+        except FileNotFoundError:
+            # no log: a closing connection checkpointed it into the database and synced that
+            return None
+        except OSError as error:
+            log.error("cannot open %s to sync it: %s", self._log.name, error)
+            return error
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            log.error("fsync of %s failed: %s", self._log.name, error)
+            return error
+        finally:
+            os.close(fd)
+        return None

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from duanka.data.wal import SyncFailed
 from duanka.serving.prepare import FieldError, InvalidInput
 from duanka.serving.schemas import UNKNOWN_FIELD_REASON, unknown_field
 from duanka.serving.scorer import ConflictingResend
@@ -92,6 +93,15 @@ def install_error_handlers(app: FastAPI) -> None:
         # The type only: a message or a traceback may quote what was sent.
         log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return JSONResponse({"detail": "internal error: no score was given", "errors": []}, status_code=500)
+
+    @app.exception_handler(SyncFailed)
+    async def not_durable(request: Request, exc: SyncFailed) -> JSONResponse:
+        # fail closed: what may not be on disk is not built on, now or later
+        log.error("the service's files could not be synced: %s", exc)
+        return JSONResponse(
+            {"detail": "the service cannot make its records durable: no score was given", "errors": []},
+            status_code=503,
+        )
 
     @app.exception_handler(ConflictingResend)
     async def conflicting(request: Request, exc: ConflictingResend) -> JSONResponse:

@@ -23,7 +23,6 @@ from duanka.data.private import private_folder
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.store import EventStore
 from duanka.data.watchlist import StoredWatchlist
-from duanka.features.online import OnlineFeatureStore
 from duanka.serving.admission import AdmissionPolicy
 from duanka.serving.anchor import AnchorOutlet, SignedAnchor, sign
 from duanka.serving.audit import DecisionLog
@@ -32,7 +31,7 @@ from duanka.serving.metrics import ServiceMetrics
 from duanka.serving.model_source import LoadedModel, ModelSource
 from duanka.serving.scorer import DEFAULT_FUTURE_TOLERANCE, DEFAULT_TOLERANCE, Scorer
 from duanka.serving.scoring_thread import ScoringThread
-from duanka.serving.state import ServingPaths, sync_online_state
+from duanka.serving.state import ServingPaths, open_service_state, sync_online_state
 from duanka.training.bundle import ModelIntegrityError
 
 log = logging.getLogger("duanka.serve")
@@ -158,9 +157,9 @@ class Service:
         """On the scoring thread: open the state, bring it up to the event store, audit the start."""
         config = self.config
         private_folder(config.paths.root)
-        # Not fsynced per application: the decision record is (the Scorer's redo log). Checkpoints
-        # run in the background, so no request waits for one.
-        online = OnlineFeatureStore(config.paths.online, durable=False, checkpoint_every_s=0.5)
+        # Committed some applications at a time and fsynced about once a second off the scoring
+        # thread: the decision record is the Scorer's redo log.
+        online = open_service_state(config.paths.online)
         added = sync_online_state(online, config.store, config.paths.sync_marker, config.keys.key_id)
         decisions = DecisionLog(config.paths.decisions, chain_key=self.chain_key, checkpoint_every_s=0.5)
         watchlist = StoredWatchlist(config.store)

@@ -158,10 +158,10 @@ class Scorer:
     -----
     Durability: a decision's answer, and the prepared application it answered, are
     committed to ``log`` with an fsync before the answer is returned. The application's
-    write to ``online`` is not fsynced one by one (that fsync was a third of the recording
-    cost): about once a second the state is synced and ``log`` notes which answers it now
-    holds for sure. After a power cut, :meth:`redo` records the later ones again (a
-    killed process loses nothing either way: SQLite's log is in the page cache).
+    write to ``online`` is neither fsynced nor, in the service, committed one by one (the
+    fsync was a third of the recording cost, the commit another third): about once a second
+    the state is synced and ``log`` notes which answers it now holds for sure. After a power
+    cut or a killed process, :meth:`redo` records the later ones again.
 
     Bands: each local day's cuts come from the scores this booster gave over the days before
     (:class:`duanka.serving.band_refresh.RecentScores`, read back from ``log`` at start and after a
@@ -190,6 +190,7 @@ class Scorer:
         self.state_sync_every_s = state_sync_every_s
         self._synced_at = time.monotonic()
         self._last_answered: int | None = None  # position of the last stored response
+        self._syncing: tuple[int, int | None] | None = None  # (sync_soon ticket, answered through)
         self._synced_unnoted: int | None = None  # synced in the state, not yet noted in the log
         self.watchlist: WatchlistSource = Watchlist.empty() if watchlist is None else watchlist
         self._fed: Watchlist | None = None
@@ -273,8 +274,12 @@ class Scorer:
         ------
         ConflictingResend
             An application id was scored before with other content; nothing is recorded.
+        duanka.data.wal.SyncFailed
+            A sync of the online state failed; nothing is decided.
         """
         started = time.perf_counter() if started is None else started
+        # fail closed before deciding anything: a state whose fsync failed cannot vouch for itself
+        self.online.check_synced()
         # one model, and its cuts, for the whole request, even if a switch lands meanwhile
         model, recent = self.model, self._recent
         unique = {e["application_id"]: e for e in events}
@@ -318,6 +323,8 @@ class Scorer:
             )
             for aid, answer in answers.items()
         ]
+        if self._syncing is not None and self.online.synced(self._syncing[0]):
+            self._synced_unnoted, self._syncing = self._syncing[1], None
         noted, self._synced_unnoted = self._synced_unnoted, None
         self._last_answered = self.log.record(
             rows,
@@ -350,11 +357,10 @@ class Scorer:
             raise InvalidInput(errors)
 
     def _sync_state(self) -> None:
-        """Sync the online state; the next record notes how far the answers are now safe in it."""
-        answered = self._last_answered
-        self.online.sync()
+        """Have the online state synced off this thread; the first record after its fsync notes how
+        far the answers are then safe in it."""
+        self._syncing = (self.online.sync_soon(), self._last_answered)
         self._synced_at = time.monotonic()
-        self._synced_unnoted = answered
 
     def redo(self) -> int:
         """Record into the state the applications answered after it was last known synced.
@@ -362,9 +368,12 @@ class Scorer:
         Returns
         -------
         int
-            How many the state had lost (0 after a clean stop or a killed process).
+            How many the state had lost (0 after a clean stop).
         """
-        return self.online.add_applications(self.log.unsynced_events())
+        redone = self.online.add_applications(self.log.unsynced_events())
+        if redone:
+            self.online.sync()  # whole again, and on disk, before the service says it is ready
+        return redone
 
     def close(self) -> None:
         """Sync the state and note it, so that the next start has nothing to redo."""

@@ -113,13 +113,32 @@ def test_answers_lost_from_the_state_at_a_power_cut_are_recorded_again(served_ba
 
 def test_the_state_is_synced_and_noted_as_answers_go_on(served_bank, model, tmp_path):
     paths = served_bank.fresh_paths(tmp_path / "serving")
-    scorer = _open(served_bank, model, paths, every_s=0.0)  # sync after every answer
+    scorer = _open(served_bank, model, paths, every_s=0.0)  # a sync asked for after every answer
     for row in served_bank.holdout[:4]:
         scorer.score_application(row)
+        scorer.online._syncer.wait(scorer._syncing[0])  # its fsync done before the next answer
     # Each answer's record notes the sync made after the one before: only the last is pending.
     assert [e["application_id"] for e in scorer.log.unsynced_events()] == [
         served_bank.holdout[3]["application_id"]
     ]
+    _shut(scorer)
+
+
+def test_a_sync_is_noted_only_once_its_fsync_is_done(served_bank, model, tmp_path, monkeypatch):
+    paths = served_bank.fresh_paths(tmp_path / "serving")
+    scorer = _open(served_bank, model, paths, every_s=0.0)
+    on_disk = False
+    monkeypatch.setattr(scorer.online, "synced", lambda ticket: on_disk)
+    rows = served_bank.holdout[:4]
+    for row in rows[:3]:
+        scorer.score_application(row)
+    # three syncs asked for, none done: a power cut now must redo all three answers
+    assert [e["application_id"] for e in scorer.log.unsynced_events()] == [
+        r["application_id"] for r in rows[:3]
+    ]
+    on_disk = True
+    scorer.score_application(rows[3])  # its record notes the sync asked for after the third
+    assert [e["application_id"] for e in scorer.log.unsynced_events()] == [rows[3]["application_id"]]
     _shut(scorer)
 
 

@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from duanka.serving.routes.deps import RunningService
 from duanka.serving.scorer import Scorer
-from duanka.serving.state import online_writable
 
 router = APIRouter(tags=["operations"])
 
@@ -25,10 +24,9 @@ async def readyz(svc: RunningService) -> JSONResponse:
     """A verified model is loaded and the state and decision record take writes."""
     if not svc.scoring.started:
         return JSONResponse({"ready": False, "reason": "starting"}, status_code=503)
-    online = svc.config.paths.online
 
     def check(scorer: Scorer) -> tuple[bool, bool, dict[str, str]]:
-        return online_writable(online), scorer.log.writable(), scorer.model.describe()
+        return scorer.online.writable(), scorer.log.writable(), scorer.model.describe()
 
     online_ok, log_ok, model = await svc.scoring.run(check)
     ready = online_ok and log_ok
