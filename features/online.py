@@ -577,9 +577,11 @@ class OnlineFeatureStore:
                 found.update(dict.fromkeys((a.name for a in running.aggregates), np.nan))
             else:
                 found.update(running.counts(execute, keys, t))
-        # The linked group's statistics (features.linked); an empty group's first_at is null.
+        # The linked group's statistics (features.linked): no row for an empty group, whose
+        # statistics are 0 and first_at null.
         group = execute(self._plan.linked_sql, asked)
-        for (stat, *_), value in zip(group.description, group.fetchone(), strict=True):
+        row = group.fetchone() or (*(0 for _ in ZERO_STATS), None)
+        for (stat, *_), value in zip(group.description, row, strict=True):
             found[_LINKED_COUNT[stat]] = value
         return {
             name: np.array([np.nan if value is None else value], dtype=np.float64)
