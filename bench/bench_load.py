@@ -7,7 +7,9 @@ Open loop: one ``POST /v1/score`` (a new application each) every ``1/rate`` seco
 the answers do, so a server that falls behind shows as latency and errors, not as a slower
 client. Bounded: ``rate * seconds`` requests, each with a timeout, and a hard stop at
 ``seconds + 60`` after the first; then the server is stopped. The server's resident memory is
-sampled every 10 s from ``/proc``: flat means no leak over the run.
+sampled every 10 s from ``/proc``: flat means no leak over the run. Then ``--flat-seconds`` flat
+out, ``--callers`` closed-loop callers each with a key of its own (a branch each: one key's rate
+limit would measure admission, which ``bench_clients.py`` does): the most the replica answers.
 
 The bank, store, model and online state come from ``bench_serve.prepare`` (reused when ``--work``
 already holds them); each run starts from a fresh copy of the state and an empty audit log.
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import (
     URI,
     _env,
+    _flat_out,
     _wait,
     fresh_state,
     measured,
@@ -159,17 +162,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0, help="how long to send for")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--train-applications", type=int, default=300_000, help="the model's own bank")
+    parser.add_argument("--flat-seconds", type=float, default=20.0, help="then flat out for this long")
+    parser.add_argument("--callers", type=int, default=8, help="flat out: callers, one key each")
     args = parser.parse_args()
 
     n = int(args.rate * args.seconds)
     prepare(args.work, args.history, 2_000, args.seed, args.train_applications)
     rows = request_rows(args.work)
     paths = fresh_state(args.work)
-    headers = {
-        "Authorization": f"Bearer {KeyFile(paths.keys).create()[1]}",
-        "Content-Type": "application/json",
-    }
-    bodies = request_bodies(rows, n, "L")
+    keyfile = KeyFile(paths.keys)
+    headers = {"Authorization": f"Bearer {keyfile.create()[1]}", "Content-Type": "application/json"}
+    # flat out, each caller a branch with its own key: one key's rate limit would measure admission
+    callers = [
+        {"Authorization": f"Bearer {keyfile.create()[1]}", "Content-Type": "application/json"}
+        for _ in range(args.callers)
+    ]
+    # later applications for the flat-out phase, at most 500 a second
+    bodies = request_bodies(rows, n + int(500 * args.flat_seconds), "L")
+    bodies, flat = bodies[:n], bodies[n:]
     port = free_port()
     duanka = str(Path(sys.executable).parent / "duanka")
     server = subprocess.Popen(
@@ -187,6 +197,7 @@ def main() -> None:
         latencies, errors, memory = measured(load)
         server_cpu = cpu_seconds(server.pid) - cpu_before
         server_view = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT_S).text
+        flat_answered, flat_took = measured(_flat_out(url, flat, callers, args.callers, args.flat_seconds))
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -204,6 +215,10 @@ def main() -> None:
     print(f"  server CPU: {server_cpu:.1f} s, {server_cpu / n * 1000:.2f} ms per request")
     print("  server RSS (MiB) over time: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in memory))
     print(f"  RSS start {memory[0][1]:.0f} MiB, end {memory[-1][1]:.0f} MiB")
+    print(
+        f"  flat out with {args.callers} callers, one key each: {flat_answered / flat_took:,.0f} requests/s "
+        f"({flat_answered:,} in {flat_took:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

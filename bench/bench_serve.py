@@ -349,23 +349,27 @@ async def _sequential(url: str, bodies: list[bytes], headers: dict) -> list[floa
 
 
 async def _flat_out(
-    url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
+    url: str, bodies: list[bytes], headers: dict | list[dict], concurrency: int, seconds: float
 ) -> tuple[int, float]:
-    """Closed loop with ``concurrency`` callers for ``seconds``; (answered, seconds taken)."""
+    """Closed loop with ``concurrency`` callers for ``seconds``; (answered, seconds taken).
+
+    ``headers`` is every caller's, or one per caller (each branch with its own key, whose rate
+    limit is its own)."""
     import httpx
 
+    each = headers if isinstance(headers, list) else [headers] * concurrency
     queue = list(reversed(bodies))
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
         start = time.perf_counter()
 
-        async def caller() -> int:
+        async def caller(own: dict) -> int:
             done = 0
             while queue and time.perf_counter() - start < seconds:
-                (await client.post(url, content=queue.pop(), headers=headers)).raise_for_status()
+                (await client.post(url, content=queue.pop(), headers=own)).raise_for_status()
                 done += 1
             return done
 
-        answered = sum(await asyncio.gather(*(caller() for _ in range(concurrency))))
+        answered = sum(await asyncio.gather(*(caller(each[i]) for i in range(concurrency))))
     return answered, time.perf_counter() - start
 
 

@@ -321,7 +321,7 @@ def test_bench_serve_runs_every_phase_at_a_tiny_size(serve_work, scratch):
 def test_bench_load_runs_end_to_end_at_a_tiny_rate(serve_work, scratch):
     out = bench(
         "bench_load.py",
-        *("--work", serve_work, *STATE, "--rate", 20, "--seconds", 3),
+        *("--work", serve_work, *STATE, "--rate", 20, "--seconds", 3, "--flat-seconds", 2),
         scratch=scratch,
     )
     assert_lines(
@@ -335,6 +335,7 @@ def test_bench_load_runs_end_to_end_at_a_tiny_rate(serve_work, scratch):
         r"^\s+server GC pauses \(generation: count, seconds\): ",
         r"^\s+server CPU: [\d.]+ s, [\d.]+ ms per request$",
         r"^\s+RSS start \d+ MiB, end \d+ MiB$",
+        r"^\s+flat out with 8 callers, one key each: [\d,]+ requests/s \([\d,]+ in [\d.]+ s\)$",
     )
 
 
