@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duanka.data.private import private_file
-from duanka.data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer, GroupSync
+from duanka.data.wal import FALLBACK_AUTOCHECKPOINT_PAGES, Checkpointer, GroupSync, SyncFailed
 from duanka.features import values
 from duanka.features.columns import COMPARED, MARK_COLUMN
 from duanka.features.declaration import Aggregate, Entity, Op
@@ -131,6 +131,7 @@ class OnlineFeatureStore:
         self.writes_per_commit = writes_per_commit
         self._uncommitted = 0  # writes in the open transaction
         self._syncer: GroupSync | None = None  # started by the first sync_soon
+        self._lost: str | None = None  # why writes this store acknowledged are gone, if they are
         self._lock = threading.Lock()
         self._con = sqlite3.connect(
             private_file(self.path), isolation_level=None, cached_statements=256, check_same_thread=False
@@ -202,8 +203,15 @@ class OnlineFeatureStore:
         try:
             yield con
         except BaseException:
-            con.execute("ROLLBACK TO one_write")
-            con.execute("RELEASE one_write")
+            if con.in_transaction:
+                con.execute("ROLLBACK TO one_write")
+                con.execute("RELEASE one_write")
+            elif self._uncommitted:
+                # SQLite answered the error (a full disk, an I/O error) by rolling the whole group
+                # back: the writes before this one are gone too, and the store must not go on
+                # as if it held them (check_synced refuses from now on; a restart redoes them)
+                self._lost = f"{self._uncommitted} uncommitted writes rolled back by SQLite"
+                self._uncommitted = 0
             raise
         con.execute("RELEASE one_write")
         self._uncommitted += 1
@@ -321,8 +329,11 @@ class OnlineFeatureStore:
             return self._syncer.committed()
 
     def check_synced(self) -> None:
-        """Raise :class:`duanka.data.wal.SyncFailed` if a :meth:`sync_soon` fsync has failed: what
-        was committed may not be on disk, and a writer that answers for it must stop."""
+        """Raise :class:`duanka.data.wal.SyncFailed` if a :meth:`sync_soon` fsync has failed, or
+        SQLite rolled back a group of writes: what was written may not be on disk or held, and a
+        writer that answers for it must stop."""
+        if self._lost is not None:
+            raise SyncFailed(f"{self.path.name}: {self._lost}")
         if self._syncer is not None:
             self._syncer.check()
 
@@ -341,7 +352,7 @@ class OnlineFeatureStore:
     def writable(self) -> bool:
         """Whether this store can write now (readiness): it holds the write lock, or can take it."""
         with self._lock:
-            if self._syncer is not None and not self._syncer.healthy():
+            if self._lost is not None or (self._syncer is not None and not self._syncer.healthy()):
                 return False
             if self._con.in_transaction:  # a held transaction holds the file's write lock
                 return True

@@ -173,3 +173,18 @@ def test_a_service_whose_state_cannot_be_synced_decides_nothing_and_is_not_ready
     with sqlite3.connect(paths.decisions) as con:
         decided = [r for (r,) in con.execute("SELECT application_id FROM decisions")]
     assert decided == [served_bank.holdout[0]["application_id"]]  # the refused one was not decided
+
+
+def test_a_group_sqlite_rolls_back_itself_is_reported_never_taken_as_held(tmp_path):
+    apps = _apps(10, seed=47)
+    with OnlineFeatureStore(tmp_path / "state.db", writes_per_commit=25) as store:
+        for event in apps[:3]:
+            store.add_application(event)
+        # what SQLite does on a full disk or an I/O error: the whole transaction is rolled back
+        insert, store._insert = store._insert, "INSERT OR ROLLBACK INTO meta VALUES ('layout', 0)"
+        with pytest.raises(sqlite3.Error):
+            store.add_application(apps[3])
+        store._insert = insert
+        with pytest.raises(SyncFailed, match="3 uncommitted writes rolled back"):
+            store.check_synced()
+        assert not store.writable()
