@@ -172,7 +172,6 @@ class GroupSync:
         self._synced = 0
         self._failed: OSError | None = None
         self._stopping = False
-        self.fsyncs = 0
         self._thread = threading.Thread(target=self._run, name=f"fsync-{self.path.name}", daemon=True)
         self._thread.start()
 
@@ -194,11 +193,6 @@ class GroupSync:
         with self._changed:
             self._raise_if_failed()
             return ticket <= self._synced
-
-    def healthy(self) -> bool:
-        """Whether no fsync has failed."""
-        with self._changed:
-            return self._failed is None
 
     def check(self) -> None:
         """Raise :class:`SyncFailed` if an fsync has failed: commit nothing more."""
@@ -239,7 +233,6 @@ class GroupSync:
             with self._changed:
                 if failure is None:
                     self._synced = target
-                    self.fsyncs += 1
                 else:
                     self._failed = failure
                 self._changed.notify_all()

@@ -59,6 +59,7 @@ CHUNK = 2_000_000
 
 MEMBER_COLUMNS = ("applicant_key", "branch_id", "ts", "conf", "listed", *GROUP_FLAGS)
 """What :func:`statistics_sql` reads of each member, beside ``x`` and ``t``."""
+_MEMBER_SELECT = ", ".join(f"m.{column}" for column in MEMBER_COLUMNS)  # of the member rows ``m``
 
 
 def statistics_sql(members: str) -> str:
@@ -141,10 +142,9 @@ def online_group_sql(indexes: Mapping[str, str], start: str) -> str:
         f"JOIN apps AS m ON m.rowid IN ({kept(key, 'asked.value')})"
         for key in LINK_KEYS
     )
-    members = ", ".join(f"m.{column}" for column in MEMBER_COLUMNS)
     return (
         f"WITH hop1(id) AS ({hop1}), hop2(id) AS ({hop2}), "
-        f"members AS MATERIALIZED (SELECT 0 AS x, :t AS t, {members} FROM apps AS m "
+        f"members AS MATERIALIZED (SELECT 0 AS x, :t AS t, {_MEMBER_SELECT} FROM apps AS m "
         "WHERE m.rowid IN (SELECT id FROM hop1 UNION SELECT id FROM hop2) "
         "AND m.applicant_key <> :applicant_key) "
         f"SELECT {', '.join((*ZERO_STATS, 'first_at'))} FROM ({statistics_sql('members')})"
@@ -223,10 +223,9 @@ def _chunk(con: duckdb.DuckDBPyConnection, lo: int, hi: int) -> dict[str, np.nda
         ANTI JOIN link own ON own.idx = h.x AND own.kid = l.kid"""
     )
     con.execute("CREATE OR REPLACE TEMP TABLE hop2 AS " + _kept_members("q2"))
-    members = ", ".join(f"m.{column}" for column in MEMBER_COLUMNS)
     stats = con.execute(
         f"""WITH members AS MATERIALIZED (
-            SELECT g.x, xa.ts AS t, {members}
+            SELECT g.x, xa.ts AS t, {_MEMBER_SELECT}
             FROM (SELECT x, m FROM hop1 UNION SELECT x, m FROM hop2) g
             JOIN apps xa ON xa.idx = g.x
             JOIN apps m ON m.idx = g.m

@@ -13,9 +13,10 @@ and listings without leaking them.
 What the state keeps and which statements read it is planned in
 :mod:`duanka.features.online_queries`; events become rows in :mod:`duanka.features.online_rows`.
 
-One job, the store, just past 500 lines: its write paths (an application, a confirmation, a
-listing, the bulk history load, the prune) share one connection's transaction and sync protocol,
-which reads best in one place; the planner and the row shapes already live apart.
+One job, the store, past 500 lines: its write paths (an application, a confirmation, a listing,
+the bulk history load, the prune) share one connection's transaction, commit grouping and sync
+protocol (savepoints, the held transaction, :meth:`OnlineFeatureStore.sync_soon`), which reads
+best in one place beside the writes it serves; the planner and the row shapes already live apart.
 """
 
 from __future__ import annotations
@@ -352,7 +353,9 @@ class OnlineFeatureStore:
     def writable(self) -> bool:
         """Whether this store can write now (readiness): it holds the write lock, or can take it."""
         with self._lock:
-            if self._lost is not None or (self._syncer is not None and not self._syncer.healthy()):
+            try:
+                self.check_synced()
+            except SyncFailed:
                 return False
             if self._con.in_transaction:  # a held transaction holds the file's write lock
                 return True

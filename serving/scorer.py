@@ -191,7 +191,6 @@ class Scorer:
         self._synced_at = time.monotonic()
         self._last_answered: int | None = None  # position of the last stored response
         self._syncing: tuple[int, int | None] | None = None  # (sync_soon ticket, answered through)
-        self._synced_unnoted: int | None = None  # synced in the state, not yet noted in the log
         self.watchlist: WatchlistSource = Watchlist.empty() if watchlist is None else watchlist
         self._fed: Watchlist | None = None
         self.sync_listings()
@@ -323,9 +322,9 @@ class Scorer:
             )
             for aid, answer in answers.items()
         ]
+        noted = None  # how far the answers are surely in the state, once the sync asked is done
         if self._syncing is not None and self.online.synced(self._syncing[0]):
-            self._synced_unnoted, self._syncing = self._syncing[1], None
-        noted, self._synced_unnoted = self._synced_unnoted, None
+            noted, self._syncing = self._syncing[1], None
         self._last_answered = self.log.record(
             rows,
             {e["application_id"]: (e["row_digest"], answers[e["application_id"]].response, e) for e in fresh},
