@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -68,7 +69,10 @@ def test_concurrent_scores_labels_and_readers_lose_nothing(api, served_bank, tmp
             rows = export(paths.decisions, out)
             exports.append(_exported(out))
             assert len(exports[-1]) == rows
-            with sqlite3.connect(paths.online, timeout=0) as con:  # timeout 0: a lock would raise
+            # Closed here, not left to the garbage collector: a connection's statement cache holds
+            # it in a reference cycle, and the collector closing it on another thread while the
+            # next one opens takes the file's PENDING lock for a moment, refusing that reader.
+            with closing(sqlite3.connect(paths.online, timeout=0)) as con:  # timeout 0: a lock would raise
                 con.execute("SELECT count(*) FROM apps").fetchone()
         return exports
 
