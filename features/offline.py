@@ -1,13 +1,12 @@
-"""The offline builder: every declared feature for a whole history at once, in DuckDB.
+"""The offline builder: every declared feature for a whole history at once.
 
-Each entity's windowed counts are window functions over its partition,
-ordered by the application timestamp in integer microseconds with frames
-``RANGE BETWEEN W PRECEDING AND 1 PRECEDING``: exactly ``[t - W, t)``, so an
-application never sees itself or anything applied at the same instant.
-Confirmed-mule and listed-applicant counts and the linked group are their own
-queries (:func:`_marked_sql`, :mod:`duanka.features.linked`); the applicant's ended
-listings come from :func:`listing_history`. The engines only count; the values
-come from the shared transforms in :mod:`duanka.features.values`.
+Each entity's windowed counts are prefix counts over its applications in time order
+(:mod:`duanka.features.windows`): exactly ``[t - W, t)`` with ``applied_at`` in integer
+microseconds, so an application never sees itself or anything applied at the same instant.
+Confirmed-mule and listed-applicant counts and the linked group are DuckDB queries
+(:func:`_marked_sql`, :mod:`duanka.features.linked`); the applicant's ended listings come
+from :func:`listing_history`. The engines only count; the values come from the shared
+transforms in :mod:`duanka.features.values`.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from duanka.features.columns import (
 from duanka.features.declaration import Aggregate, Entity, Feature, Op
 from duanka.features.linked import linked_group
 from duanka.features.registry import FEATURES
+from duanka.features.windows import window_counts
 
 
 def as_table(data: pa.Table | pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -175,16 +175,21 @@ def _engine_table(
     return pa.table(data)
 
 
-def _window_sql(entity: Entity, aggregates: list[Aggregate]) -> str:
-    keys = entity.keys
-    windows = sorted({a.window_us for a in aggregates})
-    selected = ", ".join(f'{a.sql()} OVER w{a.window_us} AS "{a.name}"' for a in aggregates)
-    frames = ", ".join(
-        f"w{w} AS (PARTITION BY {', '.join(keys)} ORDER BY ts RANGE BETWEEN {w} PRECEDING AND 1 PRECEDING)"
-        for w in windows
-    )
-    present = " AND ".join(f"{k} IS NOT NULL" for k in keys)
-    return f"SELECT idx, {selected} FROM apps WHERE {present} WINDOW {frames}"
+def _codes(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An encoded column as numpy codes, -1 where missing."""
+    return pc.fill_null(column, -1).to_numpy()
+
+
+def _windowed(engine: pa.Table, entity: Entity, aggregates: list[Aggregate]) -> dict[str, np.ndarray]:
+    """One entity's windowed counts from the engine table (:func:`_engine_table`)."""
+    read = {}
+    for a in aggregates:
+        if a.op is Op.FLAGGED:
+            read[a.column] = engine[a.column].to_numpy()
+        elif a.op is Op.DISTINCT:
+            read[a.column] = _codes(engine[a.column])
+    keys = [_codes(engine[key]) for key in entity.keys]
+    return window_counts(keys, engine["ts"].to_numpy(), aggregates, read)
 
 
 def _marked_sql(aggregate: Aggregate) -> str:
@@ -339,7 +344,8 @@ def build_features(
     values_of = _Evaluator(block, columns, chosen)
     steps = _steps(chosen)
     with _duckdb() as con, _progress(progress, len(steps)) as advance:
-        con.register("apps", _engine_table(table, rows, columns, conf, listed))
+        engine = _engine_table(table, rows, columns, conf, listed)
+        con.register("apps", engine)
         applied_at = table["applied_at"].take(rows)
         del listed, table
         # Give back what reading and encoding left in Arrow's pool before DuckDB needs it.
@@ -355,8 +361,7 @@ def build_features(
             elif aggregates[0].op in MARK_COLUMN:
                 _scatter(con.execute(_marked_sql(aggregates[0])).fetchnumpy(), n, values_of.counts)
             else:
-                sql = _window_sql(entity, aggregates)
-                _scatter(con.execute(sql).fetchnumpy(), n, values_of.counts)
+                values_of.counts.update(_windowed(engine, entity, aggregates))
             values_of.settle()
     frame = pd.DataFrame(block.T, columns=[f.name for f in chosen], copy=False)
     frame.insert(0, "applied_at", applied_at.to_pandas())
