@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import duckdb
@@ -276,6 +277,46 @@ def _steps(features: Sequence[Feature]) -> list[tuple[str, Entity, list[Aggregat
     return steps
 
 
+def _step_counts(
+    steps: list[tuple[str, Entity, list[Aggregate]]],
+    con: duckdb.DuckDBPyConnection,
+    engine: pa.Table,
+    ended: np.ndarray,
+    n: int,
+    advance: Callable[[str], None],
+) -> Iterator[dict[str, np.ndarray]]:
+    """Each step's counts, in order.
+
+    DuckDB steps run here (on DuckDB's own threads); windowed steps run two at a time on a
+    pool, since numpy's sorts and searches let go of the GIL. Never more than two at once, and
+    none beside a DuckDB step: each holds several arrays as long as the history.
+    """
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="duanka-windows") as pool:
+        running: dict[int, Future[dict[str, np.ndarray]]] = {}
+        for i, (label, entity, aggregates) in enumerate(steps):
+            # the next one only beside another window: the linked group wants the memory alone
+            for j in (i, i + 1) if _plain_window(steps[i]) else ():
+                if j < len(steps) and j not in running and _plain_window(steps[j]):
+                    running[j] = pool.submit(_windowed, engine, steps[j][1], steps[j][2])
+            advance(label)
+            if i in running:
+                yield running.pop(i).result()
+            elif entity is Entity.LINKED:
+                stats = linked_group(con, n)
+                yield {a.name: stats[a.column] for a in aggregates}
+            elif aggregates[0].op is Op.LISTINGS_ENDED:
+                yield {aggregates[0].name: ended.astype(np.float64)}
+            else:
+                found: dict[str, np.ndarray] = {}
+                _scatter(con.execute(_marked_sql(aggregates[0])).fetchnumpy(), n, found)
+                yield found
+
+
+def _plain_window(step: tuple[str, Entity, list[Aggregate]]) -> bool:
+    _, entity, aggregates = step
+    return entity is not Entity.LINKED and aggregates[0].windowed
+
+
 def _needs_listings(features: Sequence[Feature]) -> bool:
     return any(
         a.op in (Op.LISTED, Op.LISTINGS_ENDED) or (a.op is Op.LINKED and a.column == "listed")
@@ -351,17 +392,8 @@ def build_features(
         # Give back what reading and encoding left in Arrow's pool before DuckDB needs it.
         pa.default_memory_pool().release_unused()
         values_of.settle()
-        for label, entity, aggregates in steps:
-            advance(label)
-            if entity is Entity.LINKED:
-                stats = linked_group(con, n)
-                values_of.counts.update({a.name: stats[a.column] for a in aggregates})
-            elif aggregates[0].op is Op.LISTINGS_ENDED:
-                values_of.counts[aggregates[0].name] = ended.astype(np.float64)
-            elif aggregates[0].op in MARK_COLUMN:
-                _scatter(con.execute(_marked_sql(aggregates[0])).fetchnumpy(), n, values_of.counts)
-            else:
-                values_of.counts.update(_windowed(engine, entity, aggregates))
+        for counts in _step_counts(steps, con, engine, ended, n, advance):
+            values_of.counts.update(counts)
             values_of.settle()
     frame = pd.DataFrame(block.T, columns=[f.name for f in chosen], copy=False)
     frame.insert(0, "applied_at", applied_at.to_pandas())
