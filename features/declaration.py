@@ -183,15 +183,24 @@ class Feature:
         return values.number(self.transform(*args))
 
     def describe(self, value: float, language: str = "zh") -> str:
-        """The description with ``value`` filled in (integers without decimals)."""
-        text = self.zh if language == "zh" else self.en
-        if self.codes and not np.isnan(value):
-            shown: object = self.codes[int(value)]
-        elif float(value).is_integer():
-            shown = int(value)
-        else:
-            shown = round(float(value), 2)
-        return text.format(value=shown)
+        """The description with ``value`` filled in (:meth:`shown`)."""
+        return (self.zh if language == "zh" else self.en).format(value=self.shown(value, language))
+
+    def shown(self, value: float, language: str = "zh") -> str:
+        """A value as a person reads it: a category by name, a share as a percentage, a
+        difference of shares in percentage points, an integer without decimals."""
+        value = float(value)
+        if self.codes and value.is_integer() and 0 <= value < len(self.codes):
+            return str(self.codes[int(value)])
+        if self.transform is values.share:
+            return f"{round(value * 100)}%"
+        if self.transform in (values.share_difference, values.excess_share):
+            return (
+                f"{round(value * 100)}个百分点"
+                if language == "zh"
+                else f"{round(value * 100)} percentage points"
+            )
+        return str(int(value)) if value.is_integer() else str(round(value, 2))
 
     def definition(self) -> dict[str, object]:
         """What decides this feature's values, for :data:`duanka.features.registry.FEATURE_SET_VERSION`.

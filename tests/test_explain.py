@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 
 import lightgbm as lgb
 import numpy as np
 import pytest
 from matplotlib.text import Text
 
+from duanka.features import values
 from duanka.features.registry import BY_NAME, MODEL_FEATURES
 from duanka.training import plots
 from duanka.training.bands import Bands
@@ -133,14 +135,18 @@ def test_reason_text_is_filled_with_the_rows_values(explainer: ReasonExplainer) 
     by_code = {r.code: r for r in reasons}
     assert by_code["ESC_VELOCITY"].text_zh.startswith("该陪同人近30天陪同9名不同开户人（近7天6名）")
     assert by_code["ESC_VELOCITY"].text_en.startswith("The escort accompanied 9 different applicants")
-    assert by_code["PHOTO_TAMPERED"].text_zh.endswith("：是")
-    assert by_code["PHOTO_TAMPERED"].text_en.endswith(": yes")
+    # a flag's reason states the fact, shown only when the flag is set
+    assert by_code["PHOTO_TAMPERED"].text_zh == "证件或现场照片疑似篡改"
+    assert by_code["PHOTO_TAMPERED"].text_en == "The ID, face or site photo shows editing"
     assert all("{" not in r.text_zh and "{" not in r.text_en for r in reasons)
 
 
 def test_values_read_like_the_registry_descriptions() -> None:
     assert format_value("escort_applicants_30d", 12.0, "zh") == "12"
-    assert format_value("escort_out_of_province_share_30d", 0.83333, "en") == "0.83"
+    assert format_value("escort_out_of_province_share_30d", 0.83333, "en") == "83%"
+    assert format_value("staff_tampered_excess_30d", 0.15, "zh") == "15个百分点"
+    assert format_value("staff_tampered_excess_30d", 0.15, "en") == "15 percentage points"
+    assert format_value("branch_volume_vs_baseline", 2.456, "en") == "2.46"
     assert format_value("escort_applicants_30d", math.nan, "zh") == "无"
     assert format_value("escort_applicants_30d", math.nan, "en") == "none"
     assert format_value("channel", 1.0, "en") == BY_NAME["channel"].codes[1]
@@ -298,3 +304,81 @@ def test_shaps_plots_are_drawn_in_log_odds_and_closed(bundle: ScoringBundle, dra
         assert "log-odds" in texts
     assert "Example 1: score 0.990, band critical" in waterfall
     assert "escort_applicants_30d" in beeswarm and "escort_applicants_30d" in dependence
+
+
+# ---------------------------------------------------------------- reasons a teller can trust
+CORPORATE = MODEL_FEATURES.index("corporate")
+COMPANY_CODES = {"YOUNG_COMPANY", "CORP_NO_ONSITE"}
+# Codes whose evidence is a value of 0: a brand-new SIM, a lodging house (address kind 0), the
+# first category of a channel, an age, a company registered today, no on-site visit.
+SHOWN_AT_ZERO = {"NEW_SIM", "ADDR_LODGING_CLUSTER", "CHANNEL", "APPLICANT_AGE", *COMPANY_CODES}
+# Codes that a value of 1 everywhere does not make telling: a branch at exactly its usual rate,
+# a company visited on site.
+QUIET_AT_ONE = {"BRANCH_SURGE", "CORP_NO_ONSITE"}
+PLURAL_AFTER_ONE = re.compile(
+    r"\b1 (different |other |corporate )?(accounts|addresses|applicants|applications|branches|"
+    r"companies|days|escorts|intermediaries|listings|openings|provinces)\b"
+)
+
+
+def _only(explainer: ReasonExplainer, code: str, value: float, corporate: float) -> list[Reason]:
+    """The reasons of a row with every feature at ``value`` when only ``code`` raises the risk."""
+    members = set(load_catalogue()["codes"][code]["features"])
+    X = np.full((1, len(MODEL_FEATURES)), value)
+    X[0, CORPORATE] = corporate
+    contrib = np.array([[1.0 if f in members else -1.0 for f in MODEL_FEATURES] + [0.0]])
+    return explainer.reasons_from_contributions(X, contrib)[0]
+
+
+@pytest.mark.parametrize("corporate", [0.0, 1.0], ids=["personal", "corporate"])
+@pytest.mark.parametrize("value", [0.0, 1.0, math.nan], ids=["zero", "one", "missing"])
+def test_a_reason_is_given_only_when_its_values_say_something(
+    explainer: ReasonExplainer, value: float, corporate: float
+) -> None:
+    codes = load_catalogue()["codes"]
+    shown = {code for code in codes if _only(explainer, code, value, corporate)}
+    if math.isnan(value):
+        expected = set()
+    elif value == 0:
+        expected = set(SHOWN_AT_ZERO)
+    else:
+        expected = set(codes) - QUIET_AT_ONE
+    if corporate == 0:
+        expected -= COMPANY_CODES
+    assert shown == expected
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 0.82], ids=["zero", "one", "share"])
+def test_every_reason_reads_well_in_both_languages(explainer: ReasonExplainer, value: float) -> None:
+    for code in load_catalogue()["codes"]:
+        for reason in _only(explainer, code, value, corporate=1.0):
+            for text in (reason.text_zh, reason.text_en):
+                assert "{" not in text and "nan" not in text, (code, text)
+            assert not PLURAL_AFTER_ONE.search(reason.text_en), (code, reason.text_en)
+            template = load_catalogue()["codes"][code]["en"]
+            if value == 0.82 and any(BY_NAME[f].transform is values.share for f in placeholders(template)):
+                assert "82%" in reason.text_en and "82%" in reason.text_zh, (code, reason)
+
+
+def test_a_share_reads_as_a_percentage_and_one_as_singular(explainer: ReasonExplainer) -> None:
+    (profile,) = _only(explainer, "LINKED_RING_PROFILE", 0.82, corporate=0.0)
+    assert profile.text_en.startswith("Among the linked applicants, 82% opened outside their home province")
+    assert "外省人员占比82%" in profile.text_zh
+    (velocity,) = _only(explainer, "ESC_VELOCITY", 1.0, corporate=0.0)
+    assert velocity.text_en == (
+        "The escort accompanied 1 different applicant in the last 30 days (1 in the last 7), at 1 branch"
+    )
+
+
+def test_no_personal_account_receives_a_company_reason(explainer: ReasonExplainer) -> None:
+    rng = np.random.default_rng(3)
+    X = rng.poisson(2.0, size=(500, len(MODEL_FEATURES))).astype(float)
+    X[:, CORPORATE] = 0.0
+    contrib = np.hstack([rng.random((500, len(MODEL_FEATURES))), np.zeros((500, 1))])  # all raise
+    explainer_all = ReasonExplainer(explainer.bundle, top_k=len(load_catalogue()["codes"]))
+    given = {r.code for row in explainer_all.reasons_from_contributions(X, contrib) for r in row}
+    assert given.isdisjoint(COMPANY_CODES)
+    X[:, CORPORATE] = 1.0
+    X[:, MODEL_FEATURES.index("onsite_verified")] = 0.0
+    given = {r.code for row in explainer_all.reasons_from_contributions(X, contrib) for r in row}
+    assert given >= COMPANY_CODES  # the same rows as corporate openings do get them

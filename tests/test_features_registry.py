@@ -116,7 +116,7 @@ def test_descriptions_read_with_values():
         "The escort accompanied 7 different applicants in the last 30 days"
     )
     assert BY_NAME["channel"].describe(1.0, "en") == "Opening channel: mobile"
-    assert BY_NAME["staff_tampered_share_30d"].describe(1 / 3, "en").endswith(": 0.33")
+    assert BY_NAME["staff_tampered_share_30d"].describe(1 / 3, "en").endswith(": 33%")
 
 
 def test_categories_are_small_integer_codes():

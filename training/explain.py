@@ -16,6 +16,7 @@ booster's margin and, with the base value in the last column, add up to it.
 from __future__ import annotations
 
 import math
+import re
 import string
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +30,31 @@ from duanka.training.bundle import FEW_ROWS, ScoringBundle
 CATALOGUE_PATH = Path(__file__).with_name("reasons.toml")
 NONE_TEXT = {"zh": "无", "en": "none"}
 LANGUAGES = ("zh", "en")
+# English nouns the templates count, for "1 branch" rather than "1 branches".
+_SINGULAR = {
+    "accounts": "account",
+    "addresses": "address",
+    "applicants": "applicant",
+    "applications": "application",
+    "branches": "branch",
+    "companies": "company",
+    "days": "day",
+    "escorts": "escort",
+    "intermediaries": "intermediary",
+    "listings": "listing",
+    "openings": "opening",
+    "provinces": "province",
+}
+_ONE_OF_MANY = re.compile(r"\b1 ((?:different |other |corporate )?)(" + "|".join(_SINGULAR) + r")\b")
+# shown_if: "<feature> <op> <number>" joined by " or "; each becomes an open interval (lo, hi)
+_BOUNDS = {
+    ">": lambda t: (t, math.inf),
+    ">=": lambda t: (math.nextafter(t, -math.inf), math.inf),
+    "<": lambda t: (-math.inf, t),
+    "<=": lambda t: (-math.inf, math.nextafter(t, math.inf)),
+    "==": lambda t: (math.nextafter(t, -math.inf), math.nextafter(t, math.inf)),
+}
+_APPLIES_TO = {"corporate": "corporate == 1", "personal": "corporate == 0"}
 
 
 @dataclass(frozen=True)
@@ -74,18 +100,16 @@ def placeholders(template: str) -> tuple[str, ...]:
 def format_value(feature: str, value: float, language: str, labels: dict | None = None) -> str:
     """A value as a teller reads it, like :meth:`duanka.features.registry.Feature.describe`.
 
-    Catalogue labels (flags, categories) win over the registry's category codes;
-    NaN means the application has no such entity, shown as 无 / none.
+    Catalogue labels (flags, categories) win over the registry's category codes; shares read
+    as percentages and differences of shares as percentage points; NaN means the application
+    has no such entity, shown as 无 / none.
     """
     value = float(value)
     if math.isnan(value):
         return NONE_TEXT[language]
-    named = labels[language] if labels else BY_NAME[feature].codes
-    if named and value.is_integer() and 0 <= value < len(named):
-        return str(named[int(value)])
-    if value.is_integer():
-        return str(int(value))
-    return str(round(value, 2))
+    if labels and value.is_integer() and 0 <= value < len(labels[language]):
+        return str(labels[language][int(value)])
+    return BY_NAME[feature].shown(value, language)
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,8 @@ class ReasonExplainer:
         position = {name: i for i, name in enumerate(bundle.feature_names)}
         owner = np.full(len(position), -1)
         codes: list[_Code] = []
+        shown_if: list[list[tuple[int, float, float]]] = []
+        applies: list[tuple[int, int, float, float]] = []
         for name, spec in catalogue["codes"].items():
             members = np.array([position[f] for f in spec["features"] if f in position], dtype=int)
             if members.size == 0:
@@ -139,6 +165,11 @@ class ReasonExplainer:
             codes.append(
                 _Code(name, spec["family"], members, templates, tuple((f, position[f]) for f in fields))
             )
+            default = " or ".join(f"{bundle.feature_names[m]} > 0" for m in members)
+            shown_if.append(_conditions(name, spec.get("shown_if", default), position))
+            if "applies_to" in spec:
+                (condition,) = _conditions(name, _APPLIES_TO[spec["applies_to"]], position)
+                applies.append((len(codes) - 1, *condition))
         orphans = [bundle.feature_names[i] for i in np.flatnonzero(owner < 0)]
         if orphans:
             raise ValueError(f"model features without a reason code: {orphans}")
@@ -152,6 +183,14 @@ class ReasonExplainer:
         # feature x code indicator: which codes have a known feature on a row
         self._membership = np.zeros((len(position), len(codes)))
         self._membership[np.arange(len(position)), owner] = 1.0
+        # What a code must see to say something, as open intervals (lo, hi) over feature values,
+        # in code order: any of a code's shown_if conditions, and its applies_to condition.
+        flat = [c for conditions in shown_if for c in conditions]
+        self._shown_at, self._shown_lo, self._shown_hi = (
+            np.array(column) for column in zip(*flat, strict=True)
+        )
+        self._shown_starts = np.cumsum([0, *map(len, shown_if)])[:-1]
+        self._applies = tuple(np.array(column) for column in zip(*applies, strict=True)) if applies else None
 
     def explain(self, X: np.ndarray) -> tuple[np.ndarray, list[list[Reason]]]:
         """Contributions (base value in the last column) and reasons for each row of ``X``."""
@@ -174,7 +213,9 @@ class ReasonExplainer:
         # sentence a teller could read: its contribution stays in the score but not in the reasons.
         known = ~np.isnan(X)
         summed = np.add.reduceat(phi[:, self._by_code], self._code_starts, axis=1)
-        grouped = np.where(known.astype(float) @ self._membership > 0, summed, -np.inf)
+        grouped = np.where(
+            (known.astype(float) @ self._membership > 0) & self._says_something(X), summed, -np.inf
+        )
         k = min(self.top_k, grouped.shape[1])
         order = np.argsort(-grouped, axis=1, kind="stable")[:, :k]
         top = np.take_along_axis(grouped, order, axis=1)
@@ -186,6 +227,17 @@ class ReasonExplainer:
             lead = int(members[np.argmax(phi[row, members])])
             reasons[row].append(self._reason(code, lead, X[row], float(top[row, slot])))
         return reasons
+
+    def _says_something(self, X: np.ndarray) -> np.ndarray:
+        """Rows x codes: whether the row's values make the code's sentence a reason to check
+        (its ``shown_if``, by default a count, share or flag above zero; its ``applies_to``)."""
+        values_at = X[:, self._shown_at]
+        holds = (values_at > self._shown_lo) & (values_at < self._shown_hi)
+        shown = np.logical_or.reduceat(holds, self._shown_starts, axis=1)
+        if self._applies is not None:
+            code, at, lo, hi = self._applies
+            shown[:, code] &= (X[:, at] > lo) & (X[:, at] < hi)
+        return shown
 
     def _reason(self, code: _Code, lead: int, x: np.ndarray, contribution: float) -> Reason:
         texts = {
@@ -204,5 +256,20 @@ class ReasonExplainer:
             value=float(x[lead]),
             contribution=contribution,
             text_zh=texts["zh"],
-            text_en=texts["en"],
+            text_en=_ONE_OF_MANY.sub(lambda m: f"1 {m[1]}{_SINGULAR[m[2]]}", texts["en"]),
         )
+
+
+def _conditions(code: str, text: str, position: dict[str, int]) -> list[tuple[int, float, float]]:
+    """A catalogue condition (``"a > 0 or b < 90"``) as (feature position, lo, hi) intervals."""
+    conditions = []
+    for part in text.split(" or "):
+        try:
+            feature, op, number = part.split()
+            conditions.append((position[feature], *_BOUNDS[op](float(number))))
+        except (ValueError, KeyError) as error:
+            raise ValueError(
+                f"reason code {code}: condition {part!r} is not "
+                f"'<model feature> <{'|'.join(_BOUNDS)}> <number>'"
+            ) from error
+    return conditions
