@@ -71,6 +71,7 @@ class Op(StrEnum):
     COUNT = "count"  # earlier applications in the window
     FLAGGED = "flagged"  # ... of which the flag column is true
     DISTINCT = "distinct"  # distinct non-null values of a column among them
+    OTHERS = "others"  # ... other than the asking application's own value (other applicants)
     CONFIRMED = "confirmed"  # ... of which confirmed as mules before t
     LISTED = "listed"  # ... of which the applicant had been listed (joint-punishment list) before t
     LISTINGS_ENDED = "listings_ended"  # the applicant's own listings that had ended by t; no window
@@ -82,7 +83,7 @@ class Aggregate:
     """One point-in-time count over an entity's earlier applications.
 
     ``column`` is the flag for :attr:`Op.FLAGGED`, the counted column for
-    :attr:`Op.DISTINCT` and the statistic for :attr:`Op.LINKED`.
+    :attr:`Op.DISTINCT` and :attr:`Op.OTHERS`, and the statistic for :attr:`Op.LINKED`.
     ``window_days`` is None only for :attr:`Op.LISTINGS_ENDED`, which counts
     listings, not applications: a listing that ended years ago still counts.
     """
@@ -111,7 +112,7 @@ class Aggregate:
     @property
     def windowed(self) -> bool:
         """Whether it is a plain count over the window's rows (see :meth:`sql`)."""
-        return self.op in (Op.COUNT, Op.FLAGGED, Op.DISTINCT)
+        return self.op in (Op.COUNT, Op.FLAGGED, Op.DISTINCT, Op.OTHERS)
 
     def sql(self) -> str:
         """The count as SQL over the rows in its window; DuckDB and SQLite read it alike."""
@@ -121,6 +122,8 @@ class Aggregate:
             return f"COUNT(*) FILTER (WHERE {self.column})"
         if self.op is Op.DISTINCT:
             return f"COUNT(DISTINCT {self.column})"
+        if self.op is Op.OTHERS:  # the asking application's value is bound as :column
+            return f"COUNT(DISTINCT {self.column}) FILTER (WHERE {self.column} IS NOT :{self.column})"
         raise ValueError(f"{self.name} is not a plain window count")
 
     def definition(self) -> dict[str, object]:

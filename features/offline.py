@@ -187,7 +187,7 @@ def _windowed(engine: pa.Table, entity: Entity, aggregates: list[Aggregate]) -> 
     for a in aggregates:
         if a.op is Op.FLAGGED:
             read[a.column] = engine[a.column].to_numpy()
-        elif a.op is Op.DISTINCT:
+        elif a.op in (Op.DISTINCT, Op.OTHERS):
             read[a.column] = _codes(engine[a.column])
     keys = [_codes(engine[key]) for key in entity.keys]
     return window_counts(keys, engine["ts"].to_numpy(), aggregates, read)

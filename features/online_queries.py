@@ -37,6 +37,7 @@ EARLIEST_LISTING = (
     "SELECT MIN(listed_at) FROM listings WHERE applicant_key = {key} AND expires_at > listed_at"
 )
 _NULLABLE = {f.name for f in APPLICATION_EVENTS if f.nullable}
+_DISTINCT = (Op.DISTINCT, Op.OTHERS)  # counts of distinct values, with or without the asker's own
 _WINDOWS_DAYS = sorted({a.window_days for a in AGGREGATES if a.window_days is not None})
 _ENTITY_OF_KEY = {e.keys: e for e in Entity if e.keys}
 
@@ -218,7 +219,7 @@ def _queries(aggregates: Sequence[Aggregate], totals: Mapping[Entity, RunningTot
     by_window: dict[tuple[Entity, int], list[Aggregate]] = {}
     queries = []
     for a in aggregates:
-        if a.op is Op.DISTINCT:
+        if a.op in _DISTINCT:
             by_window.setdefault((a.entity, a.window_us), []).append(a)
         elif a.op in MARK_COLUMN:
             queries.append(_marked_query(a))
@@ -228,7 +229,7 @@ def _queries(aggregates: Sequence[Aggregate], totals: Mapping[Entity, RunningTot
     for (entity, _), in_window in by_window.items():
         columns = {a.column for a in in_window}
         only = columns.pop() if len(columns) == 1 else None
-        if only not in _NULLABLE or any(a.op is not Op.DISTINCT for a in in_window):
+        if only not in _NULLABLE or any(a.op not in _DISTINCT for a in in_window):
             only = None
         groups.setdefault((entity, only), []).extend(in_window)
     for (entity, only), grouped in groups.items():
@@ -263,13 +264,13 @@ def _windowed_queries(
 
     # Distinct values of one column over several windows: one pass that keeps each
     # value's last time, instead of one distinct-set per window.
-    nested: dict[str, list[Aggregate]] = {}
+    nested: dict[tuple[Op, str], list[Aggregate]] = {}
     for a in aggregates:
-        if a.op is Op.DISTINCT:
-            nested.setdefault(str(a.column), []).append(a)
+        if a.op in _DISTINCT:
+            nested.setdefault((a.op, str(a.column)), []).append(a)
     queries = []
     grouped: set[Aggregate] = set()
-    for column, group in nested.items():
+    for (op, column), group in nested.items():
         if len(group) < 2:
             continue
         grouped.update(group)
@@ -281,6 +282,8 @@ def _windowed_queries(
             for a in group
         )
         set_only = f" AND {column} IS NOT NULL" if column in _NULLABLE else ""
+        if op is Op.OTHERS:
+            set_only += f" AND {column} IS NOT :{column}"
         last = f"SELECT MAX(ts) AS last {rows(scan.window_days)}{set_only} GROUP BY {column}"
         queries.append(Query(entity, tuple(group), f"SELECT {selected} FROM ({last})", index))
     # Anything else: one statement per window, each scanning only its own.

@@ -38,7 +38,8 @@ def _distinct_applicants(
         zh=zh.format(days=days),
         en=en.format(days=days),
         transform=values.count,
-        inputs=(Aggregate(entity, Op.DISTINCT, days, "applicant_key"),),
+        # other applicants: the same person applying twice is not a ring (applicant_prior_*)
+        inputs=(Aggregate(entity, Op.OTHERS, days, "applicant_key"),),
     )
 
 

@@ -45,7 +45,7 @@ def window_counts(
         ``applied_at`` in microseconds (int64), in ascending order.
     aggregates : sequence of Aggregate
         Windowed counts of this entity (:attr:`Op.COUNT`, :attr:`Op.FLAGGED`,
-        :attr:`Op.DISTINCT`).
+        :attr:`Op.DISTINCT`, :attr:`Op.OTHERS`).
     columns : mapping
         What the aggregates read: each flag as booleans, each distinct column as codes (-1 where
         missing, never counted).
@@ -55,32 +55,51 @@ def window_counts(
     dict
         Float64 counts by aggregate name; NaN for an application without the entity.
     """
-    group = _group_codes(keys)
-    has_entity = np.flatnonzero(group >= 0)
-    # Entity, then time (the rows are in time order already and the sort is stable).
-    order = has_entity[np.argsort(group[has_entity], kind="stable")]
-    first_at_time = np.ones(len(ts), dtype=bool)
-    first_at_time[1:] = ts[1:] != ts[:-1]
-    times = ts[first_at_time]  # the distinct times, ascending
-    entity, at = group[order], ts[order]
-    base = entity * (len(times) + 1)
-    asked = base + np.cumsum(first_at_time)[order]  # sorted: entity, then rank of the time
+    window = _Window(_group_codes(keys), ts)
     result = {}
     for aggregate in aggregates:
-        counted = _counted(aggregate, order, columns)
-        starts, started_at, start_base = asked[counted], at[counted], base[counted]
-        ends = started_at + aggregate.window_us
-        if aggregate.op is Op.DISTINCT:
-            value = columns[aggregate.column][order][counted]
-            ends = np.minimum(ends, _next_of_same_value(entity[counted], value, started_at))
-            ended = np.sort(start_base + np.searchsorted(times, ends, side="right"))
-        else:  # in the order of the starts already: within an entity, ts + W rises with ts
-            ended = start_base + np.searchsorted(times, ends, side="right")
-        counts = np.full(len(ts), np.nan)
-        begun_before, ended_before = (np.searchsorted(a, asked, side="left") for a in (starts, ended))
-        counts[order] = begun_before - ended_before
+        counted = _counted(aggregate, window.order, columns)
+        value = columns[aggregate.column] if aggregate.op in (Op.DISTINCT, Op.OTHERS) else None
+        counts = window.counts(aggregate.window_us, counted, value)
+        if aggregate.op is Op.OTHERS:
+            # less the asker's own value, when the entity saw it in the window
+            own = _Window(_group_codes([*keys, value]), ts)
+            counts -= own.counts(aggregate.window_us, np.ones(len(own.order), dtype=bool)) > 0
         result[aggregate.name] = counts
     return result
+
+
+class _Window:
+    """One entity's applications sorted by entity, then time, to count over windows."""
+
+    def __init__(self, group: np.ndarray, ts: np.ndarray) -> None:
+        self.size = len(ts)
+        has_entity = np.flatnonzero(group >= 0)
+        # Entity, then time (the rows are in time order already and the sort is stable).
+        self.order = has_entity[np.argsort(group[has_entity], kind="stable")]
+        first_at_time = np.ones(len(ts), dtype=bool)
+        first_at_time[1:] = ts[1:] != ts[:-1]
+        self.times = ts[first_at_time]  # the distinct times, ascending
+        self.entity, self.at = group[self.order], ts[self.order]
+        self.base = self.entity * (len(self.times) + 1)
+        # sorted: entity, then rank of the time
+        self.asked = self.base + np.cumsum(first_at_time)[self.order]
+
+    def counts(self, window_us: int, counted: np.ndarray, value: np.ndarray | None = None) -> np.ndarray:
+        """For every application (NaN without the entity), the ``counted`` ones (a mask in
+        :attr:`order`) in its window, or the distinct ``value`` codes among them."""
+        starts, started_at, start_base = self.asked[counted], self.at[counted], self.base[counted]
+        ends = started_at + window_us
+        if value is not None:
+            seen = value[self.order][counted]
+            ends = np.minimum(ends, _next_of_same_value(self.entity[counted], seen, started_at))
+            ended = np.sort(start_base + np.searchsorted(self.times, ends, side="right"))
+        else:  # in the order of the starts already: within an entity, ts + W rises with ts
+            ended = start_base + np.searchsorted(self.times, ends, side="right")
+        counts = np.full(self.size, np.nan)
+        begun_before, ended_before = (np.searchsorted(a, self.asked, side="left") for a in (starts, ended))
+        counts[self.order] = begun_before - ended_before
+        return counts
 
 
 def _group_codes(keys: Sequence[np.ndarray]) -> np.ndarray:
@@ -101,7 +120,7 @@ def _counted(aggregate: Aggregate, order: np.ndarray, columns: Mapping[str, np.n
         return np.ones(len(order), dtype=bool)
     if aggregate.op is Op.FLAGGED:
         return np.asarray(columns[aggregate.column], dtype=bool)[order]
-    if aggregate.op is Op.DISTINCT:
+    if aggregate.op in (Op.DISTINCT, Op.OTHERS):
         return columns[aggregate.column][order] >= 0
     raise ValueError(f"{aggregate.name} is not a plain window count")
 

@@ -69,7 +69,9 @@ def test_same_timestamp_applications_do_not_see_each_other(evaluate):
 )
 @pytest.mark.parametrize(("gap", "counted"), [(pd.Timedelta(0), 1), (US, 0)])
 def test_an_application_exactly_w_days_earlier_is_inside_the_window(evaluate, feature, days, gap, counted):
-    history = [application("a", T0, escort_key="e", applicant_key="p")]
+    # the escort's count is of other applicants; the applicant's own is of the same person
+    earlier_applicant = "p" if feature.startswith("applicant_") else "q"
+    history = [application("a", T0, escort_key="e", applicant_key=earlier_applicant)]
     target = application("x", T0 + days * DAY + gap, escort_key="e", applicant_key="p")
     assert evaluate(history, target)[feature] == counted
 
@@ -236,3 +238,21 @@ class TestLinkedGroup:
     def test_the_group_window_is_30_days(self, evaluate, gap, size):
         history = [application("a", T0 - 30 * DAY - gap, escort_key="e")]
         assert evaluate(history, application("x", T0, escort_key="e"))["linked_group_size"] == size
+
+
+def test_different_applicants_are_other_people_than_the_applicant(evaluate):
+    # the same person resubmitting seconds later is not a second applicant of the escort, the
+    # phone, the device or the phone block; another person is
+    same = dict(escort_key="e", phone_key="m", device_key="d", phone_block_key="b", address_key="h")
+    history = [application("a", T0, applicant_key="p", **same)]
+    again = evaluate(history, application("x", T0 + US, applicant_key="p", **same))
+    other = evaluate(history, application("y", T0 + US, applicant_key="q", **same))
+    for name in (
+        "escort_applicants_1d",
+        "phone_applicants_30d",
+        "device_applicants_30d",
+        "phone_block_applicants_1d",
+        "address_applicants_30d",
+    ):
+        assert (again[name], other[name]) == (0, 1), name
+    assert again["applicant_prior_applications_30d"] == 1  # the resubmission is its own signal

@@ -111,6 +111,8 @@ def reference_counts(x: dict, history: list[dict], confirmed: dict[str, int], li
             n = sum(1 for e in window if flag(e, agg.column))
         elif agg.op is Op.DISTINCT:
             n = len({e[agg.column] for e in window if e[agg.column] is not None})
+        elif agg.op is Op.OTHERS:  # other applicants: never the asking application's own value
+            n = len({e[agg.column] for e in window if e[agg.column] not in (None, x[agg.column])})
         elif agg.op is Op.LISTED:
             n = sum(1 for e in window if first_listed.get(e["applicant_key"], math.inf) < t)
         else:

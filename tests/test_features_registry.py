@@ -139,6 +139,6 @@ def test_entities_name_their_key_columns_and_both_engines_keep_them():
     assert Entity.APPLICATION.keys == Entity.LINKED.keys == ()
     event_columns = set(APPLICATION_EVENTS.names)
     for a in AGGREGATES:
-        read = {*a.entity.keys, *([a.column] if a.op is Op.DISTINCT else [])}
+        read = {*a.entity.keys, *([a.column] if a.op in (Op.DISTINCT, Op.OTHERS) else [])}
         assert read <= set(COMPARED) <= event_columns, a.name
     assert set(LINK_KEYS) <= set(COMPARED)

@@ -49,14 +49,20 @@ def _by_loop(events: dict[str, np.ndarray], entity: Entity, aggregate: Aggregate
             out[i] = len(window)
         elif aggregate.op is Op.FLAGGED:
             out[i] = sum(bool(events["flag"][j]) for j in window)
-        else:
+        elif aggregate.op is Op.DISTINCT:
             out[i] = len({events["value"][j] for j in window if events["value"][j] >= 0})
+        else:  # the asker's own value is never one of the others
+            out[i] = len(
+                {events["value"][j] for j in window if events["value"][j] not in (-1, events["value"][i])}
+            )
     return out
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("entity", [ONE, PAIR], ids=lambda e: e.label)
-@pytest.mark.parametrize(("op", "column"), [(Op.COUNT, None), (Op.FLAGGED, "flag"), (Op.DISTINCT, "value")])
+@pytest.mark.parametrize(
+    ("op", "column"), [(Op.COUNT, None), (Op.FLAGGED, "flag"), (Op.DISTINCT, "value"), (Op.OTHERS, "value")]
+)
 def test_prefix_counts_equal_the_window_read_as_written(seed, entity, op, column):
     events = _events(seed)
     aggregate = Aggregate(entity, op, W_DAYS, column)
