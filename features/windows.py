@@ -56,6 +56,7 @@ def window_counts(
         Float64 counts by aggregate name; NaN for an application without the entity.
     """
     window = _Window(_group_codes(keys), ts)
+    by_own_value: dict[str, _Window] = {}  # the entity and one column's value, sorted once
     result = {}
     for aggregate in aggregates:
         counted = _counted(aggregate, window.order, columns)
@@ -63,7 +64,8 @@ def window_counts(
         counts = window.counts(aggregate.window_us, counted, value)
         if aggregate.op is Op.OTHERS:
             # less the asker's own value, when the entity saw it in the window
-            own = _Window(_group_codes([*keys, value]), ts)
+            own = by_own_value.get(aggregate.column) or _Window(_group_codes([*keys, value]), ts)
+            by_own_value[aggregate.column] = own
             counts -= own.counts(aggregate.window_us, np.ones(len(own.order), dtype=bool)) > 0
         result[aggregate.name] = counts
     return result
