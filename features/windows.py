@@ -26,6 +26,7 @@ import numpy as np
 from duanka.features.declaration import Aggregate, Op
 
 _NEVER = np.iinfo(np.int64).max
+_LONG_AGO = np.iinfo(np.int64).min
 
 
 def window_counts(
@@ -56,7 +57,7 @@ def window_counts(
         Float64 counts by aggregate name; NaN for an application without the entity.
     """
     window = _Window(_group_codes(keys), ts)
-    by_own_value: dict[str, _Window] = {}  # the entity and one column's value, sorted once
+    last_seen: dict[str, np.ndarray] = {}  # by column: when the entity last saw the asker's value
     result = {}
     for aggregate in aggregates:
         counted = _counted(aggregate, window.order, columns)
@@ -64,9 +65,9 @@ def window_counts(
         counts = window.counts(aggregate.window_us, counted, value)
         if aggregate.op is Op.OTHERS:
             # less the asker's own value, when the entity saw it in the window
-            own = by_own_value.get(aggregate.column) or _Window(_group_codes([*keys, value]), ts)
-            by_own_value[aggregate.column] = own
-            counts -= own.counts(aggregate.window_us, np.ones(len(own.order), dtype=bool)) > 0
+            if aggregate.column not in last_seen:
+                last_seen[aggregate.column] = window.last_seen(value)
+            counts[window.order] -= last_seen[aggregate.column] >= window.at - aggregate.window_us
         result[aggregate.name] = counts
     return result
 
@@ -102,6 +103,23 @@ class _Window:
         begun_before, ended_before = (np.searchsorted(a, self.asked, side="left") for a in (starts, ended))
         counts[self.order] = begun_before - ended_before
         return counts
+
+    def last_seen(self, value: np.ndarray) -> np.ndarray:
+        """For each application in :attr:`order`, the latest time strictly before its own at
+        which its entity saw its ``value`` (:data:`_LONG_AGO` if never, or without a value)."""
+        own = value[self.order]
+        pair = self.entity * (int(own.max(initial=0)) + 1) + own
+        by_pair = np.argsort(pair, kind="stable")  # pair, then time
+        same, at = pair[by_pair], self.at[by_pair]
+        run_starts = np.ones(len(same), dtype=bool)  # a run: one pair at one instant (ties)
+        run_starts[1:] = (same[1:] != same[:-1]) | (at[1:] != at[:-1])
+        before = np.full(len(same), _LONG_AGO)
+        before[1:] = np.where(same[1:] == same[:-1], at[:-1], _LONG_AGO)
+        run_start = np.maximum.accumulate(np.where(run_starts, np.arange(len(same)), 0))
+        last = np.empty(len(same), dtype=np.int64)
+        last[by_pair] = before[run_start]
+        last[own < 0] = _LONG_AGO
+        return last
 
 
 def _group_codes(keys: Sequence[np.ndarray]) -> np.ndarray:
