@@ -198,11 +198,8 @@ class Feature:
         if self.transform is values.share:
             return f"{round(value * 100)}%"
         if self.transform in (values.share_difference, values.excess_share):
-            return (
-                f"{round(value * 100)}个百分点"
-                if language == "zh"
-                else f"{round(value * 100)} percentage points"
-            )
+            points = round(value * 100)
+            return f"{points}个百分点" if language == "zh" else f"{points} percentage points"
         return str(int(value)) if value.is_integer() else str(round(value, 2))
 
     def definition(self) -> dict[str, object]:

@@ -108,7 +108,9 @@ class _Window:
         """For each application in :attr:`order`, the latest time strictly before its own at
         which its entity saw its ``value`` (:data:`_LONG_AGO` if never, or without a value)."""
         own = value[self.order]
-        pair = self.entity * (int(own.max(initial=0)) + 1) + own
+        # an application without a value is its own -1 pair (answered _LONG_AGO below), never
+        # the neighbouring entity's largest value
+        pair = np.where(own >= 0, self.entity * (int(own.max(initial=0)) + 1) + own, -1)
         by_pair = np.argsort(pair, kind="stable")  # pair, then time
         same, at = pair[by_pair], self.at[by_pair]
         run_starts = np.ones(len(same), dtype=bool)  # a run: one pair at one instant (ties)
