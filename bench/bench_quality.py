@@ -65,8 +65,10 @@ from duanka.training.backtest import (
     backtest,
     scheme_recall,
 )
+from duanka.training.fairness import OUT_OF_PROVINCE_LEGIT_WEIGHT
 from duanka.training.groups import load_truth
 from duanka.training.metrics import evaluate
+from duanka.training.monitoring import false_positive_rate_ratio
 from duanka.training.periods import Every, period_starts
 from duanka.training.run import TrainConfig
 from duanka.training.tracking import configure
@@ -78,14 +80,19 @@ HEADING = "## Quality on generated worlds (bench/bench_quality.py)"
 WORLDS: list[tuple[str, int]] = [
     ("default", 7),
     ("default", 8),
+    ("default", 9),
     ("escorts_hidden", 7),
     ("spread_out", 7),
     ("insiders_move", 7),
+    ("sent_alone", 7),
     ("adapted", 7),
+    ("adapted", 8),
+    ("adapted", 9),
 ]
 SCORED_MONTHS = 6
 N_BOOT = 200
 RECALL = "recall@1.0%"
+RECALL_5 = "recall@5.0%"
 SCHEMES = ("escort_ring", "shell_company", "insider", "solo_seller")
 BANK_FILES = ("applications.csv", "labels.csv", "watchlist.csv", "truth.csv")
 
@@ -102,8 +109,10 @@ class WorldResult:
     shipped: tuple[float, float, float]  # recall@1% point, CI low, CI high
     reference: tuple[float, float, float]
     evidence: tuple[float, float, float]
+    shipped_recall_5: float  # recall at 5 % alerts, pooled
     shipped_pr_auc: float
     reference_pr_auc: float
+    fpr_ratio_top1: float  # legit FPR out-of-province / local among the top 1 % of scores
     shipped_schemes: dict[str, float]
     reference_schemes: dict[str, float]
     scheme_mules: dict[str, int]
@@ -205,6 +214,15 @@ def prepared_bank(
     return bank, store, False
 
 
+def top_share_fpr_ratio(scored: pd.DataFrame, share: float) -> float:
+    """Legitimate out-of-province applicants' false-positive rate over locals' when the top
+    ``share`` of scores is alerted (ties at the cut alerted together): the fairness constraint."""
+    score = scored["score"].to_numpy(dtype=float)
+    cut = np.sort(score)[::-1][max(math.ceil(share * len(score)), 1) - 1]
+    outsider = scored["out_of_province"].to_numpy(dtype=bool)
+    return false_positive_rate_ratio(scored["label"].to_numpy(), score >= cut, outsider, ~outsider)
+
+
 def _triple(point: dict, low: dict, high: dict, key: str = RECALL) -> tuple[float, float, float]:
     return float(point[key]), float(low[key]), float(high[key])
 
@@ -234,7 +252,10 @@ def run_world(
     local = pd.Timestamp(f"{args.start}T00:00:00+08:00")
     start = (local + pd.DateOffset(months=args.months - SCORED_MONTHS)).tz_convert("UTC")
     end = (local + pd.DateOffset(months=args.months)).tz_convert("UTC")
-    cfg = BacktestConfig(start, end, TrainConfig(as_of=start, fast=True, n_boot=N_BOOT), n_boot=N_BOOT)
+    train = TrainConfig(
+        as_of=start, fast=True, n_boot=N_BOOT, out_of_province_legit_weight=args.out_of_province_weight
+    )
+    cfg = BacktestConfig(start, end, train, n_boot=N_BOOT)
 
     t0 = time.perf_counter()
     bar.update(task, description=f"{key}: duanka backtest")
@@ -291,8 +312,10 @@ def run_world(
         shipped=(pooled[RECALL], pooled[f"{RECALL}_ci_low"], pooled[f"{RECALL}_ci_high"]),
         reference=_triple(ref_ev.point, ref_ev.ci_low, ref_ev.ci_high),
         evidence=(evidence[RECALL], evidence[f"{RECALL}_ci_low"], evidence[f"{RECALL}_ci_high"]),
+        shipped_recall_5=float(pooled[RECALL_5]),
         shipped_pr_auc=float(pooled["pr_auc"]),
         reference_pr_auc=float(ref_ev.point["pr_auc"]),
+        fpr_ratio_top1=top_share_fpr_ratio(scored, 0.01),
         shipped_schemes={k: float(v) for k, v in shipped_schemes.items()},
         reference_schemes={k: float(v) for k, v in ref_schemes["recall"].to_dict().items()},
         scheme_mules={k: int(v) for k, v in ref_schemes["mules"].to_dict().items()},
@@ -338,12 +361,14 @@ HEADER = [
     "shipped recall@1%",
     "reference recall@1%",
     "evidence model recall@1%",
+    "shipped recall@5%",
     "shipped PR-AUC",
     "reference PR-AUC",
     "escort rings shipped / ref",
     "shell",
     "insider",
     "solo",
+    "FPR ratio out-of-province / local, top 1%",
     "critical",
     "critical + high",
     "worst month critical",
@@ -361,12 +386,14 @@ def cells(w: WorldResult) -> list[str]:
         _ci(w.shipped),
         _ci(w.reference),
         _ci(w.evidence),
+        _r(w.shipped_recall_5),
         _r(w.shipped_pr_auc),
         _r(w.reference_pr_auc),
         f"{_r(s.get('escort_ring', nan))} / {_r(r.get('escort_ring', nan))}",
         _r(s.get("shell_company", nan)),
         _r(s.get("insider", nan)),
         _r(s.get("solo_seller", nan)),
+        _r(w.fpr_ratio_top1),
         _pct(w.critical_share),
         _pct(w.alert_share),
         f"{_pct(w.worst_critical)} ({w.worst_month})",
@@ -424,6 +451,12 @@ def main() -> None:
         f"[default: all of {', '.join(world_key(*w) for w in WORLDS)}]",
     )
     parser.add_argument("--applications", type=int, default=150_000)
+    parser.add_argument(
+        "--out-of-province-weight",
+        type=float,
+        default=OUT_OF_PROVINCE_LEGIT_WEIGHT,
+        help="as duanka backtest's (training/fairness.py)",
+    )
     parser.add_argument("--months", type=int, default=18)
     parser.add_argument("--start", default="2024-01-01", help="first day of the banks (YYYY-MM-DD)")
     parser.add_argument("--work", type=Path, help="where banks and stores go [default: a temp folder]")

@@ -33,6 +33,15 @@ LabelPolicyOption = Annotated[
         "(a shorter outcome horizon, --horizon-days)."
     ),
 ]
+OutOfProvinceWeightOption = Annotated[
+    float,
+    typer.Option(
+        "--out-of-province-weight",
+        min=1.0,
+        help="How much a legitimate out-of-province application weighs in the fit against "
+        "over-alerting migrants (docs/model.md); 1 turns it off.",
+    ),
+]
 HorizonOption = Annotated[
     int, typer.Option(min=1, help="The outcome horizon of --label-policy horizon, in days.")
 ]

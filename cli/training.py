@@ -25,12 +25,14 @@ from duanka.cli.options import (
     HorizonOption,
     LabelPolicyOption,
     ModelOption,
+    OutOfProvinceWeightOption,
     parse_instant,
 )
 from duanka.cli.output import console, err, fail
 from duanka.cli.prerequisites import model_signing_key, require_registry, require_store, resolve_model
 from duanka.data.config import SHANGHAI, Settings, get_settings
 from duanka.training.calibration import CalibrationKind
+from duanka.training.fairness import OUT_OF_PROVINCE_LEGIT_WEIGHT
 from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy
 from duanka.training.periods import Every
 
@@ -120,6 +122,7 @@ def train(
     ] = FitWhere.LOCAL,
     label_policy: LabelPolicyOption = DEFAULT_POLICY,
     horizon_days: HorizonOption = DEFAULT_HORIZON_DAYS,
+    out_of_province_weight: OutOfProvinceWeightOption = OUT_OF_PROVINCE_LEGIT_WEIGHT,
 ) -> None:
     """Train on an out-of-time split, compare with baselines, log to MLflow, register @challenger.
 
@@ -151,6 +154,7 @@ def train(
         tune_trials=tune_trials,
         label_policy=label_policy,
         horizon_days=horizon_days,
+        out_of_province_legit_weight=out_of_province_weight,
     )
     store = require_store(data or settings.data_dir)
     with dask_engine(engine, scheduler) as client:
@@ -227,6 +231,7 @@ def backtest(
     ] = 200,
     label_policy: LabelPolicyOption = DEFAULT_POLICY,
     horizon_days: HorizonOption = DEFAULT_HORIZON_DAYS,
+    out_of_province_weight: OutOfProvinceWeightOption = OUT_OF_PROVINCE_LEGIT_WEIGHT,
 ) -> None:
     """Rolling-origin backtest: for each period, train as of its start on what was known then
     (as train --as-of would) and score the period point in time. Registers nothing."""
@@ -248,6 +253,7 @@ def backtest(
         n_boot=n_boot,
         label_policy=label_policy,
         horizon_days=horizon_days,
+        out_of_province_legit_weight=out_of_province_weight,
         fast=fast,
     )
     config = BacktestConfig(start=start, end=end, train=train_config, every=every, n_boot=n_boot)

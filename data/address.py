@@ -28,48 +28,84 @@ _PROVINCES = (
     "湖南 广东 海南 四川 贵州 云南 陕西 甘肃 青海 台湾 内蒙古 广西 西藏 宁夏 新疆 香港 澳门"
 )
 
-# Prefecture-level names (cities, autonomous prefectures, 地区, 盟), short form.
+# GB/T 2260 province codes (the first two digits of an ID number or a region code).
+_PROVINCE_CODES = {
+    "北京": "11",
+    "天津": "12",
+    "上海": "31",
+    "重庆": "50",
+    "河北": "13",
+    "山西": "14",
+    "辽宁": "21",
+    "吉林": "22",
+    "黑龙江": "23",
+    "江苏": "32",
+    "浙江": "33",
+    "安徽": "34",
+    "福建": "35",
+    "江西": "36",
+    "山东": "37",
+    "河南": "41",
+    "湖北": "42",
+    "湖南": "43",
+    "广东": "44",
+    "海南": "46",
+    "四川": "51",
+    "贵州": "52",
+    "云南": "53",
+    "陕西": "61",
+    "甘肃": "62",
+    "青海": "63",
+    "台湾": "71",
+    "内蒙古": "15",
+    "广西": "45",
+    "西藏": "54",
+    "宁夏": "64",
+    "新疆": "65",
+    "香港": "81",
+    "澳门": "82",
+}
+
+# Prefecture-level names (cities, autonomous prefectures, 地区, 盟), short form, by province code.
 # County-level cities (昆山市, 增城市 ...) are deliberately absent: like districts,
 # they tell apart two roads of the same name and stay in the key.
-_PREFECTURES = (
-    # 河北 山西 内蒙古
-    "石家庄 唐山 秦皇岛 邯郸 邢台 保定 张家口 承德 沧州 廊坊 衡水 "
-    "太原 大同 阳泉 长治 晋城 朔州 晋中 运城 忻州 临汾 吕梁 "
-    "呼和浩特 包头 乌海 赤峰 通辽 鄂尔多斯 呼伦贝尔 巴彦淖尔 乌兰察布 兴安 锡林郭勒 阿拉善 "
-    # 辽宁 吉林 黑龙江
-    "沈阳 大连 鞍山 抚顺 本溪 丹东 锦州 营口 阜新 辽阳 盘锦 铁岭 朝阳 葫芦岛 "
-    "长春 吉林 四平 辽源 通化 白山 松原 白城 延边 "
-    "哈尔滨 齐齐哈尔 鸡西 鹤岗 双鸭山 大庆 伊春 佳木斯 七台河 牡丹江 黑河 绥化 大兴安岭 "
-    # 江苏 浙江 安徽 福建 江西 山东
-    "南京 无锡 徐州 常州 苏州 南通 连云港 淮安 盐城 扬州 镇江 泰州 宿迁 "
-    "杭州 宁波 温州 嘉兴 湖州 绍兴 金华 衢州 舟山 台州 丽水 "
-    "合肥 芜湖 蚌埠 淮南 马鞍山 淮北 铜陵 安庆 黄山 滁州 阜阳 宿州 六安 亳州 池州 宣城 "
-    "福州 厦门 莆田 三明 泉州 漳州 南平 龙岩 宁德 "
-    "南昌 景德镇 萍乡 九江 新余 鹰潭 赣州 吉安 宜春 抚州 上饶 "
-    "济南 青岛 淄博 枣庄 东营 烟台 潍坊 济宁 泰安 威海 日照 临沂 德州 聊城 滨州 菏泽 莱芜 "
-    # 河南 湖北 湖南
-    "郑州 开封 洛阳 平顶山 安阳 鹤壁 新乡 焦作 濮阳 许昌 漯河 三门峡 南阳 商丘 信阳 周口 驻马店 "
-    "武汉 黄石 十堰 宜昌 襄阳 鄂州 荆门 孝感 荆州 黄冈 咸宁 随州 恩施 "
-    "长沙 株洲 湘潭 衡阳 邵阳 岳阳 常德 张家界 益阳 郴州 永州 怀化 娄底 湘西 "
-    # 广东 广西 海南
-    "广州 韶关 深圳 珠海 汕头 佛山 江门 湛江 茂名 肇庆 惠州 梅州 汕尾 河源 阳江 清远 东莞 中山 "
-    "潮州 揭阳 云浮 "
-    "南宁 柳州 桂林 梧州 北海 防城港 钦州 贵港 玉林 百色 贺州 河池 来宾 崇左 "
-    "海口 三亚 三沙 儋州 "
-    # 四川 贵州 云南 西藏
-    "成都 自贡 攀枝花 泸州 德阳 绵阳 广元 遂宁 内江 乐山 南充 眉山 宜宾 广安 达州 雅安 巴中 资阳 "
-    "阿坝 甘孜 凉山 "
-    "贵阳 六盘水 遵义 安顺 毕节 铜仁 黔西南 黔东南 黔南 "
-    "昆明 曲靖 玉溪 保山 昭通 丽江 普洱 临沧 楚雄 红河 文山 西双版纳 大理 德宏 怒江 迪庆 "
-    "拉萨 日喀则 昌都 林芝 山南 那曲 阿里 "
-    # 陕西 甘肃 青海 宁夏 新疆
-    "西安 铜川 宝鸡 咸阳 渭南 延安 汉中 榆林 安康 商洛 "
-    "兰州 嘉峪关 金昌 白银 天水 武威 张掖 平凉 酒泉 庆阳 定西 陇南 临夏 甘南 "
-    "西宁 海东 海北 黄南 海南 果洛 玉树 海西 "
-    "银川 石嘴山 吴忠 固原 中卫 "
-    "乌鲁木齐 克拉玛依 吐鲁番 哈密 昌吉 博尔塔拉 巴音郭楞 克孜勒苏 伊犁 阿克苏 喀什 和田 塔城 "
-    "阿勒泰"
-)
+_PREFECTURES_OF = {
+    "13": "石家庄 唐山 秦皇岛 邯郸 邢台 保定 张家口 承德 沧州 廊坊 衡水",
+    "14": "太原 大同 阳泉 长治 晋城 朔州 晋中 运城 忻州 临汾 吕梁",
+    "15": ("呼和浩特 包头 乌海 赤峰 通辽 鄂尔多斯 呼伦贝尔 巴彦淖尔 乌兰察布 兴安 锡林郭勒 阿拉善"),
+    "21": ("沈阳 大连 鞍山 抚顺 本溪 丹东 锦州 营口 阜新 辽阳 盘锦 铁岭 朝阳 葫芦岛"),
+    "22": "长春 吉林 四平 辽源 通化 白山 松原 白城 延边",
+    "23": ("哈尔滨 齐齐哈尔 鸡西 鹤岗 双鸭山 大庆 伊春 佳木斯 七台河 牡丹江 黑河 绥化 大兴安岭"),
+    "32": "南京 无锡 徐州 常州 苏州 南通 连云港 淮安 盐城 扬州 镇江 泰州 宿迁",
+    "33": "杭州 宁波 温州 嘉兴 湖州 绍兴 金华 衢州 舟山 台州 丽水",
+    "34": ("合肥 芜湖 蚌埠 淮南 马鞍山 淮北 铜陵 安庆 黄山 滁州 阜阳 宿州 六安 亳州 池州 宣城"),
+    "35": "福州 厦门 莆田 三明 泉州 漳州 南平 龙岩 宁德",
+    "36": "南昌 景德镇 萍乡 九江 新余 鹰潭 赣州 吉安 宜春 抚州 上饶",
+    "37": ("济南 青岛 淄博 枣庄 东营 烟台 潍坊 济宁 泰安 威海 日照 临沂 德州 聊城 滨州 菏泽 莱芜"),
+    "41": ("郑州 开封 洛阳 平顶山 安阳 鹤壁 新乡 焦作 濮阳 许昌 漯河 三门峡 南阳 商丘 信阳 周口 驻马店"),
+    "42": "武汉 黄石 十堰 宜昌 襄阳 鄂州 荆门 孝感 荆州 黄冈 咸宁 随州 恩施",
+    "43": ("长沙 株洲 湘潭 衡阳 邵阳 岳阳 常德 张家界 益阳 郴州 永州 怀化 娄底 湘西"),
+    "44": (
+        "广州 韶关 深圳 珠海 汕头 佛山 江门 湛江 茂名 肇庆 惠州 梅州 汕尾 "
+        "河源 阳江 清远 东莞 中山 潮州 揭阳 云浮"
+    ),
+    "45": ("南宁 柳州 桂林 梧州 北海 防城港 钦州 贵港 玉林 百色 贺州 河池 来宾 崇左"),
+    "46": "海口 三亚 三沙 儋州",
+    "51": (
+        "成都 自贡 攀枝花 泸州 德阳 绵阳 广元 遂宁 内江 乐山 南充 眉山 宜宾 "
+        "广安 达州 雅安 巴中 资阳 阿坝 甘孜 凉山"
+    ),
+    "52": "贵阳 六盘水 遵义 安顺 毕节 铜仁 黔西南 黔东南 黔南",
+    "53": ("昆明 曲靖 玉溪 保山 昭通 丽江 普洱 临沧 楚雄 红河 文山 西双版纳 大理 德宏 怒江 迪庆"),
+    "54": "拉萨 日喀则 昌都 林芝 山南 那曲 阿里",
+    "61": "西安 铜川 宝鸡 咸阳 渭南 延安 汉中 榆林 安康 商洛",
+    "62": ("兰州 嘉峪关 金昌 白银 天水 武威 张掖 平凉 酒泉 庆阳 定西 陇南 临夏 甘南"),
+    "63": "西宁 海东 海北 黄南 海南 果洛 玉树 海西",
+    "64": "银川 石嘴山 吴忠 固原 中卫",
+    "65": ("乌鲁木齐 克拉玛依 吐鲁番 哈密 昌吉 博尔塔拉 巴音郭楞 克孜勒苏 伊犁 阿克苏 喀什 和田 塔城 阿勒泰"),
+}
+_PREFECTURES = " ".join(_PREFECTURES_OF.values())
+_PROVINCE_OF_PREFECTURE = {name: code for code, names in _PREFECTURES_OF.items() for name in names.split()}
 
 
 def _alternation(names: str) -> str:
@@ -223,6 +259,10 @@ _KIND_RULES = (
             r"|(?:大厦|大楼|中心|广场|国际|SOHO).{0,30}?(?:\d(?:楼|层|F)|室|[0-9A-Z](?:座|塔))"
         ),
     ),
+    # A village address, how a household register in the countryside reads: a 村 with
+    # its 组/社/屯 (villagers' group) or a 乡 before the 村. 镇 ... 村 alone is not enough:
+    # towns in the delta (东莞长安镇) have urban villages (城中村) where migrants rent.
+    ("village", re.compile(r"村.{0,6}?(?:组|社|屯)|\d+组|乡.{0,8}?村")),
     (
         "residential",
         re.compile(
@@ -232,6 +272,34 @@ _KIND_RULES = (
         ),
     ),
 )
+
+
+_PROVINCE_NAME = re.compile(rf"^(?:{_alternation(_PROVINCES)})")
+_PREFECTURE_NAME = re.compile(rf"^(?:{_alternation(_PREFECTURES)})")
+
+
+def address_province(address: str) -> str | None:
+    """The province an address says it is in, as a two-digit GB/T 2260 code.
+
+    Parameters
+    ----------
+    address : str
+        An address as written.
+
+    Returns
+    -------
+    str or None
+        The code of the province written at the start (``广西壮族自治区…``, ``湖南邵东县…``)
+        or of the province of the prefecture-level city written there (``深圳市…``,
+        ``邵阳隆回县…``); None when the address starts lower down (``天河区…``), because a
+        district or county name alone is ambiguous without a gazetteer.
+    """
+    text = _clean(address).removeprefix("中国")
+    if _PROVINCE.match(text):
+        return _PROVINCE_CODES[_PROVINCE_NAME.match(text).group()]  # type: ignore[union-attr]
+    if _PREFECTURE.match(text):
+        return _PROVINCE_OF_PREFECTURE[_PREFECTURE_NAME.match(text).group()]  # type: ignore[union-attr]
+    return None
 
 
 def address_kind(address: str) -> str:
@@ -249,7 +317,9 @@ def address_kind(address: str) -> str:
         酒店, 公寓, 招待所, 民宿, 旅社, 客栈 and the big budget-hotel chains),
         ``office`` (写字楼, 商务中心, 孵化器, 众创空间, 产业园, cluster registration,
         or a 大厦/中心/广场 with a floor or 室), ``residential`` (小区, 花园, 苑, 村,
-        家园, 新村, 弄, a numbered 栋 ...) or ``other``, first match in that order.
+        家园, 新村, 弄, a numbered 栋 ...), ``village`` (a countryside address: 村 with its
+        组/社/屯, or 乡 … 村; checked before residential) or ``other``, first match in the
+        order dormitory, lodging, office, village, residential.
     """
     text = _normalise(address)
     for kind, pattern in _KIND_RULES:
@@ -258,7 +328,7 @@ def address_kind(address: str) -> str:
     return "other"
 
 
-def _per_unique(values: pd.Series, rule: Callable[[str], str]) -> pd.Series:
+def _per_unique(values: pd.Series, rule: Callable[[str], str | None]) -> pd.Series:
     # Addresses repeat heavily (a hotel, an estate), so apply the rule once per
     # distinct value and spread the results back.
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
@@ -270,6 +340,11 @@ def _per_unique(values: pd.Series, rule: Callable[[str], str]) -> pd.Series:
 def building_keys(values: pd.Series) -> pd.Series:
     """:func:`building_key` of each value; missing values stay ``None`` (object dtype)."""
     return _per_unique(values, building_key)
+
+
+def address_provinces(values: pd.Series) -> pd.Series:
+    """:func:`address_province` of each value; missing and unknown values ``None`` (object dtype)."""
+    return _per_unique(values, address_province)
 
 
 def address_kinds(values: pd.Series) -> pd.Series:

@@ -13,7 +13,14 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from duanka.data.address import address_kind, address_kinds, building_key, building_keys
+from duanka.data.address import (
+    address_kind,
+    address_kinds,
+    address_province,
+    address_provinces,
+    building_key,
+    building_keys,
+)
 from duanka.data.contract import APPLICATIONS, Table
 from duanka.data.identity import canonical_code
 from duanka.data.pseudonym import Pseudonymiser
@@ -56,11 +63,13 @@ def derived_columns(valid: pd.DataFrame, keys: Pseudonymiser) -> dict[str, pd.Se
     phone = valid["phone"]
     derived: dict[str, pd.Series | str] = {
         "branch_province": valid["branch_region"].str[:2],
+        "branch_city": valid["branch_region"].str[:4],
         "home_province": valid["home_region"].str[:2],
         "phone_prefix": phone.str[:3],
         "phone_block_key": keys.tokens("phone_block", phone.str[:7]),
         "address_key": keys.tokens("address", building_keys(valid["address"])),
         "address_kind": address_kinds(valid["address"]),
+        "address_province": address_provinces(valid["address"]),
         "company_region": valid["company_id"].str[2:8],
     }
     for raw, (stored, family) in PSEUDONYMS.items():
@@ -94,11 +103,13 @@ def derived_values(typed: Mapping[str, object], keys: Pseudonymiser) -> dict[str
     company = typed["company_id"]
     derived: dict[str, object] = {
         "branch_province": str(typed["branch_region"])[:2],
+        "branch_city": str(typed["branch_region"])[:4],
         "home_province": str(typed["home_region"])[:2],
         "phone_prefix": phone[:3],
         "phone_block_key": keys.token("phone_block", phone[:7]),
         "address_key": keys.token("address", building_key(address)),
         "address_kind": address_kind(address),
+        "address_province": address_province(address),
         "company_region": None if company is None else str(company)[2:8],
     }
     for raw, (stored, family) in PSEUDONYMS.items():

@@ -17,6 +17,7 @@ APPLICATION_EVENTS = pa.schema(
         pa.field("branch_id", pa.string(), nullable=False),
         pa.field("branch_region", pa.string(), nullable=False),
         pa.field("branch_province", pa.string(), nullable=False),
+        pa.field("branch_city", pa.string(), nullable=False),
         pa.field("channel", pa.string(), nullable=False),
         pa.field("account_type", pa.string(), nullable=False),
         pa.field("staff_id", pa.string()),
@@ -31,6 +32,7 @@ APPLICATION_EVENTS = pa.schema(
         pa.field("phone_tenure_days", pa.int32()),
         pa.field("address_key", pa.string(), nullable=False),
         pa.field("address_kind", pa.string(), nullable=False),
+        pa.field("address_province", pa.string()),
         pa.field("device_key", pa.string()),
         pa.field("escort_key", pa.string()),
         pa.field("intermediary_key", pa.string()),
@@ -70,4 +72,4 @@ WATCHLIST_EVENTS = pa.schema(
     ]
 )
 
-ADDRESS_KINDS = ("lodging", "dormitory", "residential", "office", "other")
+ADDRESS_KINDS = ("lodging", "dormitory", "residential", "office", "other", "village")

@@ -24,11 +24,22 @@ COMPARED = (
     "device_key",
     "home_province",
     "company_key",
+    "home_region",
+    "branch_city",
+    "address_province",
 )
 """Columns compared by value: entity keys, link keys and the columns counted distinctly.
 The online store keeps them as text, the offline builder as integer codes."""
 
-OWN_STRINGS = ("account_type", "home_province", "branch_province", "channel", "address_kind", "gender")
+OWN_STRINGS = (
+    "account_type",
+    "home_province",
+    "branch_province",
+    "channel",
+    "address_kind",
+    "address_province",
+    "gender",
+)
 """The application's own text columns that features and flags read."""
 OWN_NUMBERS = ("age", "phone_tenure_days", "company_age_days", "onsite_verified")
 """The application's own numeric columns that features and flags read (nullable ones are NaN)."""

@@ -32,6 +32,7 @@ class Family(StrEnum):
     STAFF = "staff"
     BRANCH = "branch"
     APPLICANT = "applicant"
+    FELLOW_VILLAGERS = "fellow_villagers"
     LINKED = "linked_group"
 
 
@@ -60,6 +61,10 @@ class Entity(Enum):
     STAFF = ("staff", ("staff_id",))
     STAFF_AT_BRANCH = ("staff_at_branch", ("branch_id", "staff_id"))
     BRANCH = ("branch", ("branch_id",))
+    # applicants whose ID numbers share the six-digit home county, opening in one city (老乡)
+    ORIGIN_IN_CITY = ("origin_in_city", ("home_region", "branch_city"))
+    # the branch's applicants whose address is in one province
+    BRANCH_ADDRESS_PROVINCE = ("branch_address_province", ("branch_id", "address_province"))
     LINKED = ("linked", ())
 
     def __init__(self, label: str, keys: tuple[str, ...]) -> None:

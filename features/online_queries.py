@@ -28,8 +28,9 @@ from duanka.features.registry import AGGREGATES, LINK_KEYS, LINK_WINDOW_DAYS
 from duanka.features.running import RunningTotals, running_totals
 from duanka.features.values import DAY_US
 
-STATE_LAYOUT = 5  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes;
-# 5: the full-bundle and new-phone flags the linked group counts
+STATE_LAYOUT = 6  # the columns the state file keeps; 2: running totals; 3: listings; 4: shared indexes;
+# 5: the full-bundle and new-phone flags the linked group counts; 6: home county, branch city and
+# address province (fellow villagers, the address against the branch)
 STORED = ("application_id", "ts", *COMPARED, *COUNTED_FLAGS)
 """An application's own columns as the state keeps them (:func:`duanka.features.online_rows.stored_row`)."""
 EARLIEST_LISTING = (

@@ -234,6 +234,29 @@ _address = (
         for d in (30, 90)
     ),
     Feature(
+        name="address_outside_branch_province",
+        family=F.ADDRESS,
+        entity=E.APPLICATION,
+        window_days=None,
+        zh="登记地址在开户网点所在省份之外（{value}）",
+        en="The address given is in another province than the branch ({value})",
+        transform=values.elsewhere,
+        inputs=("address_province", "branch_province"),
+    ),
+    Feature(
+        # How usual the pairing of this branch and the address's province is: a village address
+        # three provinces away is ordinary at some branches and rare at most (异地开户).
+        name="branch_address_province_share_365d",
+        family=F.ADDRESS,
+        entity=E.BRANCH_ADDRESS_PROVINCE,
+        window_days=365,
+        zh="本网点近一年开户中登记地址与本笔同省份的占{value}",
+        en="Of the branch's openings in the last year, {value} gave an address in the same "
+        "province as this one",
+        transform=values.share,
+        inputs=(Aggregate(E.BRANCH_ADDRESS_PROVINCE, Op.COUNT, 365), Aggregate(_BR, Op.COUNT, 365)),
+    ),
+    Feature(
         name="address_companies_365d",
         family=F.ADDRESS,
         entity=_ADR,
@@ -722,6 +745,24 @@ _linked_group = (
     ),
 )
 
+_ORIGIN = E.ORIGIN_IN_CITY
+_fellow_villagers = (
+    Feature(
+        # A burst against the pair's own usual rate, not a level: some county-city pairs are
+        # ordinary migration, and a count of fellow villagers is mostly a count of locals (a
+        # local's home county is in the branch's city), so a level would stand in for origin.
+        name="fellow_villagers_burst_7d",
+        family=F.FELLOW_VILLAGERS,
+        entity=_ORIGIN,
+        window_days=90,  # the last 7 days against the 83 before them
+        zh="同县籍人员近7天在本市开户数高于该县在本市的平常水平（{value}个标准差）",
+        en="Openings in this city by people from the applicant's home county in the last 7 days "
+        "are {value} standard deviations above the county's usual rate here",
+        transform=values.weekly_burst,
+        inputs=(Aggregate(_ORIGIN, Op.COUNT, 7), Aggregate(_ORIGIN, Op.COUNT, 90)),
+    ),
+)
+
 FEATURES: tuple[Feature, ...] = (
     *_escort,
     *_intermediary,
@@ -730,6 +771,7 @@ FEATURES: tuple[Feature, ...] = (
     *_staff,
     *_branch,
     *_applicant,
+    *_fellow_villagers,
     *_linked_group,
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 
 from duanka.data.contract import CHANNELS
 from duanka.data.events import ADDRESS_KINDS
@@ -54,6 +55,25 @@ def share(part: np.ndarray, total: np.ndarray) -> np.ndarray:
     # divides only where total > 0 (no warning to silence: np.errstate costs more than the division)
     out = np.full(np.broadcast_shapes(part.shape, total.shape), np.nan)
     return np.divide(part, total, out=out, where=total > 0)
+
+
+def weekly_burst(n_7d: np.ndarray, n_90d: np.ndarray) -> np.ndarray:
+    """How far the last 7 days' applications exceed what the 83 days before them lead one to
+    expect, in units of its Poisson noise: ``(n - e) / sqrt(e + 1)``.
+
+    A burst, not a level, and on one scale whatever the usual volume: a pair that sees ten
+    applications every week scores near 0 in an ordinary week, one that sees one a month and
+    six this week about 5.
+    """
+    n_7d = number(n_7d)
+    expected = (number(n_90d) - n_7d) * (7.0 / 83.0)
+    return (n_7d - expected) / np.sqrt(expected + 1.0)
+
+
+def elsewhere(province: np.ndarray, branch_province: np.ndarray) -> np.ndarray:
+    """1 where a known province is not the branch's, 0 where it is, NaN where it is unknown."""
+    province = np.asarray(province, dtype=object)
+    return np.where(pd.notna(province), np.not_equal(province, branch_province), np.nan).astype(np.float64)
 
 
 def share_difference(

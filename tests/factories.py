@@ -34,6 +34,8 @@ LISTING_YEARS_DAYS = 5 * 365 + 1  # the default listing length, near enough for 
 LIST_SOURCES = np.asarray(["pboc_joint_punishment", "bank_internal"])
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
+COUNTIES = np.asarray(["0102", "0121", "0183"])  # the last four digits of a home county
+
 
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64: a cheap, well-spread bijection on uint64."""
@@ -127,7 +129,7 @@ class EventFactory:
         tenure = rng.integers(0, 3_000, n)
         age = rng.integers(18, 80, n)
         home_province = rng.integers(0, len(PROVINCES), n)
-        kind = rng.choice(len(ADDRESS_KINDS), n, p=[0.05, 0.1, 0.65, 0.15, 0.05])
+        kind = rng.choice(len(ADDRESS_KINDS), n, p=[0.05, 0.1, 0.6, 0.15, 0.05, 0.05])
 
         # Hubs: a university escort and its dormitory, a labour agency.
         hub = rng.random(n) < 0.03
@@ -200,6 +202,7 @@ class EventFactory:
                 "branch_id": pa.array(np.asarray([f"B{b:04d}" for b in range(n_branches)])[branch]),
                 "branch_region": pa.array(np.char.add(branch_province, "0100")),
                 "branch_province": pa.array(branch_province),
+                "branch_city": pa.array(np.char.add(branch_province, "01")),
                 "channel": pa.array(np.asarray(["counter", "mobile", "agent"])[channel]),
                 "account_type": pa.array(np.where(corporate, "corporate", "personal")),
                 "staff_id": pa.array(
@@ -210,7 +213,8 @@ class EventFactory:
                 "applicant_key": hex_keys(applicant, 2),
                 "age": pa.array(age, pa.int16()),
                 "gender": pa.array(np.where(applicant % 2 == 0, "F", "M")),
-                "home_region": pa.array(np.char.add(home, "0102")),
+                # three counties a province, by applicant: fellow villagers share one
+                "home_region": pa.array(np.char.add(home, COUNTIES[applicant % 3])),
                 "home_province": pa.array(home),
                 "phone_key": hex_keys(phone, 3),
                 "phone_prefix": pa.array((phone_number // 100_000_000).astype(str)),
@@ -218,6 +222,11 @@ class EventFactory:
                 "phone_tenure_days": pa.array(tenure, pa.int32(), mask=rng.random(n) < 0.05),
                 "address_key": hex_keys(address, 5),
                 "address_kind": pa.array(np.asarray(ADDRESS_KINDS)[kind]),
+                # an address names no province, the applicant's home one or the branch's
+                "address_province": pa.array(
+                    np.where(address % 4 == 0, None, np.where(address % 4 == 1, home, branch_province)),
+                    pa.string(),
+                ),
                 "device_key": hex_keys(device, 6),
                 "escort_key": hex_keys(escort, 7),
                 "intermediary_key": hex_keys(intermediary, 8),
@@ -356,6 +365,7 @@ _DEFAULTS: dict[str, object] = {
     "branch_id": "B0001",
     "branch_region": "440100",
     "branch_province": "44",
+    "branch_city": "4401",
     "channel": "counter",
     "account_type": "personal",
     "staff_id": "S00001",
@@ -366,6 +376,7 @@ _DEFAULTS: dict[str, object] = {
     "phone_prefix": "138",
     "phone_tenure_days": 1_000,
     "address_kind": "residential",
+    "address_province": "44",
     "device_key": None,
     "escort_key": None,
     "intermediary_key": None,

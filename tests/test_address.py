@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from duanka.data.address import address_kind, address_kinds, building_key, building_keys
+from duanka.data.address import (
+    address_kind,
+    address_kinds,
+    address_province,
+    address_provinces,
+    building_key,
+    building_keys,
+)
 from duanka.data.events import ADDRESS_KINDS
 
 # Each group is one building written in several ways; every group is a different
@@ -204,7 +211,13 @@ KINDS = [
     ("番禺区建设路27号万科城7栋2143房", "residential"),
     ("海珠区南洲路86号阳光小区6栋1718房", "residential"),
     ("越秀区环城路342号祈福新邨12栋291房", "residential"),
-    ("资中县大坪镇桃源村5组196号", "residential"),
+    ("资中县大坪镇桃源村5组196号", "village"),
+    ("广西壮族自治区浦北县黄田乡河口村1组141号", "village"),
+    ("会昌县新田乡张岭村", "village"),
+    ("五华县华城镇新一村三社12号", "village"),
+    # an urban village in a delta town, where migrants rent: not a countryside address
+    ("东莞市长安镇霄边村三巷5号", "residential"),
+    ("宝安区西乡街道固戍村二坊12号", "residential"),
     ("静安区南京西路1000弄5号", "residential"),
     ("番禺区建设路27号万科城7幢1201", "residential"),
     ("南城街道中山路102号美林湖4座1102房", "residential"),
@@ -213,6 +226,29 @@ KINDS = [
     ("天河区体育西路191号", "other"),
     ("", "other"),
 ]
+
+
+PROVINCES_WRITTEN = [
+    ("广西壮族自治区浦北县黄田乡河口村1组141号", "45"),
+    ("江西省会昌县新田乡张岭村4组176号", "36"),
+    ("湖南邵东县两市镇", "43"),  # a province without its 省
+    ("中国广东省广州市天河区体育西路191号", "44"),
+    ("深圳市南山区华夏路107号", "44"),  # a prefecture-level city names its province
+    ("邵阳隆回县桃洪镇", "43"),
+    ("海南省海口市龙华区", "46"),
+    ("海南藏族自治州共和县", "63"),  # 海南州 is in 青海, not the province 海南
+    ("北京朝阳区建国路1号", "11"),
+    ("内蒙古自治区包头市", "15"),
+    ("天河区体育西路191号", None),  # a district alone: which city's 天河区 is not said
+    ("广州大道中1号", None),  # a road named after a city
+    ("朝阳区建国路1号", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("address", "province"), PROVINCES_WRITTEN)
+def test_address_province_is_the_one_written_at_the_start(address: str, province: str | None) -> None:
+    assert address_province(address) == province
 
 
 @pytest.mark.parametrize(("address", "kind"), KINDS)
@@ -230,11 +266,11 @@ def test_any_text_has_a_known_kind(text: str) -> None:
 
 
 def test_vectorised_forms_match_the_scalar_ones_and_keep_missing_as_none() -> None:
-    addresses = [a for a, _ in itertools.islice(CASES, 12)]
+    addresses = [a for a, _ in itertools.islice(CASES, 12)] + [a for a, _ in PROVINCES_WRITTEN]
     values = pd.Series([*addresses, None, addresses[0], np.nan], name="address")
     values.index = values.index + 100
-    keys, kinds = building_keys(values), address_kinds(values)
-    for series, rule in ((keys, building_key), (kinds, address_kind)):
+    keys, kinds, provinces = building_keys(values), address_kinds(values), address_provinces(values)
+    for series, rule in ((keys, building_key), (kinds, address_kind), (provinces, address_province)):
         assert series.index.equals(values.index)
         assert series.name == "address"
         assert series.dtype == object

@@ -313,8 +313,8 @@ COMPANY_CODES = {"YOUNG_COMPANY", "CORP_NO_ONSITE"}
 # first category of a channel, an age, a company registered today, no on-site visit.
 SHOWN_AT_ZERO = {"NEW_SIM", "ADDR_LODGING_CLUSTER", "CHANNEL", "APPLICANT_AGE", *COMPANY_CODES}
 # Codes that a value of 1 everywhere does not make telling: a branch at exactly its usual rate,
-# a company visited on site.
-QUIET_AT_ONE = {"BRANCH_SURGE", "CORP_NO_ONSITE"}
+# a company visited on site, fellow villagers one standard deviation above their usual rate.
+QUIET_AT_ONE = {"BRANCH_SURGE", "CORP_NO_ONSITE", "FELLOW_VILLAGERS"}
 PLURAL_AFTER_ONE = re.compile(
     r"\b1 (different |other |corporate )?(accounts|addresses|applicants|applications|branches|"
     r"companies|days|escorts|intermediaries|listings|openings|provinces)\b"

@@ -56,7 +56,8 @@ def own_columns(event: dict) -> dict[str, np.ndarray]:
     def one(value: object, dtype: object = np.float64) -> np.ndarray:
         return np.array([np.nan if value is None else value], dtype=dtype)
 
-    columns = {name: one(event[name], object) for name in ("address_kind", "gender", "channel")}
+    strings = ("address_kind", "gender", "channel", "address_province", "branch_province")
+    columns = {name: one(event[name], object) for name in strings}
     for name in (
         "age",
         "phone_tenure_days",

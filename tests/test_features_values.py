@@ -28,6 +28,22 @@ def test_weekly_rate_against_the_quarter():
     assert np.isnan(values.weekly_vs_quarterly_rate(0, 0))
 
 
+def test_a_burst_is_measured_against_the_pairs_own_usual_rate_in_noise_units():
+    # A busy pair: 83 in the 83 days before (7 expected a week), 7 this week: no burst.
+    np.testing.assert_allclose(values.weekly_burst(7, 90), 0.0, atol=1e-12)
+    # A quiet pair: 8.3 over 83 days (0.7 expected), 6 this week: (6 - 0.7) / sqrt(1.7).
+    np.testing.assert_allclose(values.weekly_burst(6, 14.3), 5.3 / np.sqrt(1.7))
+    # The same excess of 5.3 over a busy pair's 70 expected is within its noise.
+    assert values.weekly_burst(75.3, 905.3) < 1.0
+    assert np.isnan(values.weekly_burst(NAN, NAN))  # no such pair: no value
+
+
+def test_elsewhere_is_unknown_without_a_province():
+    province = np.array(["45", "44", None, NAN], dtype=object)
+    branch = np.array(["44", "44", "44", "44"], dtype=object)
+    np.testing.assert_array_equal(values.elsewhere(province, branch), [1.0, 0.0, NAN, NAN])
+
+
 def test_local_hour_is_beijing_time():
     rng = np.random.default_rng(0)
     epoch = datetime(1970, 1, 1, tzinfo=UTC)

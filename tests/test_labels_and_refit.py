@@ -127,6 +127,7 @@ def _synthetic_training_frame(seed: int = 0) -> pd.DataFrame:
             "signal": signal,
             "noise": rng.normal(size=n),
             "label": label,
+            "applicant_out_of_province": (rng.random(n) < 0.4).astype(float),
         }
     )
     return frame

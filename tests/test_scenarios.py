@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from duanka.cli.app import app
-from duanka.data.address import address_kinds, building_keys
+from duanka.data.address import address_kinds, address_provinces, building_keys
 from duanka.data.contract import APPLICATIONS
 from duanka.data.reader import read_raw
 from duanka.data.synthetic import SCENARIOS, Scenario, ScenarioName, generate_bank, scenario
@@ -88,7 +88,7 @@ def test_every_name_has_a_scenario_and_adapted_moves_what_the_others_move():
     assert list(SCENARIOS) == list(ScenarioName)
     assert all(scenario(name).name == name for name in ScenarioName)
     parts = {}
-    for name in ("escorts_hidden", "spread_out", "insiders_move"):
+    for name in ("escorts_hidden", "spread_out", "insiders_move", "sent_alone"):
         moved = scenario(name).moved()
         assert moved and not set(moved) & set(parts)
         parts |= moved
@@ -244,3 +244,38 @@ def test_moving_insiders_open_under_several_branches_and_staff_ids(rows, name):
     assert (moved["top"] < 0.6).all()
     insider = _scheme(rows(name), "insider")
     assert (insider["staff_id"].str[1:8] == insider["branch_id"].str[1:8]).all()
+
+
+def _recruits_alone(frame: pd.DataFrame) -> pd.DataFrame:
+    """Ring openings that show nothing of the ring: no escort recorded, at the counter, with a
+    countryside address back home."""
+    ring = _scheme(frame, "escort_ring")
+    village = address_kinds(ring["address"]) == "village"
+    return ring[(ring["escort_id"] == "") & (ring["device_id"] == "") & village]
+
+
+def test_recruits_sent_alone_come_with_their_own_settled_number_and_their_home_address(rows):
+    default, alone = rows("default"), rows("sent_alone")
+    ring, alone_ring = _scheme(default, "escort_ring"), _scheme(alone, "escort_ring")
+    share = len(_recruits_alone(alone)) / len(alone_ring)
+    assert share > 0.3 > len(_recruits_alone(default)) / len(ring)
+    sent = _recruits_alone(alone)
+    # their own numbers, not the ring's blocks: few share a 7-digit block with another recruit
+    blocks = alone_ring["phone"].str[:7]
+    assert blocks[sent.index].map(blocks.value_counts()).eq(1).mean() > 0.8
+    # the household-register address is in the province on the ID card
+    assert (address_provinces(sent["address"]) == sent["id_number"].str[:2]).mean() > 0.95
+    # older: born earlier (the ID number's digits 7-10 are the birth year)
+    assert (
+        pd.to_numeric(sent["id_number"].str[6:10]).median()
+        < pd.to_numeric(ring["id_number"].str[6:10]).median()
+    )
+
+
+def test_rings_sent_alone_recruit_fellow_villagers_from_a_few_counties(rows):
+    def counties_per_ring(frame: pd.DataFrame) -> pd.Series:
+        ring = _scheme(frame, "escort_ring")
+        return ring.groupby("group_id")["id_number"].agg(lambda ids: ids.str[:6].nunique())
+
+    assert counties_per_ring(rows("sent_alone")).max() <= 3
+    assert counties_per_ring(rows("default")).median() > 3

@@ -21,6 +21,7 @@ import pandas as pd
 from duanka.training.bands import BAND_WINDOW_DAYS, Bands
 from duanka.training.calibration import Calibrator, make_calibrator
 from duanka.training.dask_fit import DaskMuleClassifier
+from duanka.training.fairness import ORIGIN, OUT_OF_PROVINCE_LEGIT_WEIGHT, origin_weights
 from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, RefitRows, refit_rows
 from duanka.training.model import MuleClassifier, downsample
 from duanka.training.split import TEST, TRAIN, VALID, TimeSplit
@@ -36,6 +37,7 @@ class FitOptions:
     label_policy: LabelPolicy = DEFAULT_POLICY
     horizon_days: int = DEFAULT_HORIZON_DAYS
     band_days: int = BAND_WINDOW_DAYS
+    out_of_province_legit_weight: float = OUT_OF_PROVINCE_LEGIT_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -116,13 +118,23 @@ def fit_evidence(
     params: dict | None = None,
     fit_client: object | None = None,
 ) -> MuleClassifier:
-    """LightGBM on the training months, stopped early on the validation months."""
+    """LightGBM on the training months, stopped early on the validation months, legitimate
+    out-of-province rows weighted (:mod:`duanka.training.fairness`)."""
+    train = parts[TRAIN]
+    X, y = matrix(train, names), train["label"].to_numpy()
+    origin = origin_weights(train[ORIGIN].to_numpy(), y, options.out_of_province_legit_weight)
+    weight = sampled_weights(train)
+    if weight is None:  # the rows MuleClassifier itself would keep, with the origin weights on
+        rows, weight = downsample(y, options.negative_rate, options.seed, origin)
+        X, y = X[rows], y[rows]
+    else:
+        weight = weight * origin
     return classifier(options, fit_client, **(params or {})).fit(
-        matrix(parts[TRAIN], names),
-        parts[TRAIN]["label"].to_numpy(),
+        X,
+        y,
         eval_set=(matrix(parts[VALID], names), parts[VALID]["label"].to_numpy()),
         feature_names=names,
-        sample_weight=sampled_weights(parts[TRAIN]),
+        sample_weight=weight,
     )
 
 
@@ -133,22 +145,22 @@ def _window(frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, label: 
 def _refit_sample(
     frame: pd.DataFrame, refit: RefitRows, options: FitOptions
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions, labels and weights of the refit's downsampled rows.
+    """Positions, labels and weights of the refit's downsampled rows (label and origin weights).
 
     A set sampled on a cluster (:mod:`duanka.training.sampled_set`) marks the rows it already
     downsampled (``sampled``, with their ``weight``); only the others are downsampled here.
     """
     label = refit.label
+    origin = frame[ORIGIN].to_numpy()[refit.rows]
+    base = refit.weight * origin_weights(origin, label, options.out_of_province_legit_weight)
     if "sampled" not in frame.columns:
-        kept, weight = downsample(label, options.negative_rate, options.seed, refit.weight)
+        kept, weight = downsample(label, options.negative_rate, options.seed, base)
         return refit.rows[kept], label[kept], weight
     sampled = frame["sampled"].to_numpy()[refit.rows]
     whole = np.flatnonzero(~sampled)
-    kept, weight = downsample(label[whole], options.negative_rate, options.seed, refit.weight[whole])
+    kept, weight = downsample(label[whole], options.negative_rate, options.seed, base[whole])
     chosen = np.concatenate([np.flatnonzero(sampled), whole[kept]])
-    weights = np.concatenate(
-        [frame["weight"].to_numpy()[refit.rows[sampled]] * refit.weight[sampled], weight]
-    )
+    weights = np.concatenate([frame["weight"].to_numpy()[refit.rows[sampled]] * base[sampled], weight])
     order = np.argsort(refit.rows[chosen], kind="stable")
     return refit.rows[chosen][order], label[chosen][order], weights[order]
 

@@ -32,6 +32,7 @@ from duanka.training.evaluation_frame import (
     refused_by_rule,
     rule_refused_parts,
 )
+from duanka.training.fairness import OUT_OF_PROVINCE_LEGIT_WEIGHT
 from duanka.training.fit import FitOptions, Fitted, fit_evidence, fit_models, matrix, sampled_weights
 from duanka.training.groups import GroupCatch, group_catch_rates, load_truth
 from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, confirmed_us
@@ -71,6 +72,7 @@ class TrainConfig:
     tune_trials: int = 0
     label_policy: LabelPolicy = DEFAULT_POLICY
     horizon_days: int = DEFAULT_HORIZON_DAYS
+    out_of_province_legit_weight: float = OUT_OF_PROVINCE_LEGIT_WEIGHT
     fast: bool = False  # skip the baselines and the bootstrap (backtests)
 
     def fit_options(self) -> FitOptions:
@@ -80,6 +82,7 @@ class TrainConfig:
             seed=self.seed,
             label_policy=LabelPolicy(self.label_policy),
             horizon_days=self.horizon_days,
+            out_of_province_legit_weight=self.out_of_province_legit_weight,
         )
 
 
@@ -360,6 +363,7 @@ def run_parameters(
         "outcome_window_days": settings.outcome_window_days,
         "label_policy": str(cfg.label_policy),
         "horizon_days": cfg.horizon_days,
+        "out_of_province_legit_weight": cfg.out_of_province_legit_weight,
         "feature_set_version": FEATURE_SET_VERSION,
         "code_version": code_version(),
         "best_iteration": shipped.booster_.best_iteration,

@@ -25,7 +25,7 @@ _COMMON_YEAR = np.arange(np.datetime64("2001-01-01"), np.datetime64("2002-01-01"
 _BIRTH_MONTH = (_COMMON_YEAR.astype("datetime64[M]").astype(np.int64) % 12) + 1
 _BIRTH_DAY = (_COMMON_YEAR - _COMMON_YEAR.astype("datetime64[M]")).astype(np.int64) + 1
 
-_COUNTIES_OF = [np.flatnonzero(HOMES.province == i) for i in range(len(PROVINCES))]
+COUNTIES_OF = [np.flatnonzero(HOMES.province == i) for i in range(len(PROVINCES))]
 
 # Mobile prefixes, roughly by subscribers. 16x, 17x and 19x include the newer and
 # virtual-operator ranges; card farmers favour them, but so do students and migrants.
@@ -97,7 +97,7 @@ def draw_homes(
     province = rng.choice(len(PROVINCES), n, p=MIGRATION) if provinces is None else provinces
     for p in np.unique(province[away]):
         rows = np.flatnonzero(away & (province == p))
-        home[rows] = rng.choice(_COUNTIES_OF[p], len(rows))
+        home[rows] = rng.choice(COUNTIES_OF[p], len(rows))
     return home
 
 
@@ -107,10 +107,12 @@ def draw_applicants(
     rng: np.random.Generator,
     migrant: float | np.ndarray,
     provinces: np.ndarray | None = None,
+    homes: np.ndarray | None = None,
 ) -> Applicants:
-    """Applicants aged ``ages`` on the days ``on``, from homes drawn as :func:`draw_homes`."""
+    """Applicants aged ``ages`` on the days ``on``, from ``homes`` (index into HOMES) where
+    given, else from homes drawn as :func:`draw_homes`."""
     n = len(on)
-    home = draw_homes(n, rng, migrant, provinces)
+    home = draw_homes(n, rng, migrant, provinces) if homes is None else np.asarray(homes)
     born = birth_dates(on, ages, rng)
     ids = resident_ids(HOMES.code[home], born, rng.integers(0, 1000, n))
     return Applicants(ids, home, np.asarray(ages))

@@ -3,7 +3,9 @@
 A model trained on today's world learns today's tells: escorts in the visitor log,
 a ring's recruits on SIMs from one number block, one hotel and a couple of shared
 phones, an insider's openings under one staff id. Once a bank alerts on those,
-the rings change exactly those habits. A :class:`Scenario` names the handful of
+the rings change exactly those habits: they hide the escort, spread the links out, move
+the insiders, and send recruits alone from a few home counties with their home address.
+A :class:`Scenario` names the handful of
 planner parameters (:mod:`duanka.data.synthetic.schemes`) that such a change moves, so
 that a backtest can ask how the model fares on a world that hides each tell.
 
@@ -27,6 +29,7 @@ class ScenarioName(StrEnum):
     ESCORTS_HIDDEN = "escorts_hidden"
     SPREAD_OUT = "spread_out"
     INSIDERS_MOVE = "insiders_move"
+    SENT_ALONE = "sent_alone"
     ADAPTED = "adapted"
 
 
@@ -55,6 +58,13 @@ class Scenario:
     ring_branches: tuple[float, float] = (2.0, 10.0)
     # Escort rings: recruits an escort brings to a branch at once.
     visit: tuple[int, int] = (2, 6)
+    # Escort rings: share of recruits sent alone, (start, end): no escort with them, no
+    # shared SIM block, phone or hotel, their own settled number and their household-register
+    # address back home, older than the ring's other recruits, one account on a first visit.
+    sent_alone: tuple[float, float] = (0.0, 0.0)
+    # Escort rings: home counties their recruits are drawn from, per ring (老乡带老乡);
+    # (0, 0): any county of the ring's one to three provinces.
+    ring_counties: tuple[int, int] = (0, 0)
     # Insiders: branches each is posted to in turn, opening under that branch's staff id.
     insider_posts: tuple[int, int] = (1, 1)
     # Insiders: share of their openings recorded under a colleague's id at the same desk.
@@ -86,14 +96,16 @@ _SPREAD_OUT = {
     "visit": (1, 3),
 }
 _INSIDERS_MOVE = {"insider_posts": (3, 6), "insider_borrowed": 0.3}
+_SENT_ALONE = {"sent_alone": (0.2, 0.6), "ring_counties": (1, 3)}
 
 SCENARIOS: dict[ScenarioName, Scenario] = {
     ScenarioName.DEFAULT: Scenario(ScenarioName.DEFAULT.value),
     ScenarioName.ESCORTS_HIDDEN: Scenario(ScenarioName.ESCORTS_HIDDEN.value, **_ESCORTS_HIDDEN),
     ScenarioName.SPREAD_OUT: Scenario(ScenarioName.SPREAD_OUT.value, **_SPREAD_OUT),
     ScenarioName.INSIDERS_MOVE: Scenario(ScenarioName.INSIDERS_MOVE.value, **_INSIDERS_MOVE),
+    ScenarioName.SENT_ALONE: Scenario(ScenarioName.SENT_ALONE.value, **_SENT_ALONE),
     ScenarioName.ADAPTED: Scenario(
-        ScenarioName.ADAPTED.value, **_ESCORTS_HIDDEN, **_SPREAD_OUT, **_INSIDERS_MOVE
+        ScenarioName.ADAPTED.value, **_ESCORTS_HIDDEN, **_SPREAD_OUT, **_INSIDERS_MOVE, **_SENT_ALONE
     ),
 }
 DEFAULT = SCENARIOS[ScenarioName.DEFAULT]

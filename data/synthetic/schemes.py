@@ -36,6 +36,7 @@ from duanka.data.synthetic.addresses import SITES, Place, mixed_addresses
 from duanka.data.synthetic.identifiers import DEVICE_SPACE, intermediary_numbers, usccs
 from duanka.data.synthetic.network import CORPORATE_DESK
 from duanka.data.synthetic.people import (
+    COUNTIES_OF,
     block_phones,
     draw_ages,
     draw_applicants,
@@ -67,6 +68,7 @@ RING_PROVINCES = (1, 3)
 RING_DAYS = (5, 45)  # a ring's active window
 RECRUIT_AGES = ((16, 17, 0.04), (18, 25, 0.5), (26, 40, 0.3), (41, 54, 0.06), (55, 72, 0.1))
 ESCORT_AGES = ((22, 45, 1.0),)
+ALONE_AGES = ((26, 40, 0.45), (41, 60, 0.55))  # recruits sent alone: older than the ring's others
 RECRUIT_PLACES = (Place.LODGING, None, Place.RESIDENCE)  # None: household-register address
 RECRUIT_PLACE_SHARES = (0.7, 0.2, 0.1)
 BLOCK_TENURE = 14  # days, at most, those SIMs are old
@@ -177,6 +179,18 @@ def _window(world: World, bounds: tuple[int, int], rng: np.random.Generator) -> 
     return days[first : first + length]
 
 
+def _fellow_villagers(
+    counties: tuple[int, int], provinces: np.ndarray, people: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Each recruit's home county (index into HOMES) when the ring recruits from a few home
+    counties of its provinces (老乡带老乡); -1 each where ``counties`` is (0, 0)."""
+    if counties == (0, 0):
+        return np.full(people, -1)
+    pool = np.concatenate([COUNTIES_OF[p] for p in provinces])
+    drawn = rng.choice(pool, min(_count(counties, rng), len(pool)), replace=False)
+    return rng.choice(drawn, people)
+
+
 def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
     """Escort rings of the whole period; a group per ring."""
     budget = round(RING_SHARE * world.volume)
@@ -209,23 +223,35 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
         hotel_district = rng.choice(world.districts_of(city), len(hotels))
         devices = rng.integers(0, DEVICE_SPACE, _count(adapted.ring_devices, rng))
 
-        # Recruits come in visits: a few at a time, one escort, one branch, one after another.
+        # The last recruits are the ones sent alone (recruits are interchangeable).
+        sent = ramp(adapted.sent_alone, progress)
+        alone = np.arange(people) >= people - (rng.binomial(people, sent) if sent > 0 else 0)
+        opened[alone] = 1
+        # Recruits come in visits: a few at a time, one escort, one branch, one after another;
+        # one sent alone is a visit of one.
+        together = people - int(alone.sum())
         sizes = []
-        while sum(sizes) < people:
-            sizes.append(min(people - sum(sizes), _count(adapted.visit, rng)))
+        while sum(sizes) < together:
+            sizes.append(min(together - sum(sizes), _count(adapted.visit, rng)))
+        sizes += [1] * (people - together)
         visit = np.repeat(np.arange(len(sizes)), sizes)
         visits = len(sizes)
         visit_day = rng.choice(window, visits)
         visit_branch = rng.integers(0, len(branches), visits)
         served = queued(visit, 9 * HOUR + HOUR // 2 + rng.integers(0, 5 * HOUR, visits), (480, 1500), rng)
 
-        block_sim = rng.random(people) < adapted.block_sim
+        block_sim = (rng.random(people) < adapted.block_sim) & ~alone
         hotel = rng.integers(0, len(hotels), people)
+        province = rng.choice(provinces, people)
+        place = rng.choice(len(RECRUIT_PLACES), people, p=RECRUIT_PLACE_SHARES)
+        place[alone] = RECRUIT_PLACES.index(None)
         recruits.append(
             {
                 "progress": np.full(people, progress),
-                "province": rng.choice(provinces, people),
-                "place": rng.choice(len(RECRUIT_PLACES), people, p=RECRUIT_PLACE_SHARES),
+                "alone": alone,
+                "province": province,
+                "place": place,
+                "county": _fellow_villagers(adapted.ring_counties, provinces, people, rng),
                 "district": hotel_district[hotel],
                 "site": hotels[hotel],
                 "day": visit_day[visit],
@@ -242,7 +268,8 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
         nth = np.arange(len(recruit)) - np.repeat(np.cumsum(opened) - opened, opened)
         later = nth > 0
         rows = len(recruit)
-        app = rng.random(rows) < ramp(RING_APP, progress)
+        # sent alone: a first visit at the counter, not an app opening on the ring's phones
+        app = (rng.random(rows) < ramp(RING_APP, progress)) & ~alone[recruit]
         own_visit = visit[recruit]
         day = np.minimum(visit_day[own_visit] + np.where(later, rng.integers(1, 5, rows), 0), last_day)
         seconds = np.where(later, counter_seconds(rows, rng), served[recruit])
@@ -257,7 +284,7 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
                 "branch": branches[(visit_branch[own_visit] + nth) % len(branches)],
                 "device": devices[rng.integers(0, len(devices), rows)],
                 "escort": escorts + rng.integers(0, escort_count, visits)[own_visit],
-                "recorded": rng.random(rows) < ramp(adapted.escort_recorded, progress),
+                "recorded": (rng.random(rows) < ramp(adapted.escort_recorded, progress)) & ~alone[recruit],
                 "referred": referrer & (rng.random(rows) < 0.5),
             }
         )
@@ -267,7 +294,13 @@ def ring_rows(world: World, rng: np.random.Generator) -> Draft | None:
     if not accounts:
         return None
     who, rows = stacked(recruits), stacked(accounts)
-    people = draw_applicants(who["day"], draw_ages(taken, RECRUIT_AGES, rng), rng, 1.0, who["province"])
+    ages = draw_ages(taken, RECRUIT_AGES, rng)
+    if who["alone"].any():
+        ages[who["alone"]] = draw_ages(int(who["alone"].sum()), ALONE_AGES, rng)
+    county = who["county"]
+    people = draw_applicants(
+        who["day"], ages, rng, 1.0, who["province"], None if (county < 0).all() else county
+    )
     address = mixed_addresses(
         who["place"],
         RECRUIT_PLACES,
