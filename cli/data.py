@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
 
-from duanka.cli.options import DataOption, parse_date
+from duanka.cli.options import DataOption, EncodingOption, MaxQuarantineShareOption, parse_date
 from duanka.cli.output import console, fail
 from duanka.cli.prerequisites import pseudonymiser
 from duanka.data.config import get_settings
@@ -73,13 +73,8 @@ def ingest(
             "listed applicants are refused by rule."
         ),
     ] = None,
-    encoding: Annotated[
-        Encoding, typer.Option(help="Of CSV files: gb18030 reads GBK and GB18030 exports (Excel in Chinese).")
-    ] = Encoding.UTF8,
-    max_quarantine_share: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Exit 1 when a file has more of its rows quarantined than this."),
-    ] = 0.5,
+    encoding: EncodingOption = Encoding.UTF8,
+    max_quarantine_share: MaxQuarantineShareOption = 0.5,
 ) -> None:
     """Validate, quarantine bad rows, pseudonymise and append to the event store (idempotent)."""
     if applications is None and labels is None and watchlist is None:

@@ -10,6 +10,7 @@ import pandas as pd
 import typer
 
 from duanka.data.config import SHANGHAI
+from duanka.data.reader import Encoding
 from duanka.training.calibration import CalibrationKind
 from duanka.training.labels import LabelPolicy
 
@@ -24,6 +25,33 @@ ModelOption = Annotated[
     typer.Option(help="Registered model URI [default: models:/duanka@champion, else @challenger]."),
 ]
 ExcelOption = Annotated[bool, typer.Option(help=EXCEL_HELP)]
+MaxQuarantineShareOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Exit 1 when a file has more of its rows rejected (quarantined) than this; what passed "
+        "is still stored or scored.",
+    ),
+]
+
+
+def _encoding(name: str) -> Encoding:
+    try:
+        return Encoding.named(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+EncodingOption = Annotated[
+    Encoding,
+    typer.Option(
+        parser=_encoding,
+        metavar="ENCODING",
+        help="Of CSV files: utf-8 (a byte-order mark is skipped) or gb18030, which also reads GBK and "
+        "GB2312 (Excel on a Chinese Windows); any case, utf8 and utf-8-sig too.",
+    ),
+]
 CalibrationOption = Annotated[CalibrationKind, typer.Option(help="How margins become probabilities.")]
 LabelPolicyOption = Annotated[
     LabelPolicy,

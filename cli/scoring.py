@@ -12,7 +12,14 @@ import typer
 from rich.table import Table as RichTable
 
 from duanka.cli.engine import EngineKind, EngineOption, PartitionsOption, SchedulerOption, dask_engine
-from duanka.cli.options import DataOption, ExcelOption, ModelOption, parse_instant
+from duanka.cli.options import (
+    DataOption,
+    EncodingOption,
+    ExcelOption,
+    MaxQuarantineShareOption,
+    ModelOption,
+    parse_instant,
+)
 from duanka.cli.output import console, err, fail, invoked_as
 from duanka.cli.prerequisites import (
     audit_chain_key,
@@ -24,6 +31,7 @@ from duanka.cli.prerequisites import (
     verified,
 )
 from duanka.data.config import get_settings
+from duanka.data.reader import Encoding
 from duanka.training.bands import BLOCKED
 
 if TYPE_CHECKING:
@@ -49,8 +57,13 @@ def score(
     scheduler: SchedulerOption = None,
     partitions: PartitionsOption = None,
     excel: ExcelOption = False,
+    encoding: EncodingOption = Encoding.UTF8,
+    max_quarantine_share: MaxQuarantineShareOption = 0.5,
 ) -> None:
-    """Point-in-time batch scores: each application with the state as it was when it applied."""
+    """Point-in-time batch scores: each application with the state as it was when it applied.
+
+    Exits 1 when more of an --applications file's rows break the contract than
+    --max-quarantine-share (all of them, say); the rows that passed are still scored and written."""
     from duanka.data.reader import UnusableFile
     from duanka.data.store import StoreKeyMismatch
     from duanka.serving.batch import score_file
@@ -89,16 +102,29 @@ def score(
         raise fail("--engine dask scores a stored date range (--from/--to); a file is scored locally")
     try:
         result = score_file(
-            applications, store, store_pseudonymiser(store), loaded, explain_all=explain_all, progress=True
+            applications,
+            store,
+            store_pseudonymiser(store),
+            loaded,
+            explain_all=explain_all,
+            progress=True,
+            encoding=encoding,
         )
     except (UnusableFile, StoreKeyMismatch) as exc:
         raise fail(str(exc)) from None
     write_and_show_scores(result.scores, out, loaded, excel=excel)
-    if not result.rejections.empty:
-        rejected = write_rejections(result.rejections, out)
-        console.print(
-            f"{result.rejections['row'].nunique():,} rows break the contract and were not scored: "
-            f"reasons -> {rejected}"
+    if result.rejections.empty:
+        return
+    rejected = write_rejections(result.rejections, out)
+    console.print(
+        f"{result.rejections['row'].nunique():,} rows break the contract and were not scored: "
+        f"reasons -> {rejected}"
+    )
+    if result.rejected_share > max_quarantine_share:
+        raise fail(
+            f"{applications.name}: {result.rejected_share:.0%} of its {result.rows_read:,} rows break the "
+            f"contract, more than --max-quarantine-share {max_quarantine_share:.0%}: read the reasons "
+            f"in {rejected} (the rows that passed are scored in {out})"
         )
 
 

@@ -49,6 +49,12 @@ USCC_REGION_REASON = "characters 3-8 must be the registering region code"
 USCC_CHECK_REASON = "check character does not match (GB 32100 MOD 31)"
 PHONE_REASON = "must be an 11-digit mobile number starting 13-19"
 REGION_REASON = "must be a 6-digit administrative division code"
+EXCEL_NUMBER_REASON = (
+    "reads like a number Excel shortened to scientific notation (as in 4.40103E+17): its digits are "
+    "lost; export the column as text (docs/contract.md, Excel)"
+)
+# 4.40103E+17, 4.4E17, 1.38001E+10: a long number Excel rounded and saved as a float
+_EXCEL_NUMBER = re.compile(r"[0-9](?:\.[0-9]+)?E\+?[0-9]+", re.IGNORECASE)
 
 
 def length_reason(length: int) -> str:
@@ -59,6 +65,11 @@ def length_reason(length: int) -> str:
 def age_reason(age: int) -> str:
     """The reason for an applicant outside the accepted ages."""
     return f"applicant aged {age}, outside {MIN_AGE}-{MAX_AGE}"
+
+
+def _excel_numbers(text: pd.Series) -> np.ndarray:
+    """Where a canonical column holds a number Excel wrote in scientific notation."""
+    return text.str.fullmatch(_EXCEL_NUMBER.pattern, case=False).to_numpy(dtype=bool, na_value=False)
 
 
 def canonical_code(value: str) -> str:
@@ -124,6 +135,8 @@ def parse_resident_id(value: str, on: date | None = None) -> ResidentId:
         With a reason a data steward can act on.
     """
     number = canonical_code(value)
+    if _EXCEL_NUMBER.fullmatch(number):
+        raise InvalidIdentifier(EXCEL_NUMBER_REASON)
     if len(number) != 18:
         raise InvalidIdentifier(length_reason(len(number)))
     if not _ID_SHAPE.fullmatch(number):
@@ -157,6 +170,8 @@ def normalise_resident_id(value: str) -> str:
 def validate_uscc(value: str) -> str:
     """Validate a GB 32100 unified social credit code; return it canonicalised."""
     code = canonical_code(value)
+    if _EXCEL_NUMBER.fullmatch(code):
+        raise InvalidIdentifier(EXCEL_NUMBER_REASON)
     if len(code) != 18:
         raise InvalidIdentifier(length_reason(len(code)))
     if any(c not in _USCC_VALUE for c in code):
@@ -298,6 +313,7 @@ def check_resident_ids(numbers: pd.Series, on: pd.Series | None = None) -> pd.Da
     dated = shaped & ~np.isnat(born)
 
     rules: list[tuple[np.ndarray, np.ndarray | str]] = [
+        (_excel_numbers(text), EXCEL_NUMBER_REASON),
         (length != 18, _worded(length, length_reason)),
         (~shaped, ID_SHAPE_REASON),
         (~dated, ID_DATE_REASON),
@@ -351,6 +367,7 @@ def check_usccs(codes: pd.Series) -> pd.Series:
     return _first_problems(
         text.index,
         [
+            (_excel_numbers(text), EXCEL_NUMBER_REASON),
             (length != 18, _worded(length, length_reason)),
             (~in_alphabet, USCC_ALPHABET_REASON),
             (~region_ok, USCC_REGION_REASON),

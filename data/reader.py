@@ -69,6 +69,34 @@ class Encoding(StrEnum):
     UTF8 = "utf-8"
     GB18030 = "gb18030"
 
+    @classmethod
+    def named(cls, name: str) -> Encoding:
+        """The encoding ``name`` means, as people type it: any case, ``utf8``, ``utf-8-sig``,
+        and GBK, GB2312 and CP936, which GB18030 reads because it is their superset.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is none of :data:`ENCODING_NAMES`, naming those that are.
+        """
+        key = name.strip().lower().replace("_", "-")
+        if key in ENCODING_NAMES:
+            return ENCODING_NAMES[key]
+        known = ", ".join(ENCODING_NAMES)
+        raise ValueError(f"unknown encoding {name!r}; known (any case): {known}")
+
+
+ENCODING_NAMES: dict[str, Encoding] = {
+    "utf-8": Encoding.UTF8,
+    "utf8": Encoding.UTF8,
+    "utf-8-sig": Encoding.UTF8,  # the byte-order mark is skipped either way
+    "gb18030": Encoding.GB18030,
+    "gbk": Encoding.GB18030,
+    "gb2312": Encoding.GB18030,
+    "cp936": Encoding.GB18030,
+}
+"""Every name ``--encoding`` takes, lower case, and the encoding it reads."""
+
 
 def read_raw(path: Path, table: Table, encoding: Encoding = Encoding.UTF8) -> RawTable:
     """Read a CSV (UTF-8 or ``encoding``, header row) or Parquet file as strings.

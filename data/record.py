@@ -56,6 +56,7 @@ from duanka.data.validate import (
     INTEGER_SIZE_REASON,
     MAX_INT_DIGITS,
     MISSING_REASON,
+    SPREADSHEET_PATTERN,
     TIMESTAMP_PATTERN,
     TIMESTAMP_SHAPE_REASON,
     TIMESTAMP_VALUE_REASON,
@@ -69,6 +70,7 @@ Defect = tuple[str, str]
 
 _LOCAL = ZoneInfo(SHANGHAI)
 _SHAPE = re.compile(TIMESTAMP_PATTERN)
+_SPREADSHEET = re.compile(SPREADSHEET_PATTERN)
 # The same shape with its parts captured; only applied to texts _SHAPE accepts.
 _PARTS = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
@@ -215,7 +217,19 @@ def _as_integer(text: str, column: Column) -> tuple[object, str | None]:
     return int(text), None
 
 
+def _iso(text: str) -> str:
+    """A year-first spreadsheet date as ISO 8601 without an offset (as validate's column rule)."""
+    found = None if _SHAPE.fullmatch(text) else _SPREADSHEET.fullmatch(text)
+    if found is None:
+        return text
+    year, month, day, hour, minute, second = found.groups()
+    if hour is None:
+        return f"{year}-{month:0>2}-{day:0>2}"
+    return f"{year}-{month:0>2}-{day:0>2}T{hour:0>2}:{minute}:{second or '00'}"
+
+
 def _as_timestamp(text: str, column: Column) -> tuple[object, str | None]:
+    text = _iso(text)
     if not _SHAPE.fullmatch(text):
         return None, TIMESTAMP_SHAPE_REASON
     year, month, day, hour, minute, second, fraction, utc, sign, off_h, off_m = _PARTS.fullmatch(

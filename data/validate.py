@@ -48,7 +48,16 @@ TIMESTAMP_PATTERN = (
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?"
 )
 _OFFSET_PATTERN = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
-TIMESTAMP_SHAPE_REASON = "not an ISO 8601 timestamp such as 2024-03-05T10:12:00+08:00 (at most microseconds)"
+# Excel rewrites dates in the machine's format. The year-first ones (2024/1/5 9:30, what a Chinese
+# Windows writes) are unambiguous and read as ISO 8601 without an offset (Asia/Shanghai); a day
+# or month first (5/1/2024) is not, and stays refused.
+SPREADSHEET_PATTERN = (
+    r"([0-9]{4})[/-]([0-9]{1,2})[/-]([0-9]{1,2})(?:[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?)?"
+)
+TIMESTAMP_SHAPE_REASON = (
+    "not an ISO 8601 timestamp such as 2024-03-05T10:12:00+08:00 (at most microseconds) or a "
+    "year-first date and time such as 2024/3/5 10:12; a day or month first is ambiguous"
+)
 TIMESTAMP_VALUE_REASON = "not a real date and time"
 TRUE_TEXTS = ("true", "1")
 FALSE_TEXTS = ("false", "0")
@@ -273,17 +282,32 @@ def _as_integer(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
     return values, reasons.fillna(too_long)
 
 
+def iso_from_spreadsheet(text: pd.Series) -> pd.Series:
+    """Year-first spreadsheet dates (:data:`SPREADSHEET_PATTERN`) as ISO 8601 without an offset;
+    every other text as it is."""
+    found = text.str.fullmatch(SPREADSHEET_PATTERN) & ~text.str.fullmatch(TIMESTAMP_PATTERN)
+    if not found.any():
+        return text
+    parts = text[found].str.extract(SPREADSHEET_PATTERN)
+    day = parts[0] + "-" + parts[1].str.zfill(2) + "-" + parts[2].str.zfill(2)
+    clock = ("T" + parts[3].str.zfill(2) + ":" + parts[4] + ":" + parts[5].fillna("00")).fillna("")
+    out = text.copy()
+    out[found] = day + clock
+    return out
+
+
 def parse_timestamps(text: pd.Series, column: Column) -> tuple[pd.Series, pd.Series]:
     """Trimmed, non-null texts as ``datetime64[us, UTC]`` (NaT where invalid) and their reasons."""
-    shaped = text.str.fullmatch(TIMESTAMP_PATTERN)
-    aware = shaped & text.str.contains(_OFFSET_PATTERN)
+    iso = iso_from_spreadsheet(text)  # the reasons quote the text as written
+    shaped = iso.str.fullmatch(TIMESTAMP_PATTERN)
+    aware = shaped & iso.str.contains(_OFFSET_PATTERN)
     naive = shaped & ~aware
     values = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
     if aware.any():
-        parsed = pd.to_datetime(text[aware], format="ISO8601", utc=True, errors="coerce")
+        parsed = pd.to_datetime(iso[aware], format="ISO8601", utc=True, errors="coerce")
         values[aware] = parsed.astype("datetime64[us, UTC]")
     if naive.any():
-        local = pd.to_datetime(text[naive], format="ISO8601", errors="coerce")
+        local = pd.to_datetime(iso[naive], format="ISO8601", errors="coerce")
         # a clock time skipped or repeated by Shanghai's 1986-1991 summer time is no instant
         shanghai = local.dt.tz_localize(SHANGHAI, ambiguous="NaT", nonexistent="NaT")
         values[naive] = shanghai.dt.tz_convert("UTC").astype("datetime64[us, UTC]")

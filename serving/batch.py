@@ -27,7 +27,7 @@ from duanka.data.contract import APPLICATIONS
 from duanka.data.events import APPLICATION_EVENTS
 from duanka.data.ingest import pseudonymise_applications
 from duanka.data.pseudonym import Pseudonymiser
-from duanka.data.reader import read_raw
+from duanka.data.reader import Encoding, read_raw
 from duanka.data.store import EventStore
 from duanka.data.validate import validate
 from duanka.data.watchlist import Watchlist
@@ -67,10 +67,18 @@ class FileScores:
         :data:`SCORE_COLUMNS`, one row per valid application.
     rejections : pandas.DataFrame
         ``row, application_id, column, reason`` for rows that break the contract.
+    rows_read : int
+        Data rows in the file.
     """
 
     scores: pd.DataFrame
     rejections: pd.DataFrame
+    rows_read: int
+
+    @property
+    def rejected_share(self) -> float:
+        """The share of the file's rows that broke the contract (0 for an empty file)."""
+        return self.rejections["row"].nunique() / max(1, self.rows_read)
 
 
 def _matrix(features: pd.DataFrame) -> np.ndarray:
@@ -310,6 +318,7 @@ def score_file(
     *,
     explain_all: bool = False,
     progress: bool = False,
+    encoding: Encoding = Encoding.UTF8,
 ) -> FileScores:
     """Score a contract file's applications against the stored history.
 
@@ -326,7 +335,7 @@ def score_file(
         The file cannot be read as a contract table.
     """
     store.check_key(keys.key_id)
-    raw = read_raw(path, APPLICATIONS)
+    raw = read_raw(path, APPLICATIONS, encoding)
     checked = validate(raw, APPLICATIONS)
     events = pseudonymise_applications(checked.valid, keys)
     submitted = pa.Table.from_pandas(
@@ -342,7 +351,8 @@ def score_file(
     chosen = features.loc[features["application_id"].isin(submitted["application_id"].to_pylist())]
     bands = daily_bands(model, *band_history(features, chosen))
     scores = score_features(chosen, model, bands=bands, explain_all=explain_all, progress=progress)
-    return FileScores(apply_watchlist(scores, chosen, every, Watchlist(listings)), checked.rejections)
+    scored = apply_watchlist(scores, chosen, every, Watchlist(listings))
+    return FileScores(scored, checked.rejections, len(raw.frame))
 
 
 def apply_watchlist(

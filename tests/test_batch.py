@@ -170,6 +170,52 @@ def test_duanka_score_scores_a_contract_file_and_lists_rejected_rows(served_bank
     assert "12345" not in rejected.to_csv()
 
 
+def test_duanka_score_fails_a_file_whose_rows_all_break_the_contract(served_bank, duanka_env, tmp_path):
+    raw = pd.read_csv(served_bank.holdout_csv, dtype=str, keep_default_na=False).head(5)
+    raw["phone"] = "12345"
+    source = tmp_path / "apps.csv"
+    raw.to_csv(source, index=False)
+    out = tmp_path / "scores.csv"
+    arguments = [
+        "score",
+        "--data",
+        str(served_bank.store.root),
+        "--applications",
+        str(source),
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "apps.csv: 100% of its 5 rows break the contract, more than --max-quarantine-share 50%" in said
+    assert pd.read_csv(tmp_path / "scores.rejected.csv")["row"].tolist() == [1, 2, 3, 4, 5]
+    # a batch job that accepts some rejections says so
+    assert CliRunner().invoke(app, [*arguments, "--max-quarantine-share", "1"]).exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["GBK", "gb2312", "GB18030", "cp936"])
+def test_duanka_score_reads_a_chinese_excel_export_with_the_encoding_as_typed(
+    served_bank, duanka_env, tmp_path, name
+):
+    raw = pd.read_csv(served_bank.holdout_csv, dtype=str, keep_default_na=False).head(10)
+    source = tmp_path / "apps.csv"
+    source.write_bytes(raw.to_csv(index=False).encode("gb18030"))
+    out = tmp_path / "scores.csv"
+    arguments = [
+        "score",
+        "--data",
+        str(served_bank.store.root),
+        "--applications",
+        str(source),
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, [*arguments, "--encoding", name])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == 10
+
+
 def test_duanka_score_needs_a_range_or_a_file(served_bank, duanka_env, tmp_path):
     result = CliRunner().invoke(
         app, ["score", "--data", str(served_bank.store.root), "--out", str(tmp_path / "x.csv")]

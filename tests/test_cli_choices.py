@@ -17,6 +17,9 @@ from duanka.cli.app import app
         (["backtest", "--from", "2025-01-01", "--to", "2025-02-01", "--calibration", "sigmoid"], "isotonic"),
         (["train", "--as-of", "2025-01-01", "--engine", "spark"], "dask"),
         (["train", "--as-of", "2025-01-01", "--fit", "gpu"], "local"),
+        (["ingest", "--applications", "apps.csv", "--encoding", "latin-1"], "gbk, gb2312"),
+        (["score", "--applications", "apps.csv", "--out", "s.csv", "--encoding", "big5"], "utf-8-sig"),
+        (["train", "--as-of", "2025-01-01", "--out-of-province-weight", "0.5"], "greater than or equal to 1"),
     ],
 )
 def test_an_unknown_choice_is_refused_before_anything_is_read(tmp_path, args, named):

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duanka.data.identity import (
+    EXCEL_NUMBER_REASON,
     USCC_ALPHABET,
     InvalidIdentifier,
     ResidentId,
@@ -194,6 +195,8 @@ def test_the_column_rule_returns_derived_facts_only_for_valid_numbers():
     ("number", "reason"),
     [
         ("1101051949123100", "must have 18 characters, has 16"),
+        ("4.40103E+17", EXCEL_NUMBER_REASON),  # Excel saved the column as a number
+        ("1.10105e17", EXCEL_NUMBER_REASON),
         ("11010519491231002Y", "must be 17 digits followed by a digit or X"),
         ("１１010519491231002X", "must be 17 digits followed by a digit or X"),
         ("110105194902300021", "birth date is not a calendar date"),

@@ -300,3 +300,25 @@ def test_a_parquet_column_without_a_string_form_is_unusable(tmp_path):
 def test_a_file_that_does_not_exist_is_unusable(tmp_path):
     with pytest.raises(UnusableFile, match="cannot be opened"):
         read_raw(tmp_path / "labels.csv", LABELS)
+
+
+@pytest.mark.parametrize(
+    ("typed", "encoding"),
+    [
+        ("utf-8", Encoding.UTF8),
+        ("UTF8", Encoding.UTF8),
+        ("utf-8-sig", Encoding.UTF8),
+        ("UTF_8", Encoding.UTF8),
+        ("gb18030", Encoding.GB18030),
+        ("GBK", Encoding.GB18030),
+        ("gb2312", Encoding.GB18030),
+        (" CP936 ", Encoding.GB18030),
+    ],
+)
+def test_encodings_are_read_as_people_type_them(typed, encoding):
+    assert Encoding.named(typed) is encoding
+
+
+def test_an_unknown_encoding_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown encoding 'latin-1'; known \(any case\): utf-8, utf8"):
+        Encoding.named("latin-1")

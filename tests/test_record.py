@@ -158,6 +158,11 @@ def test_one_raw_escort_gets_one_key_through_both_paths(contract_rows, escort, s
         "1600-01-01T00:00Z",
         "2262-04-12",
         "2024-1-01",
+        "2024/1/5 9:30",
+        "2024/1/5",
+        "2024/2/30 9:30",
+        "2024/1/5 24:30",
+        "5/1/2024 9:30",
     ],
 )
 def test_timestamps_at_the_edges_get_the_same_verdict(contract_rows, applied_at):

@@ -146,6 +146,11 @@ def test_a_naive_timestamp_is_shanghai_time(samples):
         ("2024-03-05 10:12:00.25", "2024-03-05T02:12:00.25Z"),
         ("2024-03-05", "2024-03-04T16:00:00Z"),
         ("2024-03-05T10:12:00.123456000+08:00", "2024-03-05T02:12:00.123456Z"),
+        # year first, as Excel writes on a Chinese Windows: Asia/Shanghai, like ISO without an offset
+        ("2024/3/5 10:12", "2024-03-05T02:12:00Z"),
+        ("2024/03/05 9:05:30", "2024-03-05T01:05:30Z"),
+        ("2024/3/5", "2024-03-04T16:00:00Z"),
+        ("2024-3-5 10:12", "2024-03-05T02:12:00Z"),
     ],
 )
 def test_iso_8601_timestamps_with_or_without_offset(samples, written, instant):
@@ -155,7 +160,14 @@ def test_iso_8601_timestamps_with_or_without_offset(samples, written, instant):
 
 @pytest.mark.parametrize(
     "written",
-    ["2024/03/05", "05-03-2024", "2024-03-05T10:12:00.1234567+08:00", "2024-03-05+08:00", "today"],
+    [
+        "5/3/2024 10:12",
+        "03/05/2024",
+        "05-03-2024",
+        "2024-03-05T10:12:00.1234567+08:00",
+        "2024-03-05+08:00",
+        "today",
+    ],
 )
 def test_other_timestamp_spellings_are_rejected(samples, written):
     outcome = validate(rows(samples, PERSONAL_ROW, applied_at=written), APPLICATIONS)
@@ -163,7 +175,8 @@ def test_other_timestamp_spellings_are_rejected(samples, written):
         (
             1,
             "applied_at",
-            "not an ISO 8601 timestamp such as 2024-03-05T10:12:00+08:00 (at most microseconds); "
+            "not an ISO 8601 timestamp such as 2024-03-05T10:12:00+08:00 (at most microseconds) or a "
+            "year-first date and time such as 2024/3/5 10:12; a day or month first is ambiguous; "
             f"got '{written}'",
         )
     ]
