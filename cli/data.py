@@ -17,7 +17,7 @@ from duanka.cli.prerequisites import pseudonymiser
 from duanka.data.config import get_settings
 from duanka.data.ingest_job import IngestedFile, RowsDone, contract_files, ingest_files
 from duanka.data.reader import Encoding, UnusableFile
-from duanka.data.store import EventStore, StoreKeyMismatch
+from duanka.data.store import EventStore, StoreUnusable
 from duanka.data.synthetic.scenarios import ScenarioName
 
 
@@ -97,7 +97,7 @@ def ingest(
                     f"{ingested.path.name}: {ingested.quarantined_share:.0%} of its "
                     f"{ingested.report.rows_read:,} rows quarantined"
                 )
-    except (UnusableFile, StoreKeyMismatch) as exc:
+    except (UnusableFile, StoreUnusable) as exc:
         raise fail(str(exc)) from None
     shown.show()
     if too_quarantined:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from duanka.cli.output import console, err, fail, invoked_as
 from duanka.data.config import Settings, get_settings
 from duanka.data.pseudonym import Pseudonymiser
-from duanka.data.store import EventStore
+from duanka.data.store import EventStore, StoreOutdated
 
 if TYPE_CHECKING:
     import mlflow
@@ -58,6 +58,10 @@ def require_store(data_dir: Path, *, empty_ok: bool = False) -> EventStore:
             f"no event store at {data_dir}: ingest the bank's files first ({invoked_as()} ingest "
             f"--applications FILE --labels FILE --data {data_dir}), or pass --data or set DUANKA_DATA_DIR"
         )
+    try:
+        store.check_layout()
+    except StoreOutdated as exc:
+        raise fail(str(exc)) from None
     return store
 
 

@@ -33,7 +33,7 @@ def quickstart(
     """Generate a demo bank, ingest it (demo key), train, promote, report, score its last month."""
     from duanka.data.pseudonym import MissingPseudonymKey
     from duanka.data.reader import UnusableFile
-    from duanka.data.store import StoreKeyMismatch
+    from duanka.data.store import StoreUnusable
     from duanka.serving.quickstart import run_quickstart
     from duanka.training.bundle import ModelIntegrityError
     from duanka.training.signing import SigningKeyError
@@ -45,7 +45,7 @@ def quickstart(
     except (
         MissingPseudonymKey,
         UnusableFile,
-        StoreKeyMismatch,
+        StoreUnusable,
         ValueError,
         SigningKeyError,
         ModelIntegrityError,
@@ -84,6 +84,9 @@ class QuickstartPrinter:
 
     def ingest_started(self, keys: Pseudonymiser) -> None:
         warn_if_demo_key(keys)
+
+    def store_replaced(self, why: str) -> None:
+        console.print(f"{why}\nthe demo store is made again from the demo bank")
 
     def file_ingested(self, ingested: IngestedFile) -> None:
         self.ingest_table.add(ingested)

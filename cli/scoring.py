@@ -65,7 +65,7 @@ def score(
     Exits 1 when more of an --applications file's rows break the contract than
     --max-quarantine-share (all of them, say); the rows that passed are still scored and written."""
     from duanka.data.reader import UnusableFile
-    from duanka.data.store import StoreKeyMismatch
+    from duanka.data.store import StoreUnusable
     from duanka.serving.batch import score_file
     from duanka.serving.batch_job import NothingToScore, score_stored_period, write_rejections
 
@@ -110,7 +110,7 @@ def score(
             progress=True,
             encoding=encoding,
         )
-    except (UnusableFile, StoreKeyMismatch) as exc:
+    except (UnusableFile, StoreUnusable) as exc:
         raise fail(str(exc)) from None
     write_and_show_scores(result.scores, out, loaded, excel=excel)
     if result.rejections.empty:

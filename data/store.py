@@ -38,8 +38,21 @@ QUARANTINE_COLUMNS = ("row", "application_id", "column", "reason", "source")
 SCHEMAS = {"applications": APPLICATION_EVENTS, "labels": LABEL_EVENTS, "watchlist": WATCHLIST_EVENTS}
 
 
-class StoreKeyMismatch(RuntimeError):
+class StoreUnusable(RuntimeError):
+    """The store cannot be read or appended to by this code as it is."""
+
+
+class StoreKeyMismatch(StoreUnusable):
     """The store was written under another pseudonym secret."""
+
+
+class StoreOutdated(StoreUnusable):
+    """The store holds events written before this code derived some of the columns it reads.
+
+    Reading them would leave those columns empty and every feature built on them missing,
+    silently; the events cannot be completed from the store (the raw values are gone), so the
+    bank's exports must be ingested again into a new store.
+    """
 
 
 @dataclass(frozen=True)
@@ -108,10 +121,40 @@ class EventStore:
         self._schema(table)
         return sorted(self._dir(table).glob("part-*.parquet"))
 
+    def check_layout(self) -> None:
+        """Refuse a store whose parts lack a column this code stores.
+
+        Raises
+        ------
+        StoreOutdated
+            Naming the table, the missing columns and the remedy.
+        """
+        for table, schema in SCHEMAS.items():
+            self._check_parts(table, schema, self.parts(table))
+
+    def _check_parts(self, table: str, schema: pa.Schema, parts: list[Path]) -> None:
+        missing: set[str] = set()
+        for part in parts:  # a footer read each
+            missing |= set(schema.names) - set(pq.read_schema(part).names)
+        if missing:
+            raise StoreOutdated(
+                f"{self.root}: its {table} were stored by an earlier duanka, before it derived "
+                f"{', '.join(sorted(missing))}; ingest the bank's exports again into a new, empty "
+                "store (duanka ingest ... --data NEW) and use that one (docs/contract.md, "
+                '"What is stored")'
+            )
+
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        """All stored rows of ``applications``, ``labels`` or ``watchlist`` (empty table when none)."""
+        """All stored rows of ``applications``, ``labels`` or ``watchlist`` (empty table when none).
+
+        Raises
+        ------
+        StoreOutdated
+            A part lacks a column this code stores.
+        """
         schema = self._schema(table)
         parts = self.parts(table)
+        self._check_parts(table, schema, parts)
         if not parts:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
@@ -140,6 +183,7 @@ class EventStore:
             return None
         with self.locked():
             self.check_key(key_id)
+            self._check_parts(table, self._schema(table), self.parts(table))
             folder = self._dir(table)
             private_folder(folder)
             seq = len(list(folder.glob("part-*.parquet")))

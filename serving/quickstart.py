@@ -8,6 +8,7 @@ nothing: it tells a :class:`QuickstartSteps` what each step did, and raises what
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 from duanka.data.config import SHANGHAI, Settings
 from duanka.data.ingest_job import FileProgress, IngestedFile, contract_files, ingest_files
 from duanka.data.pseudonym import Pseudonymiser
-from duanka.data.store import EventStore
+from duanka.data.store import EventStore, StoreOutdated
 from duanka.data.synthetic import GeneratedBank, generate_bank
 from duanka.serving.batch import write_scores
 from duanka.serving.batch_job import score_stored_period
@@ -111,6 +112,8 @@ class QuickstartSteps(Protocol):
 
     def ingest_started(self, keys: Pseudonymiser) -> None: ...
 
+    def store_replaced(self, why: str) -> None: ...
+
     def file_ingested(self, ingested: IngestedFile) -> None: ...
 
     def ingest_done(self) -> None: ...
@@ -155,6 +158,12 @@ def run_quickstart(
     keys = Pseudonymiser.from_settings(settings, demo=True)
     steps.ingest_started(keys)
     store = EventStore(plan.store_dir)
+    try:
+        store.check_layout()
+    except StoreOutdated as exc:
+        # The demo store holds nothing but the generated bank, which is ingested again below.
+        shutil.rmtree(plan.store_dir)
+        steps.store_replaced(str(exc))
     files = contract_files(bank.applications, bank.labels, bank.watchlist)
     for ingested in ingest_files(files, store, keys, progress=file_progress):
         steps.file_ingested(ingested)

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -14,7 +15,7 @@ from duanka.data.contract import APPLICATIONS, LABELS
 from duanka.data.ingest import ingest_file
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.reader import Encoding
-from duanka.data.store import EventStore, StoreKeyMismatch
+from duanka.data.store import EventStore, StoreKeyMismatch, StoreOutdated
 from tests.privacy import leaks, raw_identifiers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "contract"
@@ -102,6 +103,27 @@ def test_a_store_refuses_events_pseudonymised_under_another_key(store, keys):
     other = Pseudonymiser.from_secret(b"another-secret-" + b"x" * 40)
     with pytest.raises(StoreKeyMismatch, match="re-key"):
         ingest_file(LABEL_FILE, LABELS, store, other)
+
+
+def _outdated(store: EventStore) -> None:
+    """Rewrite the store's application parts as an earlier duanka wrote them: without the
+    columns it did not derive yet."""
+    for part in store.parts("applications"):
+        table = pq.read_table(part)
+        pq.write_table(table.drop_columns(["branch_city", "address_province"]), part)
+
+
+def test_a_store_from_before_a_derived_column_is_refused_not_read_with_blanks(store, keys, monkeypatch):
+    ingest_file(APPS, APPLICATIONS, store, keys)
+    _outdated(store)
+    with pytest.raises(StoreOutdated, match="before it derived address_province, branch_city; ingest"):
+        store.applications()
+    with pytest.raises(StoreOutdated):  # nothing is appended beside the old parts either
+        ingest_file(APPS, APPLICATIONS, store, keys)
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+    result = CliRunner().invoke(app, ["ingest", "--applications", str(APPS), "--data", str(store.root)])
+    assert result.exit_code == 1
+    assert "ingest the bank's exports again into a new, empty store" in " ".join(result.output.split())
 
 
 def test_ingest_without_a_key_refuses_and_names_the_setting(tmp_path, monkeypatch):
