@@ -35,8 +35,10 @@ def generate(
     scenario: Annotated[
         ScenarioName,
         typer.Option(
+            metavar="SCENARIO",
             help="How far the rings have adapted to being watched (docs/synthetic.md): default is "
-            "today's world; escorts_hidden, spread_out, insiders_move change one habit each, adapted all."
+            "today's world; escorts_hidden, spread_out, insiders_move, sent_alone change one habit "
+            "each, adapted all of them.",
         ),
     ] = ScenarioName.DEFAULT,
 ) -> None:

@@ -18,11 +18,21 @@ from duanka.training.labels import LabelPolicy
 PLAIN_HELP = {"rich_markup_mode": None}
 EXCEL_HELP = "A CSV Excel opens as UTF-8 (with a byte-order mark): reasons_zh stays readable."
 
-DataOption = Annotated[Path | None, typer.Option(help="Event store folder [default: data/store].")]
-ServiceDataOption = Annotated[Path | None, typer.Option(help="Event store folder the service runs on.")]
+DATA_DEFAULT = "[default: $DUANKA_DATA_DIR, else data/store]"
+DataOption = Annotated[Path | None, typer.Option(help=f"Event store folder {DATA_DEFAULT}.")]
+ServiceDataOption = Annotated[
+    Path | None, typer.Option(help=f"Event store folder the service runs on {DATA_DEFAULT}.")
+]
 ModelOption = Annotated[
     str | None,
     typer.Option(help="Registered model URI [default: models:/duanka@champion, else @challenger]."),
+]
+RegisteredModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="The registered model whose aliases move: its name or a models:/ URI (models:/duanka).",
+    ),
 ]
 ExcelOption = Annotated[bool, typer.Option(help=EXCEL_HELP)]
 MaxQuarantineShareOption = Annotated[

@@ -163,7 +163,11 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     poll_seconds: Annotated[
         float | None,
-        typer.Option(min=0, help="Follow the alias every N seconds; 0 disables [default: settings]."),
+        typer.Option(
+            min=0,
+            help="Follow the alias every N seconds; 0 disables "
+            "[default: $DUANKA_MODEL_POLL_SECONDS, else 30].",
+        ),
     ] = None,
     demo: Annotated[
         bool,

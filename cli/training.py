@@ -20,12 +20,14 @@ from duanka.cli.engine import (
     dask_engine,
 )
 from duanka.cli.options import (
+    DATA_DEFAULT,
     CalibrationOption,
     DataOption,
     HorizonOption,
     LabelPolicyOption,
     ModelOption,
     OutOfProvinceWeightOption,
+    RegisteredModelOption,
     parse_instant,
 )
 from duanka.cli.output import console, err, fail
@@ -210,9 +212,7 @@ def print_comparison(comparison: pd.DataFrame, title: str) -> None:
 def backtest(
     from_: Annotated[str, typer.Option("--from", help="Start of the first period (YYYY-MM-DD or ISO 8601).")],
     to: Annotated[str, typer.Option(help="End of the last period.")],
-    data: Annotated[
-        Path | None, typer.Option(help="Event store folder (default: $DUANKA_DATA_DIR, else data/store).")
-    ] = None,
+    data: Annotated[Path | None, typer.Option(help=f"Event store folder {DATA_DEFAULT}.")] = None,
     every: Annotated[Every, typer.Option(help="Period length.")] = Every.MONTH,
     truth: Annotated[
         Path | None, typer.Option(help="truth.csv of a generated bank: recall by scheme.")
@@ -276,16 +276,19 @@ def backtest(
 
 
 def promote(
-    model: Annotated[str, typer.Option(help="Registered model name.")] = "duanka",
+    model: RegisteredModelOption = "duanka",
     force: Annotated[bool, typer.Option(help="Promote the challenger whatever the comparison says.")] = False,
-    data: Annotated[Path | None, typer.Option(help="Event store to re-score the test months from.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help=f"Event store to re-score the test months from {DATA_DEFAULT}.")
+    ] = None,
 ) -> None:
     """Move @champion to @challenger when it is better on the same out-of-time months (or --force)."""
     from duanka.data.store import EventStore
     from duanka.training.bundle import MODEL_NAME, ModelIntegrityError
     from duanka.training.jobs import promote_challenger
 
-    if model != MODEL_NAME:
+    name = model.removeprefix("models:/").split("@")[0].split("/")[0]
+    if name != MODEL_NAME:
         raise fail(f"only the registered model {MODEL_NAME!r} is managed by duanka, not {model!r}")
     settings = get_settings()
     require_registry(settings)
