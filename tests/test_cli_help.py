@@ -64,4 +64,5 @@ def test_a_default_says_where_it_comes_from(path, option):
 def test_promote_reads_its_model_as_a_name_or_a_uri(given):
     result = CliRunner().invoke(app, ["promote", "--model", given])
     assert result.exit_code == 1
-    assert f"only the registered model 'duanka' is managed by duanka, not '{given}'" in result.output
+    said = " ".join(result.output.split())
+    assert f"only the registered model 'duanka' is managed by duanka, not '{given}'" in said
