@@ -23,9 +23,9 @@ def config_show() -> None:
 
     settings = checked_settings()
     table = RichTable(title="duanka settings (docs/configuration.md)")
-    table.add_column("variable")
+    table.add_column("variable", overflow="fold")
     table.add_column("value", overflow="fold")  # a long path folds onto the next line, never cut short
-    table.add_column("from")
+    table.add_column("from", overflow="fold")
     for shown in effective_settings(settings):
         table.add_row(shown.variable, escape(shown.value), shown.source)
     console.print(table)

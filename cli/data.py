@@ -136,7 +136,8 @@ class IngestTable:
         self.store = store
         self.table = RichTable(title=f"ingest -> {store.root}")
         for column in ("file", "read", "stored", "already stored", "duplicates", "quarantined"):
-            self.table.add_column(column, justify="right" if column != "file" else "left")
+            # numbers and file names fold onto the next line in a narrow terminal, never cut short
+            self.table.add_column(column, justify="right" if column != "file" else "left", overflow="fold")
 
     def add(self, ingested: IngestedFile) -> None:
         """Count one file in; its ignored extra columns are said at once."""

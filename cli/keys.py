@@ -93,7 +93,7 @@ def keys_list(data: ServiceDataOption = None) -> None:
     keyfile = key_file(data)
     table = RichTable(title=f"API keys ({keyfile.path})")
     for column in ("key id", "branches", "admin", "labels", "created", "revoked"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for k in keyfile.records():
         table.add_row(
             k.key_id,

@@ -17,7 +17,8 @@ err = Console(stderr=True)
 
 def fail(message: str) -> typer.Exit:
     """One-line reason on stderr, non-zero exit (the reason as written: "duanka[tune]" is no markup)."""
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    # soft_wrap: a path or a command in the reason is never broken over lines (terminals wrap it)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code=1)
 
 

@@ -56,6 +56,7 @@ def quickstart(
         f"{len(demo.scores):,} applications; model alerts (high or critical): {demo.alerts:,}"
     )
     me = invoked_as()
+    # soft_wrap: a path or a command is never broken over lines, in a narrow terminal or a log
     console.print(
         "[bold green]quickstart done[/]\n"
         f"  demo bank (contract CSV + truth): {plan.bank_dir}\n"
@@ -63,9 +64,11 @@ def quickstart(
         f"  MLflow tracking + registry:      {settings.tracking_uri()}  (models:/duanka@champion)\n"
         f"  model report:                    {plan.report_path}\n"
         f"  last month's scores:             {plan.scores_path}\n"
-        f"  serve it:                        {me} keys create --data {plan.store_dir} && "
-        f"{me} serve --data {plan.store_dir} --demo"
+        "serve it (an API key, printed once, then the service):",
+        soft_wrap=True,
     )
+    console.print(f"{me} keys create --data {plan.store_dir}", soft_wrap=True, markup=False)
+    console.print(f"{me} serve --data {plan.store_dir} --demo", soft_wrap=True, markup=False)
 
 
 class QuickstartPrinter:

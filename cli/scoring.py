@@ -145,8 +145,8 @@ def show_scores(scores: pd.DataFrame, written: Path, model: LoadedModel) -> None
     """Scores by band, and where they were written."""
     table = RichTable(title="scores by band")
     table.add_column("band")
-    table.add_column("applications", justify="right")
-    table.add_column("share", justify="right")
+    table.add_column("applications", justify="right", overflow="fold")
+    table.add_column("share", justify="right", overflow="fold")
     counts = scores["band"].value_counts()
     for band in (BLOCKED, "critical", "high", "medium", "low"):
         n = int(counts.get(band, 0))
@@ -204,7 +204,8 @@ def serve(
     if not any(k.active for k in KeyFile(paths.keys).records()):
         err.print(
             f"[bold yellow]no active API keys[/] in {paths.keys}: every request gets 401 until "
-            f"`{invoked_as()} keys create --data {store.root}`"
+            f"`{invoked_as()} keys create --data {store.root}`",
+            soft_wrap=True,
         )
     admission = AdmissionPolicy(
         rate_limit=settings.rate_limit,

@@ -201,9 +201,9 @@ def show_training(result: TrainResult, label_policy: LabelPolicy, settings: Sett
 def print_comparison(comparison: pd.DataFrame, title: str) -> None:
     """Metrics down, models across: four models fit a terminal, ten metrics do not."""
     table = RichTable(title=title)
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")
     for model in comparison.index:
-        table.add_column(str(model), justify="right")
+        table.add_column(str(model), justify="right", overflow="fold")
     for metric in comparison.columns:
         table.add_row(str(metric), *(str(v) for v in comparison[metric]))
     console.print(table)

@@ -109,6 +109,14 @@ def test_every_section_is_there(built: dict) -> None:
     assert 'id="fairness-out-of-province"' in html
 
 
+def test_dates_a_person_reads_are_beijing_dates(built: dict) -> None:
+    html = built["html"]
+    # trained as of 2025-03-01 00:00 in Beijing, stored as 2025-02-28T16:00:00+00:00
+    assert "<b>Trained as of</b>2025-03-01 00:00 Beijing time" in html
+    assert "2025-02-28T16:00" not in html
+    assert re.search(r"<b>Built</b>\d{4}-\d{2}-\d{2} \d{2}:\d{2} Beijing time</div>", html)
+
+
 def test_every_figure_is_an_embedded_png(built: dict) -> None:
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', built["html"])
     # monthly volumes, curves, calibration, distributions, beeswarm, dependence, 3 waterfalls,

@@ -268,7 +268,7 @@ def backtest(
             f" {day} (--from {day})"
         )
     starts = period_starts(cfg.start, cfg.end, cfg.every)
-    note(f"point-in-time features as of {cfg.end.date()}")
+    note(f"point-in-time features as of {cfg.end.tz_convert(SHANGHAI).date()}")
     built = build_training_set(
         store.applications(),
         store.labels(),
@@ -280,7 +280,10 @@ def backtest(
     periods = []
     for i, start in enumerate(starts):
         end = starts[i + 1] if i + 1 < len(starts) else cfg.end
-        note(f"period {i + 1}/{len(starts)}: train as of {start.date()}, score to {end.date()}")
+        note(
+            f"period {i + 1}/{len(starts)}: train as of {start.tz_convert(SHANGHAI).date()}, "
+            f"score to {end.tz_convert(SHANGHAI).date()} (Beijing dates)"
+        )
         result = run_period(built, labels, start, end, cfg, outcome_window_days)
         periods.append(result)
         if on_period is not None:

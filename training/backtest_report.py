@@ -130,7 +130,7 @@ def terminal_table(result: BacktestResult) -> Table:
         if column == "period":
             table.add_column(column, no_wrap=True)
         else:
-            table.add_column(column, justify="right")
+            table.add_column(column, justify="right", overflow="fold")
     for name, *cells in display_rows(result, intervals=False):
         table.add_row("evidence" if name == EVIDENCE_ROW else name, *cells)
     return table

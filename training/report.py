@@ -22,17 +22,20 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jinja2
 import mlflow
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from duanka.data.config import SHANGHAI
 from duanka.training.bands import ALERT_BANDS
 from duanka.training.bundle import load_registered
 from duanka.training.promote import PROMOTION_RULE
 from duanka.training.report_context import REPORT_NAME, ReportContext, read_run
+from duanka.training.report_format import local_time
 from duanka.training.report_sections_model import (
     data_section,
     features_section,
@@ -146,7 +149,8 @@ def build_report(
                 sections=SECTIONS,
                 model=model,
                 params=run.params,
-                built_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                built_at=datetime.now(ZoneInfo(SHANGHAI)).strftime("%Y-%m-%d %H:%M Beijing time"),
+                trained_as_of=local_time(run.params.get("as_of"), "?") + " Beijing time",
                 alert_bands=ALERT_BANDS,
                 promotion_rule=PROMOTION_RULE,
                 **context,

@@ -70,7 +70,7 @@ def data_section(c: ReportContext) -> dict:
         "outcome_window_days": c.run.params.get("outcome_window_days", "?"),
         "median_delay": number(float(delays.median()), 0) if len(delays) else "—",
         "max_delay": number(float(delays.max()), 0) if len(delays) else "—",
-        "as_of": c.run.params.get("as_of", "?"),
+        "as_of": local_time(c.run.params.get("as_of"), "?") + " (Beijing time)",
         "inputs_sha256": c.run.fingerprint.get("inputs_sha256", {}),
         "train_rows": int(c.run.metrics.get("train_rows") or len(c.train)),
         "train_sampled": len(c.train) < (c.run.metrics.get("train_rows") or len(c.train)),

@@ -21,7 +21,7 @@ from duanka.training.monitoring import (
     population_stability,
 )
 from duanka.training.report_context import ReportContext
-from duanka.training.report_format import html_table, number, percent
+from duanka.training.report_format import html_table, local_time, number, percent
 from duanka.training.split import TRAIN
 from duanka.training.tracking import metric_key
 
@@ -176,7 +176,7 @@ def lineage_section(c: ReportContext) -> dict:
                     {"item": "booster sha256", "value": c.model.bundle.booster_sha256},
                     {"item": "feature set version", "value": c.model.bundle.feature_set_version},
                     {"item": "code version", "value": params.get("code_version", "?")},
-                    {"item": "as of", "value": params.get("as_of", "?")},
+                    {"item": "as of (Beijing time)", "value": local_time(params.get("as_of"), "?")},
                 ]
             )
         ),
