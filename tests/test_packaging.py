@@ -92,8 +92,11 @@ def test_quickstart_runs_beside_a_notebooks_own_data_and_features(fresh_python, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DUANKA_", "MLFLOW_"))}
     env["DUANKA_MODELS_DIR"] = str(notebook / "models")
     command = [str(fresh_python), "-m", "duanka.cli", "quickstart", "--out", "qs"]
-    _run([*command, "--applications", "20000", "--months", "12"], notebook, env)
+    ran = _run([*command, "--applications", "20000", "--months", "12"], notebook, env)
     assert (notebook / "qs" / "scores.csv").stat().st_size > 0
+    # MLflow's own registration lines are not said without --verbose; duanka says what it did
+    assert "Successfully registered model" not in ran.stdout + ran.stderr
+    assert "quickstart done" in ran.stdout
     assert (notebook / "qs" / "report.html").stat().st_size > 0
     # The registered model's code copy came from site-packages and loads as duanka.* too.
     load = (

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,15 +195,32 @@ def log_bundle(
     preview.bundle = read_bundle(Path(paths["booster"]), Path(paths["meta"]))
     signature = mlflow.models.infer_signature(input_example, preview.predict(None, input_example))
     entry = shutil.copyfile(Path(__file__).with_name(ENTRY_FILE), folder / ENTRY_FILE)  # as the code
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(entry),
-        artifacts=paths,
-        code_paths=copy_inference_code(project_root, folder / "code"),
-        signature=signature,
-        input_example=input_example,
-        registered_model_name=MODEL_NAME,
-    )
+    with _quiet_registration():
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(entry),
+            artifacts=paths,
+            code_paths=copy_inference_code(project_root, folder / "code"),
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=MODEL_NAME,
+        )
+
+
+@contextmanager
+def _quiet_registration() -> Iterator[None]:
+    """MLflow prints "Successfully registered model" and "Created version" past its log levels;
+    below INFO (duanka without --verbose) they are not said: duanka says what it registered."""
+    from mlflow.utils import logging_utils
+
+    if logging.getLogger("mlflow").isEnabledFor(logging.INFO):
+        yield
+        return
+    logging_utils.disable_logging()
+    try:
+        yield
+    finally:
+        logging_utils.enable_logging()
 
 
 @dataclass(frozen=True)
