@@ -134,6 +134,8 @@ class IngestTable:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        self.quarantined = 0
+        self.awaiting = 0
         self.table = RichTable(title=f"ingest -> {store.root}")
         for column in ("file", "read", "stored", "already stored", "duplicates", "quarantined"):
             # numbers and file names fold onto the next line in a narrow terminal, never cut short
@@ -142,6 +144,8 @@ class IngestTable:
     def add(self, ingested: IngestedFile) -> None:
         """Count one file in; its ignored extra columns are said at once."""
         report = ingested.report
+        self.quarantined += report.quarantined_rows
+        self.awaiting += report.awaiting_application
         if report.extra_columns:
             console.print(f"{ingested.path.name}: ignored extra columns {', '.join(report.extra_columns)}")
         self.table.add_row(
@@ -154,7 +158,16 @@ class IngestTable:
         )
 
     def show(self) -> None:
-        """The table, and where the quarantined rows and their reasons are."""
+        """The table, and where this run's quarantined rows and their reasons are, if it had any."""
         console.print(self.table)
-        if self.store.quarantine_path.exists():
-            console.print(f"quarantined rows and reasons -> {self.store.quarantine_path}")
+        if self.awaiting:
+            console.print(
+                f"{self.awaiting:,} labels are for applications the store does not hold yet: stored, "
+                "they apply once those applications are ingested",
+                soft_wrap=True,
+            )
+        if self.quarantined:
+            console.print(
+                f"{self.quarantined:,} rows quarantined: rows and reasons -> {self.store.quarantine_path}",
+                soft_wrap=True,
+            )

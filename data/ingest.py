@@ -68,11 +68,12 @@ def _split_against_store(
     return frame.loc[~known.notna()], int(same.sum()), rejections
 
 
-def _label_rejections(labels: pd.DataFrame, store: EventStore, source: str) -> pd.Series:
-    """Confirmations dated before their application was submitted cannot be true."""
+def _applied_at(labels: pd.DataFrame, store: EventStore) -> pd.Series:
+    """Each label's stored application's ``applied_at``; NaT where the store does not hold it."""
     apps = store.applications(["application_id", "applied_at"]).to_pandas()
-    applied = labels["application_id"].map(apps.set_index("application_id")["applied_at"])
-    return applied.notna() & (labels["confirmed_at"] < applied)
+    applied = apps.drop_duplicates("application_id").set_index("application_id")["applied_at"]
+    # reindex keeps the timestamp type (NaT where missing); map gives NaN floats on an empty store
+    return pd.Series(applied.reindex(labels["application_id"]).array, index=labels.index)
 
 
 def ingest_file(
@@ -127,7 +128,10 @@ def _ingest_slice(
     else:
         events = valid.loc[:, ["row", "application_id", "confirmed_at", "source"]].copy()
         events["row_digest"] = row_digests(valid, LABELS, keys)
-        too_early = _label_rejections(events, store, raw.source)
+        applied = _applied_at(events, store)
+        # Confirmations dated before their application was submitted cannot be true.
+        too_early = applied.notna() & (events["confirmed_at"] < applied)
+        awaiting = set(events.loc[applied.isna(), "application_id"])
         rejections.append(
             pd.DataFrame(
                 {
@@ -143,6 +147,9 @@ def _ingest_slice(
         schema, what = LABEL_EVENTS, "label"
     fresh, already, conflicts = _split_against_store(events, stored, raw.source, what)
     report.already_stored += already
+    if table is LABELS:
+        # kept: a label applies once its application is ingested (exports may come in either order)
+        report.awaiting_application += int(fresh["application_id"].isin(awaiting).sum())
     rejections.append(conflicts)
     all_rejections = pd.concat(rejections, ignore_index=True)
     report.quarantined_rows += int(all_rejections["row"].nunique()) if len(all_rejections) else 0

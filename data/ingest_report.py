@@ -18,5 +18,6 @@ class IngestReport:
     duplicates_in_file: int = 0
     quarantined_rows: int = 0
     quarantine_lines_new: int = 0
+    awaiting_application: int = 0  # labels stored for applications the store does not hold yet
     extra_columns: tuple[str, ...] = ()
     parts: list[Path] = field(default_factory=list)

@@ -105,6 +105,32 @@ def test_a_store_refuses_events_pseudonymised_under_another_key(store, keys):
         ingest_file(LABEL_FILE, LABELS, store, other)
 
 
+def test_labels_for_applications_not_stored_yet_are_kept_and_counted(store, keys):
+    early = ingest_file(LABEL_FILE, LABELS, store, keys)  # the labels' export came first
+    assert early.stored > 0 and early.awaiting_application == early.stored
+    ingest_file(APPS, APPLICATIONS, store, keys)
+    other = store.root.parent / "other"
+    in_order = EventStore(other)
+    ingest_file(APPS, APPLICATIONS, in_order, keys)
+    assert ingest_file(LABEL_FILE, LABELS, in_order, keys).awaiting_application == 0
+    # the same labels, whichever came first
+    assert sorted(store.labels()["application_id"].to_pylist()) == sorted(
+        in_order.labels()["application_id"].to_pylist()
+    )
+
+
+def test_ingest_says_how_many_labels_wait_and_quarantines_only_when_there_are_some(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+    data = str(tmp_path / "s")
+    first = CliRunner().invoke(app, ["ingest", "--labels", str(LABEL_FILE), "--data", data])
+    assert first.exit_code == 0, first.output
+    said = " ".join(first.output.split())
+    assert "labels are for applications the store does not hold yet: stored, they apply once" in said
+    assert "rows quarantined" not in said and "rows and reasons" not in said  # none were
+    again = CliRunner().invoke(app, ["ingest", "--applications", str(APPS), "--data", data])
+    assert "does not hold yet" not in " ".join(again.output.split())
+
+
 def _outdated(store: EventStore) -> None:
     """Rewrite the store's application parts as an earlier duanka wrote them: without the
     columns it did not derive yet."""
