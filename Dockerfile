@@ -9,11 +9,20 @@
 #   docker run -p 8000:8000 -v duanka-data:/var/lib/duanka/data -v duanka-models:/var/lib/duanka/models \
 #     -e DUANKA_PSEUDONYM_KEY_FILE=/run/secrets/pseudonym_key ... duanka
 #
-# The base image is an argument so that a mirror, or a digest pin, can be named at build time:
-#   docker build --build-arg PYTHON_IMAGE=python:3.12-slim@sha256:... -t duanka .
+# Inside a bank the build reaches only internal mirrors, so every source is an argument:
+#   PYTHON_IMAGE     the base image, pinned by digest for production (docs/container.md, "Pinning
+#                    the base": how to read and refresh the digest)
+#   PIP_INDEX_URL    a package index (a proxy of PyPI); PIP_TRUSTED_HOST if it is plain HTTP
+#   APT_MIRROR       a Debian mirror for libgomp1 (http://mirror.example/debian), in place of
+#                    deb.debian.org
+#   docker build --build-arg PYTHON_IMAGE=registry.bank/python:3.12-slim@sha256:... \
+#     --build-arg PIP_INDEX_URL=https://pypi.bank/simple --build-arg APT_MIRROR=http://apt.bank/debian .
+# No BuildKit feature is used: the legacy builder and Podman build it as well.
 ARG PYTHON_IMAGE=python:3.12-slim
 
 FROM ${PYTHON_IMAGE} AS builder
+ARG PIP_INDEX_URL=""
+ARG PIP_TRUSTED_HOST=""
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 # Only what the wheel is built from: the packages pyproject.toml lists, and README.md, which it
@@ -24,19 +33,23 @@ COPY features/ features/
 COPY training/ training/
 COPY serving/ serving/
 COPY cli/ cli/
-# A plain (not editable) install: the runtime copies /opt/venv alone, without /src.
-# The cache mount keeps downloaded wheels between builds without putting them in a layer.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/venv/bin/pip install --disable-pip-version-check -c constraints.txt . \
+# A plain (not editable) install: the runtime copies /opt/venv alone, without /src. pip reads
+# PIP_INDEX_URL and PIP_TRUSTED_HOST from the build arguments (empty: PyPI); --no-cache-dir keeps
+# downloaded wheels out of the layer.
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt . \
     && /opt/venv/bin/duanka --help > /dev/null
 
 
 FROM ${PYTHON_IMAGE} AS runtime
+ARG APT_MIRROR=""
 LABEL org.opencontainers.image.title="duanka" \
       org.opencontainers.image.description="Money-mule risk scoring for account openings: duanka serve" \
       org.opencontainers.image.licenses="Apache-2.0"
 # LightGBM's wheel links the system's OpenMP runtime (libgomp), which the slim image lacks.
-RUN apt-get update \
+RUN if [ -n "$APT_MIRROR" ]; then \
+        sed -i "s|http://deb.debian.org/debian|$APT_MIRROR|g" /etc/apt/sources.list.d/debian.sources; \
+    fi \
+    && apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 # A fixed, numeric, unprivileged user: volumes and bind mounts can be given to uid 10001 ahead of

@@ -195,6 +195,19 @@ def test_the_build_is_multi_stage_and_installs_the_pinned_project_into_a_venv():
     assert all(s.last("FROM").startswith("${PYTHON_IMAGE}") for s in stages[1:])
 
 
+def test_every_source_the_build_reaches_is_an_argument_and_no_buildkit_feature_is_needed():
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    stages = dockerfile_stages()
+    builder, runtime = stages[1], stages[-1]
+    # a bank's package index and Debian mirror; empty means PyPI and deb.debian.org
+    assert {'PIP_INDEX_URL=""', 'PIP_TRUSTED_HOST=""'} <= set(builder.all("ARG"))
+    assert 'APT_MIRROR=""' in runtime.all("ARG")
+    apt = next(r for r in runtime.all("RUN") if "apt-get install" in r)
+    assert apt.index('"$APT_MIRROR"') < apt.index("apt-get update")
+    # the legacy builder (and Podman) build it: no cache mounts, heredocs or syntax directive
+    assert "--mount=" not in text and "<<" not in text and "# syntax" not in text
+
+
 def test_every_file_the_dockerfile_copies_exists_and_is_in_the_build_context():
     patterns = dockerignore_patterns()
     copied = 0
