@@ -71,7 +71,7 @@ def require_untampered_record(path: Path, key: bytes) -> None:
 
 @audit_app.command("export")
 def audit_export(
-    out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
+    out: Annotated[Path, typer.Option(help="CSV, Parquet or Excel (.xlsx) file to write.")],
     data: ServiceDataOption = None,
     table: Annotated[
         str, typer.Option(help="decisions, or events (model switches, label feeds).")
@@ -86,7 +86,8 @@ def audit_export(
         rows = export(path, out, table, excel=excel)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    console.print(f"wrote {rows:,} audit rows ({table}) -> {out}")
+    written = out.with_suffix(".xlsx") if excel else out
+    console.print(f"wrote {rows:,} audit rows ({table}) -> {written}", soft_wrap=True)
 
 
 @audit_app.command("verify")

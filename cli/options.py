@@ -16,7 +16,10 @@ from duanka.training.labels import LabelPolicy
 
 # Help is plain text: rich's markup would read "[default: data/store]" as a tag and drop it.
 PLAIN_HELP = {"rich_markup_mode": None}
-EXCEL_HELP = "A CSV Excel opens as UTF-8 (with a byte-order mark): reasons_zh stays readable."
+EXCEL_HELP = (
+    "Write an Excel workbook (.xlsx, the --out name with that suffix): identifiers stay text, "
+    "Chinese stays readable, one sheet per table."
+)
 
 DATA_DEFAULT = "[default: $DUANKA_DATA_DIR, else data/store]"
 DataOption = Annotated[Path | None, typer.Option(help=f"Event store folder {DATA_DEFAULT}.")]

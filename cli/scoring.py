@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 def score(
-    out: Annotated[Path, typer.Option(help="CSV or Parquet file to write.")],
+    out: Annotated[Path, typer.Option(help="CSV, Parquet or Excel (.xlsx) file to write.")],
     data: DataOption = None,
     from_: Annotated[
         str | None, typer.Option("--from", help="First applied_at to score (YYYY-MM-DD or ISO 8601).")
@@ -112,7 +112,7 @@ def score(
         )
     except (UnusableFile, StoreUnusable) as exc:
         raise fail(str(exc)) from None
-    write_and_show_scores(result.scores, out, loaded, excel=excel)
+    write_and_show_scores(result.scores, out, loaded, excel=excel, rejections=result.rejections)
     if result.rejections.empty:
         return
     rejected = write_rejections(result.rejections, out)
@@ -129,13 +129,19 @@ def score(
 
 
 def write_and_show_scores(
-    scores: pd.DataFrame, out: Path, model: LoadedModel, *, excel: bool = False
+    scores: pd.DataFrame,
+    out: Path,
+    model: LoadedModel,
+    *,
+    excel: bool = False,
+    rejections: pd.DataFrame | None = None,
 ) -> None:
-    """Write ``scores`` to ``out`` (CSV or Parquet by its suffix), then show them by band."""
+    """Write ``scores`` to ``out`` (CSV, Parquet or .xlsx by its suffix or ``excel``), then show
+    them by band; a workbook holds ``rejections`` on a sheet of their own."""
     from duanka.serving.batch import write_scores
 
     try:
-        written = write_scores(scores, out, excel=excel)
+        written = write_scores(scores, out, excel=excel, rejections=rejections)
     except ValueError as exc:
         raise fail(str(exc)) from None
     show_scores(scores, written, model)

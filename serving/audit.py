@@ -61,6 +61,7 @@ from duanka.serving.chain import (
     meta_seal,
     open_problem,
 )
+from duanka.serving.workbook import write_workbook
 
 TABLES = ("decisions", "events")
 
@@ -427,9 +428,9 @@ def export(path: Path, out: Path, table: str = "decisions", *, excel: bool = Fal
     """
     if table not in TABLES:
         raise ValueError(f"unknown audit table {table!r}; one of {', '.join(TABLES)}")
-    suffix = Path(out).suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ValueError(f"{out}: write the audit export as .csv or .parquet")
+    suffix = ".xlsx" if excel else Path(out).suffix.lower()
+    if suffix not in (".csv", ".parquet", ".xlsx"):
+        raise ValueError(f"{out}: write the audit export as .csv, .parquet or .xlsx")
     # read-only: an export must never take the writer's lock or create a file
     con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -443,9 +444,10 @@ def export(path: Path, out: Path, table: str = "decisions", *, excel: bool = Fal
     finally:
         con.close()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
-        # excel: a byte-order mark, or Excel reads UTF-8 as the local code page
-        frame.to_csv(out, index=False, encoding="utf-8-sig" if excel else "utf-8")
+    if suffix == ".xlsx":
+        write_workbook({table: frame}, Path(out).with_suffix(".xlsx"))
+    elif suffix == ".csv":
+        frame.to_csv(out, index=False, encoding="utf-8")
     else:
         frame.to_parquet(out, index=False)
     return len(frame)

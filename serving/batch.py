@@ -36,6 +36,7 @@ from duanka.features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
 from duanka.serving.decision import decide
 from duanka.serving.model_source import LoadedModel
 from duanka.serving.rules import refuse_listed
+from duanka.serving.workbook import write_workbook
 from duanka.training.bands import ACTIONS, DailyBands, RefreshPolicy, day_start, local_days
 
 if TYPE_CHECKING:
@@ -384,11 +385,14 @@ def apply_watchlist(
     return refuse_listed(scores, listings)
 
 
-def write_scores(scores: pd.DataFrame, out: Path, *, excel: bool = False) -> Path:
-    """Write scores as CSV (UTF-8) or Parquet, by ``out``'s suffix.
+def write_scores(
+    scores: pd.DataFrame, out: Path, *, excel: bool = False, rejections: pd.DataFrame | None = None
+) -> Path:
+    """Write scores as CSV (UTF-8), Parquet or an Excel workbook, by ``out``'s suffix; the path.
 
-    ``excel``: the CSV starts with a byte-order mark, without which Excel reads UTF-8 as the
-    local code page and garbles ``reasons_zh``.
+    ``excel``: an ``.xlsx`` workbook (:mod:`duanka.serving.workbook`) at ``out`` with that
+    suffix, whatever ``out``'s was: sheet ``scores``, and sheet ``rejected`` when ``rejections``
+    holds rows. Identifiers stay text there, where a CSV opened in Excel turns them into numbers.
 
     Raises
     ------
@@ -396,12 +400,17 @@ def write_scores(scores: pd.DataFrame, out: Path, *, excel: bool = False) -> Pat
         Any other suffix.
     """
     out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ValueError(f"{out}: write scores as .csv or .parquet")
+    suffix = ".xlsx" if excel else out.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".xlsx"):
+        raise ValueError(f"{out}: write scores as .csv, .parquet or .xlsx")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".xlsx":
+        sheets = {"scores": scores}
+        if rejections is not None and len(rejections):
+            sheets["rejected"] = rejections
+        return write_workbook(sheets, out.with_suffix(".xlsx"))
     if suffix == ".csv":
-        scores.to_csv(out, index=False, encoding="utf-8-sig" if excel else "utf-8")
+        scores.to_csv(out, index=False, encoding="utf-8")
     else:
         scores.to_parquet(out, index=False)
     return out

@@ -728,14 +728,14 @@ def test_duanka_audit_export_writes_the_decisions(service, duanka_env, served_ba
     data = ["--data", str(served_bank.store.root)]
     verified = CliRunner().invoke(app, ["audit", "verify", *data])
     assert verified.exit_code == 0 and "intact" in verified.stdout, verified.output
-    # for Excel: UTF-8 with a byte-order mark, so that the Chinese reasons read as written
-    for_excel = tmp_path / "audit.csv"
-    result = CliRunner().invoke(app, ["audit", "export", "--out", str(for_excel), "--excel"])
+    # for Excel: a workbook, the Chinese reasons as written and the ids as text
+    result = CliRunner().invoke(app, ["audit", "export", "--out", str(tmp_path / "audit.csv"), "--excel"])
     assert result.exit_code == 0, result.output
-    raw = for_excel.read_bytes()
-    assert raw.startswith(b"\xef\xbb\xbf")
-    excel_rows = pd.read_csv(for_excel, encoding="utf-8-sig", keep_default_na=False)
-    assert excel_rows["reasons_zh"].tolist() == written["reasons_zh"].fillna("").tolist()
+    assert str(tmp_path / "audit.xlsx") in " ".join(result.output.split())
+    book = pd.read_excel(tmp_path / "audit.xlsx", sheet_name=None, dtype=str, keep_default_na=False)
+    assert list(book) == ["decisions"]
+    assert book["decisions"]["reasons_zh"].tolist() == written["reasons_zh"].fillna("").tolist()
+    assert book["decisions"]["application_id"].tolist() == written["application_id"].tolist()
 
 
 def test_an_unknown_pseudonym_key_cannot_start_on_this_state(served_bank, tmp_path, registry):

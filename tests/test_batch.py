@@ -117,13 +117,18 @@ def test_the_service_and_batch_give_the_same_application_the_same_decision(serve
     assert (batch_scores["reason_codes"] != "").mean() > 0.5
 
 
-def test_scores_are_written_as_csv_or_parquet_only(period_scores, tmp_path):
+def test_scores_are_written_as_csv_parquet_or_a_workbook_only(period_scores, tmp_path):
     head = period_scores.head(20)
     pd.testing.assert_frame_equal(pd.read_parquet(write_scores(head, tmp_path / "s.parquet")), head)
     back = pd.read_csv(write_scores(head, tmp_path / "s.csv"), keep_default_na=False)
     assert back["application_id"].tolist() == head["application_id"].tolist()
-    with pytest.raises(ValueError, match=r"\.csv or \.parquet"):
-        write_scores(head, tmp_path / "s.xlsx")
+    book = pd.read_excel(write_scores(head, tmp_path / "s.xlsx"), sheet_name=None, dtype=str)
+    assert (
+        list(book) == ["scores"]
+        and book["scores"]["application_id"].tolist() == head["application_id"].tolist()
+    )
+    with pytest.raises(ValueError, match=r"\.csv, \.parquet or \.xlsx"):
+        write_scores(head, tmp_path / "s.txt")
 
 
 def test_duanka_score_writes_a_date_range(served_bank, duanka_env, tmp_path, period_scores):
@@ -223,12 +228,26 @@ def test_duanka_score_needs_a_range_or_a_file(served_bank, duanka_env, tmp_path)
     assert result.exit_code != 0 and "--from" in result.output
 
 
-def test_scores_for_excel_start_with_a_byte_order_mark(tmp_path):
+def test_scores_for_excel_are_a_workbook_with_ids_as_text_and_chinese_intact(tmp_path):
+    from openpyxl import load_workbook
+
     from duanka.serving.batch import write_scores
 
-    scores = pd.DataFrame({"application_id": ["A1"], "reasons_zh": ["同一陪同人近30天陪同5人开户"]})
-    plain, for_excel = tmp_path / "plain.csv", tmp_path / "excel.csv"
-    write_scores(scores, plain)
-    write_scores(scores, for_excel, excel=True)
-    assert not plain.read_bytes().startswith(b"\xef\xbb\xbf")
-    assert for_excel.read_bytes() == b"\xef\xbb\xbf" + plain.read_bytes()
+    scores = pd.DataFrame(
+        {
+            "application_id": ["202507010000000123", '=HYPERLINK("x")'],
+            "score": [0.42, 0.01],
+            "reasons_zh": ["同一陪同人近30天陪同5人开户", ""],
+        }
+    )
+    rejections = pd.DataFrame({"row": [3], "application_id": ["A3"], "column": ["phone"], "reason": ["r"]})
+    written = write_scores(scores, tmp_path / "scores.csv", excel=True, rejections=rejections)
+    assert written == tmp_path / "scores.xlsx" and not (tmp_path / "scores.csv").exists()
+    book = load_workbook(written)
+    assert book.sheetnames == ["scores", "rejected"]
+    sheet = book["scores"]
+    # an 18-digit id stays text: Excel would show a number as 2.02507E+17
+    assert sheet["A2"].value == "202507010000000123" and sheet["A2"].data_type == "s"
+    assert sheet["C2"].value == "同一陪同人近30天陪同5人开户"
+    assert sheet["A3"].data_type == "s"  # a value that looks like a formula is not one
+    assert sheet["B2"].value == 0.42
