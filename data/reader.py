@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -54,12 +54,18 @@ class RawTable:
         The file's name, without its folder.
     file_rows : int
         Data rows in the whole file (a slice of :func:`iter_raw` is part of them).
+    malformed : pandas.DataFrame
+        CSV records with the wrong number of fields, which are not in ``frame``: ``row``,
+        ``application_id`` (None: which field holds it is unknown), ``column`` (``*``, the
+        whole row), ``reason`` (their width and line, never their contents). The first slice
+        of :func:`iter_raw` carries all of them.
     """
 
     frame: pd.DataFrame
     extra_columns: tuple[str, ...]
     source: str
     file_rows: int = 0
+    malformed: pd.DataFrame = field(default_factory=lambda: _malformed_lines([], 0))
 
 
 class Encoding(StrEnum):
@@ -122,13 +128,15 @@ def read_raw(path: Path, table: Table, encoding: Encoding = Encoding.UTF8) -> Ra
     Raises
     ------
     UnusableFile
-        Unknown extension, unreadable or non-UTF-8 file, CSV rows with the wrong
-        number of fields (the first named by data row, as the quarantine names rows,
-        and by line of the file; all of them counted), a Parquet column of a type that
-        has no string form, or missing required columns.
+        Unknown extension, unreadable or non-UTF-8 file, a CSV value that never ends (an
+        unclosed quote: the rows after it cannot be told apart), a Parquet column of a type
+        that has no string form, or missing required columns. A CSV record with the wrong
+        number of fields is not a reason: it goes to ``malformed`` on its own.
     """
     path = Path(path)
-    return _contract_view(_read_arrow(path, encoding), table, path.name)
+    parsed = _read_arrow(path, encoding)
+    raw = _contract_view(parsed.data, table, path.name, parsed.kept_rows)
+    return replace(raw, file_rows=parsed.file_rows, malformed=parsed.malformed)
 
 
 def iter_raw(
@@ -141,29 +149,73 @@ def iter_raw(
     An empty file yields one empty slice, so its header is still checked.
     """
     path = Path(path)
-    data = _read_arrow(path, encoding)
+    parsed = _read_arrow(path, encoding)
+    data = parsed.data
     for start in range(0, max(data.num_rows, 1), chunk_rows):
-        part = _contract_view(data.slice(start, chunk_rows), table, path.name)
-        part.frame["row"] += start
-        yield replace(part, file_rows=data.num_rows)
+        rows = parsed.kept_rows[start : start + chunk_rows]
+        part = _contract_view(data.slice(start, chunk_rows), table, path.name, rows)
+        malformed = parsed.malformed if start == 0 else _malformed_lines([], 0)
+        yield replace(part, file_rows=parsed.file_rows, malformed=malformed)
 
 
-def _read_arrow(path: Path, encoding: Encoding) -> pa.Table:
+@dataclass(frozen=True)
+class _Parsed:
+    """A file's rows as Arrow, and the CSV records left out for their width."""
+
+    data: pa.Table
+    ragged: tuple[_RaggedRow, ...] = ()
+    expected: int = 0  # fields in the header, where records were left out
+
+    @property
+    def file_rows(self) -> int:
+        return self.data.num_rows + len(self.ragged)
+
+    @property
+    def kept_rows(self) -> np.ndarray:
+        """The 1-based data-row number of each row of ``data``."""
+        every = np.arange(1, self.file_rows + 1, dtype=np.int64)
+        return np.setdiff1d(every, [r.data_row for r in self.ragged], assume_unique=True)
+
+    @property
+    def malformed(self) -> pd.DataFrame:
+        return _malformed_lines(list(self.ragged), self.expected)
+
+
+def _malformed_lines(ragged: list[_RaggedRow], expected: int) -> pd.DataFrame:
+    """The quarantine lines of records with the wrong number of fields (their contents unsaid)."""
+    return pd.DataFrame(
+        {
+            "row": pd.Series([r.data_row for r in ragged], dtype=np.int64),
+            "application_id": pd.Series([None] * len(ragged), dtype=object),
+            "column": pd.Series([MALFORMED_COLUMN] * len(ragged), dtype=object),
+            "reason": pd.Series(
+                [
+                    f"has {_fields(r.fields or 0)} where the header has {expected} (line {r.line} of "
+                    f"the file); {_QUOTE_ADVICE}"
+                    for r in ragged
+                ],
+                dtype=object,
+            ),
+        }
+    )
+
+
+def _read_arrow(path: Path, encoding: Encoding) -> _Parsed:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _read_csv(path, encoding)
     if suffix == ".parquet":
-        return _read_parquet(path)
+        return _Parsed(_read_parquet(path))
     raise UnusableFile(
         f"{path.name}: unknown file type {suffix or '(no extension)'!r}; "
         "export the table as .csv (UTF-8 with a header row) or .parquet"
     )
 
 
-def _read_csv(path: Path, encoding: Encoding) -> pa.Table:
+def _read_csv(path: Path, encoding: Encoding) -> _Parsed:
     header = _csv_header(path, encoding)
     try:
-        return _parse_csv(path, header, [], encoding, use_threads=True)
+        return _Parsed(_parse_csv(path, header, [], encoding, use_threads=True))
     except pa.ArrowInvalid as error:
         # pyarrow's own messages quote the offending row: never pass them on
         if "UTF8" in str(error):
@@ -173,6 +225,9 @@ def _read_csv(path: Path, encoding: Encoding) -> pa.Table:
         with contextlib.suppress(pa.ArrowInvalid):
             _parse_csv(path, header, malformed, encoding, use_threads=False)
         if malformed:
+            kept = _without_ragged(path, header, encoding)
+            if kept is not None:
+                return kept
             raise UnusableFile(_ragged_message(path, header, encoding, malformed[0])) from None
         raise UnusableFile(
             f"{path.name}: not a readable CSV file; export it as UTF-8 CSV with a header row"
@@ -181,14 +236,38 @@ def _read_csv(path: Path, encoding: Encoding) -> pa.Table:
         raise _unreadable(path) from None
 
 
+def _without_ragged(path: Path, header: list[str], encoding: Encoding) -> _Parsed | None:
+    """The file without its records of the wrong width, each named by data row and line; None
+    where that cannot be done safely: a value that never ends (the rows after it cannot be told
+    apart), or Python's ``csv`` and pyarrow disagreeing on which records they are."""
+    found = _ragged_rows(path, encoding, len(header), keep_all=True)
+    if found is None or not found.complete or not found.first:
+        return None
+    skipped: list[pv.InvalidRow] = []
+    try:
+        data = _parse_csv(path, header, skipped, encoding, use_threads=False, skip=True)
+    except pa.ArrowInvalid:
+        return None
+    if len(skipped) != found.count:
+        return None
+    return _Parsed(data, tuple(found.first), len(header))
+
+
 def _parse_csv(
-    path: Path, header: list[str], malformed: list[pv.InvalidRow], encoding: Encoding, *, use_threads: bool
+    path: Path,
+    header: list[str],
+    malformed: list[pv.InvalidRow],
+    encoding: Encoding,
+    *,
+    use_threads: bool,
+    skip: bool = False,
 ) -> pa.Table:
-    """Every column as strings; a row of the wrong width is recorded, then fails the read."""
+    """Every column as strings; a row of the wrong width is recorded, then fails the read
+    (``skip``: is left out)."""
 
     def record(row: pv.InvalidRow) -> str:
         malformed.append(row)
-        return "error"
+        return "skip" if skip else "error"
 
     return pv.read_csv(
         path,
@@ -248,6 +327,7 @@ class _RaggedRows:
 
 
 _SHOWN_RAGGED_ROWS = 5
+MALFORMED_COLUMN = "*"  # a quarantine line about the whole record
 _QUOTE_ADVICE = "quote values that contain commas or line breaks"
 
 
@@ -301,7 +381,9 @@ def _ragged_message(path: Path, header: list[str], encoding: Encoding, first: pv
     return f"{message}; {_QUOTE_ADVICE}"
 
 
-def _ragged_rows(path: Path, encoding: Encoding, expected: int) -> _RaggedRows | None:
+def _ragged_rows(
+    path: Path, encoding: Encoding, expected: int, *, keep_all: bool = False
+) -> _RaggedRows | None:
     """Every record of a CSV file whose width is not ``expected``: how many, and the first few.
 
     One streaming pass with Python's ``csv`` module, which splits records as pyarrow
@@ -317,6 +399,8 @@ def _ragged_rows(path: Path, encoding: Encoding, expected: int) -> _RaggedRows |
         replaced: they cannot hide a comma, a quote or a line break.
     expected : int
         Fields in the header.
+    keep_all : bool
+        Keep every ragged record in ``first``, not only the first few.
 
     Returns
     -------
@@ -330,7 +414,7 @@ def _ragged_rows(path: Path, encoding: Encoding, expected: int) -> _RaggedRows |
     def found(row: _RaggedRow) -> None:
         nonlocal count
         count += 1
-        if len(shown) < _SHOWN_RAGGED_ROWS:
+        if keep_all or len(shown) < _SHOWN_RAGGED_ROWS:
             shown.append(row)
 
     try:
@@ -388,7 +472,7 @@ def _read_parquet(path: Path) -> pa.Table:
         ) from None
 
 
-def _contract_view(data: pa.Table, table: Table, source: str) -> RawTable:
+def _contract_view(data: pa.Table, table: Table, source: str, rows: np.ndarray) -> RawTable:
     present = set(data.column_names)
     missing = [c.name for c in table.columns if c.name not in present and not c.nullable]
     if missing:
@@ -415,7 +499,7 @@ def _contract_view(data: pa.Table, table: Table, source: str) -> RawTable:
         },
         dtype=object,
     )
-    frame["row"] = np.arange(1, data.num_rows + 1, dtype=np.int64)
+    frame["row"] = np.asarray(rows, dtype=np.int64)  # data-row numbers, gaps where records were left out
     extra = tuple(name for name in data.column_names if name not in contract)
     return RawTable(frame=frame, extra_columns=extra, source=source)
 

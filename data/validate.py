@@ -146,11 +146,11 @@ def validate(raw: RawTable, table: Table) -> Validated:
     valid = pd.DataFrame({"row": rows, **typed, **derived})[keep].reset_index(drop=True)
     if "age" in valid:
         valid["age"] = valid["age"].astype(np.int64)
-    return Validated(
-        valid=valid,
-        rejections=_rejection_lines(found, table, texts, rows),
-        duplicates_dropped=int(dropped.sum()),
-    )
+    lines = _rejection_lines(found, table, texts, rows)
+    if len(raw.malformed):  # records the reader left out for their width, each on its own
+        lines = pd.concat([raw.malformed, lines], ignore_index=True)
+        lines = lines.sort_values("row", kind="stable").reset_index(drop=True)
+    return Validated(valid=valid, rejections=lines, duplicates_dropped=int(dropped.sum()))
 
 
 def _typed_columns(

@@ -173,17 +173,26 @@ def refusal(path: Path, encoding: Encoding = Encoding.UTF8) -> str:
     return str(refused.value)
 
 
-def test_a_row_of_the_wrong_width_is_refused_by_data_row_and_line_without_quoting_it(tmp_path):
+ADVICE = "quote values that contain commas or line breaks"
+
+
+def malformed(path: Path, encoding: Encoding = Encoding.UTF8) -> tuple[list[int], list[tuple[int, str]]]:
+    """The data rows a labels file is read with, and its records left out for their width."""
+    raw = read_raw(path, LABELS, encoding)
+    lines = raw.malformed
+    assert (lines["column"] == "*").all() and lines["application_id"].isna().all()
+    return raw.frame["row"].tolist(), list(zip(lines["row"], lines["reason"], strict=True))
+
+
+def test_a_row_of_the_wrong_width_is_quarantined_alone_by_data_row_and_line_without_quoting_it(tmp_path):
     path = write(
         tmp_path / "labels.csv",
         LABELS_HEADER + "A1,2024-01-01,x\n13800138000,2024-01-01\nA3,2024-01-01,x\n",
     )
-    message = refusal(path)
-    assert message == (
-        "labels.csv: data row 2 (line 3 of the file) has 2 fields where the header has 3; "
-        "quote values that contain commas or line breaks"
-    )
-    assert "13800138000" not in message
+    rows, left_out = malformed(path)
+    assert rows == [1, 3]  # nothing good is lost, and every row keeps its number
+    assert left_out == [(2, f"has 2 fields where the header has 3 (line 3 of the file); {ADVICE}")]
+    assert "13800138000" not in str(left_out)
 
 
 def test_a_ragged_row_after_multi_line_values_is_named_as_the_quarantine_names_rows(tmp_path):
@@ -193,38 +202,44 @@ def test_a_ragged_row_after_multi_line_values_is_named_as_the_quarantine_names_r
         LABELS_HEADER
         + '"A\n1",2024-01-01,"a\nb\nc"\nA2,2024-01-01,x\n13800138000,2024-01-01\nA4,2024-01-01,x\n',
     )
-    message = refusal(path)
-    assert message == (
-        "labels.csv: data row 3 (line 7 of the file) has 2 fields where the header has 3; "
-        "quote values that contain commas or line breaks"
-    )
-    assert "13800138000" not in message
-    # mended, the row is read as data row 3: the number the quarantine would give it
+    rows, left_out = malformed(path)
+    assert rows == [1, 2, 4]
+    assert left_out == [(3, f"has 2 fields where the header has 3 (line 7 of the file); {ADVICE}")]
+    # mended, the row is read as data row 3: the number the quarantine gave it
     write(path, path.read_text(encoding="utf-8").replace("13800138000,2024-01-01\n", "A3,2024-01-01,x\n"))
     frame = read_raw(path, LABELS).frame
     assert frame.loc[frame["application_id"] == "A3", "row"].tolist() == [3]
 
 
-def test_every_ragged_row_is_counted_and_the_first_named(tmp_path):
-    # a blank line (line 4) is no data row, for the reader as for this count
+def test_every_ragged_row_is_quarantined_and_the_rest_read(tmp_path):
+    # a blank line (line 4) is no data row, for the reader as for the quarantine
     path = write(
         tmp_path / "labels.csv",
         LABELS_HEADER + "A1,2024-01-01\nA2,2024-01-01,x\n\nA3\nA4,2024-01-01,x,y\nA5,2024-01-01,x\n",
     )
-    assert refusal(path) == (
-        "labels.csv: data row 1 (line 2 of the file) has 2 fields where the header has 3; "
-        "3 rows in all have the wrong number of fields: data rows 1, 3, 4 (lines 2, 5, 6 of the file); "
-        "quote values that contain commas or line breaks"
-    )
+    rows, left_out = malformed(path)
+    assert rows == [2, 5]
+    assert left_out == [
+        (1, f"has 2 fields where the header has 3 (line 2 of the file); {ADVICE}"),
+        (3, f"has 1 field where the header has 3 (line 5 of the file); {ADVICE}"),
+        (4, f"has 4 fields where the header has 3 (line 6 of the file); {ADVICE}"),
+    ]
 
 
-def test_thousands_of_ragged_rows_are_counted_and_the_first_five_named(tmp_path):
+def test_thousands_of_ragged_rows_are_each_quarantined(tmp_path):
     path = write(tmp_path / "labels.csv", LABELS_HEADER + "A0,2024-01-01,x\n" + "A1,2024-01-01\n" * 1234)
-    assert refusal(path) == (
-        "labels.csv: data row 2 (line 3 of the file) has 2 fields where the header has 3; "
-        "1,234 rows in all have the wrong number of fields, the first 5 of them data rows 2, 3, 4, 5, 6 "
-        "(lines 3, 4, 5, 6, 7 of the file); quote values that contain commas or line breaks"
-    )
+    rows, left_out = malformed(path)
+    assert rows == [1] and [row for row, _ in left_out] == list(range(2, 1236))
+
+
+def test_ragged_rows_reach_the_quarantine_beside_the_other_defects(tmp_path):
+    from duanka.data.validate import validate
+
+    body = "A1,2024-01-01\nA2,not a date,police_notice\nA3,2024-01-01,police_notice\n"
+    path = write(tmp_path / "labels.csv", LABELS_HEADER + body)
+    checked = validate(read_raw(path, LABELS), LABELS)
+    assert checked.valid["application_id"].tolist() == ["A3"]
+    assert checked.rejections[["row", "column"]].values.tolist() == [[1, "*"], [2, "confirmed_at"]]
 
 
 _MULTI_LINE_THEN_RAGGED = LABELS_HEADER + 'A1,2024-01-01,"警方\n通报"\nA2,2024-01-01\nA3,2024-01-01,x\n'
@@ -243,12 +258,10 @@ _MULTI_LINE_THEN_RAGGED = LABELS_HEADER + 'A1,2024-01-01,"警方\n通报"\nA2,20
 def test_a_ragged_row_is_named_alike_whatever_the_line_endings_and_encoding(tmp_path, content, encoding):
     path = tmp_path / "labels.csv"
     path.write_bytes(content)
-    message = refusal(path, encoding)
-    assert message == (
-        "labels.csv: data row 2 (line 4 of the file) has 2 fields where the header has 3; "
-        "quote values that contain commas or line breaks"
-    )
-    assert "警方" not in message
+    rows, left_out = malformed(path, encoding)
+    assert rows == [1, 3]
+    assert left_out == [(2, f"has 2 fields where the header has 3 (line 4 of the file); {ADVICE}")]
+    assert "警方" not in str(left_out)
 
 
 def test_an_unclosed_quote_is_named_where_it_opens(tmp_path):
