@@ -117,6 +117,21 @@ def test_dates_a_person_reads_are_beijing_dates(built: dict) -> None:
     assert re.search(r"<b>Built</b>\d{4}-\d{2}-\d{2} \d{2}:\d{2} Beijing time</div>", html)
 
 
+def test_a_group_over_the_fpr_line_is_explained_and_given_a_status(built: dict) -> None:
+    html = built["html"]
+    ratios = [
+        float(r)
+        for r in re.findall(r"<td>(\d+\.\d\d)</td>", html.split('id="fairness"')[1].split("</section>")[0])
+    ]
+    section = html.split('id="fairness"')[1].split("</section>")[0]
+    assert any(r > 1.25 for r in ratios)  # the test bank has groups over the line (age, channel ...)
+    assert "No group's FPR ratio is above" not in section
+    assert "Groups above the line: what drives their false positives" in section
+    rows = re.findall(r"<td class=\"mono\">([^<]*)</td><td><b>(open|mitigated|accepted)</b></td>", section)
+    assert rows, "every group over the line gets drivers and a status"
+    assert all(re.search(r"[a-z_0-9]+ \(\+\d+\.\d\d\)", drivers) or drivers == "—" for drivers, _ in rows)
+
+
 def test_every_figure_is_an_embedded_png(built: dict) -> None:
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', built["html"])
     # monthly volumes, curves, calibration, distributions, beeswarm, dependence, 3 waterfalls,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from duanka.data.config import SHANGHAI
@@ -26,6 +27,23 @@ from duanka.training.split import TRAIN
 from duanka.training.tracking import metric_key
 
 STABILITY_FEATURES = 5
+RATIO_LINE = 1.25  # an FPR ratio above it deserves a look (predictive equality, as in the BAF benchmark)
+DRIVERS = 3
+OPEN = ("open", "not reviewed yet: the model-risk team decides whether to accept or mitigate it")
+# What is done about a group over the line, reviewed text; a group not listed is open.
+DISPOSITIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("origin", "out of province"): (
+        "mitigated",
+        "origin is no model feature, and every fit weighs a legitimate out-of-province application "
+        "8 times (training/fairness.py, docs/model.md); what remains comes from features that find "
+        "recruits from far away, monitored monthly",
+    ),
+    ("account type", "corporate"): (
+        "accepted",
+        "shell companies and insider openings make corporate openings riskier; the bands' actions "
+        "are checks (on-site verification), not refusals",
+    ),
+}
 AGE_BANDS = ((0, 25, "under 25"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 60, "45-59"), (60, 200, "60+"))
 
 
@@ -43,6 +61,8 @@ def _coded(values: pd.Series, feature: str) -> pd.Series:
 def stability_section(c: ReportContext) -> dict:
     """PSI of the score and CSI of the most important features, month by month, against training."""
     frame = c.run.frame
+    if "rule" in frame.columns:  # what the model decides, as the volume table counts it
+        frame = frame.loc[frame["rule"].fillna("") == ""]
     month = frame["applied_at"].dt.tz_convert(SHANGHAI).dt.strftime("%Y-%m")
     reference = frame.loc[frame["part"] == TRAIN]
     features = [c.names[i] for i in c.importance[:STABILITY_FEATURES]]
@@ -68,6 +88,7 @@ def stability_section(c: ReportContext) -> dict:
         "plot": plots.stability(table, columns),
         "table": html_table(table, {column: (lambda v: number(v, 3)) for column in columns}),
         "reference_rows": len(reference),
+        "train_sampled": len(reference) < (c.run.metrics.get("train_rows") or len(reference)),
         "worst": {k: number(v, 3) for k, v in worst.items()} if worst is not None else {},
         "watch": PSI_WATCH,
         "act": PSI_ACT,
@@ -98,10 +119,48 @@ def fairness_section(c: ReportContext) -> dict:
     return {
         "plot": plots.fairness(table),
         "table": html_table(table.drop(columns="negatives"), formats),
+        "above_line": _above_line(c, table, dimensions),
+        "line": RATIO_LINE,
         "gender_missing": gender_missing,
         "min_negatives": MIN_NEGATIVES,
         "out_of_province": _out_of_province(c),
     }
+
+
+def _above_line(c: ReportContext, table: pd.DataFrame, dimensions: dict[str, pd.Series]) -> list[dict]:
+    """Each group whose FPR ratio is above the line: the features that push its false positives up
+    more than the other groups' false positives (mean TreeSHAP contribution, log-odds), and what
+    is done about it (:data:`DISPOSITIONS`; a group not listed there is open)."""
+    legit_alerts = c.alert & (c.y == 0)
+    found = []
+    for _, row in table.loc[table["fpr_ratio"] > RATIO_LINE].iterrows():
+        groups = dimensions[row["dimension"]].reset_index(drop=True).astype(object).fillna("none")
+        mine = legit_alerts & (groups == row["group"]).to_numpy()
+        others = legit_alerts & ~mine
+        if not mine.any():
+            continue
+        excess = _mean_contribution(c, mine) - _mean_contribution(c, others)
+        top = np.argsort(-excess, kind="stable")[:DRIVERS]
+        status, why = DISPOSITIONS.get((row["dimension"], row["group"]), OPEN)
+        found.append(
+            {
+                "dimension": row["dimension"],
+                "group": row["group"],
+                "ratio": number(row["fpr_ratio"], 2),
+                "false_positives": int(mine.sum()),
+                "drivers": ", ".join(f"{c.names[i]} (+{excess[i]:.2f})" for i in top if excess[i] > 0) or "—",
+                "status": status,
+                "why": why,
+            }
+        )
+    return found
+
+
+def _mean_contribution(c: ReportContext, rows: np.ndarray) -> np.ndarray:
+    """Each feature's mean TreeSHAP contribution over ``rows`` of the test frame; 0 without rows."""
+    if not rows.any():
+        return np.zeros(len(c.names))
+    return c.model.bundle.contributions(c.X[rows])[:, :-1].mean(axis=0)
 
 
 def _out_of_province(c: ReportContext) -> dict:
