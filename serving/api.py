@@ -18,12 +18,17 @@ The running service lives in ``app.state.service`` only; routes reach it through
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import copy
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from duanka.data.config import SHANGHAI
 from duanka.serving.admission import Admission, AdmissionPolicy, http_protocol
 from duanka.serving.errors import install_error_handlers
 from duanka.serving.lifecycle import Service, ServiceConfig
@@ -63,7 +68,34 @@ def create_app(config: ServiceConfig) -> FastAPI:
     install_error_handlers(app)
     for routes in (scoring, state, admin, operations):
         app.include_router(routes.router)
+    clock = config.clock or partial(datetime.now, UTC)
+    app.openapi = partial(_with_the_time_now, app.openapi, clock)  # type: ignore[method-assign]
     return app
+
+
+def _with_the_time_now(document: Callable[[], dict], clock: Callable[[], datetime]) -> dict:
+    """The OpenAPI document with every example's ``applied_at`` the service's time now, in Beijing
+    time.
+
+    The service takes an application only within minutes of its clock, so a fixed date in an
+    example would make "Try it out" on ``/docs`` a 422 a day after it was written.
+    """
+    now = clock().astimezone(ZoneInfo(SHANGHAI)).isoformat(timespec="seconds")
+    stamped = copy.deepcopy(document())  # FastAPI caches the document: never change its copy
+
+    def stamp(node: object) -> None:
+        if isinstance(node, dict):
+            if "applied_at" in node and isinstance(node["applied_at"], str):
+                node["applied_at"] = now
+            for value in node.values():
+                stamp(value)
+        elif isinstance(node, list):
+            for value in node:
+                stamp(value)
+
+    for schema in stamped.get("components", {}).get("schemas", {}).values():
+        stamp(schema.get("examples", []))
+    return stamped
 
 
 def server_protocol(app: FastAPI, policy: AdmissionPolicy) -> type[H11Protocol]:

@@ -76,7 +76,8 @@ Flag = Annotated[StrictBool | StrictStr | None, AfterValidator(checked_text), Fi
 Count = Annotated[StrictInt | StrictStr | None, AfterValidator(checked_text), Field(default=None)]
 
 _EXAMPLE = {
-    "application_id": "A000150001",
+    "application_id": "DOC-0001",
+    # the served document stamps the time now (duanka.serving.api): the service takes no other
     "applied_at": "2025-06-30T10:12:00+08:00",
     "branch_id": "B4401040",
     "branch_region": "440104",

@@ -445,6 +445,18 @@ def test_the_openapi_document_has_examples(service):
     assert schemas["ScoreOut"]["examples"][0]["band"]
 
 
+def test_the_documented_example_is_taken_as_it_is_shown(service):
+    # "Try it out" on /docs sends the example: its applied_at is the time now, so it is scored
+    client, tokens, _, _ = service
+    example = client.get("/openapi.json").json()["components"]["schemas"]["ApplicationIn"]["examples"][0]
+    shown = pd.Timestamp(example["applied_at"])
+    assert str(shown.tz) == "UTC+08:00"  # the service's clock (the tests' replay clock here), Beijing time
+    answered = client.post("/v1/score", json=example, headers=_auth(tokens["all"]))
+    assert answered.status_code == 200, answered.text
+    batch = client.get("/openapi.json").json()["components"]["schemas"]["BatchIn"]["examples"][0]
+    assert pd.Timestamp(batch["applications"][0]["applied_at"]) >= shown
+
+
 def test_reloading_follows_the_alias_refuses_a_tampered_model_and_is_audited(service, served_bank, registry):
     client, tokens, paths, _ = service
     current = registry.get_model_version(MODEL_NAME, served_bank.version)
