@@ -150,9 +150,9 @@ def iter_raw(
     """
     path = Path(path)
     parsed = _read_arrow(path, encoding)
-    data = parsed.data
+    data, kept = parsed.data, parsed.kept_rows
     for start in range(0, max(data.num_rows, 1), chunk_rows):
-        rows = parsed.kept_rows[start : start + chunk_rows]
+        rows = kept[start : start + chunk_rows]
         part = _contract_view(data.slice(start, chunk_rows), table, path.name, rows)
         malformed = parsed.malformed if start == 0 else _malformed_lines([], 0)
         yield replace(part, file_rows=parsed.file_rows, malformed=malformed)
@@ -174,6 +174,8 @@ class _Parsed:
     def kept_rows(self) -> np.ndarray:
         """The 1-based data-row number of each row of ``data``."""
         every = np.arange(1, self.file_rows + 1, dtype=np.int64)
+        if not self.ragged:
+            return every
         return np.setdiff1d(every, [r.data_row for r in self.ragged], assume_unique=True)
 
     @property

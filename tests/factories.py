@@ -18,6 +18,8 @@ test records, a free loopback port.
 from __future__ import annotations
 
 import socket
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 
 import numpy as np
@@ -469,3 +471,14 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def http_status(url: str) -> int | None:
+    """The status ``url`` answers with, None when nothing answers (a service not up yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None

@@ -175,21 +175,18 @@ def test_duanka_score_scores_a_contract_file_and_lists_rejected_rows(served_bank
     assert "12345" not in rejected.to_csv()
 
 
+def _score_file(served_bank, tmp_path, rows: pd.DataFrame, encoding: str = "utf-8") -> list[str]:
+    """``duanka score`` of ``rows`` written as ``apps.csv`` in ``encoding``, to ``scores.csv``."""
+    source = tmp_path / "apps.csv"
+    source.write_bytes(rows.to_csv(index=False).encode(encoding))
+    out = tmp_path / "scores.csv"
+    return ["score", "--data", str(served_bank.store.root), "--applications", str(source), "--out", str(out)]
+
+
 def test_duanka_score_fails_a_file_whose_rows_all_break_the_contract(served_bank, duanka_env, tmp_path):
     raw = pd.read_csv(served_bank.holdout_csv, dtype=str, keep_default_na=False).head(5)
     raw["phone"] = "12345"
-    source = tmp_path / "apps.csv"
-    raw.to_csv(source, index=False)
-    out = tmp_path / "scores.csv"
-    arguments = [
-        "score",
-        "--data",
-        str(served_bank.store.root),
-        "--applications",
-        str(source),
-        "--out",
-        str(out),
-    ]
+    arguments = _score_file(served_bank, tmp_path, raw)
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 1, result.output
     said = " ".join(result.output.split())
@@ -204,21 +201,10 @@ def test_duanka_score_reads_a_chinese_excel_export_with_the_encoding_as_typed(
     served_bank, duanka_env, tmp_path, name
 ):
     raw = pd.read_csv(served_bank.holdout_csv, dtype=str, keep_default_na=False).head(10)
-    source = tmp_path / "apps.csv"
-    source.write_bytes(raw.to_csv(index=False).encode("gb18030"))
-    out = tmp_path / "scores.csv"
-    arguments = [
-        "score",
-        "--data",
-        str(served_bank.store.root),
-        "--applications",
-        str(source),
-        "--out",
-        str(out),
-    ]
+    arguments = _score_file(served_bank, tmp_path, raw, "gb18030")
     result = CliRunner().invoke(app, [*arguments, "--encoding", name])
     assert result.exit_code == 0, result.output
-    assert len(pd.read_csv(out)) == 10
+    assert len(pd.read_csv(tmp_path / "scores.csv")) == 10
 
 
 def test_duanka_score_needs_a_range_or_a_file(served_bank, duanka_env, tmp_path):

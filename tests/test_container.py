@@ -18,8 +18,6 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import typer.main
 
 from duanka.cli.app import app
 from tests.conftest import AUDIT_SECRET, SECRET, ServedBank
-from tests.factories import free_port
+from tests.factories import free_port, http_status
 
 ROOT = Path(__file__).resolve().parent.parent
 yaml = pytest.importorskip("yaml")  # PyYAML, which mlflow installs
@@ -361,16 +359,6 @@ def test_compose_sets_no_secret():
 # ---------------------------------------------------------------- the entry command, run here
 
 
-def _status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
 @pytest.mark.slow
 def test_the_entry_command_starts_the_service_outside_a_container(served_bank: ServedBank, tmp_path: Path):
     """ENTRYPOINT + CMD with the image's ENV, the volumes replaced by folders here, on a free port.
@@ -422,7 +410,7 @@ def test_the_entry_command_starts_the_service_outside_a_container(served_bank: S
         deadline = time.monotonic() + 120  # a loaded two-core machine; normally a few seconds
         status = None
         while time.monotonic() < deadline and service.poll() is None:
-            status = _status(url)
+            status = http_status(url)
             if status == 200:
                 break
             time.sleep(0.5)

@@ -105,6 +105,17 @@ def test_a_store_refuses_events_pseudonymised_under_another_key(store, keys):
         ingest_file(LABEL_FILE, LABELS, store, other)
 
 
+@pytest.fixture
+def key_in_env(monkeypatch):
+    """``KEY`` as the configured pseudonym key of a `duanka` command, read afresh."""
+    from duanka.data.config import get_settings
+
+    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 def test_labels_for_applications_not_stored_yet_are_kept_and_counted(store, keys):
     early = ingest_file(LABEL_FILE, LABELS, store, keys)  # the labels' export came first
     assert early.stored > 0 and early.awaiting_application == early.stored
@@ -119,8 +130,7 @@ def test_labels_for_applications_not_stored_yet_are_kept_and_counted(store, keys
     )
 
 
-def test_ingest_says_how_many_labels_wait_and_quarantines_only_when_there_are_some(tmp_path, monkeypatch):
-    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
+def test_ingest_says_how_many_labels_wait_and_quarantines_only_when_there_are_some(tmp_path, key_in_env):
     data = str(tmp_path / "s")
     first = CliRunner().invoke(app, ["ingest", "--labels", str(LABEL_FILE), "--data", data])
     assert first.exit_code == 0, first.output
@@ -139,14 +149,13 @@ def _outdated(store: EventStore) -> None:
         pq.write_table(table.drop_columns(["branch_city", "address_province"]), part)
 
 
-def test_a_store_from_before_a_derived_column_is_refused_not_read_with_blanks(store, keys, monkeypatch):
+def test_a_store_from_before_a_derived_column_is_refused_not_read_with_blanks(store, keys, key_in_env):
     ingest_file(APPS, APPLICATIONS, store, keys)
     _outdated(store)
     with pytest.raises(StoreOutdated, match="before it derived address_province, branch_city; ingest"):
         store.applications()
     with pytest.raises(StoreOutdated):  # nothing is appended beside the old parts either
         ingest_file(APPS, APPLICATIONS, store, keys)
-    monkeypatch.setenv("DUANKA_PSEUDONYM_KEY", KEY)
     result = CliRunner().invoke(app, ["ingest", "--applications", str(APPS), "--data", str(store.root)])
     assert result.exit_code == 1
     assert "ingest the bank's exports again into a new, empty store" in " ".join(result.output.split())
