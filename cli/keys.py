@@ -84,7 +84,7 @@ def keys_revoke(
         record = keyfile.revoke(key_id)
     except UnknownKey:
         raise fail(f"no key {key_id} in {keyfile.path}") from None
-    console.print(f"revoked key {record.key_id} at {record.revoked_at} -> {keyfile.path}")
+    console.print(f"revoked key {record.key_id} at {record.revoked_at} -> {keyfile.path}", soft_wrap=True)
 
 
 @keys_app.command("list")

@@ -82,7 +82,8 @@ class QuickstartPrinter:
     def bank_generated(self, bank: GeneratedBank) -> None:
         console.print(
             f"demo bank: {bank.n_applications:,} applications, {bank.n_labels:,} labels, "
-            f"{bank.n_listed:,} watchlist listings -> {self.plan.bank_dir}"
+            f"{bank.n_listed:,} watchlist listings -> {self.plan.bank_dir}",
+            soft_wrap=True,
         )
 
     def ingest_started(self, keys: Pseudonymiser) -> None:
@@ -110,7 +111,7 @@ class QuickstartPrinter:
         )
 
     def reported(self, report: Path) -> None:
-        console.print(f"wrote model report -> {report}")
+        console.print(f"wrote model report -> {report}", soft_wrap=True)
 
     def scoring_started(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
         console.print(f"scoring the last month ({start.date()} to {end.date()}) with the champion")

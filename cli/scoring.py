@@ -158,7 +158,9 @@ def show_scores(scores: pd.DataFrame, written: Path, model: LoadedModel) -> None
         n = int(counts.get(band, 0))
         table.add_row(band, f"{n:,}", f"{n / max(1, len(scores)):.2%}")
     console.print(table)
-    console.print(f"wrote {len(scores):,} scores (model version {model.version}) -> {written}")
+    console.print(
+        f"wrote {len(scores):,} scores (model version {model.version}) -> {written}", soft_wrap=True
+    )
 
 
 def serve(

@@ -317,4 +317,4 @@ def report(
         written = build_report(uri, out, client)
     except ModelIntegrityError as exc:
         raise fail(str(exc)) from None
-    console.print(f"wrote model report -> {written}")
+    console.print(f"wrote model report -> {written}", soft_wrap=True)
