@@ -55,6 +55,7 @@ SMOKED = {
     "bench_label_policies.py",
     "bench_load.py",
     "bench_quality.py",
+    "bench_scenarios.py",
     "bench_serve.py",
     "bench_train.py",
     "reference_model.py",
@@ -143,6 +144,20 @@ def test_bench_generate_writes_a_tiny_bank_and_reports_its_speed(tmp_path, scrat
         rf"^rows/s\s+{NUMBER}$",
         rf"^peak RSS MiB\s+{NUMBER}$",
         rf"^files MiB\s+{NUMBER}$",
+    )
+
+
+def test_bench_scenarios_measures_what_each_scenario_changes_in_its_rings(scratch):
+    out = bench(
+        "bench_scenarios.py",
+        *("--scenarios", "default", "sent_alone", "--applications", 5000, "--months", 3),
+        scratch=scratch,
+    )
+    assert_lines(
+        out,
+        r"^\| measure \| default \| sent_alone \|$",
+        rf"^\| ring openings with an escort_id \| {NUMBER} \| {NUMBER} \|$",
+        rf"^\| home counties per ring \(median\) \| {NUMBER} \| {NUMBER} \|$",
     )
 
 
