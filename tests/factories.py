@@ -18,6 +18,7 @@ test records, a free loopback port.
 from __future__ import annotations
 
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -482,3 +483,13 @@ def http_status(url: str) -> int | None:
         return exc.code
     except OSError:
         return None
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Ask a service a test started to stop; kill it if it has not within 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -27,7 +27,7 @@ import typer.main
 
 from duanka.cli.app import app
 from tests.conftest import AUDIT_SECRET, SECRET, ServedBank
-from tests.factories import free_port, http_status
+from tests.factories import free_port, http_status, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 yaml = pytest.importorskip("yaml")  # PyYAML, which mlflow installs
@@ -422,9 +422,4 @@ def test_the_entry_command_starts_the_service_outside_a_container(served_bank: S
         assert f"on http://0.0.0.0:{port}" in output
         assert str(volumes["/var/lib/duanka/data"] / "serving") in output  # its state lies in the volume
     finally:
-        service.terminate()
-        try:
-            service.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
+        stop(service)

@@ -18,7 +18,7 @@ import pytest
 
 from duanka.training.bands import BLOCKED
 from tests.conftest import AUDIT_SECRET, SECRET, ServedBank
-from tests.factories import free_port, http_status
+from tests.factories import free_port, http_status, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ("README.md", "docs/serving.md")
@@ -94,12 +94,7 @@ def running(served_bank: ServedBank, tmp_path_factory: pytest.TempPathFactory):
         assert http_status(f"http://127.0.0.1:{port}/readyz") == 200, log.read_text(errors="replace")[-3000:]
         yield port, env | keys
     finally:
-        service.terminate()
-        try:
-            service.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            service.kill()
-            service.wait()
+        stop(service)
 
 
 @pytest.mark.parametrize(("page", "block"), EXAMPLES, ids=[f"{p}#{i}" for i, (p, _) in enumerate(EXAMPLES)])
