@@ -201,7 +201,8 @@ class Feature:
         if self.codes and value.is_integer() and 0 <= value < len(self.codes):
             return str(self.codes[int(value)])
         if self.transform is values.share:
-            return f"{round(value * 100)}%"
+            # a rare share is not "0%": under one percent it keeps a decimal (0.4%)
+            return f"{value * 100:.1f}%" if 0 < value < 0.01 else f"{round(value * 100)}%"
         if self.transform in (values.share_difference, values.excess_share):
             points = round(value * 100)
             return f"{points}个百分点" if language == "zh" else f"{points} percentage points"

@@ -117,6 +117,9 @@ def test_descriptions_read_with_values():
     )
     assert BY_NAME["channel"].describe(1.0, "en") == "Opening channel: mobile"
     assert BY_NAME["staff_tampered_share_30d"].describe(1 / 3, "en").endswith(": 33%")
+    # a rare share is said as rare, never as none
+    rare = BY_NAME["branch_address_province_share_365d"]
+    assert rare.shown(0.004) == "0.4%" and rare.shown(0.0) == "0%" and rare.shown(0.02) == "2%"
 
 
 def test_categories_are_small_integer_codes():
