@@ -118,7 +118,7 @@ def _ingest_slice(
     report: IngestReport,
 ) -> pd.DataFrame:
     checked = validate(raw, table)
-    report.rows_read += len(raw.frame) + len(raw.malformed)
+    report.rows_read += raw.rows_read
     report.duplicates_in_file += checked.duplicates_dropped
     rejections = [checked.rejections.assign(source=raw.source)]
     valid = checked.valid

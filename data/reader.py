@@ -67,6 +67,11 @@ class RawTable:
     file_rows: int = 0
     malformed: pd.DataFrame = field(default_factory=lambda: _malformed_lines([], 0))
 
+    @property
+    def rows_read(self) -> int:
+        """Data rows this slice stands for: those read, and the records left out for their width."""
+        return len(self.frame) + len(self.malformed)
+
 
 class Encoding(StrEnum):
     """Text encodings a CSV export may come in: UTF-8 (a byte-order mark is skipped), or

@@ -144,7 +144,7 @@ def ingest_watchlist(
     report = IngestReport(table=WATCHLIST.name, source=Path(path).name)
     for raw in iter_raw(path, WATCHLIST, chunk_rows, encoding):
         report.extra_columns = raw.extra_columns
-        report.rows_read += len(raw.frame) + len(raw.malformed)
+        report.rows_read += raw.rows_read
         checked = validate(raw, WATCHLIST)
         early = expiry_problems(checked.valid)
         late = checked.valid.loc[early]

@@ -353,7 +353,7 @@ def score_file(
     bands = daily_bands(model, *band_history(features, chosen))
     scores = score_features(chosen, model, bands=bands, explain_all=explain_all, progress=progress)
     scored = apply_watchlist(scores, chosen, every, Watchlist(listings))
-    return FileScores(scored, checked.rejections, len(raw.frame) + len(raw.malformed))
+    return FileScores(scored, checked.rejections, raw.rows_read)
 
 
 def apply_watchlist(
