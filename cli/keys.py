@@ -9,7 +9,7 @@ import typer
 from rich.table import Table as RichTable
 
 from duanka.cli.options import PLAIN_HELP, ServiceDataOption
-from duanka.cli.output import console, fail
+from duanka.cli.output import console, fail, invoked_as
 from duanka.cli.prerequisites import require_store
 from duanka.data.config import get_settings
 
@@ -54,20 +54,41 @@ def keys_create(
         bool,
         typer.Option(help="May confirm mule accounts (POST /v1/labels), of its branches when scoped."),
     ] = False,
+    reviewer: Annotated[
+        bool,
+        typer.Option(
+            help="A case reviewer's key: signs in to /review (duanka review link) for its branches' "
+            "cases and does nothing else."
+        ),
+    ] = False,
     data: ServiceDataOption = None,
 ) -> None:
-    """Create a key and print it once; only its SHA-256 is stored."""
+    """Create a key and print it once (a reviewer's never: they sign in by link); only its SHA-256 is stored."""
     scope = tuple(b.strip() for b in branches.split(",") if b.strip()) if branches else None
     if branches is not None and not scope:
         raise fail("--branches names no branch")
+    if reviewer and (admin or labels):
+        raise fail("--reviewer keys have no other power: make --admin or --labels keys apart")
     keyfile = key_file(data)
-    record, token = keyfile.create(scope, admin=admin, labels=labels)
-    rights = [name for name, granted in (("admin", admin), ("labels", labels)) if granted]
+    record, token = keyfile.create(scope, admin=admin, labels=labels, reviewer=reviewer)
+    rights = [
+        name for name, granted in (("admin", admin), ("labels", labels), ("reviewer", reviewer)) if granted
+    ]
     console.print(
         f"created key {record.key_id} for {'branches ' + ', '.join(scope) if scope else 'all branches'}"
-        f"{' (' + ', '.join(rights) + ')' if rights else ''} -> {keyfile.path}\n"
-        "the key (shown once, store it now):"
+        f"{' (' + ', '.join(rights) + ')' if rights else ''} -> {keyfile.path}",
+        soft_wrap=True,
     )
+    if reviewer:
+        # a reviewer never holds the key: the operator signs them in with one-time links
+        console.print(
+            f"sign the reviewer in: {invoked_as()} review link --key-id {record.key_id}"
+            f"{' --data ' + str(data) if data else ''}",
+            soft_wrap=True,
+            markup=False,
+        )
+        return
+    console.print("the key (shown once, store it now):")
     console.print(token, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -89,10 +110,10 @@ def keys_revoke(
 
 @keys_app.command("list")
 def keys_list(data: ServiceDataOption = None) -> None:
-    """Every key: id, scope, admin, labels, created, revoked (never the key itself)."""
+    """Every key: id, scope, admin, labels, reviewer, created, revoked (never the key itself)."""
     keyfile = key_file(data)
     table = RichTable(title=f"API keys ({keyfile.path})")
-    for column in ("key id", "branches", "admin", "labels", "created", "revoked"):
+    for column in ("key id", "branches", "admin", "labels", "reviewer", "created", "revoked"):
         table.add_column(column, overflow="fold")
     for k in keyfile.records():
         table.add_row(
@@ -100,6 +121,7 @@ def keys_list(data: ServiceDataOption = None) -> None:
             ", ".join(k.branches) if k.branches else "all",
             "yes" if k.admin else "",
             "yes" if k.labels else "",
+            "yes" if k.reviewer else "",
             k.created_at,
             k.revoked_at or "",
         )

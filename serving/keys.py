@@ -51,6 +51,9 @@ class ApiKey:
         May reload the model (``POST /v1/admin/reload``) and feed the watchlist (``POST /v1/watchlist``).
     labels : bool
         May confirm mule accounts (``POST /v1/labels``), of its branches when it is scoped.
+    reviewer : bool
+        A case reviewer's key: signs in to the case queue (``/review``, through ``duanka review
+        link``) and disposes of its branches' cases; it neither scores nor calls any other route.
     created_at, revoked_at : str
         ISO 8601 UTC; ``revoked_at`` is None while the key is valid.
     """
@@ -62,6 +65,7 @@ class ApiKey:
     created_at: str
     revoked_at: str | None = None
     labels: bool = False
+    reviewer: bool = False
 
     @property
     def active(self) -> bool:
@@ -106,9 +110,20 @@ class KeyFile:
         return list(self._keys.values())
 
     def create(
-        self, branches: tuple[str, ...] | None = None, *, admin: bool = False, labels: bool = False
+        self,
+        branches: tuple[str, ...] | None = None,
+        *,
+        admin: bool = False,
+        labels: bool = False,
+        reviewer: bool = False,
     ) -> tuple[ApiKey, str]:
         """Make a new key.
+
+        Raises
+        ------
+        ValueError
+            ``reviewer`` with ``admin`` or ``labels``: a reviewer's powers stay apart (a key
+            that leaks from a browser session must not also reload models or feed the API).
 
         Returns
         -------
@@ -116,13 +131,15 @@ class KeyFile:
             The stored record and the key itself, which is not kept anywhere:
             show it to the operator once.
         """
+        if reviewer and (admin or labels):
+            raise ValueError("a reviewer key has no other power: make --admin or --labels keys apart")
         with self._changing():
             key_id = secrets.token_hex(_KEY_ID_BYTES)
             while key_id in self._keys:
                 key_id = secrets.token_hex(_KEY_ID_BYTES)
             token = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
             scoped = tuple(sorted(set(branches))) if branches else None
-            record = ApiKey(key_id, _digest(token), scoped, admin, _now(), labels=labels)
+            record = ApiKey(key_id, _digest(token), scoped, admin, _now(), labels=labels, reviewer=reviewer)
             self._write({**self._keys, key_id: record})
         return record, token
 
@@ -155,6 +172,12 @@ class KeyFile:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def active_key(self, key_id: str) -> ApiKey | None:
+        """The key with that id while it is not revoked, else None."""
+        self._refresh()
+        record = self._keys.get(key_id)
+        return record if record is not None and record.active else None
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The active key that ``token`` is, or None."""

@@ -212,6 +212,23 @@ def test_only_keys_made_with_labels_confirm_and_only_admin_reloads(service, serv
     assert client.post("/v1/admin/reload", headers=_auth(tokens["all"])).status_code == 403
 
 
+def test_a_reviewer_key_calls_no_api_route(service, served_bank):
+    """A case reviewer signs in to /review; their key scores, confirms and reloads nothing."""
+    client, _, paths, keyfile = service
+    _, token = keyfile.create(reviewer=True)
+    before = _decisions(paths)
+    label = {"application_id": "A1", "confirmed_at": "2025-04-01", "source": "review"}
+    for path, body in (
+        ("/v1/score", _row(served_bank, 0)),
+        ("/v1/labels", {"labels": [label]}),
+        ("/v1/admin/reload", None),
+    ):
+        answer = client.post(path, json=body, headers=_auth(token))
+        assert answer.status_code == 403, path
+        assert "review link" in answer.json()["detail"]
+    assert _decisions(paths) == before
+
+
 def test_confirmations_name_applications_the_key_may_confirm(service, served_bank):
     """Unknown ids are refused; a branch key confirms its branches' applications, and another
     branch's id gets the same answer as an unknown one (the 422 tells it nothing)."""

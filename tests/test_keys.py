@@ -133,3 +133,33 @@ def test_keys_are_made_for_an_event_store(tmp_path, no_key_file_setting):
     ran = CliRunner().invoke(app, ["keys", "create", "--data", str(store)], terminal_width=400)
     assert ran.exit_code == 0, ran.output
     assert len(KeyFile(store / "serving" / "api_keys.json").records()) == 1
+
+
+def test_a_reviewer_key_has_no_other_power(keyfile):
+    record, _ = keyfile.create(("B1",), reviewer=True)
+    assert record.reviewer and not record.admin and not record.labels
+    assert keyfile.active_key(record.key_id) == record
+    for other in ({"admin": True}, {"labels": True}):
+        with pytest.raises(ValueError, match="no other power"):
+            keyfile.create(reviewer=True, **other)
+    keyfile.revoke(record.key_id)
+    assert keyfile.active_key(record.key_id) is None
+
+
+def test_the_cli_never_prints_a_reviewers_key_but_how_to_sign_them_in(tmp_path, monkeypatch):
+    path = tmp_path / "keys.json"
+    monkeypatch.setenv("DUANKA_API_KEYS_FILE", str(path))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        created = runner.invoke(app, ["keys", "create", "--reviewer", "--branches", "B1"])
+        assert created.exit_code == 0, created.output
+        (record,) = KeyFile(path).records()
+        assert record.reviewer and record.branches == ("B1",)
+        assert f"review link --key-id {record.key_id}" in created.output
+        assert f"dk_{record.key_id}_" not in created.output
+        refused = runner.invoke(app, ["keys", "create", "--reviewer", "--labels"])
+        assert refused.exit_code != 0 and "no other power" in refused.output
+        assert len(KeyFile(path).records()) == 1
+    finally:
+        get_settings.cache_clear()

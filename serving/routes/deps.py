@@ -17,6 +17,9 @@ def running_service(request: Request) -> Service:
     return request.app.state.service
 
 
+REVIEWER_ON_API = (
+    "a reviewer key signs in to the case queue (`duanka review link`); it calls no /v1/ route"
+)
 _bearer = HTTPBearer(auto_error=False, description="an API key from `duanka keys create`")
 
 
@@ -35,6 +38,8 @@ async def _caller(
             UNAUTHENTICATED,
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if key.reviewer:
+        raise HTTPException(403, REVIEWER_ON_API)
     return key
 
 
