@@ -63,7 +63,7 @@ def keys_create(
     ] = False,
     data: ServiceDataOption = None,
 ) -> None:
-    """Create a key and print it once (a reviewer's never: they sign in by link); only its SHA-256 is stored."""
+    """Create a key and print it once (a reviewer's never: they sign in by link); only its hash is kept."""
     scope = tuple(b.strip() for b in branches.split(",") if b.strip()) if branches else None
     if branches is not None and not scope:
         raise fail("--branches names no branch")
