@@ -17,9 +17,7 @@ def running_service(request: Request) -> Service:
     return request.app.state.service
 
 
-REVIEWER_ON_API = (
-    "a reviewer key signs in to the case queue (`duanka review link`); it calls no /v1/ route"
-)
+REVIEWER_ON_API = "a reviewer key signs in to the case queue (`duanka review link`); it calls no /v1/ route"
 _bearer = HTTPBearer(auto_error=False, description="an API key from `duanka keys create`")
 
 
