@@ -18,6 +18,7 @@ from duanka.cli.keys import keys_app
 from duanka.cli.options import PLAIN_HELP
 from duanka.cli.prerequisites import checked_settings
 from duanka.cli.quickstart import quickstart
+from duanka.cli.review import review_app
 from duanka.data.private import owner_only_umask
 
 app = typer.Typer(
@@ -70,3 +71,4 @@ for verb in (
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")
+app.add_typer(review_app, name="review")

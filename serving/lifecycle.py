@@ -29,6 +29,7 @@ from duanka.serving.audit import DecisionLog
 from duanka.serving.keys import KeyFile
 from duanka.serving.metrics import ServiceMetrics
 from duanka.serving.model_source import LoadedModel, ModelSource
+from duanka.serving.review.desk import ReviewDesk
 from duanka.serving.scorer import DEFAULT_FUTURE_TOLERANCE, DEFAULT_TOLERANCE, Scorer
 from duanka.serving.scoring_thread import ScoringThread
 from duanka.serving.state import ServingPaths, open_service_state, sync_online_state
@@ -126,6 +127,13 @@ class Service:
         self.refused_version: str | None = None
         self.chain_key = config.chain_key or config.keys.audit_chain_key()
         self.anchors = AnchorOutlet(config.anchor_file, config.anchor_syslog)
+        self.review = ReviewDesk(
+            config.paths.root,
+            config.paths.decisions,
+            config.paths.online,
+            self.keyfile.active_key,
+            config.clock,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
