@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	scripts/install-browser
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from duanka.serving.lifecycle import Service
-from duanka.serving.review.cases import ORDERS, STATUSES, VERBS, Case, QueueFilter
+from duanka.serving.review.cases import ORDERS, STATUSES, VERBS, Case, QueueFilter, QueuePage
 from duanka.serving.review.dispose import DispositionRefused, dispose, views
 from duanka.serving.review.sessions import SESSION_HOURS, LinkRefused, Session
 from duanka.serving.routes.deps import RunningService
@@ -195,14 +195,24 @@ async def queue(
         "blocked": at_page(1, band="blocked"),
         "referred": at_page(1, band=""),
     }
-    return _page(
-        "queue.html.j2",
-        session=session,
-        page=shown,
-        wanted=wanted,
-        statuses=(*STATUSES, "any"),
-        urls=urls,
-        current=current,
+    return HTMLResponse(render_queue(shown, wanted, session=session, urls=urls), headers=_HEADERS)
+
+
+def render_queue(
+    shown: QueuePage, wanted: QueueFilter, *, session: Session | None = None, urls: dict | None = None
+) -> str:
+    """The queue page's HTML (the route's, and the benchmark's)."""
+    return (
+        _templates()
+        .get_template("queue.html.j2")
+        .render(
+            session=session,
+            page=shown,
+            wanted=wanted,
+            statuses=(*STATUSES, "any"),
+            urls=urls or {"previous": None, "next": None, "blocked": "", "referred": ""},
+            current=min(wanted.page, shown.pages),
+        )
     )
 
 
@@ -232,7 +242,12 @@ async def case_page(
     )
     if case is None:
         return _no_case(application_id)
-    drawn = await asyncio.to_thread(svc.review.drawing, case, session.key.branches)
+    try:
+        drawn = await asyncio.to_thread(svc.review.drawing, case, session.key.branches)
+    except LookupError:
+        # scored within the last second: the scoring thread has not committed it to the state yet
+        await svc.scoring.run(lambda scorer: scorer.online.sync())
+        drawn = await asyncio.to_thread(svc.review.drawing, case, session.key.branches)
     return _page(
         "case.html.j2",
         session=session,
