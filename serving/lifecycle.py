@@ -123,7 +123,8 @@ class Service:
         self.keyfile = KeyFile(config.paths.keys)
         self.scoring = ScoringThread()
         self.reload_lock = asyncio.Lock()
-        self.watchlist_lock = asyncio.Lock()  # one watchlist feed writes to the event store at a time
+        # one writer to the event store at a time: a watchlist feed or a reviewer's confirmations
+        self.store_lock = asyncio.Lock()
         self.refused_version: str | None = None
         self.chain_key = config.chain_key or config.keys.audit_chain_key()
         self.anchors = AnchorOutlet(config.anchor_file, config.anchor_syslog)

@@ -11,6 +11,7 @@ import re
 import sqlite3
 from urllib.parse import quote
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,6 +20,7 @@ from duanka.serving.keys import KeyFile
 from duanka.serving.model_source import ModelSource
 from duanka.serving.review.desk import ReviewDesk
 from duanka.training.bundle import MODEL_NAME
+from tests.conftest import replay_clock
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,11 @@ def desk(served_bank, tmp_path_factory):
     _, scoring = keyfile.create()
     registry = served_bank.client()
     registry.set_registered_model_alias(MODEL_NAME, "review-test", served_bank.version)
-    config = served_bank.service_config(ModelSource(f"models:/{MODEL_NAME}@review-test", registry), paths)
+    # a copy of the store: confirmations are stored as labels, and the session's store stays as it is
+    store = served_bank.copy_store(paths.root.parent / "store")
+    config = served_bank.service_config(
+        ModelSource(f"models:/{MODEL_NAME}@review-test", registry), paths, store
+    )
     with TestClient(create_app(config)) as client:
         answer = client.post(
             "/v1/score/batch",
@@ -46,7 +52,7 @@ def desk(served_bank, tmp_path_factory):
             "B": keyfile.create((branches[1],), reviewer=True)[0],
             "all": keyfile.create(reviewer=True)[0],
         }
-        yield client, paths, keyfile, reviewers, referred, branch_of
+        yield client, paths, keyfile, reviewers, referred, branch_of, store
 
 
 def _sign_in(client: TestClient, paths, keyfile: KeyFile, key_id: str) -> str:
@@ -77,7 +83,7 @@ def _case_of(referred, branch_of, branch: str) -> str:
 
 
 def test_pages_need_a_session_and_a_link_works_once(desk):
-    client, paths, keyfile, reviewers, _, _ = desk
+    client, paths, keyfile, reviewers, _, _, _ = desk
     client.cookies.clear()
     assert client.get("/review").status_code == 401
     link = ReviewDesk(paths.root, paths.decisions, paths.online, keyfile.active_key).sessions.issue_link(
@@ -92,7 +98,7 @@ def test_pages_need_a_session_and_a_link_works_once(desk):
 
 
 def test_a_reviewer_sees_only_their_branches_cases(desk):
-    client, paths, keyfile, reviewers, referred, branch_of = desk
+    client, paths, keyfile, reviewers, referred, branch_of, _ = desk
     _sign_in(client, paths, keyfile, reviewers["A"].key_id)
     page = client.get("/review?status=any").text
     (branch,) = reviewers["A"].branches
@@ -108,7 +114,7 @@ def test_a_reviewer_sees_only_their_branches_cases(desk):
 
 
 def test_every_page_view_is_in_the_decision_record(desk):
-    client, paths, keyfile, reviewers, referred, branch_of = desk
+    client, paths, keyfile, reviewers, referred, branch_of, _ = desk
     _sign_in(client, paths, keyfile, reviewers["B"].key_id)
     mine = _case_of(referred, branch_of, reviewers["B"].branches[0])
     client.get(f"/review/cases/{quote(mine)}")
@@ -119,7 +125,7 @@ def test_every_page_view_is_in_the_decision_record(desk):
 
 
 def test_a_form_post_without_the_csrf_token_is_refused(desk):
-    client, paths, keyfile, reviewers, referred, branch_of = desk
+    client, paths, keyfile, reviewers, referred, branch_of, _ = desk
     csrf = _sign_in(client, paths, keyfile, reviewers["A"].key_id)
     mine = _case_of(referred, branch_of, reviewers["A"].branches[0])
     before = _events(paths, "case_disposed")
@@ -133,7 +139,7 @@ def test_a_form_post_without_the_csrf_token_is_refused(desk):
 
 
 def test_a_reviewer_disposes_only_of_their_branches_cases(desk):
-    client, paths, keyfile, reviewers, referred, branch_of = desk
+    client, paths, keyfile, reviewers, referred, branch_of, _ = desk
     csrf = _sign_in(client, paths, keyfile, reviewers["A"].key_id)
     other = _case_of(referred, branch_of, reviewers["B"].branches[0])
     before = _events(paths, "case_disposed")
@@ -143,7 +149,7 @@ def test_a_reviewer_disposes_only_of_their_branches_cases(desk):
 
 
 def test_a_confirmation_becomes_a_review_label_and_a_clearance_does_not(desk):
-    client, paths, keyfile, reviewers, referred, _ = desk
+    client, paths, keyfile, reviewers, referred, _, store = desk
     csrf = _sign_in(client, paths, keyfile, reviewers["all"].key_id)
     confirmed, cleared = (r["application_id"] for r in referred[-2:])
     for application_id, verb in ((confirmed, "confirm"), (cleared, "clear")):
@@ -156,6 +162,10 @@ def test_a_confirmation_becomes_a_review_label_and_a_clearance_does_not(desk):
     with sqlite3.connect(paths.online) as con:
         labels = dict(con.execute("SELECT application_id, source FROM labels").fetchall())
     assert labels.get(confirmed) == "review" and cleared not in labels
+    # and in the event store, for training, dated when the reviewer confirmed (the service's clock)
+    stored = store.labels().to_pandas().set_index("application_id")
+    assert stored.loc[confirmed, "source"] == "review" and cleared not in stored.index
+    assert stored.loc[confirmed, "confirmed_at"] == pd.Timestamp(replay_clock())
     disposed = {d["application_id"]: (k, d) for k, d in _events(paths, "case_disposed")}
     assert disposed[confirmed][0] == reviewers["all"].key_id
     assert disposed[confirmed][1]["status"] == "confirmed" and disposed[confirmed][1]["label"] == "fed"
@@ -165,7 +175,7 @@ def test_a_confirmation_becomes_a_review_label_and_a_clearance_does_not(desk):
 
 
 def test_a_note_holding_an_identifier_is_refused(desk):
-    client, paths, keyfile, reviewers, referred, _ = desk
+    client, paths, keyfile, reviewers, referred, _, _ = desk
     csrf = _sign_in(client, paths, keyfile, reviewers["all"].key_id)
     case = referred[0]["application_id"]
     for note in ("ID 110101199003077777 seen", "phone 138 0013 8000", ""):
@@ -179,7 +189,7 @@ def test_a_note_holding_an_identifier_is_refused(desk):
 
 
 def test_revoking_the_key_ends_its_sessions(desk):
-    client, paths, keyfile, _, _, _ = desk
+    client, paths, keyfile, _, _, _, _ = desk
     reviewer, _ = keyfile.create(reviewer=True)
     _sign_in(client, paths, keyfile, reviewer.key_id)
     assert client.get("/review").status_code == 200

@@ -9,10 +9,12 @@ event with the reviewer's key id and note, never an update of an earlier row.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 
+from duanka.data.review_labels import store_review_confirmations
 from duanka.serving.lifecycle import Service
 from duanka.serving.prepare import InvalidInput, prepare_labels
 from duanka.serving.review.cases import DISPOSED, Case
@@ -73,12 +75,12 @@ async def dispose(
     key = session.key
     targets = [case]
     if whole_ring:
-        ring = svc.review.cases.group_of(case, key.branches)
+        ring = await asyncio.to_thread(svc.review.cases.group_of, case, key.branches)
         targets += [c for c in ring[1:] if c.status == "open"]
 
-    def on_scoring_thread(scorer: Scorer) -> list[str]:
+    def on_scoring_thread(scorer: Scorer) -> tuple[datetime, list[str]]:
         at = scorer.clock().astimezone(UTC)
-        outcomes = []
+        labels = []
         for target in targets:
             label = (
                 _fed(scorer, target, at.isoformat(), key.key_id, request_id, key.branches)
@@ -98,11 +100,15 @@ async def dispose(
                 key_id=key.key_id,
                 request_id=request_id,
             )
-            outcomes.append(label or "")
-        return outcomes
+            labels.append(label)
+        return at, labels
 
-    outcomes = await svc.scoring.run(on_scoring_thread)
-    fed = sum(o == "fed" for o in outcomes)
+    at, labels = await svc.scoring.run(on_scoring_thread)
+    if status == "confirmed":
+        confirmed = [(t.application_id, at) for t in targets]
+        async with svc.store_lock:  # for every later `duanka train` and `duanka backtest`
+            await asyncio.to_thread(store_review_confirmations, confirmed, svc.config.store, svc.config.keys)
+    fed = labels.count("fed")
     said = f"{status}: {len(targets)} case{'s' if len(targets) > 1 else ''}"
     if status == "confirmed":
         said += f"; {fed} confirmation{'s' if fed != 1 else ''} fed to the live state"

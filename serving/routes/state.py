@@ -57,7 +57,7 @@ async def watchlist(request: Request, body: WatchlistIn, key: Caller, svc: Runni
     events = await asyncio.to_thread(
         prepare_listings, [listing.model_dump() for listing in body.listings], config.keys
     )
-    async with svc.watchlist_lock:
+    async with svc.store_lock:
         appended = await asyncio.to_thread(append_listings, events, config.store, config.keys.key_id)
     request_id = request.scope["duanka.request_id"]
     counts = {
