@@ -9,9 +9,9 @@ import pandas as pd
 import typer
 
 from duanka.cli.data import IngestTable, ingest_bar
-from duanka.cli.output import console, fail, invoked_as
+from duanka.cli.output import console, err, fail, invoked_as
 from duanka.cli.prerequisites import warn_if_demo_key
-from duanka.cli.scoring import show_scores
+from duanka.cli.scoring import show_recorded, show_scores
 from duanka.cli.training import show_training
 from duanka.data.config import Settings, get_settings
 from duanka.data.ingest_job import IngestedFile
@@ -30,7 +30,8 @@ def quickstart(
     applications: Annotated[int, typer.Option(min=20_000, help="Size of the demo bank.")] = 150_000,
     months: Annotated[int, typer.Option(min=12, help="Months of the demo bank.")] = 18,
 ) -> None:
-    """Generate a demo bank, ingest it (demo key), train, promote, report, score its last month."""
+    """Generate a demo bank, ingest it (demo key), train, promote, report, score its last month and
+    record its decisions."""
     from duanka.data.pseudonym import MissingPseudonymKey
     from duanka.data.reader import UnusableFile
     from duanka.data.store import StoreUnusable
@@ -118,3 +119,10 @@ class QuickstartPrinter:
 
     def scored(self, scores: DemoScores) -> None:
         show_scores(scores.scores, scores.written, scores.model)
+        if scores.recorded is not None:
+            show_recorded(scores.recorded, scores.record)
+        else:
+            err.print(
+                f"[bold yellow]decisions not recorded[/] in {scores.record}: {scores.not_recorded}",
+                soft_wrap=True,
+            )

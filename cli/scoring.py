@@ -36,10 +36,12 @@ from duanka.training.bands import BLOCKED
 
 if TYPE_CHECKING:
     from duanka.data.store import EventStore
+    from duanka.serving.batch_job import Recorded
     from duanka.serving.model_source import LoadedModel
 
 
 def score(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="CSV, Parquet or Excel (.xlsx) file to write.")],
     data: DataOption = None,
     from_: Annotated[
@@ -59,6 +61,14 @@ def score(
     excel: ExcelOption = False,
     encoding: EncodingOption = Encoding.UTF8,
     max_quarantine_share: MaxQuarantineShareOption = 0.5,
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="Also append each decision of the date range to the store's decision record "
+            "(as the service records its own; not those recorded already). On this machine, "
+            "with the service stopped."
+        ),
+    ] = False,
 ) -> None:
     """Point-in-time batch scores: each application with the state as it was when it applied.
 
@@ -73,15 +83,34 @@ def score(
         raise fail("say what to score: --from DATE --to DATE (stored events) or --applications FILE")
     if applications is not None and (from_ is not None or to is not None):
         raise fail("give either --applications or --from/--to, not both")
+    if record and applications is not None:
+        # the service takes the event store's applications into its state; a recorded answer to
+        # any other it would replay without ever taking that application in
+        raise fail(
+            "--record records a stored date range (--from/--to) only: a file's applications are not in "
+            "the event store, so the service would answer them again from the record without ever "
+            "taking them into its state"
+        )
+    if record and engine != "local":
+        raise fail("--record scores on this machine: the cluster's scores keep no reasons to record")
     data_dir = data or get_settings().data_dir
     # a file is scored against the stored history, which may be empty
     store = require_store(data_dir, empty_ok=True)
+    record_key = None
+    if record:
+        require_store(data_dir)  # a stored period needs something ingested
+        record_key = _record_key(ctx, store)  # before the model loads: a refusal comes at once
     loaded = load_model(model)
     if applications is None:
         start, end = parse_instant(from_), parse_instant(to)
         if start >= end:
             raise fail(f"--from {from_} is not before --to {to}")
         require_store(data_dir)  # a stored period needs something ingested
+        if record_key is not None:
+            _score_and_record(
+                store, start, end, loaded, out, record_key, explain_all=explain_all, excel=excel
+            )
+            return
         with dask_engine(engine, scheduler) as client:
             try:
                 scores = score_stored_period(
@@ -125,6 +154,73 @@ def score(
             f"{applications.name}: {result.rejected_share:.0%} of its {result.rows_read:,} rows break the "
             f"contract, more than --max-quarantine-share {max_quarantine_share:.0%}: read the reasons "
             f"in {rejected} (the rows that passed are scored in {out})"
+        )
+
+
+def _record_key(ctx: typer.Context, store: EventStore) -> bytes:
+    """Hold ``store`` for the command (as ``duanka serve`` does) and return the chain key of its decision
+    record, exiting with one line while the service holds the store, when no audit key can be had, or
+    when the record was tampered with (as ``duanka serve`` refuses it)."""
+    from duanka.cli.audit import require_untampered_record
+    from duanka.data.store_lock import StoreHeld
+    from duanka.serving.state import ServingPaths
+
+    settings = get_settings()
+    try:
+        hold = store.hold("score --record")
+    except StoreHeld as exc:
+        # the service appends to the same record: two writers would each extend its chain from the
+        # same head and fork it
+        raise fail(f"{exc} (--record appends to the decision record that service writes)") from None
+    ctx.with_resource(hold)
+    key = audit_chain_key(settings, store_pseudonymiser(store))
+    require_untampered_record(ServingPaths.for_data(store.root, settings).decisions, key)
+    return key
+
+
+def _score_and_record(
+    store: EventStore,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    model: LoadedModel,
+    out: Path,
+    chain_key: bytes,
+    *,
+    explain_all: bool,
+    excel: bool,
+) -> None:
+    """Score the stored period on this machine, write and show the scores, then append each decision
+    the record lacks to it (:func:`duanka.serving.batch_job.record_decisions`)."""
+    from duanka.serving.audit import DecisionLog, RecordTampered
+    from duanka.serving.batch_job import NothingToScore, decide_stored_period, record_decisions
+    from duanka.serving.state import ServingPaths
+
+    try:
+        decided = decide_stored_period(store, start, end, model, explain_all=explain_all)
+    except NothingToScore as exc:
+        raise fail(str(exc)) from None
+    write_and_show_scores(decided.scores, out, model, excel=excel)
+    path = ServingPaths.for_data(store.root, get_settings()).decisions
+    try:
+        with DecisionLog(path, chain_key=chain_key) as log:
+            recorded = record_decisions(log, decided, model)
+    except RecordTampered as exc:
+        raise fail(str(exc)) from None
+    show_recorded(recorded, path)
+
+
+def show_recorded(recorded: Recorded, path: Path) -> None:
+    """How many decisions were appended to the record at ``path``, and how many it held already."""
+    console.print(
+        f"recorded {recorded.recorded:,} decisions (request {recorded.request_id}) -> {path}; "
+        f"{recorded.already:,} were there already",
+        soft_wrap=True,
+    )
+    if recorded.differing:
+        err.print(
+            f"[bold yellow]{recorded.differing:,} of them[/] were answered for other content than the "
+            "event store holds under their ids (the row digests differ): left as they were",
+            soft_wrap=True,
         )
 
 

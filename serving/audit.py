@@ -7,15 +7,21 @@ caller survives a power cut). Three tables:
     One row per scored request item: request id, application id, caller's key
     id, time, model name, version and booster hash, score, band, reason codes,
     latency, whether it replayed a stored response, and which hard rule decided
-    (``watchlist``; empty when the model did). Triggers refuse UPDATE and DELETE.
+    (``watchlist``; empty when the model did), and the application's branch and
+    time (``branch_id``, ``applied_at``). Triggers refuse UPDATE and DELETE.
     A file made before the ``rule`` column existed gets it on open (empty for
-    the rows already there: the model decided them).
+    the rows already there: the model decided them); one made before
+    ``branch_id`` and ``applied_at`` gets them, NULL for its rows. Batch
+    decisions (``duanka score --record``) are here too, with ``key_id``
+    :data:`BATCH_KEY_ID`.
 ``events``
     Model loads and switches, label feeds: when, who, what. Append-only too.
 ``responses``
     The response given for each application id, so that a retry gets the same
     answer without scoring or counting twice, and the prepared (pseudonymised)
-    application it answered: the redo record of the online state.
+    application it answered: the redo record of the online state. A batch
+    decision's response holds no application (NULL): it came from the event
+    store, which the state follows, so there is nothing to redo.
 ``meta``
     ``state_synced_through``: the last response whose application is known to be
     on disk in the online state too. The state is written without an fsync per
@@ -40,7 +46,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +66,7 @@ from duanka.serving.chain import (
     meta_rows,
     meta_seal,
     open_problem,
+    selected_columns,
 )
 from duanka.serving.workbook import write_workbook
 
@@ -71,7 +78,8 @@ _SCHEMA = (
     "decided_at TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, "
     "booster_sha256 TEXT NOT NULL, score REAL NOT NULL, band TEXT NOT NULL, reason_codes TEXT NOT NULL, "
     "latency_ms REAL NOT NULL, replayed INTEGER NOT NULL, rule TEXT NOT NULL DEFAULT '', "
-    "chain TEXT NOT NULL DEFAULT '', client_request_id TEXT, bundle_sha256 TEXT)",
+    "chain TEXT NOT NULL DEFAULT '', client_request_id TEXT, bundle_sha256 TEXT, branch_id TEXT, "
+    "applied_at TEXT)",
     "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
     "kind TEXT NOT NULL, key_id TEXT, request_id TEXT, detail TEXT NOT NULL, chain TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS responses (application_id TEXT PRIMARY KEY, row_digest TEXT NOT NULL, "
@@ -88,6 +96,7 @@ _SCHEMA = (
 
 
 _SYNCED = "state_synced_through"
+_IDS_PER_QUERY = 900
 _SEALED_UPSERT = (
     "INSERT INTO meta (name, value, seal) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = excluded.value, seal = excluded.seal"
@@ -112,8 +121,11 @@ class RecordTampered(RuntimeError):
         )
 
 
-def _event_text(event: Mapping[str, object]) -> str:
-    """A prepared application as JSON: its one timestamp as ISO 8601, the rest as they are."""
+def _event_text(event: Mapping[str, object] | None) -> str | None:
+    """A prepared application as JSON: its one timestamp as ISO 8601, the rest as they are; None for
+    none (a batch decision: its application is the event store's, nothing for the state to redo)."""
+    if event is None:
+        return None
     return json.dumps({**event, "applied_at": event["applied_at"].isoformat()})  # type: ignore[attr-defined]
 
 
@@ -144,6 +156,64 @@ class DecisionRow:
     # the signed bundle (booster, calibrator, band cuts) as a whole: the booster alone does not say
     # which cuts turned the score into this band
     bundle_sha256: str | None = None
+    branch_id: str | None = None  # the application's branch
+    applied_at: str | None = None  # the application's time, :func:`iso_utc`
+
+    @classmethod
+    def of_response(
+        cls,
+        application_id: str,
+        response: Mapping[str, object],
+        *,
+        request_id: str,
+        key_id: str,
+        decided_at: str,
+        latency_ms: float,
+        replayed: bool,
+        branch_id: str,
+        applied_at: str,
+        client_request_id: str | None = None,
+    ) -> DecisionRow:
+        """The audit line of one answer (:func:`duanka.serving.decision.answer`), as the service and
+        ``duanka score --record`` both write it.
+
+        Parameters
+        ----------
+        application_id : str
+            The application answered.
+        response : mapping
+            The answer: its model, score, band, reasons and rule are audited.
+        request_id, key_id, decided_at, latency_ms, replayed, client_request_id
+            As :class:`DecisionRow`'s fields.
+        branch_id, applied_at : str
+            The application's branch and time (:func:`iso_utc`).
+        """
+        model: dict = response["model"]  # type: ignore[assignment]
+        reasons: list[dict] = response["reasons"]  # type: ignore[assignment]
+        return cls(
+            request_id=request_id,
+            application_id=application_id,
+            key_id=key_id,
+            decided_at=decided_at,
+            model_name=model["name"],
+            model_version=model["version"],
+            booster_sha256=model["booster_sha256"],
+            score=float(response["score"]),  # type: ignore[arg-type]
+            band=str(response["band"]),
+            reason_codes="|".join(r["code"] for r in reasons),
+            latency_ms=latency_ms,
+            replayed=replayed,
+            rule=str(response.get("rule") or ""),
+            client_request_id=client_request_id,
+            bundle_sha256=model["bundle_sha256"],
+            branch_id=branch_id,
+            applied_at=applied_at,
+        )
+
+
+BATCH_KEY_ID = "batch"
+"""The ``key_id`` of decisions ``duanka score --record`` made: an operator's run, not an API key's
+caller (API key ids are hexadecimal, so never this)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +224,22 @@ class StoredResponse:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def iso_utc(at: datetime) -> str:
+    """An aware instant as the record writes times: ISO 8601 in UTC, to the microsecond.
+
+    The service (a prepared application's ``datetime``) and batch scoring (a stored
+    ``pandas.Timestamp``) write one application's time as one text.
+
+    Raises
+    ------
+    ValueError
+        ``at`` is naive: its zone would be a guess.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"{at!r} has no time zone: the decision record holds UTC instants only")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 class DecisionLog:
@@ -204,6 +290,9 @@ class DecisionLog:
             self._con.execute("ALTER TABLE decisions ADD COLUMN client_request_id TEXT")
         if "bundle_sha256" not in columns:  # before each row named the whole bundle it was decided by
             self._con.execute("ALTER TABLE decisions ADD COLUMN bundle_sha256 TEXT")
+        for added in ("branch_id", "applied_at"):  # before decisions were listed by branch and date
+            if added not in columns:
+                self._con.execute(f"ALTER TABLE decisions ADD COLUMN {added} TEXT")
         if "event" not in {row[1] for row in self._con.execute("PRAGMA table_info(responses)")}:
             # written when the state was fsynced per application: its older answers need no redo
             self._con.execute("ALTER TABLE responses ADD COLUMN event TEXT")
@@ -282,10 +371,27 @@ class DecisionLog:
             ).fetchone()
         return None if row is None else StoredResponse(row[0], json.loads(row[1]))
 
+    def answered(self, application_ids: Sequence[str]) -> dict[str, str]:
+        """``application_id -> row_digest`` of those of ``application_ids`` already answered."""
+        found: dict[str, str] = {}
+        ids = list(application_ids)
+        with self._lock:
+            # SQLite binds at most 999 parameters per statement in older builds
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                chunk = ids[start : start + _IDS_PER_QUERY]
+                found.update(
+                    self._con.execute(
+                        "SELECT application_id, row_digest FROM responses "
+                        f"WHERE application_id IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
+        return found
+
     def record(
         self,
         decisions: Iterable[DecisionRow],
-        responses: Mapping[str, tuple[str, dict, Mapping[str, object]]] | None = None,
+        responses: Mapping[str, tuple[str, dict, Mapping[str, object] | None]] | None = None,
         *,
         state_synced_through: int | None = None,
     ) -> int | None:
@@ -297,6 +403,9 @@ class DecisionLog:
             Every item of the request, replays included.
         responses : mapping, optional
             ``application_id -> (row_digest, response, prepared event)`` for the newly scored items.
+            The event is None for a batch decision (``duanka score --record``): its application
+            came from the event store, so the online state has it already and never redoes it
+            (:meth:`unsynced_events` passes over it).
         state_synced_through : int, optional
             A response position (as returned here) whose applications, and all before, are now
             synced in the online state.
@@ -336,12 +445,17 @@ class DecisionLog:
         return last
 
     def scores_since(self, booster_sha256: str, since: datetime) -> tuple[list[datetime], list[float]]:
-        """When, and what, ``booster_sha256`` scored from ``since`` on (replays excluded), oldest first."""
+        """When, and what, ``booster_sha256`` scored from ``since`` on, oldest first: the service's own
+        decisions, replays and batch decisions (:data:`BATCH_KEY_ID`) excluded.
+
+        A batch run decides a past period's applications at once: counted on the day of the run,
+        its scores would cut that day's bands from openings that were not that day's.
+        """
         with self._lock:
             rows = self._con.execute(
                 "SELECT decided_at, score FROM decisions WHERE booster_sha256 = ? AND replayed = 0 "
-                "AND decided_at >= ? ORDER BY seq",
-                (booster_sha256, since.astimezone(UTC).isoformat(timespec="microseconds")),
+                "AND key_id != ? AND decided_at >= ? ORDER BY seq",
+                (booster_sha256, BATCH_KEY_ID, since.astimezone(UTC).isoformat(timespec="microseconds")),
             ).fetchall()
         return [datetime.fromisoformat(at) for at, _ in rows], [float(score) for _, score in rows]
 
@@ -435,9 +549,10 @@ def export(path: Path, out: Path, table: str = "decisions", *, excel: bool = Fal
     con = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
     try:
         # named columns: a record that gained a column on open holds them in another order
-        order, columns = CHAINED[table]
+        # a record not opened since a column was added reads it as NULL (nothing is added read-only)
+        order, _ = CHAINED[table]
         frame = pd.read_sql_query(
-            f"SELECT {order}, {', '.join(columns)}, chain FROM {table} ORDER BY {order}", con
+            f"SELECT {order}, {selected_columns(con, table)}, chain FROM {table} ORDER BY {order}", con
         )
         if table == "decisions":
             frame = frame.merge(_reason_texts(con), on="application_id", how="left")

@@ -33,11 +33,12 @@ from duanka.data.validate import validate
 from duanka.data.watchlist import Watchlist
 from duanka.features.offline import build_features
 from duanka.features.registry import MAX_WINDOW_DAYS, MODEL_FEATURES
-from duanka.serving.decision import decide
+from duanka.serving.decision import answer, decide
 from duanka.serving.model_source import LoadedModel
-from duanka.serving.rules import refuse_listed
+from duanka.serving.rules import RuleDecision, refuse_listed, watchlist_decision
 from duanka.serving.workbook import write_workbook
 from duanka.training.bands import ACTIONS, DailyBands, RefreshPolicy, day_start, local_days
+from duanka.training.explain import Reason
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -153,6 +154,19 @@ def score_features(
         :data:`SCORE_COLUMNS`, in the order of ``features``; reason columns are
         empty strings where not explained or where nothing raises the risk.
     """
+    scores, _ = _decided(features, model, bands=bands, explain_all=explain_all, progress=progress)
+    return scores
+
+
+def _decided(
+    features: pd.DataFrame,
+    model: LoadedModel,
+    *,
+    bands: DailyBands | None,
+    explain_all: bool,
+    progress: bool,
+) -> tuple[pd.DataFrame, list[list[Reason]]]:
+    """:func:`score_features`, and each row's reasons as found (what the decision record words)."""
     X = _matrix(features)
     n = len(X)
     cuts = model.registered.bundle.bands if bands is None else bands
@@ -161,7 +175,8 @@ def score_features(
     codes = np.empty(n, dtype=object)
     texts_zh = np.empty(n, dtype=object)
     texts_en = np.empty(n, dtype=object)
-    with _progress(progress) as bar:
+    reasons: list[list[Reason]] = []
+    with progress_bars(progress) as bar:
         advance = bar("scoring", n)
         for start in range(0, n, _CHUNK):
             rows = slice(start, min(n, start + _CHUNK))
@@ -177,8 +192,9 @@ def score_features(
             codes[rows] = [CODE_SEPARATOR.join(r.code for r in found) for found in decided.reasons]
             texts_zh[rows] = [TEXT_SEPARATOR.join(r.text_zh for r in found) for found in decided.reasons]
             texts_en[rows] = [TEXT_SEPARATOR.join(r.text_en for r in found) for found in decided.reasons]
+            reasons.extend(decided.reasons)
             advance(rows.stop - start)
-    return pd.DataFrame(
+    scores = pd.DataFrame(
         {
             "application_id": features["application_id"].to_numpy(dtype=object),
             "score": scores,
@@ -191,6 +207,7 @@ def score_features(
         },
         columns=list(SCORE_COLUMNS),
     )
+    return scores, reasons
 
 
 def _period_where(start: pd.Timestamp, end: pd.Timestamp) -> pc.Expression:
@@ -219,13 +236,125 @@ def score_period(
     confirmation; the point-in-time rule keeps confirmations from after an
     application out of its features.
     """
+    return decide_period(store, start, end, model, explain_all=explain_all, progress=progress).scores
+
+
+@dataclass(frozen=True)
+class PeriodDecisions:
+    """A stored period's batch decisions: the scores file's rows, and what the decision record keeps
+    of each (``duanka score --record``), row for row.
+
+    Attributes
+    ----------
+    scores : pandas.DataFrame
+        :data:`SCORE_COLUMNS`, the hard rule applied: what :func:`score_period` returns.
+    features : pandas.DataFrame
+        ``application_id``, ``applied_at`` and the features of each scored application.
+    model_bands : numpy.ndarray
+        The band the score alone gives each row (a rule refusal's ``model_band``).
+    reasons : list of list of Reason
+        The model's reasons of each row (empty where it was not explained).
+    refusals : list of RuleDecision or None
+        The hard rule's refusal of each row; None where the model decided.
+    reached : pyarrow.Table
+        The stored applications the period's windows reach (the scored ones among them).
+    """
+
+    scores: pd.DataFrame
+    features: pd.DataFrame
+    model_bands: np.ndarray
+    reasons: list[list[Reason]]
+    refusals: list[RuleDecision | None]
+    reached: pa.Table
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def applications(self) -> pd.DataFrame:
+        """``application_id``, ``branch_id``, ``applied_at`` and ``row_digest`` of each scored row.
+
+        ``row_digest`` is the one the store keeps: the keyed digest of the application's contract
+        row, which the service computes for that row too (:mod:`duanka.data.derived`).
+        """
+        ids = self.features["application_id"].to_numpy(dtype=object)
+        stored = (
+            self.reached.select(["application_id", "branch_id", "row_digest"])
+            .filter(pc.is_in(self.reached["application_id"], pa.array(ids, pa.string())))
+            .to_pandas()
+            .drop_duplicates("application_id")
+            .set_index("application_id")
+        )
+        found = stored.reindex(ids)
+        if found.isna().any().any():
+            # the features were built from ``reached``: a row missing there is a bug, never a NULL
+            raise RuntimeError("a scored application is missing from the stored applications scored")
+        return pd.DataFrame(
+            {
+                "application_id": ids,
+                "branch_id": found["branch_id"].to_numpy(dtype=object),
+                "applied_at": self.features["applied_at"].to_numpy(),
+                "row_digest": found["row_digest"].to_numpy(dtype=object),
+            }
+        )
+
+    def answers(self, model: LoadedModel, rows: np.ndarray) -> list[dict]:
+        """The answers of ``rows`` (positions) as the service words and stores them (:func:`answer`).
+
+        Parameters
+        ----------
+        model : LoadedModel
+            The model that decided them.
+        rows : numpy.ndarray
+            Row positions, the same in :attr:`scores`, :attr:`features` and the rest.
+        """
+        X = _matrix(self.features.iloc[rows])
+        ids = self.features["application_id"].iloc[rows].tolist()
+        scores = self.scores["score"].to_numpy()
+        return [
+            answer(
+                model,
+                aid,
+                x,
+                scores[row],
+                str(self.model_bands[row]),
+                self.reasons[row],
+                self.refusals[row],
+            )
+            for row, aid, x in zip(rows.tolist(), ids, X, strict=True)
+        ]
+
+
+def decide_period(
+    store: EventStore,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    model: LoadedModel,
+    *,
+    explain_all: bool = False,
+    progress: bool = False,
+) -> PeriodDecisions:
+    """:func:`score_period`, keeping what each decision's answer is worded from.
+
+    Raises
+    ------
+    data.store.StoreOutdated
+        A part of the store lacks a column this code stores.
+    """
     reached = store.applications().filter(_period_where(start, end))
     listings = store.watchlist()
     features = build_features(reached, store.labels(), listings=listings, progress=progress)
     chosen = features.loc[(features["applied_at"] >= start) & (features["applied_at"] < end)]
     bands = daily_bands(model, *band_history(features, chosen))
-    scores = score_features(chosen, model, bands=bands, explain_all=explain_all, progress=progress)
-    return apply_watchlist(scores, chosen, reached, Watchlist(listings))
+    scores, reasons = _decided(chosen, model, bands=bands, explain_all=explain_all, progress=progress)
+    model_bands = scores["band"].to_numpy(dtype=object)
+    listed = _listings(scores, chosen, reached, Watchlist(listings))
+    refusals: list[RuleDecision | None] = [None] * len(scores)
+    if listed is not None:
+        scores = refuse_listed(scores, listed)
+        found = listed["source"].notna().to_numpy()
+        for row in np.flatnonzero(found).tolist():
+            refusals[row] = watchlist_decision(listed["source"].iloc[row], listed["listed_at"].iloc[row])
+    return PeriodDecisions(scores, chosen, model_bands, reasons, refusals, reached)
 
 
 def _partition_history(path: str, model: LoadedModel, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -373,16 +502,24 @@ def apply_watchlist(
     watchlist : Watchlist
         The listings to apply.
     """
+    listings = _listings(scores, features, applications, watchlist)
+    return scores if listings is None else refuse_listed(scores, listings)
+
+
+def _listings(
+    scores: pd.DataFrame, features: pd.DataFrame, applications: pa.Table | None, watchlist: Watchlist
+) -> pd.DataFrame | None:
+    """:meth:`Watchlist.listings_for` the scored applications, row for row; None when nobody can be
+    listed (:func:`apply_watchlist`'s parameters)."""
     if len(watchlist) == 0 or scores.empty or applications is None:
-        return scores
+        return None
     ids = applications.select(["application_id", "applicant_key"]).to_pandas()
     applicant = features["application_id"].map(
         ids.drop_duplicates("application_id").set_index("application_id")["applicant_key"]
     )
-    listings = watchlist.listings_for(
+    return watchlist.listings_for(
         applicant.reset_index(drop=True), features["applied_at"].reset_index(drop=True)
     )
-    return refuse_listed(scores, listings)
 
 
 def write_scores(
@@ -417,7 +554,7 @@ def write_scores(
 
 
 @contextmanager
-def _progress(show: bool) -> Iterator:
+def progress_bars(show: bool) -> Iterator:
     """``bar(label, total)`` returns ``advance(n)``; a no-op unless ``show``."""
     if not show:
         yield lambda label, total: lambda n: None

@@ -55,10 +55,16 @@ DECISION_COLUMNS = (
     "rule",
     "client_request_id",
     "bundle_sha256",
+    # the application's branch and time (ISO 8601, UTC), so that decisions can be listed by both
+    # without the responses' JSON
+    "branch_id",
+    "applied_at",
 )
 # Columns added after chains existed, at a table's end: covered when they hold a value, so that
-# rows written before them (where they read NULL) keep the chain values they were given.
-ADDED_SINCE_CHAINING = {"decisions": 2}
+# rows written before them (where they read NULL) keep the chain values they were given. Raised
+# by one with each column appended: ``client_request_id``, ``bundle_sha256``, ``branch_id``,
+# ``applied_at``.
+ADDED_SINCE_CHAINING = {"decisions": 4}
 # table -> (order, the columns each chain value covers, in order)
 CHAINED: dict[str, tuple[str, tuple[str, ...]]] = {
     "decisions": ("seq", DECISION_COLUMNS),
@@ -230,6 +236,19 @@ def _chain_column(con: sqlite3.Connection, table: str) -> str:
     return "chain" if "chain" in columns else "'' AS chain"
 
 
+def selected_columns(con: sqlite3.Connection, table: str) -> str:
+    """The SELECT list of ``table``'s chained columns, in :data:`CHAINED` order.
+
+    A record laid out before a column of :data:`ADDED_SINCE_CHAINING` existed gets it on open for
+    writing; a reader opens it read-only and adds nothing, so the column reads NULL here, as its
+    rows do once it is added, and their chain values still follow.
+    """
+    _, columns = CHAINED[table]
+    present = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+    added = columns[len(columns) - ADDED_SINCE_CHAINING.get(table, 0) :]
+    return ", ".join(c if c in present or c not in added else f"NULL AS {c}" for c in columns)
+
+
 @dataclass(frozen=True)
 class UnchainedRow:
     """The first row, in :data:`CHAINED` order, that holds no chain value."""
@@ -378,13 +397,14 @@ def verify(
     heads: dict[str, TableHead] = {}
     problem: str | None = None
     missed: dict[int, str] = {}  # anchor position -> why the record does not reach it
-    for table, (order, columns) in CHAINED.items():
+    for table, (order, _) in CHAINED.items():
         wanted: dict[int, list[tuple[int, str]]] = {}
         for i, head in enumerate(expected):
             wanted.setdefault(head.tables[table].rows, []).append((i, head.tables[table].value))
         previous, position = genesis(key, table), 0
         for rowid, *values, stored in con.execute(
-            f"SELECT {order}, {', '.join(columns)}, {_chain_column(con, table)} FROM {table} ORDER BY {order}"
+            f"SELECT {order}, {selected_columns(con, table)}, {_chain_column(con, table)} "
+            f"FROM {table} ORDER BY {order}"
         ):
             expected_value = link(key, previous, table, position, values)
             if problem is None and not hmac.compare_digest(expected_value, stored or ""):

@@ -2,8 +2,10 @@
 
 Generate a bank, ingest it under the demo pseudonym key (unless a key is configured), train
 as of the end of its period, promote, write the model report, and score its last month with
-the champion. It lives in serving, the one room that may use all the others. It prints
-nothing: it tells a :class:`QuickstartSteps` what each step did, and raises what a step raises.
+the champion, recording its decisions in the store's decision record (as ``duanka score
+--record`` does), where the service and its pages read them. It lives in serving, the one room
+that may use all the others. It prints nothing: it tells a :class:`QuickstartSteps` what each
+step did, and raises what a step raises.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from duanka.data.config import SHANGHAI, Settings
 from duanka.data.ingest_job import FileProgress, IngestedFile, contract_files, ingest_files
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.store import EventStore, StoreOutdated
+from duanka.data.store_lock import StoreHeld
 from duanka.data.synthetic import GeneratedBank, generate_bank
-from duanka.serving.batch import write_scores
-from duanka.serving.batch_job import score_stored_period
+from duanka.serving.audit import DecisionLog, RecordTampered
+from duanka.serving.batch import PeriodDecisions, write_scores
+from duanka.serving.batch_job import Recorded, decide_stored_period, record_decisions
+from duanka.serving.chain import MissingChainKey, chain_key
 from duanka.serving.model_source import LoadedModel, ModelSource
+from duanka.serving.state import ServingPaths
 from duanka.training.bands import ALERT_BANDS, BLOCKED
 from duanka.training.jobs import promote_challenger, train_challenger
 from duanka.training.promote import Decision
@@ -88,11 +94,31 @@ class DemoPlan:
 
 @dataclass(frozen=True)
 class DemoScores:
-    """The last month's scores and what they say."""
+    """The last month's scores and what they say.
+
+    Attributes
+    ----------
+    scores : pandas.DataFrame
+        The scores file's rows.
+    written : pathlib.Path
+        Where they were written.
+    model : LoadedModel
+        The champion that scored them.
+    record : pathlib.Path
+        The store's decision record.
+    recorded : Recorded, optional
+        What was appended to ``record``; None when nothing could be (``not_recorded`` says why).
+    not_recorded : str, optional
+        Why the decisions were not recorded: the service holds the store, no audit key is
+        configured beside a configured pseudonym key, or the record was tampered with.
+    """
 
     scores: pd.DataFrame
     written: Path
     model: LoadedModel
+    record: Path
+    recorded: Recorded | None = None
+    not_recorded: str | None = None
 
     @property
     def refused(self) -> int:
@@ -178,7 +204,32 @@ def run_quickstart(
     start, end = plan.last_month_start, plan.as_of
     steps.scoring_started(start, end)
     champion = ModelSource(CHAMPION_URI, configure(settings), signing_key=signing_key(settings)).load()
-    scores = score_stored_period(store, start.tz_convert("UTC"), end.tz_convert("UTC"), champion)
-    demo = DemoScores(scores, write_scores(scores, plan.scores_path), champion)
+    decided = decide_stored_period(store, start.tz_convert("UTC"), end.tz_convert("UTC"), champion)
+    written = write_scores(decided.scores, plan.scores_path)
+    record = ServingPaths.for_data(store.root, settings).decisions
+    try:
+        recorded = _record(store, record, decided, champion, chain_key(settings, keys))
+    except (StoreHeld, MissingChainKey, RecordTampered) as exc:
+        # the scores are written: the demo goes on, and says why its record stayed as it was
+        demo = DemoScores(decided.scores, written, champion, record, not_recorded=str(exc))
+    else:
+        demo = DemoScores(decided.scores, written, champion, record, recorded)
     steps.scored(demo)
     return demo
+
+
+def _record(
+    store: EventStore, record: Path, decided: PeriodDecisions, model: LoadedModel, key: bytes
+) -> Recorded:
+    """Append ``decided`` to the decision record at ``record``, holding the store meanwhile (a
+    service on it would extend the same chain).
+
+    Raises
+    ------
+    StoreHeld
+        A service holds the store.
+    RecordTampered
+        The record was tampered with (the service would refuse it too).
+    """
+    with store.hold("quickstart"), DecisionLog(record, chain_key=key) as log:
+        return record_decisions(log, decided, model)

@@ -16,7 +16,6 @@ restart redoes (:meth:`Scorer.redo`) only the applications answered after that. 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,15 +29,14 @@ from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.watchlist import Watchlist, WatchlistSource
 from duanka.features.online import HeldApplication, OnlineFeatureStore
 from duanka.features.registry import MODEL_FEATURES
-from duanka.serving.audit import DecisionLog, DecisionRow, utc_now
+from duanka.serving.audit import DecisionLog, DecisionRow, iso_utc, utc_now
 from duanka.serving.band_refresh import RecentScores
-from duanka.serving.decision import ModelDecisions, decide
+from duanka.serving.decision import ModelDecisions, answer, decide
 from duanka.serving.model_source import LoadedModel
 from duanka.serving.prepare import FieldError, InvalidInput, prepare_applications
-from duanka.serving.rules import refusal, refusal_action
+from duanka.serving.rules import refusal
 from duanka.serving.time_bounds import after_the_clock, before_the_clock
-from duanka.training.bands import ACTION_TEXT, ACTIONS, BLOCKED, Bands
-from duanka.training.explain import Reason
+from duanka.training.bands import Bands
 
 DEFAULT_TOLERANCE = timedelta(seconds=default_of("backdating_tolerance_s"))
 DEFAULT_FUTURE_TOLERANCE = timedelta(seconds=default_of("future_tolerance_s"))
@@ -58,56 +56,20 @@ class ConflictingResend(ValueError):
         self.application_ids = application_ids
 
 
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
-
-
-def _reason(reason: Reason) -> dict[str, object]:
-    return {
-        "code": reason.code,
-        "family": reason.family,
-        "feature": reason.feature,
-        "value": _number(reason.value),
-        "contribution": float(reason.contribution),
-        "text_zh": reason.text_zh,
-        "text_en": reason.text_en,
-    }
-
-
 def _response(
     model: LoadedModel, event: dict, x: np.ndarray, decided: ModelDecisions, row: int, watchlist: Watchlist
 ) -> dict:
     """The answer for one decided application, refused by rule if its applicant is listed."""
-    band = str(decided.bands[row])
-    action = ACTIONS[band]
-    zh, en = ACTION_TEXT[action]
-    response = {
-        "application_id": event["application_id"],
-        "score": float(decided.scores[row]),
-        "band": band,
-        "action": action,
-        "action_zh": zh,
-        "action_en": en,
-        "reasons": [_reason(r) for r in decided.reasons[row]],
-        "rule": None,
-        "model_band": band,
-        "model": model.describe(),
-        "features": {name: _number(v) for name, v in zip(MODEL_FEATURES, x, strict=True)},
-    }
     listing = watchlist.listing(event["applicant_key"], event["applied_at"])
-    if listing is not None:
-        # the rule decides; the model's score and band stay, for monitoring only
-        ruled = refusal(listing)
-        action, zh, en = refusal_action()
-        response |= {
-            "band": BLOCKED,
-            "action": action,
-            "action_zh": zh,
-            "action_en": en,
-            "reasons": [ruled.reason()],
-            "rule": ruled.rule,
-        }
-    return response
+    return answer(
+        model,
+        event["application_id"],
+        x,
+        decided.scores[row],
+        str(decided.bands[row]),
+        decided.reasons[row],
+        None if listing is None else refusal(listing),
+    )
 
 
 @dataclass(frozen=True)
@@ -303,24 +265,21 @@ class Scorer:
         latency = (time.perf_counter() - started) * 1000.0
         decided_at = utc_now()
         rows = [
-            DecisionRow(
+            DecisionRow.of_response(
+                aid,
+                scored.response,
                 request_id=request_id,
-                application_id=aid,
                 key_id=key_id,
                 decided_at=decided_at,
-                model_name=answer.response["model"]["name"],
-                model_version=answer.response["model"]["version"],
-                booster_sha256=answer.response["model"]["booster_sha256"],
-                score=answer.response["score"],
-                band=answer.response["band"],
-                reason_codes="|".join(r["code"] for r in answer.response["reasons"]),
                 latency_ms=latency,
-                replayed=answer.replayed,
-                rule=answer.response.get("rule") or "",
+                replayed=scored.replayed,
                 client_request_id=client_request_id,
-                bundle_sha256=answer.response["model"]["bundle_sha256"],
+                # a replay's event is its application as sent again: the same content (a different
+                # one is refused above), so the same branch and time
+                branch_id=unique[aid]["branch_id"],
+                applied_at=iso_utc(unique[aid]["applied_at"]),
             )
-            for aid, answer in answers.items()
+            for aid, scored in answers.items()
         ]
         noted = None  # how far the answers are surely in the state, once the sync asked is done
         if self._syncing is not None and self.online.synced(self._syncing[0]):

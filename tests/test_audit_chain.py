@@ -110,7 +110,8 @@ def test_an_intact_record_verifies_and_reaches_its_own_anchor(record):
             [
                 "INSERT INTO decisions SELECT 1000, request_id, application_id, key_id, decided_at, "
                 "model_name, model_version, booster_sha256, score, band, reason_codes, latency_ms, replayed, "
-                "rule, chain, client_request_id, bundle_sha256 FROM decisions WHERE seq = 5",
+                "rule, chain, client_request_id, bundle_sha256, branch_id, applied_at FROM decisions "
+                "WHERE seq = 5",
                 "UPDATE decisions SET seq = seq + 2000 WHERE seq > 5 AND seq < 1000",
                 "UPDATE decisions SET seq = 6 WHERE seq = 1000",
             ],
