@@ -22,14 +22,20 @@ queue and the highest-scored case as PNG files. README.md and docs/serving.md re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -124,13 +130,87 @@ def median_ms(call, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _duanka(*args: object) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "duanka.cli", *map(str, args)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"duanka {' '.join(map(str, args))} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def screenshots(demo: Path, out: Path, port: int, repeats: int) -> None:
+    """Serve the demo store, sign a reviewer in through a link, save the queue and a case as PNG."""
+    from selenium.webdriver import Chrome, ChromeOptions
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    created = _duanka("keys", "create", "--reviewer", "--data", demo)
+    key_id = re.search(r"--key-id (\w+)", created).group(1)
+    url = f"http://127.0.0.1:{port}"
+    service = subprocess.Popen(
+        [sys.executable, "-m", "duanka.cli", "serve", "--data", str(demo), "--demo", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    options = ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        for _ in range(600):
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/readyz", timeout=1).status == 200:
+                    break
+            if service.poll() is not None:
+                raise SystemExit(f"duanka serve stopped: {service.stderr.read()}")
+            time.sleep(0.5)
+        link = (
+            _duanka("review", "link", "--key-id", key_id, "--data", demo, "--url", url)
+            .strip()
+            .splitlines()[-1]
+        )
+        driver.get(link)
+        WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/review"))
+        out.mkdir(parents=True, exist_ok=True)
+        cookie = {"duanka_review": driver.get_cookie("duanka_review")["value"]}
+        queue_ms = median_ms(lambda: httpx.get(f"{url}/review", cookies=cookie, timeout=30), repeats)
+        rows = len(driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr"))
+        driver.set_window_size(1400, 1600)
+        driver.save_screenshot(str(out / "review-queue.png"))
+        first = driver.find_element(By.CSS_SELECTOR, "#queue tbody tr a").get_attribute("href")
+        case_ms = median_ms(lambda: httpx.get(first, cookies=cookie, timeout=30), repeats)
+        driver.get(first)
+        driver.set_window_size(1400, 1800)
+        driver.save_screenshot(str(out / "review-case.png"))
+        print(
+            f"demo queue: {rows} rows on its first page; "
+            f"GET /review {queue_ms:.1f} ms, GET a case {case_ms:.1f} ms"
+        )
+        print(f"screenshots -> {out / 'review-queue.png'}, {out / 'review-case.png'}")
+    finally:
+        driver.quit()
+        service.terminate()
+        service.wait(timeout=30)
+        _duanka("keys", "revoke", key_id, "--data", demo)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--open-cases", type=int, default=10_000)
     parser.add_argument("--ring", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-review"))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--screenshots", type=Path, help="Save the demo's queue and a case here (PNG).")
+    parser.add_argument("--demo", type=Path, default=Path("data/quickstart/store"), help="The demo store.")
+    parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
+    if args.screenshots is not None:
+        screenshots(args.demo, args.screenshots, args.port, args.repeats)
+        return
     decisions, online, ring_case = build(args.work, args.open_cases, args.ring)
     wanted = QueueFilter()
 

@@ -70,6 +70,12 @@ def quickstart(
     )
     console.print(f"{me} keys create --data {plan.store_dir}", soft_wrap=True, markup=False)
     console.print(f"{me} serve --data {plan.store_dir} --demo", soft_wrap=True, markup=False)
+    console.print(
+        "sign a reviewer in to the case queue (in another terminal while it serves; the queue holds "
+        "the demo month's referred cases): a reviewer key, then the one-time link it prints the command for",
+        soft_wrap=True,
+    )
+    console.print(f"{me} keys create --reviewer --data {plan.store_dir}", soft_wrap=True, markup=False)
 
 
 class QuickstartPrinter:

@@ -55,6 +55,7 @@ SMOKED = {
     "bench_label_policies.py",
     "bench_load.py",
     "bench_quality.py",
+    "bench_review.py",
     "bench_scenarios.py",
     "bench_serve.py",
     "bench_train.py",
@@ -372,4 +373,19 @@ def test_bench_clients_times_slow_and_greedy_clients_under_the_default_limits(se
         rf"^\s+unknown key, 1 MB announced, none sent{held}401 Unauthorized': 20\}}$",
         r"^\s+200 scores at once: \d+ answered 200, p50 \d+ ms, max \d+ ms$",
         r"^\s+one key, 8 connections flat out for 3 s: \{200: \d+",
+    )
+
+
+def test_bench_review_times_the_queue_and_a_ring_drawn(tmp_path, scratch):
+    out = bench(
+        "bench_review.py",
+        *("--open-cases", 400, "--ring", 40, "--repeats", 1, "--work", tmp_path / "review"),
+        scratch=scratch,
+    )
+    assert_lines(
+        out,
+        rf"^queue: 400 open cases in {NUMBER} rings, {NUMBER} pages$",
+        rf"^queue page, cold \(cases read and grouped, HTML\):\s+{NUMBER} ms$",
+        rf"^queue page, warm \(record unchanged, HTML\):\s+{NUMBER} ms$",
+        rf"^case graph: 40 applications read, laid out and drawn:\s+{NUMBER} ms$",
     )
