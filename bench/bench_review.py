@@ -4,9 +4,10 @@
     .venv/bin/python bench/bench_review.py --screenshots docs/images --demo data/quickstart/store
 
 Timings (median of repeats) on a scratch decision record holding ``--open-cases`` referred,
-undisposed decisions (each answer with three reasons, as the service stores them) among four
-times as many unreferred ones, and an online state where the open cases form rings of 2 to 12
-sharing an escort or an address building, plus one ring of ``--ring`` applications:
+undisposed decisions (each answer with three reasons, as the service stores them) among
+unreferred ones (``--decisions-per-case`` decisions in all for each referred one), and an online
+state where the open cases form rings sharing an escort or an address building, plus one ring of
+``--ring`` applications:
 
 - the queue page (``/review``, first page of 50 groups) as the route builds it: the cases read
   and grouped (cold: a new case book; warm: the record unchanged since the last page) and the HTML
@@ -61,7 +62,7 @@ REASONS = [
 ]
 
 
-def build(work: Path, open_cases: int, ring: int) -> tuple[Path, Path, str]:
+def build(work: Path, open_cases: int, ring: int, every: int) -> tuple[Path, Path, str]:
     """A scratch decision record and online state; the id of the big ring's first case."""
     if work.exists():
         shutil.rmtree(work)
@@ -71,9 +72,9 @@ def build(work: Path, open_cases: int, ring: int) -> tuple[Path, Path, str]:
     apps, rows, answers = [], [], {}
     ring_sizes = [2 + n % 11 for n in range(open_cases)]
     n_case = 0
-    for n in range(open_cases * 5):
-        referred = n % 5 == 0 and n_case < open_cases
-        at = START + timedelta(minutes=3 * n)
+    for n in range(open_cases * every):
+        referred = n % every == 0 and n_case < open_cases
+        at = START + timedelta(minutes=15 * n / every)  # as many cases a day whatever the record size
         application_id = f"APP{n:07d}"
         if referred:
             big = n_case < ring
@@ -181,7 +182,11 @@ def screenshots(demo: Path, out: Path, port: int, repeats: int) -> None:
         rows = len(driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr"))
         driver.set_window_size(1400, 1600)
         driver.save_screenshot(str(out / "review-queue.png"))
-        first = driver.find_element(By.CSS_SELECTOR, "#queue tbody tr a").get_attribute("href")
+        # the lead of the largest ring on the page: the case whose graph shows most
+        leads = driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr.lead")
+        sizes = [int(m.group(1)) if (m := re.search(r"ring of (\d+)", r.text)) else 1 for r in leads]
+        lead = leads[sizes.index(max(sizes))]
+        first = lead.find_element(By.TAG_NAME, "a").get_attribute("href")
         case_ms = median_ms(lambda: httpx.get(first, cookies=cookie, timeout=30), repeats)
         driver.get(first)
         driver.set_window_size(1400, 1800)
@@ -204,6 +209,9 @@ def main() -> None:
     parser.add_argument("--ring", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-review"))
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--decisions-per-case", type=int, default=5, help="Record size: decisions per referred one."
+    )
     parser.add_argument("--screenshots", type=Path, help="Save the demo's queue and a case here (PNG).")
     parser.add_argument("--demo", type=Path, default=Path("data/quickstart/store"), help="The demo store.")
     parser.add_argument("--port", type=int, default=8765)
@@ -211,7 +219,7 @@ def main() -> None:
     if args.screenshots is not None:
         screenshots(args.demo, args.screenshots, args.port, args.repeats)
         return
-    decisions, online, ring_case = build(args.work, args.open_cases, args.ring)
+    decisions, online, ring_case = build(args.work, args.open_cases, args.ring, args.decisions_per_case)
     wanted = QueueFilter()
 
     def cold() -> None:
@@ -221,7 +229,10 @@ def main() -> None:
     warm_book = CaseBook(decisions, online)
     warm_book.queue(None, wanted)
     page = warm_book.queue(None, wanted)
-    print(f"queue: {page.matched_cases:,} open cases in {page.matched_groups:,} rings, {page.pages} pages")
+    print(
+        f"queue: {page.matched_cases:,} open cases in {page.matched_groups:,} rings, {page.pages} pages, "
+        f"in a record of {args.open_cases * args.decisions_per_case:,} decisions"
+    )
     print(f"queue page, cold (cases read and grouped, HTML):  {median_ms(cold, args.repeats):7.1f} ms")
     warm = median_ms(lambda: render_queue(warm_book.queue(None, wanted), wanted), args.repeats)
     print(f"queue page, warm (record unchanged, HTML):        {warm:7.1f} ms")

@@ -74,7 +74,10 @@ def audit_export(
     out: Annotated[Path, typer.Option(help="CSV, Parquet or Excel (.xlsx) file to write.")],
     data: ServiceDataOption = None,
     table: Annotated[
-        str, typer.Option(help="decisions, or events (model switches, label feeds).")
+        str,
+        typer.Option(
+            help="decisions, or events (model switches, label feeds, case dispositions, page views)."
+        ),
     ] = "decisions",
     excel: ExcelOption = False,
 ) -> None:

@@ -94,6 +94,15 @@ _SCHEMA = (
     ),
 )
 
+# What the case queue reads (duanka.serving.review.cases), so that a page never scans a record of
+# millions of decisions: the referred ones (a few percent of rows) and the events by kind.
+REFERRED_WHERE = "band IN ('critical', 'high', 'blocked') AND replayed = 0"
+CASE_INDEXES = (
+    # seq first: the queue reads them in record order, from the index alone
+    "CREATE INDEX IF NOT EXISTS decisions_referred ON decisions (seq, application_id, branch_id, applied_at, "
+    f"decided_at, score, band, rule, model_version) WHERE {REFERRED_WHERE}",
+    "CREATE INDEX IF NOT EXISTS events_kind ON events (kind, seq)",
+)
 
 _SYNCED = "state_synced_through"
 _IDS_PER_QUERY = 900
@@ -298,6 +307,8 @@ class DecisionLog:
             self._con.execute("ALTER TABLE responses ADD COLUMN event TEXT")
         if "seal" not in {row[1] for row in self._con.execute("PRAGMA table_info(meta)")}:
             self._con.execute("ALTER TABLE meta ADD COLUMN seal TEXT NOT NULL DEFAULT ''")
+        for statement in CASE_INDEXES:
+            self._con.execute(statement)
         self._chain_key = chain_key
         self._chain = self._chained()
         self._insert = (

@@ -14,8 +14,8 @@ Everything a script writes, generated raw identifiers included, stays in pytest'
 
 Inputs are made once per module by other bench scripts, as their docstrings tell a reader:
 ``bench_quality.py`` leaves the generated world whose bank and store ``reference_model.py``,
-``bench_label_policies.py`` and ``bench_band_refresh.py`` read; ``bench_serve.py
---prepare-only`` leaves the bank, store and registered model that ``bench_serve.py``,
+``bench_label_policies.py``, ``bench_band_refresh.py`` and ``bench_reviewed_negatives.py`` read;
+``bench_serve.py --prepare-only`` leaves the bank, store and registered model that ``bench_serve.py``,
 ``bench_load.py`` and ``bench_clients.py`` reuse (``--work``), and whose registry
 ``bench_explain.py`` explains. Every seed is a script's own fixed default (only the
 lightgbm.dask fit varies from run to run, and no figure's value is asserted). The module takes
@@ -56,6 +56,7 @@ SMOKED = {
     "bench_load.py",
     "bench_quality.py",
     "bench_review.py",
+    "bench_reviewed_negatives.py",
     "bench_scenarios.py",
     "bench_serve.py",
     "bench_train.py",
@@ -277,6 +278,24 @@ def test_bench_label_policies_backtests_each_label_policy_on_a_tiny_world(qualit
     )
 
 
+def test_bench_reviewed_negatives_sets_three_trainings_side_by_side_on_a_tiny_world(quality_work, scratch):
+    work, _ = quality_work
+    out = bench(
+        "bench_reviewed_negatives.py",
+        *("--work", work, "--worlds", WORLD, "--applications", QUALITY_APPLICATIONS),
+        *("--warmup-months", 1, "--scored-months", 1, "--n-boot", 10),
+        scratch=scratch,
+    )
+    cell = r"[+-]?[\d.]+ \[[+-]?[\d.]+, [+-]?[\d.]+\]"
+    assert_lines(
+        out,
+        *(rf"^\| {WORLD} \| {row}[^|]* \| {cell}" for row in ("A: ", "B: ", "C: ", "C - B", "B - A")),
+        rf"^{WORLD}: {NUMBER} scored, \d+ mules; {NUMBER} referred, {NUMBER} disposed; \d+ s$",
+        r"^  as of 2025-03-01: \d+ dispositions known \(\d+ cleared\); "
+        r"refit weight A [\d,]+, B [\d,]+, C [\d,]+$",
+    )
+
+
 def test_bench_band_refresh_sets_refreshed_cuts_beside_the_fixed_ones_month_by_month(quality_work, scratch):
     work, _ = quality_work
     out = bench("bench_band_refresh.py", "--store", work / WORLD / "store", scratch=scratch)
@@ -384,7 +403,7 @@ def test_bench_review_times_the_queue_and_a_ring_drawn(tmp_path, scratch):
     )
     assert_lines(
         out,
-        rf"^queue: 400 open cases in {NUMBER} rings, {NUMBER} pages$",
+        rf"^queue: 400 open cases in {NUMBER} rings, {NUMBER} pages, in a record of 2,000 decisions$",
         rf"^queue page, cold \(cases read and grouped, HTML\):\s+{NUMBER} ms$",
         rf"^queue page, warm \(record unchanged, HTML\):\s+{NUMBER} ms$",
         rf"^case graph: 40 applications read, laid out and drawn:\s+{NUMBER} ms$",

@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 from duanka.features.registry import LINK_KEYS
+from duanka.serving.audit import REFERRED_WHERE
 
 REFERRED_BANDS = ("critical", "high")
 BLOCKED = "blocked"
@@ -154,7 +155,10 @@ class CaseBook:
 
     def _version(self, con: sqlite3.Connection) -> tuple[int, int]:
         (decisions,) = con.execute("SELECT COALESCE(MAX(seq), 0) FROM decisions").fetchone()
-        (events,) = con.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        # dispositions only: every page view is an event too, and must not empty the cache
+        (events,) = con.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE kind = ?", (DISPOSED,)
+        ).fetchone()
         return int(decisions), int(events)
 
     def _load(self) -> tuple[list[Case], dict[str, int]]:
@@ -165,10 +169,10 @@ class CaseBook:
                 if self._cached is not None and self._cached[0] == version:
                     return self._cached[1], self._cached[2]
             statuses = {d.application_id: d.status for d in self._dispositions(con)}
+            # the partial index's own condition, literally: SQLite uses it only then
             rows = con.execute(
                 "SELECT application_id, branch_id, applied_at, decided_at, score, band, rule, model_version "
-                "FROM decisions WHERE band IN (?, ?, ?) AND replayed = 0 ORDER BY seq",
-                (*REFERRED_BANDS, BLOCKED),
+                f"FROM decisions WHERE {REFERRED_WHERE} ORDER BY seq"
             ).fetchall()
         latest = {row[0]: row for row in rows}  # a later decision of one application supersedes
         cases = [

@@ -70,6 +70,6 @@ class ReviewDesk:
             "history": self.cases.history(case.application_id),
             "ring": self.cases.group_of(case, branches),
             "svg": svg,
-            "graph_note": f"{len(ids)} applications linked within the link window, drawn in "
-            f"{drawn_ms:.0f} ms. Dashed: arrived after the decision.",
+            "graph_note": f"{len(ids)} application{'s' if len(ids) != 1 else ''} within the link window, "
+            f"drawn in {drawn_ms:.0f} ms. Dashed: arrived after the decision.",
         }
