@@ -167,6 +167,12 @@ class Feature:
         For encoded categories: the category whose code is each position.
     in_model : bool
         Whether :data:`duanka.features.registry.MODEL_FEATURES` includes it.
+    monotone : {-1, 0, 1}
+        The direction the model's score must follow as the value grows, all else fixed: +1
+        never lower, -1 never higher, 0 free. Declared only where domain knowledge leaves no
+        doubt (more confirmed mules or listed applicants among an application's links never
+        make it safer); training passes it to LightGBM as ``monotone_constraints``
+        (:func:`duanka.features.registry.monotone_constraints`).
     """
 
     name: str
@@ -179,9 +185,12 @@ class Feature:
     inputs: tuple[str | Aggregate, ...]
     codes: tuple[str, ...] = ()
     in_model: bool = True
+    monotone: int = 0
     aggregates: tuple[Aggregate, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.monotone not in (-1, 0, 1):
+            raise ValueError(f"{self.name}: monotone must be -1, 0 or 1, not {self.monotone!r}")
         found = tuple(i for i in self.inputs if isinstance(i, Aggregate))
         object.__setattr__(self, "aggregates", found)
 
@@ -214,7 +223,8 @@ class Feature:
         Not the words (``zh``, ``en``: a corrected translation changes no value), nor the
         family (a grouping for reports), nor where the transform's module is imported from
         (the same function under another package name computes the same values). Whether
-        the model reads it is in the version through the model's list.
+        the model reads it is in the version through the model's list. Nor ``monotone``: it
+        constrains the model, not the values, and a model records it in its booster's parameters.
         """
         return {
             "name": self.name,

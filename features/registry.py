@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -47,7 +47,8 @@ def _listed_applications(*, entity: Entity, family: Family, prefix: str, zh: str
     """Applications of ``entity`` in the last year whose applicant had been listed before ``t``.
 
     The same window and point-in-time rule as the confirmed-mule counts, with the
-    applicant's earliest listing in place of the application's confirmation.
+    applicant's earliest listing in place of the application's confirmation; monotone like
+    them: one more listed applicant among the entity's applications never makes it safer.
     """
     days = CONFIRMED_WINDOW_DAYS
     return Feature(
@@ -59,6 +60,7 @@ def _listed_applications(*, entity: Entity, family: Family, prefix: str, zh: str
         en=en,
         transform=values.count,
         inputs=(Aggregate(entity, Op.LISTED, days),),
+        monotone=1,
     )
 
 
@@ -123,6 +125,7 @@ _escort = (
         en="{value} accounts the escort accompanied in the last year are confirmed mule accounts",
         transform=values.count,
         inputs=(Aggregate(_ESC, Op.CONFIRMED, 365),),
+        monotone=1,
     ),
     _listed_applications(
         entity=_ESC,
@@ -199,6 +202,7 @@ _intermediary = (
         en="{value} accounts the intermediary brought in the last year are confirmed mule accounts",
         transform=values.count,
         inputs=(Aggregate(_INT, Op.CONFIRMED, 365),),
+        monotone=1,
     ),
     _listed_applications(
         entity=_INT,
@@ -295,6 +299,7 @@ _address = (
         en="{value} accounts opened with this building in the last year are confirmed mule accounts",
         transform=values.count,
         inputs=(Aggregate(_ADR, Op.CONFIRMED, 365),),
+        monotone=1,
     ),
     _listed_applications(
         entity=_ADR,
@@ -443,6 +448,7 @@ _staff = (
         en="{value} accounts the staff member opened in the last year are confirmed mule accounts",
         transform=values.count,
         inputs=(Aggregate(_STF, Op.CONFIRMED, 365),),
+        monotone=1,
     ),
 )
 
@@ -651,7 +657,9 @@ _applicant = (
 )
 
 
-def _linked(*, stat: str, name: str, zh: str, en: str, transform: Callable[..., np.ndarray]) -> Feature:
+def _linked(
+    *, stat: str, name: str, zh: str, en: str, transform: Callable[..., np.ndarray], monotone: int = 0
+) -> Feature:
     inputs: tuple[str | Aggregate, ...] = (Aggregate(E.LINKED, Op.LINKED, LINK_WINDOW_DAYS, stat),)
     if stat == "first_at":
         inputs = ("applied_at", *inputs)
@@ -666,6 +674,7 @@ def _linked(*, stat: str, name: str, zh: str, en: str, transform: Callable[..., 
         en=en,
         transform=transform,
         inputs=inputs,
+        monotone=monotone,
     )
 
 
@@ -698,6 +707,7 @@ _linked_group = (
         zh="关联开户中已有{value}个被确认为涉诈账户",
         en="{value} of the linked accounts are confirmed mule accounts",
         transform=values.count,
+        monotone=1,
     ),
     _linked(
         stat="listed",
@@ -705,6 +715,7 @@ _linked_group = (
         zh="关联开户人中有{value}名已被列入联合惩戒名单",
         en="{value} of the linked applicants are on a joint-punishment list",
         transform=values.count,
+        monotone=1,
     ),
     _linked(
         stat="out_of_province",
@@ -782,6 +793,34 @@ MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.in_model)
 
 AGGREGATES: tuple[Aggregate, ...] = tuple(dict.fromkeys(a for f in FEATURES for a in f.aggregates))
 """Every distinct aggregate the features need, in declaration order."""
+
+
+def monotone_constraints(names: Sequence[str]) -> tuple[int, ...]:
+    """Each named feature's declared :attr:`~duanka.features.declaration.Feature.monotone`, in order.
+
+    The vector LightGBM's ``monotone_constraints`` takes, aligned with the model's columns:
+    the declaration is the one place a direction is decided, and training reads it from here.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The model's features, in its column order (:data:`MODEL_FEATURES` or a subset).
+
+    Returns
+    -------
+    tuple of int
+        -1, 0 or +1 per name.
+
+    Raises
+    ------
+    KeyError
+        For a name the registry does not declare: a constraint guessed as 0 for a misspelt
+        feature would silently drop it.
+    """
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise KeyError(f"features not in the registry: {unknown}")
+    return tuple(BY_NAME[n].monotone for n in names)
 
 
 def feature_set_version(

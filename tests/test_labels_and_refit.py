@@ -112,7 +112,8 @@ def test_downsampling_keeps_every_positive_and_scales_the_kept_negatives_weights
 
 
 def _synthetic_training_frame(seed: int = 0) -> pd.DataFrame:
-    """Two years of daily applications with one informative feature and complete labels."""
+    """Two years of daily applications with one informative feature and complete labels (named
+    after two registered features the model leaves unconstrained, which training requires)."""
     rng = np.random.default_rng(seed)
     n = 24_000
     applied = pd.Timestamp("2023-01-01", tz="UTC") + pd.to_timedelta(
@@ -124,8 +125,8 @@ def _synthetic_training_frame(seed: int = 0) -> pd.DataFrame:
         {
             "application_id": [f"A{i}" for i in range(n)],
             "applied_at": applied,
-            "signal": signal,
-            "noise": rng.normal(size=n),
+            "phone_tenure_days": signal,
+            "applicant_age": rng.normal(size=n),
             "label": label,
             "applicant_out_of_province": (rng.random(n) < 0.4).astype(float),
         }
@@ -146,7 +147,9 @@ def test_the_shipped_model_is_refit_on_all_labelled_history_with_the_rounds_the_
     part = split.assign(frame["applied_at"])
     parts = {name: frame.loc[part == name] for name in (TRAIN, VALID, TEST)}
     options = FitOptions(label_policy=LabelPolicy.DELAY_WEIGHTED)
-    fitted = fit_models(frame, parts, split, confirmed, as_of, WINDOW, options, names=["signal", "noise"])
+    fitted = fit_models(
+        frame, parts, split, confirmed, as_of, WINDOW, options, names=["phone_tenure_days", "applicant_age"]
+    )
 
     assert fitted.shipped.booster_.current_iteration() == fitted.evidence.booster_.best_iteration
     # The refit saw the months after the split's test months; the evidence model did not.
@@ -158,7 +161,9 @@ def test_the_shipped_model_is_refit_on_all_labelled_history_with_the_rounds_the_
     )
     # Band cuts are quantiles of the latest openings' scores: the budget holds there exactly.
     latest = frame.loc[frame["applied_at"] >= as_of - pd.Timedelta(days=options.band_days)]
-    bands = fitted.bands.assign(fitted.score(latest.loc[:, ["signal", "noise"]].to_numpy()))
+    bands = fitted.bands.assign(
+        fitted.score(latest.loc[:, ["phone_tenure_days", "applicant_age"]].to_numpy())
+    )
     assert (bands == "critical").mean() == pytest.approx(0.005, abs=0.002)
 
 

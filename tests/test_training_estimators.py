@@ -39,6 +39,7 @@ CHOSEN = {
     "early_stopping_rounds": 11,
     "random_state": 9,
     "num_threads": 1,
+    "monotone_constraints": [1, 0, -1],
 }
 
 

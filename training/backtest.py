@@ -103,8 +103,14 @@ def run_period(
     end: pd.Timestamp,
     cfg: BacktestConfig,
     outcome_window_days: int,
+    *,
+    reviewed: pd.DataFrame | None = None,
 ) -> PeriodResult:
-    """Fit as of ``start`` on what was known then; score ``(start, end]`` point in time."""
+    """Fit as of ``start`` on what was known then; score ``(start, end]`` point in time.
+
+    ``reviewed``: case reviewers' dispositions (:func:`duanka.training.run.fit_as_of`); those
+    made by ``start`` give the period's refit its reviewed negatives. None: none.
+    """
     train_cfg = replace(cfg.train, as_of=start)
     ts = training_set_at(built, labels, start)
     split = TimeSplit.before_maturity(
@@ -115,7 +121,8 @@ def run_period(
         train_months=train_cfg.train_months,
     )
     parts = out_of_time_parts(ts, split)
-    fitted = fit_as_of(ts, parts, split, labels, train_cfg)  # confirmed_us keeps what was known at start
+    # confirmed_us and reviewed_us keep what was known at start
+    fitted = fit_as_of(ts, parts, split, labels, train_cfg, reviewed=reviewed)
     comparison = None if train_cfg.fast else evidence_comparison(parts, fitted, train_cfg)[1]
 
     def in_period(frame: pd.DataFrame) -> np.ndarray:

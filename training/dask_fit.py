@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 
 import lightgbm as lgb
 import numpy as np
@@ -53,7 +54,8 @@ class DaskMuleClassifier(MuleClassifier):
     partitions : int, optional
         Blocks the training rows are cut into; default one per worker.
     negative_rate, num_leaves, max_depth, learning_rate, n_estimators, min_child_samples,
-    feature_fraction, bagging_fraction, lambda_l2, early_stopping_rounds, random_state, num_threads
+    feature_fraction, bagging_fraction, lambda_l2, early_stopping_rounds, random_state, num_threads,
+    monotone_constraints
         As :class:`duanka.training.model.MuleClassifier`; ``num_threads`` and the early stopping
         are the local fit's only (the round is chosen here, see the module docstring).
     """
@@ -74,6 +76,7 @@ class DaskMuleClassifier(MuleClassifier):
         early_stopping_rounds: int = 60,
         random_state: int = 0,
         num_threads: int = 2,
+        monotone_constraints: Sequence[int] | None = None,
     ) -> None:
         super().__init__(
             negative_rate=negative_rate,
@@ -88,6 +91,7 @@ class DaskMuleClassifier(MuleClassifier):
             early_stopping_rounds=early_stopping_rounds,
             random_state=random_state,
             num_threads=num_threads,
+            monotone_constraints=monotone_constraints,
         )
         self.client = client
         self.partitions = partitions

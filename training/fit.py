@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from duanka.features.registry import MODEL_FEATURES, monotone_constraints
 from duanka.training.bands import BAND_WINDOW_DAYS, Bands
 from duanka.training.calibration import Calibrator, make_calibrator
 from duanka.training.dask_fit import DaskMuleClassifier
@@ -104,8 +105,22 @@ def sampled_weights(train: pd.DataFrame) -> np.ndarray | None:
     return train["weight"].to_numpy() if "weight" in train.columns else None
 
 
-def classifier(options: FitOptions, fit_client: object | None = None, **params: object) -> MuleClassifier:
-    common = {"negative_rate": options.negative_rate, "random_state": options.seed, **params}
+def classifier(
+    options: FitOptions,
+    fit_client: object | None = None,
+    *,
+    names: list[str] | None = None,
+    **params: object,
+) -> MuleClassifier:
+    """The classifier both models are fitted with, its monotone constraints read from the
+    registry's declarations of ``names``, the model's columns in order (default
+    :data:`~duanka.features.registry.MODEL_FEATURES`)."""
+    common = {
+        "negative_rate": options.negative_rate,
+        "random_state": options.seed,
+        "monotone_constraints": list(monotone_constraints(MODEL_FEATURES if names is None else names)),
+        **params,
+    }
     if fit_client is None:
         return MuleClassifier(**common)  # type: ignore[arg-type]
     return DaskMuleClassifier(client=fit_client, **common)
@@ -129,7 +144,7 @@ def fit_evidence(
         X, y = X[rows], y[rows]
     else:
         weight = weight * origin
-    return classifier(options, fit_client, **(params or {})).fit(
+    return classifier(options, fit_client, names=names, **(params or {})).fit(
         X,
         y,
         eval_set=(matrix(parts[VALID], names), parts[VALID]["label"].to_numpy()),
@@ -214,7 +229,7 @@ def fit_models(
     )
     rows, label, weight = _refit_sample(frame, refit, options)
     rounds = max(1, int(evidence.booster_.best_iteration or evidence.booster_.current_iteration()))
-    shipped = classifier(options, fit_client, **{**(params or {}), "n_estimators": rounds}).fit(
+    shipped = classifier(options, fit_client, names=names, **{**(params or {}), "n_estimators": rounds}).fit(
         matrix(frame.iloc[rows], names), label, feature_names=names, sample_weight=weight
     )
     applied = frame["applied_at"].iloc[refit.rows]

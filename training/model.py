@@ -61,6 +61,13 @@ class MuleClassifier(ClassifierMixin, BaseEstimator):
         same data give the same booster.
     num_threads : int
         LightGBM's threads.
+    monotone_constraints : sequence of int, optional
+        One of -1, 0, +1 per column of ``X``, in its order: the direction the margin must follow
+        as that column grows, all else fixed (LightGBM's ``monotone_constraints``, its "basic"
+        method). Training passes the registry's declaration
+        (:func:`duanka.features.registry.monotone_constraints`) so that, for example, one more
+        confirmed mule among a teller's openings never lowers the next application's score.
+        None: every column free.
 
     Attributes
     ----------
@@ -89,6 +96,7 @@ class MuleClassifier(ClassifierMixin, BaseEstimator):
         early_stopping_rounds: int = 60,
         random_state: int = 0,
         num_threads: int = 2,
+        monotone_constraints: Sequence[int] | None = None,
     ) -> None:
         self.negative_rate = negative_rate
         self.num_leaves = num_leaves
@@ -102,6 +110,7 @@ class MuleClassifier(ClassifierMixin, BaseEstimator):
         self.early_stopping_rounds = early_stopping_rounds
         self.random_state = random_state
         self.num_threads = num_threads
+        self.monotone_constraints = monotone_constraints
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
@@ -111,6 +120,10 @@ class MuleClassifier(ClassifierMixin, BaseEstimator):
 
     def lgb_params(self) -> dict[str, object]:
         """The LightGBM training parameters these estimator parameters make."""
+        constrained = {}
+        if self.monotone_constraints is not None and any(self.monotone_constraints):
+            # absent when all free: an unconstrained model's parameters stay as they were
+            constrained = {"monotone_constraints": [int(c) for c in self.monotone_constraints]}
         return {
             "objective": "binary",
             "metric": "average_precision",
@@ -127,6 +140,7 @@ class MuleClassifier(ClassifierMixin, BaseEstimator):
             "force_row_wise": True,
             "num_threads": self.num_threads,
             "verbosity": -1,
+            **constrained,
         }
 
     def _matrix(self, X: object, *, reset: bool) -> np.ndarray:
@@ -179,6 +193,7 @@ class MuleClassifier(ClassifierMixin, BaseEstimator):
         if not 0 < self.negative_rate <= 1:
             raise ValueError("negative_rate must be in (0, 1]")
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
+        self._check_constraints()
         check_classification_targets(y)
         classes = np.unique(y)
         if len(classes) > 2:
@@ -207,6 +222,17 @@ class MuleClassifier(ClassifierMixin, BaseEstimator):
         self.booster_ = self._boost(X[rows], label[rows], weight, valid, names, callbacks)
         self.training_rows_ = len(rows)
         return self
+
+    def _check_constraints(self) -> None:
+        """Refuse a constraint vector LightGBM would misread: it takes one per column, and a
+        short one would constrain the wrong features."""
+        if self.monotone_constraints is None:
+            return
+        constraints = list(self.monotone_constraints)
+        if len(constraints) != self.n_features_in_:
+            raise ValueError(f"{len(constraints)} monotone constraints for {self.n_features_in_} features")
+        if not set(constraints) <= {-1, 0, 1}:
+            raise ValueError(f"monotone constraints must be -1, 0 or 1, got {sorted(set(constraints))}")
 
     def _names(self, feature_names: Sequence[str] | None) -> list[str] | str:
         if feature_names is None:

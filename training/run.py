@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from duanka.data.config import Settings
 from duanka.data.store import EventStore
 from duanka.features.declaration import Family
-from duanka.features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES
+from duanka.features.registry import BY_NAME, FEATURE_SET_VERSION, MODEL_FEATURES, monotone_constraints
 from duanka.features.training_set import TrainingSet, TrainingSummary, build_training_set
 from duanka.training.calibration import make_calibrator
 from duanka.training.evaluation_frame import (
@@ -35,7 +35,14 @@ from duanka.training.evaluation_frame import (
 from duanka.training.fairness import OUT_OF_PROVINCE_LEGIT_WEIGHT
 from duanka.training.fit import FitOptions, Fitted, fit_evidence, fit_models, matrix, sampled_weights
 from duanka.training.groups import GroupCatch, group_catch_rates, load_truth
-from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPolicy, confirmed_us
+from duanka.training.labels import (
+    DEFAULT_HORIZON_DAYS,
+    DEFAULT_POLICY,
+    REVIEWED_COLUMN,
+    LabelPolicy,
+    confirmed_us,
+    reviewed_us,
+)
 from duanka.training.metrics import HEADLINE_METRICS, Evaluation, compare, evaluate
 from duanka.training.monthly import month_counts, monthly_summary
 from duanka.training.registration import make_challenger, register, sign
@@ -295,13 +302,26 @@ def fit_as_of(
     cfg: TrainConfig,
     params: dict | None = None,
     fit_client: object | None = None,
+    *,
+    reviewed: pd.DataFrame | None = None,
 ) -> Fitted:
-    """The evidence and shipped models of a training set: what ``duanka train --as-of`` ships."""
+    """The evidence and shipped models of a training set: what ``duanka train --as-of`` ships.
+
+    ``reviewed`` (``application_id``, ``reviewed_at``, optionally ``status``: see
+    :func:`~duanka.training.labels.reviewed_us`) are case reviewers' dispositions; the
+    clearances among them known at the as-of date make the shipped refit's reviewed negatives
+    (weight 1, :func:`~duanka.training.labels.with_reviewed_negatives`). None: none.
+    """
+    confirmed = confirmed_us(ts.frame, labels, ts.as_of)
+    frame = ts.frame
+    if reviewed is not None:
+        # A copy with the column: the training set may be shared (a backtest cuts one per period).
+        frame = frame.assign(**{REVIEWED_COLUMN: reviewed_us(frame, reviewed, ts.as_of)})
     return fit_models(
-        ts.frame,
+        frame,
         parts,
         split,
-        confirmed_us(ts.frame, labels, ts.as_of),
+        confirmed,
         ts.as_of,
         ts.outcome_window_days,
         cfg.fit_options(),
@@ -332,6 +352,7 @@ def fit_run_models(
             n_trials=cfg.tune_trials,
             negative_rate=cfg.negative_rate,
             seed=cfg.seed,
+            monotone_constraints=monotone_constraints(names),
         )
     return fit_as_of(data.ts, parts, split, labels, cfg, tuned, fit_client)
 
@@ -353,6 +374,11 @@ def run_parameters(
 ) -> dict[str, object]:
     """Everything the run was asked and what it fitted, as MLflow parameters (the report reads them)."""
     shipped = fitted.shipped
+    lgb = shipped.lgb_params()
+    # One int per feature reads as noise among the learner's parameters: the constrained features by name.
+    directions = lgb.pop("monotone_constraints", [0] * len(fitted.names))
+    increasing = [n for n, d in zip(fitted.names, directions, strict=True) if d > 0]
+    decreasing = [n for n, d in zip(fitted.names, directions, strict=True) if d < 0]
     return {
         "as_of": cfg.as_of.isoformat(),
         "calibration": cfg.calibration,
@@ -372,7 +398,9 @@ def run_parameters(
         "n_features": len(fitted.names),
         **{f"split_{k}": v for k, v in split.describe().items()},
         **fitted.describe(),
-        **{f"lgb_{k}": v for k, v in shipped.lgb_params().items()},
+        **{f"lgb_{k}": v for k, v in lgb.items()},
+        "monotone_increasing": ",".join(increasing) or "none",
+        "monotone_decreasing": ",".join(decreasing) or "none",
     }
 
 

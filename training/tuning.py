@@ -7,6 +7,8 @@ are judged on validation average precision; the test months stay untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from duanka.training.model import MuleClassifier
@@ -34,10 +36,13 @@ def tune(
     negative_rate: float,
     seed: int,
     timeout_seconds: float | None = 1800,
+    monotone_constraints: Sequence[int] | None = None,
 ) -> dict[str, float | int]:
     """Best parameters after at most ``n_trials`` trials (or ``timeout_seconds``).
 
-    Seeded TPE sampling, so the same data and seed give the same search.
+    Seeded TPE sampling, so the same data and seed give the same search. Every trial is
+    fitted under ``monotone_constraints`` (:class:`~duanka.training.model.MuleClassifier`'s),
+    the constraints the chosen parameters will be fitted under.
     """
     try:
         import optuna
@@ -48,7 +53,12 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial) -> float:
-        model = MuleClassifier(negative_rate=negative_rate, random_state=seed, **search_space(trial))
+        model = MuleClassifier(
+            negative_rate=negative_rate,
+            random_state=seed,
+            monotone_constraints=monotone_constraints,
+            **search_space(trial),
+        )
         model.fit(X, y, eval_set=(X_valid, y_valid), feature_names=feature_names)
         return float(average_precision_score(y_valid, model.decision_function(X_valid)))
 
