@@ -14,7 +14,10 @@ from duanka.training.model import MuleClassifier
 from duanka.training.monitoring import false_positive_rate_ratio
 from duanka.training.split import TEST, TRAIN, VALID
 
-NAMES = ["far_address", "bundle", "velocity"]
+# Registered features the model leaves unconstrained (training reads each name's monotone
+# declaration), standing for an address far from the branch, the full bundle and a velocity count.
+FAR, BUNDLE, VELOCITY = "branch_out_of_province_share_7d", "full_bundle", "staff_openings_7d"
+NAMES = [FAR, BUNDLE, VELOCITY]
 
 
 def test_only_legitimate_out_of_province_rows_get_the_factor():
@@ -36,9 +39,9 @@ def _migrant_bank(seed: int, n: int = 60_000) -> pd.DataFrame:
     bundle = np.where(label == 1, rng.random(n) < 0.85, rng.random(n) < 0.3)
     return pd.DataFrame(
         {
-            "far_address": far.astype(float),
-            "bundle": bundle.astype(float),
-            "velocity": rng.normal(size=n) + 1.5 * label,
+            FAR: far.astype(float),
+            BUNDLE: bundle.astype(float),
+            VELOCITY: rng.normal(size=n) + 1.5 * label,
             "label": label,
             ORIGIN: outsider.astype(float),
         }

@@ -175,6 +175,7 @@ async def queue(
 ) -> Response:
     """The referred cases of the reviewer's branches, ring members together."""
     wanted = QueueFilter(band or None, branch or None, status, _day(date_from), _day(date_to), order, page)
+    await _current(svc)
     shown = await asyncio.to_thread(svc.review.cases.queue, session.key.branches, wanted)
     await views(
         svc,
@@ -216,7 +217,15 @@ def render_queue(
     )
 
 
+async def _current(svc: Service) -> None:
+    """Commit the online state before the cases are read again
+    (:meth:`~duanka.serving.review.cases.CaseBook.stale`)."""
+    if await asyncio.to_thread(svc.review.cases.stale):
+        await svc.scoring.run(lambda scorer: scorer.online.sync())
+
+
 async def _visible_case(svc: Service, session: Session, application_id: str) -> Case | None:
+    await _current(svc)
     case = await asyncio.to_thread(svc.review.cases.case, application_id)
     if case is None or (session.key.branches is not None and case.branch_id not in session.key.branches):
         return None  # one answer whether the case is unknown or another branch's
