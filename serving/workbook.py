@@ -67,5 +67,7 @@ def write_workbook(sheets: Mapping[str, pd.DataFrame], out: Path) -> Path:
             sheet.freeze_panes(1, 0)  # the header stays in view
             for i, column in enumerate(cells.columns):
                 longest = cells[column].astype(str).str.len().max() if len(cells) else 0
-                sheet.set_column(i, i, min(_MAX_WIDTH, max(len(str(column)), int(longest or 0)) + 2))
+                if pd.isna(longest):  # a column with no value at all (pandas' str dtype keeps NaN)
+                    longest = 0
+                sheet.set_column(i, i, min(_MAX_WIDTH, max(len(str(column)), int(longest)) + 2))
     return out
