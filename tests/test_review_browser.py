@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.wait import WebDriverWait
 
 from duanka.data.identity import id_check_character
@@ -141,6 +142,13 @@ def _probe(bank: Bank, n: int, seconds: int) -> dict:
     return _applicant(bank.case, n, bank.now, seconds)
 
 
+def _submit(chromium) -> None:
+    """Post the disposition form and wait for the answer to replace the page."""
+    form = chromium.find_element(By.ID, "dispose")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(chromium, 20).until(staleness_of(form))
+
+
 def _sign_in(chromium, bank: Bank, key: ApiKey) -> None:
     chromium.get(bank.link(key))
     # the sign-in page moves on to the queue by itself
@@ -161,6 +169,7 @@ def test_a_reviewer_signs_in_opens_a_case_sees_the_ring_and_confirms_a_mule(chro
     assert rows and {r.get_attribute("data-application") for r in rows} >= {case_id}
 
     chromium.find_element(By.LINK_TEXT, case_id).click()
+    WebDriverWait(chromium, 20).until(lambda driver: driver.find_elements(By.ID, "dispose"))
     assert chromium.current_url.endswith(f"/review/cases/{quote(case_id, safe='')}")
     graph = chromium.find_element(By.CSS_SELECTOR, ".graph svg")
     assert graph.find_elements(By.TAG_NAME, "circle"), "the linked group is drawn"
@@ -174,7 +183,7 @@ def test_a_reviewer_signs_in_opens_a_case_sees_the_ring_and_confirms_a_mule(chro
     ring = len(chromium.find_elements(By.CSS_SELECTOR, "#ring li")) + 1
     assert ring >= RING
     chromium.find_element(By.CSS_SELECTOR, "input[name=scope][value=group]").click()
-    chromium.find_element(By.CSS_SELECTOR, "#dispose button[type=submit]").click()
+    _submit(chromium)
     assert f"confirmed: {ring} cases" in chromium.find_element(By.ID, "done").text
     assert "fed to the live state" in chromium.find_element(By.ID, "done").text
 
@@ -208,7 +217,7 @@ def test_a_reviewer_of_another_branch_can_neither_open_nor_dispose_of_the_case(c
     )
     chromium.find_element(By.CSS_SELECTOR, "input[name=verb][value=clear]").click()
     chromium.find_element(By.NAME, "note").send_keys("not ours")
-    chromium.find_element(By.CSS_SELECTOR, "#dispose button[type=submit]").click()
+    _submit(chromium)
     assert "No referred case" in chromium.page_source
     with sqlite3.connect(bank.paths.decisions) as con:
         by_other = con.execute(
@@ -224,7 +233,7 @@ def test_a_form_without_its_csrf_token_is_refused(chromium, bank):
     chromium.execute_script("document.querySelector('#dispose input[name=csrf]').remove()")
     chromium.find_element(By.CSS_SELECTOR, "input[name=verb][value=escalate]").click()
     chromium.find_element(By.NAME, "note").send_keys("forged")
-    chromium.find_element(By.CSS_SELECTOR, "#dispose button[type=submit]").click()
+    _submit(chromium)
     assert "CSRF" in chromium.page_source
 
 

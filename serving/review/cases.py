@@ -184,6 +184,17 @@ class CaseBook:
             self._cached = (version, cases, groups)
         return cases, groups
 
+    def stale(self) -> bool:
+        """Whether a decision or disposition arrived since the cases were last read (or never were).
+
+        The page then has the scoring thread commit the online state first: the rings are read
+        from it, and an application scored within the last second may not be committed yet.
+        """
+        with read_only(self.decisions) as con:
+            version = self._version(con)
+        with self._lock:
+            return self._cached is None or self._cached[0] != version
+
     def _groups(self, open_ids: Sequence[str]) -> dict[str, int]:
         """Open cases joined by any shared link key (union-find): application id -> group number."""
         parent = {a: a for a in open_ids}
