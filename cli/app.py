@@ -15,6 +15,8 @@ from duanka.cli import data, scoring, training
 from duanka.cli.audit import audit_app
 from duanka.cli.config import config_app
 from duanka.cli.keys import keys_app
+from duanka.cli.models import models_app
+from duanka.cli.monitor import monitor
 from duanka.cli.options import PLAIN_HELP
 from duanka.cli.prerequisites import checked_settings
 from duanka.cli.quickstart import quickstart
@@ -66,9 +68,11 @@ for verb in (
     quickstart,
     scoring.score,
     scoring.serve,
+    monitor,
 ):
     app.command()(verb)
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(config_app, name="config")
 app.add_typer(review_app, name="review")
+app.add_typer(models_app, name="models")

@@ -1,4 +1,4 @@
-"""``duanka audit export | verify | anchor``: the service's append-only decision record."""
+"""``duanka audit export | verify | anchor | chain``: the service's append-only decision record."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from duanka.cli.options import PLAIN_HELP, ExcelOption, ServiceDataOption
-from duanka.cli.output import console, err, fail
-from duanka.cli.prerequisites import audit_chain_key, store_pseudonymiser
+from duanka.cli.output import console, err, fail, invoked_as
+from duanka.cli.prerequisites import audit_chain_key, require_registry, store_pseudonymiser
 from duanka.data.config import get_settings
 from duanka.data.store import EventStore
 
 if TYPE_CHECKING:
     from duanka.serving.anchor import SignedAnchor
     from duanka.serving.chain import Head
+    from duanka.serving.provenance import RecordedDecision, RecordedEvent, RegistryEntry
 
 audit_app = typer.Typer(
     **PLAIN_HELP, help="The service's append-only decision audit log.", no_args_is_help=True
@@ -202,3 +203,83 @@ def audit_anchor(data: ServiceDataOption = None) -> None:
     print(signed.line())
     if outlet.targets:
         err.print(f"anchor sent to {' and '.join(outlet.targets)}")
+
+
+@audit_app.command("chain")
+def audit_chain(
+    application_id: Annotated[str, typer.Option(help="The application whose decisions to trace.")],
+    data: ServiceDataOption = None,
+) -> None:
+    """From each decision of an application back to what made it: the model version and its booster
+    and bundle hashes (against the registry's), the report's SHA-256, and the approval and
+    promotion behind it (the record's chained events, and the version's MLflow tags)."""
+    from duanka.serving.provenance import read_record, registry_entry
+    from duanka.training.tracking import configure
+
+    path = decision_record(data)
+    decisions, events = read_record(path, application_id)
+    if not decisions:
+        raise fail(f"no decision on application {application_id} in {path}")
+    settings = get_settings()
+    require_registry(settings)
+    client = configure(settings)
+    entries = {version: registry_entry(client, version) for version in events}
+    for decision in decisions:
+        for line in chain_lines(decision, entries[decision.model_version], events[decision.model_version]):
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
+    console.print(f"the record's own chain: {invoked_as()} audit verify", markup=False, highlight=False)
+
+
+def chain_lines(decision: RecordedDecision, entry: RegistryEntry, events: list[RecordedEvent]) -> list[str]:
+    """What ``audit chain`` prints of one decision, a line per link."""
+    from duanka.serving.provenance import before
+    from duanka.training.approval import PROMOTED, REVIEWED
+
+    def same(recorded: str | None, registered: str | None) -> str:
+        if registered is None:
+            return "the registry holds no such value"
+        return "as registered" if recorded == registered else f"DIFFERS from the registry's {registered}"
+
+    lines = [
+        f"decision {decision.seq} on {decision.decided_at} by key {decision.key_id} "
+        f"(request {decision.request_id}): band {decision.band}, score {decision.score:.4f}"
+        + (f", rule {decision.rule}" if decision.rule else "")
+        + (" (a replay of the stored answer)" if decision.replayed else ""),
+        f"  model      duanka v{decision.model_version}"
+        + ("" if entry.run_id else " (not in this registry)")
+        + (f", run {entry.run_id}" if entry.run_id else ""),
+        f"  booster    sha256 {decision.booster_sha256} "
+        f"({same(decision.booster_sha256, entry.booster_sha256)})",
+        f"  bundle     sha256 {decision.bundle_sha256 or 'not recorded'} "
+        f"({same(decision.bundle_sha256, entry.bundle_sha256)})",
+        f"  report     sha256 {entry.report_sha256 or 'none: no report was built for the run'} (held now)",
+    ]
+    reviewed = before(events, REVIEWED, decision.decided_at)
+    if reviewed is not None:
+        d = reviewed.detail
+        covers = "the report held now" if d.get("report_sha256") == entry.report_sha256 else "ANOTHER report"
+        lines.append(
+            f"  review     event {reviewed.seq}: {d.get('decision')} by key {reviewed.key_id} on "
+            f"{reviewed.at} via {d.get('via')}, on report {d.get('report_sha256')} ({covers}): "
+            f"{d.get('note')}"
+        )
+    else:
+        lines.append("  review     no model review of this version in the record before this decision")
+    if entry.review is not None:
+        r = entry.review
+        lines.append(
+            f"  tagged     {r.decision} by key {r.by} on {r.at} via {r.via}, on report {r.report_sha256} "
+            "(the version's latest review in MLflow)"
+        )
+    promoted = before(events, PROMOTED, decision.decided_at)
+    if promoted is not None:
+        d = promoted.detail
+        how = (
+            f"forced by {d['forced_by']}" if d.get("forced_by") else f"approved by key {d.get('approved_by')}"
+        )
+        lines.append(
+            f"  promotion  event {promoted.seq} on {promoted.at}: {how} (champion was v{d.get('previous')})"
+        )
+    elif entry.forced_by:
+        lines.append(f"  promotion  forced by {entry.forced_by} (MLflow tag; not in the record)")
+    return lines

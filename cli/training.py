@@ -39,6 +39,7 @@ from duanka.training.labels import DEFAULT_HORIZON_DAYS, DEFAULT_POLICY, LabelPo
 from duanka.training.periods import Every
 
 if TYPE_CHECKING:
+    from duanka.training.promote import Decision
     from duanka.training.run import TrainResult
 
 
@@ -277,12 +278,23 @@ def backtest(
 
 def promote(
     model: RegisteredModelOption = "duanka",
-    force: Annotated[bool, typer.Option(help="Promote the challenger whatever the comparison says.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Promote the challenger without a reviewer's approval and whatever the comparison "
+            "says; who forced it is tagged on the version (and recorded)."
+        ),
+    ] = False,
+    by: Annotated[
+        str | None,
+        typer.Option(help="Who forces it (with --force) [default: the operating system's user name]."),
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(help=f"Event store to re-score the test months from {DATA_DEFAULT}.")
     ] = None,
 ) -> None:
-    """Move @champion to @challenger when it is better on the same out-of-time months (or --force)."""
+    """Move @champion to @challenger when a model reviewer approved its current report and it is better
+    on the same out-of-time months (or --force)."""
     from duanka.data.store import EventStore
     from duanka.training.bundle import MODEL_NAME, ModelIntegrityError
     from duanka.training.jobs import promote_challenger
@@ -290,10 +302,13 @@ def promote(
     name = model.removeprefix("models:/").split("@")[0].split("/")[0]
     if name != MODEL_NAME:
         raise fail(f"only the registered model {MODEL_NAME!r} is managed by duanka, not {model!r}")
+    if by is not None and not force:
+        raise typer.BadParameter("--by names who forces a promotion: it goes with --force")
     settings = get_settings()
     require_registry(settings)
+    store = EventStore(data or settings.data_dir)
     try:
-        decision = promote_challenger(EventStore(data or settings.data_dir), settings, force=force)
+        decision = promote_challenger(store, settings, force=force, forced_by=by)
     except ModelIntegrityError as exc:
         raise fail(str(exc)) from None
     verdict = "[bold green]promoted[/]" if decision.promoted else "[bold yellow]not promoted[/]"
@@ -302,6 +317,36 @@ def promote(
         f"(champion was {'v' + decision.champion_version if decision.champion_version else 'none'}): "
         f"{decision.reason}"
     )
+    if decision.promoted:
+        _record_promotion(decision, store.root)
+
+
+def _record_promotion(decision: Decision, data: Path) -> None:
+    """Append the promotion to the store's decision record, or say why it was not (MLflow keeps it)."""
+    from rich.markup import escape
+
+    from duanka.cli.record import append_event
+    from duanka.training.approval import PROMOTED
+
+    approval = decision.approval
+    detail = {
+        "version": decision.challenger_version,
+        "previous": decision.champion_version,
+        "forced_by": decision.forced_by,
+        "approved_by": approval.by if approval else None,
+        "approved_at": approval.at if approval else None,
+        "report_sha256": approval.report_sha256 if approval else None,
+        "reason": decision.reason,
+    }
+    written, why = append_event(data, "promote", PROMOTED, detail, key_id=None)
+    if written is not None:
+        console.print(f"recorded the promotion ({PROMOTED}) -> {written}", soft_wrap=True, markup=False)
+    else:
+        err.print(
+            f"[bold yellow]not in the decision record[/] ({escape(why or '')}); the version's MLflow "
+            "tags keep it",
+            soft_wrap=True,
+        )
 
 
 def report(

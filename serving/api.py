@@ -33,7 +33,9 @@ from duanka.serving.admission import Admission, AdmissionPolicy, http_protocol
 from duanka.serving.errors import install_error_handlers
 from duanka.serving.lifecycle import Service, ServiceConfig
 from duanka.serving.middleware import Observe, count_late_headers
+from duanka.serving.review import models as model_pages
 from duanka.serving.review import pages as review_pages
+from duanka.serving.review import web as review_web
 from duanka.serving.routes import admin, operations, scoring, state
 
 
@@ -67,9 +69,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.add_middleware(Observe, metrics=lambda: app.state.service.metrics)
     install_error_handlers(app)
-    for routes in (scoring, state, admin, operations, review_pages):
+    for routes in (scoring, state, admin, operations, review_pages, model_pages):
         app.include_router(routes.router)
-    review_pages.install_handlers(app)
+    review_web.install_handlers(app)
     clock = config.clock or partial(datetime.now, UTC)
     app.openapi = partial(_with_the_time_now, app.openapi, clock)  # type: ignore[method-assign]
     return app

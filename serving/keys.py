@@ -54,6 +54,10 @@ class ApiKey:
     reviewer : bool
         A case reviewer's key: signs in to the case queue (``/review``, through ``duanka review
         link``) and disposes of its branches' cases; it neither scores nor calls any other route.
+    model_reviewer : bool
+        A model reviewer's key: signs in to ``/models`` (through ``duanka review link``) and
+        approves or rejects registered model versions there or with ``duanka models approve``;
+        it opens no case and calls no ``/v1/`` route.
     created_at, revoked_at : str
         ISO 8601 UTC; ``revoked_at`` is None while the key is valid.
     """
@@ -66,10 +70,16 @@ class ApiKey:
     revoked_at: str | None = None
     labels: bool = False
     reviewer: bool = False
+    model_reviewer: bool = False
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def signs_in(self) -> bool:
+        """Whether the key is a reviewer's (of cases or of models), who signs in by link."""
+        return self.reviewer or self.model_reviewer
 
     def may_score_for(self, branch_id: str) -> bool:
         return self.branches is None or branch_id in self.branches
@@ -116,14 +126,17 @@ class KeyFile:
         admin: bool = False,
         labels: bool = False,
         reviewer: bool = False,
+        model_reviewer: bool = False,
     ) -> tuple[ApiKey, str]:
         """Make a new key.
 
         Raises
         ------
         ValueError
-            ``reviewer`` with ``admin`` or ``labels``: a reviewer's powers stay apart (a key
-            that leaks from a browser session must not also reload models or feed the API).
+            ``reviewer`` or ``model_reviewer`` with any other power: a reviewer's powers stay apart
+            (a key that leaks from a browser session must not also reload models or feed the API,
+            and whoever disposes of cases is not who approves the model that referred them); or
+            ``model_reviewer`` with ``branches``: a model serves every branch.
 
         Returns
         -------
@@ -133,13 +146,28 @@ class KeyFile:
         """
         if reviewer and (admin or labels):
             raise ValueError("a reviewer key has no other power: make --admin or --labels keys apart")
+        if model_reviewer and (admin or labels or reviewer):
+            raise ValueError(
+                "a model reviewer key has no other power: make --admin, --labels or --reviewer keys apart"
+            )
+        if model_reviewer and branches:
+            raise ValueError("a model reviewer key is not scoped to branches: a model serves every branch")
         with self._changing():
             key_id = secrets.token_hex(_KEY_ID_BYTES)
             while key_id in self._keys:
                 key_id = secrets.token_hex(_KEY_ID_BYTES)
             token = f"{_PREFIX}{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
             scoped = tuple(sorted(set(branches))) if branches else None
-            record = ApiKey(key_id, _digest(token), scoped, admin, _now(), labels=labels, reviewer=reviewer)
+            record = ApiKey(
+                key_id,
+                _digest(token),
+                scoped,
+                admin,
+                _now(),
+                labels=labels,
+                reviewer=reviewer,
+                model_reviewer=model_reviewer,
+            )
             self._write({**self._keys, key_id: record})
         return record, token
 

@@ -30,6 +30,7 @@ from duanka.serving.keys import KeyFile
 from duanka.serving.metrics import ServiceMetrics
 from duanka.serving.model_source import LoadedModel, ModelSource
 from duanka.serving.review.desk import ReviewDesk
+from duanka.serving.review.model_desk import ModelDesk
 from duanka.serving.scorer import DEFAULT_FUTURE_TOLERANCE, DEFAULT_TOLERANCE, Scorer
 from duanka.serving.scoring_thread import ScoringThread
 from duanka.serving.state import ServingPaths, open_service_state, sync_online_state
@@ -135,6 +136,8 @@ class Service:
             self.keyfile.active_key,
             config.clock,
         )
+        # /models reads the registry the service loads its model from
+        self.models = ModelDesk(config.source.client)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

@@ -1,9 +1,10 @@
 """The demo pipeline of ``duanka quickstart``: every room once, on a synthetic bank.
 
 Generate a bank, ingest it under the demo pseudonym key (unless a key is configured), train
-as of the end of its period, promote, write the model report, and score its last month with
-the champion, recording its decisions in the store's decision record (as ``duanka score
---record`` does), where the service and its pages read them. It lives in serving, the one room
+as of the end of its period, promote (forced and tagged as forced: no reviewer approves a demo
+model), write the model report, and score its last month with the champion, recording its
+decisions in the store's decision record (as ``duanka score --record`` does), where the service
+and its pages read them. It lives in serving, the one room
 that may use all the others. It prints nothing: it tells a :class:`QuickstartSteps` what each
 step did, and raises what a step raises.
 """
@@ -157,6 +158,9 @@ class QuickstartSteps(Protocol):
     def scored(self, scores: DemoScores) -> None: ...
 
 
+QUICKSTART_FORCER = "duanka quickstart (demo bank, no reviewer)"
+
+
 def run_quickstart(
     plan: DemoPlan, settings: Settings, steps: QuickstartSteps, *, file_progress: FileProgress | None = None
 ) -> DemoScores:
@@ -198,7 +202,10 @@ def run_quickstart(
     steps.training_started(plan.as_of)
     config = TrainConfig(as_of=plan.as_of.tz_convert("UTC"), truth=bank.truth)
     steps.trained(train_challenger(store, config, settings), config)
-    steps.promoted(promote_challenger(store, settings))
+    # No model reviewer looks at a demo bank's model: the demo forces the promotion, and the
+    # version says so (duanka.forced_by), as a real bank's would (docs/model.md, "Review before
+    # promotion").
+    steps.promoted(promote_challenger(store, settings, force=True, forced_by=QUICKSTART_FORCER))
     steps.reported(build_report(CHAMPION_URI, plan.report_path, configure(settings)))
 
     start, end = plan.last_month_start, plan.as_of

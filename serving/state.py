@@ -6,6 +6,7 @@ Layout (``DIR`` is ``--data``, the event store)::
     DIR/serving/online.sync.json  what of the event store the state already holds
     DIR/serving/decisions.db      audit trail and stored responses (serving.audit)
     DIR/serving/api_keys.json     hashed API keys (serving.keys)
+    DIR/serving/monitor.db        the monitoring's counts of the decision record (serving.monitor)
 
 ``DUANKA_AUDIT_DB`` and ``DUANKA_API_KEYS_FILE`` move the last two elsewhere.
 """
@@ -65,6 +66,11 @@ class ServingPaths:
     @property
     def online(self) -> Path:
         return self.root / "online.db"
+
+    @property
+    def monitor(self) -> Path:
+        """The monitoring's sidecar of counts (:mod:`duanka.serving.monitor.sidecar`): a cache."""
+        return self.root / "monitor.db"
 
     @property
     def sync_marker(self) -> Path:

@@ -223,3 +223,14 @@ def dask_client():
         Client(cluster) as c,
     ):
         yield c
+
+
+@pytest.fixture(scope="session")
+def model_versions(served_bank: ServedBank, tmp_path_factory: pytest.TempPathFactory):
+    """A registry of its own with a champion and a challenger of the served bank, each with its
+    report (tests/model_versions.py); put back as built before each test that asks for it."""
+    from tests.model_versions import two_versions
+
+    built = two_versions(served_bank.store, tmp_path_factory.mktemp("model-versions"), AS_OF)
+    served_bank.client()  # the session's registry again for whoever runs next
+    return built

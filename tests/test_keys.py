@@ -163,3 +163,39 @@ def test_the_cli_never_prints_a_reviewers_key_but_how_to_sign_them_in(tmp_path, 
         assert len(KeyFile(path).records()) == 1
     finally:
         get_settings.cache_clear()
+
+
+def test_a_model_reviewer_key_has_no_other_power_and_no_branches(keyfile):
+    record, _ = keyfile.create(model_reviewer=True)
+    assert record.model_reviewer and not (record.reviewer or record.admin or record.labels)
+    assert record.branches is None and keyfile.active_key(record.key_id) == record
+    for other in ({"admin": True}, {"labels": True}, {"reviewer": True}):
+        with pytest.raises(ValueError, match="no other power"):
+            keyfile.create(model_reviewer=True, **other)
+    with pytest.raises(ValueError, match="not scoped to branches"):
+        keyfile.create(("B1",), model_reviewer=True)
+
+
+def test_the_cli_prints_a_model_reviewers_key_for_offline_approval_and_how_to_sign_them_in(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "keys.json"
+    monkeypatch.setenv("DUANKA_API_KEYS_FILE", str(path))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        created = runner.invoke(app, ["keys", "create", "--model-reviewer"], terminal_width=400)
+        assert created.exit_code == 0, created.output
+        (record,) = KeyFile(path).records()
+        assert record.model_reviewer
+        assert f"review link --key-id {record.key_id}" in created.output
+        assert "models approve" in created.output and "DUANKA_API_KEY" in created.output
+        assert KeyFile(path).authenticate(created.output.strip().splitlines()[-1]) == record
+        for mixed in (["--reviewer"], ["--admin"], ["--branches", "B1"]):
+            refused = runner.invoke(app, ["keys", "create", "--model-reviewer", *mixed], terminal_width=400)
+            assert refused.exit_code != 0, mixed
+        listed = runner.invoke(app, ["keys", "list"], terminal_width=80)
+        assert "model reviewer" in listed.output and record.key_id in listed.output
+        assert len(KeyFile(path).records()) == 1
+    finally:
+        get_settings.cache_clear()

@@ -78,8 +78,14 @@ def test_the_wheel_holds_one_top_level_name(wheel):
     assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"duanka"}
     assert top_level.split() == ["duanka"]
     assert "duanka = duanka.cli" in entry_points
-    # Package data travels with the code: the report template and the reason texts.
-    assert {"duanka/training/reasons.toml", "duanka/training/templates/report.html.j2"} <= set(names)
+    # Package data travels with the code: the report's template and style, the monitoring page's
+    # template, and the reason texts.
+    assert {
+        "duanka/training/reasons.toml",
+        "duanka/training/templates/report.html.j2",
+        "duanka/training/templates/report_style.css",
+        "duanka/serving/monitor/templates/monitor.html.j2",
+    } <= set(names)
 
 
 @pytest.mark.slow

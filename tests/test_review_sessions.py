@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from duanka.serving.keys import KeyFile
-from duanka.serving.review.sessions import LINK_MINUTES, SESSION_HOURS, LinkRefused, ReviewSessions
+from duanka.serving.review.sessions import (
+    CASES,
+    LINK_MINUTES,
+    MODELS,
+    SESSION_HOURS,
+    LinkRefused,
+    ReviewSessions,
+)
 
 
 class Clock:
@@ -83,3 +90,16 @@ def test_a_session_csrf_token_must_match_exactly(desk):
         and not session.csrf_matches("")
         and not session.csrf_matches(session.csrf[:-1])
     )
+
+
+def test_a_link_signs_in_at_its_own_role_s_pages_only(desk):
+    keys, _, sessions = desk
+    case_reviewer, _ = keys.create(reviewer=True)
+    model_reviewer, _ = keys.create(model_reviewer=True)
+    link = sessions.issue_link(model_reviewer.key_id)
+    with pytest.raises(LinkRefused, match="reviewer of models, not of cases: open it at /models/sign-in"):
+        sessions.exchange(link, CASES)
+    cookie, session = sessions.exchange(link, MODELS)  # the refusal left the link unused for its own page
+    assert session.role == MODELS and sessions.session(cookie).role == MODELS
+    with pytest.raises(LinkRefused, match="reviewer of cases, not of models"):
+        sessions.exchange(sessions.issue_link(case_reviewer.key_id), MODELS)

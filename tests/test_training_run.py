@@ -16,8 +16,10 @@ from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.store import EventStore
 from duanka.data.synthetic import generate_bank
 from duanka.features.training_set import TrainingSet, TrainingSummary
+from duanka.training.approval import APPROVED, Review, record_review, report_sha256, utc_now
 from duanka.training.bundle import MODEL_NAME, load_registered
 from duanka.training.promote import promote
+from duanka.training.report import build_report
 from duanka.training.run import TrainConfig, out_of_time_parts, time_split, train
 from duanka.training.split import TEST, TRAIN, VALID
 from duanka.training.tracking import configure
@@ -72,12 +74,23 @@ def test_the_same_data_config_and_seed_give_the_same_metrics(trained):
     assert again.model_version != trained["first"].model_version
 
 
-def test_promotion_moves_champion_only_under_the_rule(trained):
+def _approve(client: mlflow.MlflowClient, version: str, folder) -> None:
+    """A model reviewer's approval of the version's report, built as `duanka report` builds it."""
+    build_report(f"models:/{MODEL_NAME}/{version}", folder / f"report-{version}.html", client, progress=False)
+    sha = report_sha256(client, client.get_model_version(MODEL_NAME, version).run_id)
+    record_review(client, Review(version, APPROVED, "reviewer", utc_now(), "read the report", sha, "cli"))
+
+
+def test_promotion_moves_champion_only_under_the_rule(trained, tmp_path):
     client, store, settings = trained["client"], trained["store"], trained["settings"]
+    unreviewed = promote(store, settings)
+    assert unreviewed.promoted is False and "has no approval" in unreviewed.reason  # review comes first
+    _approve(client, unreviewed.challenger_version, tmp_path)
     first = promote(store, settings)
     assert first.promoted and "no champion" in first.reason
     assert promote(store, settings).promoted is False  # already champion: nothing to do
     twin = train(store, trained["cfg"], settings, progress=False)  # identical retrain, new version
+    _approve(client, twin.model_version, tmp_path)  # approved, yet the rule still judges it
     decision = promote(store, settings)
     assert decision.promoted is False and "PR-AUC" in decision.reason  # a twin does not *beat* it
     assert str(client.get_model_version_by_alias(MODEL_NAME, "champion").version) == first.challenger_version

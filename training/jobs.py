@@ -62,8 +62,11 @@ def publish_backtest(result: BacktestResult, config: BacktestConfig, page: Path,
     return log_backtest(result, config, html, settings.outcome_window_days, settings)
 
 
-def promote_challenger(store: EventStore, settings: Settings, *, force: bool = False) -> Decision:
-    """Move ``@champion`` to the challenger when it is better on the same test months (or ``force``).
+def promote_challenger(
+    store: EventStore, settings: Settings, *, force: bool = False, forced_by: str | None = None
+) -> Decision:
+    """Move ``@champion`` to the challenger when a model reviewer approved its current report and it is
+    better on the same test months (or ``force``, tagged with ``forced_by``).
 
     Raises
     ------
@@ -71,4 +74,4 @@ def promote_challenger(store: EventStore, settings: Settings, *, force: bool = F
         A registered model that fails verification.
     """
     configure(settings)
-    return promote(store, settings, force=force)
+    return promote(store, settings, force=force, forced_by=forced_by)

@@ -65,11 +65,18 @@ _SHAP_STYLE = {"figure.dpi": 110, "axes.titleweight": "bold", "axes.titlelocatio
 
 
 @contextmanager
-def _figure(width: float, height: float, ncols: int = 1) -> Iterator[tuple[Figure, np.ndarray]]:
+def _figure(
+    width: float, height: float, ncols: int = 1, layout: str | None = "constrained"
+) -> Iterator[tuple[Figure, np.ndarray]]:
     with rc_context(_STYLE):
-        fig = Figure(figsize=(width, height), layout="constrained")
+        fig = Figure(figsize=(width, height), layout=layout)
         axes = np.atleast_1d(fig.subplots(1, ncols))
         yield fig, axes
+
+
+report_figure = _figure
+"""A bare figure of ``ncols`` axes in the report's style: the monitoring page draws in it too (with
+``layout=None`` and margins of its own where a page must draw fast)."""
 
 
 def _shap() -> ModuleType:

@@ -3,7 +3,9 @@ neither model was fitted on.
 
 The rule is :data:`PROMOTION_RULE`, in plain words because the model report prints it as
 written (docs/model.md quotes it). Each run keeps its *evidence* model (:mod:`duanka.training.fit`)
-for it. ``--force`` overrides; every decision is logged to MLflow (experiment
+for it. Before the rule, review: a challenger is promoted only with a model reviewer's approval of
+its current report (:func:`duanka.training.approval.approval_problem`). ``--force`` overrides both,
+and who forced it is tagged on the version; every decision is logged to MLflow (experiment
 ``duanka-promotions``) and tagged on the version.
 """
 
@@ -18,6 +20,15 @@ from duanka.data.config import Settings
 from duanka.data.store import EventStore
 from duanka.features.registry import FEATURE_SET_VERSION
 from duanka.features.training_set import build_training_set
+from duanka.training.approval import (
+    Review,
+    approval_problem,
+    operator,
+    record_forced,
+    review_of,
+    short,
+    utc_now,
+)
 from duanka.training.bundle import MODEL_NAME, RegisteredModel, ScoringBundle, load_evidence, load_registered
 from duanka.training.metrics import point_metrics, recall_key
 from duanka.training.tracking import experiment_id, metric_key
@@ -38,11 +49,29 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 
 @dataclass(frozen=True)
 class Decision:
+    """What ``promote`` decided, and on what.
+
+    Attributes
+    ----------
+    promoted : bool
+    reason : str
+    challenger_version, champion_version : str, str or None
+        The versions judged (the champion before the decision).
+    metrics : dict
+        Both evidence models' figures, when the rule compared them.
+    approval : Review or None
+        The approval that let the challenger through (None when forced or not promoted).
+    forced_by : str or None
+        Who forced it (``--force``), when it was.
+    """
+
     promoted: bool
     reason: str
     challenger_version: str
     champion_version: str | None
     metrics: dict[str, float]
+    approval: Review | None = None
+    forced_by: str | None = None
 
 
 def _params(model: RegisteredModel) -> dict[str, str]:
@@ -93,7 +122,22 @@ def _decide(challenger: dict[str, float], champion: dict[str, float]) -> tuple[b
     )
 
 
-def promote(store: EventStore, settings: Settings, *, force: bool = False) -> Decision:
+def promote(
+    store: EventStore, settings: Settings, *, force: bool = False, forced_by: str | None = None
+) -> Decision:
+    """Move ``@champion`` to the challenger when a reviewer approved its report and it is better on
+    the same test months; or, with ``force``, whatever the review and the rule say.
+
+    Parameters
+    ----------
+    store : EventStore
+        Where the test months are re-scored from.
+    settings : Settings
+    force : bool
+        Promote without an approval and whatever the comparison says.
+    forced_by : str, optional
+        Who forces it, tagged on the version; the operating system's user name by default.
+    """
     client = mlflow.MlflowClient()
     challenger = load_registered(f"models:/{MODEL_NAME}@{CHALLENGER}", client)
     try:
@@ -103,12 +147,17 @@ def promote(store: EventStore, settings: Settings, *, force: bool = False) -> De
     else:
         champion = load_registered(f"models:/{MODEL_NAME}@{CHAMPION}", client)
     metrics: dict[str, float] = {}
-    if champion is None:
-        promoted, reason = True, "no champion yet: the first challenger becomes champion"
-    elif champion.version == challenger.version:
+    by = (forced_by or operator()) if force else None
+    # the review is asked first: a version no reviewer approved is not compared at all
+    problem = approval_problem(client, challenger.version)
+    if champion is not None and champion.version == challenger.version:
         promoted, reason = False, f"version {challenger.version} is already champion"
     elif force:
-        promoted, reason = True, "forced by the operator (--force)"
+        promoted, reason = True, f"forced by {by}" + (f"; {problem}" if problem else "")
+    elif problem is not None:
+        promoted, reason = False, problem
+    elif champion is None:
+        promoted, reason = True, "no champion yet: the first challenger becomes champion"
     elif champion.bundle.feature_set_version != FEATURE_SET_VERSION:
         promoted, reason = (
             False,
@@ -145,9 +194,24 @@ def promote(store: EventStore, settings: Settings, *, force: bool = False) -> De
             promoted, reason = _decide(results[CHALLENGER], results[CHAMPION])
             reason += f" (evidence models on {len(rows):,} test rows neither was fitted on)"
             metrics = {f"{role}_{k}": v for role, m in results.items() for k, v in m.items()}
+    approval = review_of(client, challenger.version) if promoted and not force else None
+    if approval is not None:
+        reason += (
+            f"; approved by key {approval.by} at {approval.at} on report {short(approval.report_sha256)}"
+        )
     if promoted:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, challenger.version)
-    decision = Decision(promoted, reason, challenger.version, champion.version if champion else None, metrics)
+        if by is not None:
+            record_forced(client, challenger.version, by, utc_now())
+    decision = Decision(
+        promoted,
+        reason,
+        challenger.version,
+        champion.version if champion else None,
+        metrics,
+        approval,
+        by if promoted else None,
+    )
     _log(decision, force, settings)
     client.set_model_version_tag(
         MODEL_NAME, challenger.version, "promotion", ("promoted: " if promoted else "kept out: ") + reason
@@ -164,6 +228,9 @@ def _log(decision: Decision, force: bool, settings: Settings) -> None:
                 "champion_version": decision.champion_version or "none",
                 "force": force,
                 "promoted": decision.promoted,
+                "forced_by": decision.forced_by or "",
+                "approved_by": decision.approval.by if decision.approval else "",
+                "report_sha256": (decision.approval.report_sha256 or "") if decision.approval else "",
             }
         )
         mlflow.set_tag("reason", decision.reason)

@@ -5,6 +5,10 @@ promotion rule reads it, :mod:`duanka.training.promote`) and the shipped model a
 pyfunc. The version is tagged with the hashes serving verifies before it scores
 (:func:`duanka.training.bundle.load_registered`) and, where a signing key is configured, with their
 signature (:mod:`duanka.training.signing`); only then does the ``challenger`` alias move to it.
+
+Given the run's training-set rows, the version also carries its monitoring reference
+(:mod:`duanka.training.monitoring_reference`): the band window's score and feature bins, logged
+to the run and its SHA-256 tagged on the version, which ``duanka monitor`` reads PSI and CSI against.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from duanka.data.config import Settings
 from duanka.features.registry import FEATURE_SET_VERSION
 from duanka.training.bundle import EVIDENCE_PATH, MODEL_NAME, log_bundle, sha256_text, write_bundle
 from duanka.training.fit import Fitted
+from duanka.training.monitoring_reference import REFERENCE_FILE, REFERENCE_TAG, band_window_reference
 from duanka.training.promote import CHALLENGER
 from duanka.training.signing import SIGNATURE_TAG, signature, signing_key
 from duanka.training.tracking import PROJECT_ROOT
@@ -30,7 +35,14 @@ def _meta_sha256(paths: dict[str, str]) -> str:
     return sha256_text(Path(paths["meta"]).read_text(encoding="utf-8"))
 
 
-def register(fitted: Fitted, example: pd.DataFrame, folder: Path, run_id: str) -> str:
+def register(
+    fitted: Fitted,
+    example: pd.DataFrame,
+    folder: Path,
+    run_id: str,
+    *,
+    reference_rows: pd.DataFrame | None = None,
+) -> str:
     """Log both bundles to the active run, register the shipped one and tag its hashes.
 
     Parameters
@@ -43,6 +55,9 @@ def register(fitted: Fitted, example: pd.DataFrame, folder: Path, run_id: str) -
         Scratch space for the bundles; the caller removes it.
     run_id : str
         The active MLflow run, tagged on the version.
+    reference_rows : pandas.DataFrame, optional
+        The run's training-set frame: its band window, scored by the shipped model, becomes the
+        version's monitoring reference. None: the version has none (its monitoring says so).
 
     Returns
     -------
@@ -78,6 +93,12 @@ def register(fitted: Fitted, example: pd.DataFrame, folder: Path, run_id: str) -
         "evidence_sha256": _meta_sha256(evidence_paths),
         "run_id": run_id,
     }
+    if reference_rows is not None:
+        window = fitted.band_window
+        reference = band_window_reference(reference_rows, names, fitted.score, window.start, window.end)
+        text = reference.text()
+        mlflow.log_text(text, REFERENCE_FILE)
+        tags[REFERENCE_TAG] = sha256_text(text)
     for key, value in tags.items():
         client.set_model_version_tag(MODEL_NAME, version, key, value)
     return version

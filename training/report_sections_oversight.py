@@ -17,6 +17,7 @@ from duanka.training.monitoring import (
     MIN_NEGATIVES,
     PSI_ACT,
     PSI_WATCH,
+    age_band,
     error_rates,
     false_positive_rate_ratio,
     population_stability,
@@ -44,13 +45,6 @@ DISPOSITIONS: dict[tuple[str, str], tuple[str, str]] = {
         "are checks (on-site verification), not refusals",
     ),
 }
-AGE_BANDS = ((0, 25, "under 25"), (25, 35, "25-34"), (35, 45, "35-44"), (45, 60, "45-59"), (60, 200, "60+"))
-
-
-def _age_band(age: pd.Series) -> pd.Series:
-    labels = [label for _, _, label in AGE_BANDS]
-    edges = [low for low, _, _ in AGE_BANDS] + [AGE_BANDS[-1][1]]
-    return pd.cut(age, edges, right=False, labels=labels)
 
 
 def _coded(values: pd.Series, feature: str) -> pd.Series:
@@ -99,7 +93,7 @@ def fairness_section(c: ReportContext) -> dict:
     """Alert rate, FPR, recall and FPR ratios by age band, origin, channel, account type and gender."""
     t = c.test
     dimensions = {
-        "age band": _age_band(t["applicant_age"]),
+        "age band": age_band(t["applicant_age"]),
         "origin": t["applicant_out_of_province"].map({0.0: "local", 1.0: "out of province"}),
         "channel": _coded(t["channel"], "channel"),
         "account type": t["corporate"].map({0.0: "personal", 1.0: "corporate"}),

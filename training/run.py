@@ -498,7 +498,7 @@ def _train(
         log_metrics(data, fitted, evaluations)
         log_artifacts(data, split, labels, fitted, (evaluations, comparison), groups, cfg.seed, Path(tmp))
         example = data.parts[VALID].loc[:, fitted.names].head(5).astype("float64")
-        version = register(fitted, example, Path(tmp), run.info.run_id)
+        version = register(fitted, example, Path(tmp), run.info.run_id, reference_rows=data.ts.frame)
         sign(version, settings)
         make_challenger(version)
         return TrainResult(

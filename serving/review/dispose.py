@@ -36,11 +36,12 @@ class DispositionRefused(Exception):
         self.reason = reason
 
 
-def checked_note(note: str) -> str:
-    """The reviewer's note, refused when empty, too long, or holding something like an identifier."""
+def checked_note(note: str, what: str = "a disposition") -> str:
+    """The reviewer's note on ``what``, refused when empty, too long, or holding something like an
+    identifier."""
     note = note.strip()
     if not note:
-        raise DispositionRefused(422, "a disposition needs a note saying why")
+        raise DispositionRefused(422, f"{what} needs a note saying why")
     if len(note) > NOTE_MAX:
         raise DispositionRefused(422, f"the note is {len(note)} characters; at most {NOTE_MAX}")
     if _IDENTIFIER_LIKE.search(note):

@@ -2,102 +2,47 @@
 
 Nothing is fetched from outside (one style sheet from this package, the graph inline SVG, no
 script), so the pages work on a bank intranet, and the Content-Security-Policy says so. Every
-page needs a reviewer session (:mod:`duanka.serving.review.sessions`); every form post its CSRF
-token; every page view and action is appended to the decision record.
+page needs a case reviewer's session (:mod:`duanka.serving.review.sessions`, checked by
+:func:`duanka.serving.review.web.signed_in`); every form post its CSRF token; every page view and
+action is appended to the decision record.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import date
-from functools import cache
 from importlib import resources
 from typing import Annotated
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import urlencode
 
-import jinja2
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from duanka.serving.lifecycle import Service
 from duanka.serving.review.cases import ORDERS, STATUSES, VERBS, Case, QueueFilter, QueuePage
 from duanka.serving.review.dispose import DispositionRefused, dispose, views
-from duanka.serving.review.sessions import SESSION_HOURS, LinkRefused, Session
+from duanka.serving.review.sessions import CASES, LinkRefused, Session
+from duanka.serving.review.web import (
+    AREAS,
+    HEADERS,
+    case_url,
+    form,
+    install_handlers,
+    keep_session,
+    message,
+    page,
+    request_id,
+    signed_in,
+    templates,
+)
 from duanka.serving.routes.deps import RunningService
 
+__all__ = ["case_url", "install_handlers", "render_queue", "router"]
+
 router = APIRouter(prefix="/review", include_in_schema=False)
-COOKIE = "duanka_review"
-_HEADERS = {
-    # no inline script or style, nothing from another origin, never framed, no link token in a Referer
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
-
-
-@cache
-def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("duanka.serving.review", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.globals["case_url"] = case_url
-    return env
-
-
-def case_url(application_id: str) -> str:
-    return f"/review/cases/{quote(application_id, safe='')}"
-
-
-def _page(name: str, status: int = 200, **context: object) -> HTMLResponse:
-    context.setdefault("session", None)
-    return HTMLResponse(_templates().get_template(name).render(**context), status, headers=_HEADERS)
-
-
-def _message(heading: str, text: str, status: int, *, error: bool = True) -> HTMLResponse:
-    return _page("message.html.j2", status, heading=heading, text=text, error=error, refresh=None)
-
-
-class NotSignedIn(Exception):
-    """No live reviewer session: answered with a page saying how to sign in."""
-
-
-async def _session(request: Request, svc: RunningService) -> Session:
-    session = await asyncio.to_thread(svc.review.sessions.session, request.cookies.get(COOKIE))
-    if session is None:
-        raise NotSignedIn
-    return session
-
-
-Reviewer = Annotated[Session, Depends(_session)]
-
-
-def not_signed_in(_request: Request, _exc: Exception) -> HTMLResponse:
-    """The answer to any page without a live session (none, expired, signed out, key revoked)."""
-    return _message(
-        "请登录 Sign in",
-        "Not signed in, or the session ended (expired, signed out, or the key was revoked). "
-        "Ask the operator for a one-time link: duanka review link --key-id KEY_ID",
-        401,
-    )
-
-
-def _refused(_request: Request, exc: Exception) -> HTMLResponse:
-    assert isinstance(exc, DispositionRefused)
-    return _message("未记录 Not recorded", exc.reason, exc.status)
-
-
-def install_handlers(app: FastAPI) -> None:
-    """Answer a page without a session, or a refused form, with a page rather than JSON."""
-    app.add_exception_handler(NotSignedIn, not_signed_in)
-    app.add_exception_handler(DispositionRefused, _refused)
-
-
-def _request_id(request: Request) -> str:
-    return request.scope["duanka.request_id"]
+AREA = AREAS[CASES]
+COOKIE = AREA.cookie
+Reviewer = Annotated[Session, Depends(signed_in(AREA))]
 
 
 @router.get("/static/review.css")
@@ -108,51 +53,35 @@ async def style_sheet() -> Response:
 
 @router.get("/sign-in")
 async def sign_in(request: Request, svc: RunningService, token: str = "") -> Response:
-    """Exchange a one-time link for a session cookie, then on to the queue."""
+    """Exchange a one-time link of a case reviewer for a session cookie, then on to the queue."""
     try:
-        cookie, session = await asyncio.to_thread(svc.review.sessions.exchange, token)
+        cookie, session = await asyncio.to_thread(svc.review.sessions.exchange, token, CASES)
     except LinkRefused as exc:
-        return _message("登录链接无效 Sign-in link refused", str(exc), 403)
-    await views(svc, session, _request_id(request), "review_signed_in", {})
+        return message("登录链接无效 Sign-in link refused", str(exc), 403)
+    await views(svc, session, request_id(request), "review_signed_in", {})
     # A page that moves on by itself rather than a 303: a SameSite=Strict cookie set while following
     # a link from another site (mail, chat) is not sent on the redirect that link started.
-    response = _page(
+    response = page(
         "message.html.j2",
         heading="已登录 Signed in",
         text="Opening the case queue.",
         error=False,
-        refresh="/review",
+        refresh=AREA.home,
         session=session,
     )
-    response.set_cookie(
-        COOKIE,
-        cookie,
-        max_age=SESSION_HOURS * 3600,  # the browser's clock; the server holds the session's own end
-        path="/review",
-        secure=request.url.scheme == "https",
-        httponly=True,
-        samesite="strict",
-    )
+    keep_session(response, request, AREA, cookie)
     return response
-
-
-async def _form(request: Request, session: Session) -> dict[str, str]:
-    """The posted form's fields (last value of each); refuses a post without this session's CSRF token."""
-    fields = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
-    if not session.csrf_matches(fields.get("csrf")):
-        raise DispositionRefused(403, "the form carried no valid CSRF token: reload the page and post again")
-    return fields
 
 
 @router.post("/sign-out")
 async def sign_out(request: Request, session: Reviewer, svc: RunningService) -> Response:
-    await _form(request, session)
+    await form(request, session)
     await asyncio.to_thread(svc.review.sessions.end, request.cookies[COOKIE])
-    await views(svc, session, _request_id(request), "review_signed_out", {})
-    response = _message(
+    await views(svc, session, request_id(request), "review_signed_out", {})
+    response = message(
         "已退出 Signed out", "Signed out. A new one-time link signs you in again.", 200, error=False
     )
-    response.delete_cookie(COOKIE, path="/review")
+    response.delete_cookie(COOKIE, path=AREA.home)
     return response
 
 
@@ -180,7 +109,7 @@ async def queue(
     await views(
         svc,
         session,
-        _request_id(request),
+        request_id(request),
         "review_viewed",
         {"page": "queue", "query": str(request.query_params)},
     )
@@ -196,7 +125,7 @@ async def queue(
         "blocked": at_page(1, band="blocked"),
         "referred": at_page(1, band=""),
     }
-    return HTMLResponse(render_queue(shown, wanted, session=session, urls=urls), headers=_HEADERS)
+    return HTMLResponse(render_queue(shown, wanted, session=session, urls=urls), headers=HEADERS)
 
 
 def render_queue(
@@ -204,9 +133,10 @@ def render_queue(
 ) -> str:
     """The queue page's HTML (the route's, and the benchmark's)."""
     return (
-        _templates()
+        templates()
         .get_template("queue.html.j2")
         .render(
+            area=AREA,
             session=session,
             page=shown,
             wanted=wanted,
@@ -233,7 +163,7 @@ async def _visible_case(svc: Service, session: Session, application_id: str) -> 
 
 
 def _no_case(application_id: str) -> HTMLResponse:
-    return _message("没有此案件 No such case", f"No referred case {application_id} at your branches.", 404)
+    return message("没有此案件 No such case", f"No referred case {application_id} at your branches.", 404)
 
 
 @router.get("/cases/{application_id}")
@@ -245,7 +175,7 @@ async def case_page(
     await views(
         svc,
         session,
-        _request_id(request),
+        request_id(request),
         "review_viewed",
         {"page": "case", "application_id": application_id, "shown": case is not None},
     )
@@ -257,7 +187,7 @@ async def case_page(
         # scored within the last second: the scoring thread has not committed it to the state yet
         await svc.scoring.run(lambda scorer: scorer.online.sync())
         drawn = await asyncio.to_thread(svc.review.drawing, case, session.key.branches)
-    return _page(
+    return page(
         "case.html.j2",
         session=session,
         case=case,
@@ -272,7 +202,7 @@ async def dispose_case(
     request: Request, application_id: str, session: Reviewer, svc: RunningService
 ) -> Response:
     """Confirm, clear or escalate a case (or its whole ring), with a note; a confirmation becomes a label."""
-    fields = await _form(request, session)
+    fields = await form(request, session)
     case = await _visible_case(svc, session, application_id)
     if case is None:
         return _no_case(application_id)
@@ -282,12 +212,12 @@ async def dispose_case(
     outcome = await dispose(
         svc,
         session,
-        _request_id(request),
+        request_id(request),
         case,
         VERBS[verb],
         fields.get("note", ""),
         whole_ring=fields.get("scope") == "group",
     )
     return RedirectResponse(
-        f"{case_url(application_id)}?{urlencode({'done': outcome})}", 303, headers=_HEADERS
+        f"{case_url(application_id)}?{urlencode({'done': outcome})}", 303, headers=HEADERS
     )

@@ -6,6 +6,11 @@ with its own CSRF token for every form. Only SHA-256 hashes of link and session 
 stored; a session is honoured only while its key is an active reviewer key, so revoking the key
 ends every session it holds at the next request.
 
+Two roles sign in this way (:data:`ROLES`): reviewers of cases (``/review``) and reviewers of
+models (``/models``). A key has at most one of them; a link is exchanged only at its own role's
+sign-in page, and each page checks the role of the session it is shown to
+(:attr:`Session.role`), so a case reviewer opens no model page and the other way round.
+
 One SQLite file (``serving/review.db`` beside the decision record) that the CLI and the service
 both write: each write is one short transaction, and a link is marked used in the same
 statement that checks it is unused, so one link never opens two sessions.
@@ -35,8 +40,23 @@ _SCHEMA = (
 )
 
 
+CASES, MODELS = "cases", "models"
+# What each role may do, as the key says it; the sign-in page of each is its area's (HOMES).
+ROLES: dict[str, Callable[[ApiKey], bool]] = {
+    CASES: lambda key: key.reviewer,
+    MODELS: lambda key: key.model_reviewer,
+}
+HOMES = {CASES: "/review", MODELS: "/models"}
+
+
 class LinkRefused(ValueError):
-    """A sign-in link that is unknown, used, expired, or whose key is no longer a reviewer's."""
+    """A sign-in link that is unknown, used, expired, whose key is no longer a reviewer's, or that
+    signs in another role than the page it was opened at."""
+
+
+def role_of(key: ApiKey) -> str | None:
+    """The role a key signs in as, or None for a key that signs in nowhere."""
+    return next((role for role, has in ROLES.items() if has(key)), None)
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,11 @@ class Session:
     key: ApiKey
     csrf: str
     expires_at: datetime
+
+    @property
+    def role(self) -> str | None:
+        """:data:`CASES` or :data:`MODELS`: what the key reviews."""
+        return role_of(self.key)
 
     def csrf_matches(self, submitted: str | None) -> bool:
         """Whether a form carried this session's CSRF token (constant-time comparison)."""
@@ -95,10 +120,10 @@ class ReviewSessions:
 
     def _reviewer(self, key_id: str) -> ApiKey | None:
         key = self.active_key(key_id)
-        return key if key is not None and key.reviewer else None
+        return key if key is not None and key.signs_in else None
 
     def issue_link(self, key_id: str) -> str:
-        """A new one-time sign-in token for ``key_id``.
+        """A new one-time sign-in token for ``key_id``, a reviewer of cases or of models.
 
         Raises
         ------
@@ -108,7 +133,7 @@ class ReviewSessions:
         if self._reviewer(key_id) is None:
             raise LinkRefused(
                 f"key {key_id} is not an active reviewer key "
-                "(duanka keys create --reviewer; duanka keys list)"
+                "(duanka keys create --reviewer or --model-reviewer; duanka keys list)"
             )
         token = secrets.token_urlsafe(32)
         now = self.clock()
@@ -119,27 +144,38 @@ class ReviewSessions:
             )
         return token
 
-    def exchange(self, link_token: str) -> tuple[str, Session]:
-        """Use a link once: the new session's cookie token and the session.
+    def exchange(self, link_token: str, role: str = CASES) -> tuple[str, Session]:
+        """Use a link once, at the sign-in page of ``role``: the new session's cookie token and the session.
 
         Raises
         ------
         LinkRefused
-            Unknown, already used, expired, or its key is no longer an active reviewer key.
+            Unknown, already used, expired, its key is no longer an active reviewer key, or the key
+            reviews something else than ``role`` (then the link stays unused, for its own page).
         """
         now = _iso(self.clock())
-        with self._connect() as con:
-            # checked and marked in one statement: two tabs racing with one link get one session
-            row = con.execute(
-                "UPDATE links SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL AND expires_at > ? "
-                "RETURNING key_id",
-                (now, _sha256(link_token), now),
-            ).fetchone()
-        if row is None:
-            raise LinkRefused(
-                "this sign-in link is unknown, used or expired: ask for a new one (duanka review link)"
-            )
-        key = self._reviewer(row[0])
+        con = self._connect()
+        try:
+            with con:  # committed only when no refusal below is raised
+                # checked and marked in one statement: two tabs racing with one link get one session
+                row = con.execute(
+                    "UPDATE links SET used_at = ? WHERE token_sha256 = ? AND used_at IS NULL "
+                    "AND expires_at > ? RETURNING key_id",
+                    (now, _sha256(link_token), now),
+                ).fetchone()
+                if row is None:
+                    raise LinkRefused(
+                        "this sign-in link is unknown, used or expired: "
+                        "ask for a new one (duanka review link)"
+                    )
+                key = self._reviewer(row[0])
+                if key is not None and role_of(key) != role:
+                    raise LinkRefused(
+                        f"this link signs in a reviewer of {role_of(key)}, not of {role}: open it at "
+                        f"{HOMES[role_of(key) or role]}/sign-in"
+                    )
+        finally:
+            con.close()
         if key is None:
             raise LinkRefused("the key of this sign-in link was revoked")
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
@@ -153,7 +189,8 @@ class ReviewSessions:
         return token, Session(key, csrf, expires)
 
     def session(self, cookie_token: str | None) -> Session | None:
-        """The live session of a cookie: not ended, not expired, its key still an active reviewer's."""
+        """The live session of a cookie: not ended, not expired, its key still an active reviewer's
+        (of cases or of models: the page checks :attr:`Session.role`)."""
         if not cookie_token:
             return None
         with self._connect() as con:

@@ -18,6 +18,10 @@ def running_service(request: Request) -> Service:
 
 
 REVIEWER_ON_API = "a reviewer key signs in to the case queue (`duanka review link`); it calls no /v1/ route"
+MODEL_REVIEWER_ON_API = (
+    "a model reviewer key signs in to /models (`duanka review link`) or approves with `duanka models "
+    "approve`; it calls no /v1/ route"
+)
 _bearer = HTTPBearer(auto_error=False, description="an API key from `duanka keys create`")
 
 
@@ -38,6 +42,8 @@ async def _caller(
         )
     if key.reviewer:
         raise HTTPException(403, REVIEWER_ON_API)
+    if key.model_reviewer:
+        raise HTTPException(403, MODEL_REVIEWER_ON_API)
     return key
 
 

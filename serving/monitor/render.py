@@ -1,0 +1,41 @@
+"""The monitoring page: one self-contained HTML file (inline CSS, figures as PNG data URIs), autoescaped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+import duanka.training as training_room
+from duanka.serving.monitor.engine import Monitoring
+
+TEMPLATE = "monitor.html.j2"
+
+
+def _environment() -> jinja2.Environment:
+    # the page's own template first, then the model report's folder for the style both pages share
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                jinja2.FileSystemLoader(Path(training_room.__file__).with_name("templates")),
+            ]
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(monitoring: Monitoring) -> str:
+    """The page of one monitoring run."""
+    return _environment().get_template(TEMPLATE).render(m=monitoring)
+
+
+def write_html(monitoring: Monitoring, out: Path) -> Path:
+    """Write :func:`render_html` to ``out`` (its folder created); returns ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(monitoring), encoding="utf-8")
+    return out
