@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 from duanka.data.config import default_of
@@ -136,9 +137,12 @@ class Service:
             self.keyfile.active_key,
             config.clock,
         )
-        # /models reads the registry the service loads its model from
-        self.models = ModelDesk(config.source.client)
         self._tasks: list[asyncio.Task[None]] = []
+
+    @cached_property
+    def models(self) -> ModelDesk:
+        """What ``/models`` reads: the registry the service loads its model from."""
+        return ModelDesk(self.config.source.client)
 
     async def start(self) -> None:
         """Open the scorer on its thread, then start what runs on a schedule."""

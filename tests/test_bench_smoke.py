@@ -54,6 +54,7 @@ SMOKED = {
     "bench_generate.py",
     "bench_label_policies.py",
     "bench_load.py",
+    "bench_monitor.py",
     "bench_quality.py",
     "bench_review.py",
     "bench_reviewed_negatives.py",
@@ -392,6 +393,24 @@ def test_bench_clients_times_slow_and_greedy_clients_under_the_default_limits(se
         rf"^\s+unknown key, 1 MB announced, none sent{held}401 Unauthorized': 20\}}$",
         r"^\s+200 scores at once: \d+ answered 200, p50 \d+ ms, max \d+ ms$",
         r"^\s+one key, 8 connections flat out for 3 s: \{200: \d+",
+    )
+
+
+def test_bench_monitor_times_a_first_run_and_the_runs_after_it(tmp_path, scratch):
+    out = bench(
+        "bench_monitor.py",
+        *("--decisions", 6000, "--new", 500, "--days", 30, "--branches", 12, "--work", tmp_path / "monitor"),
+        scratch=scratch,
+    )
+    run = rf"count\s+{NUMBER} s\s+plan\s+{NUMBER} s\s+page {NUMBER} s\s+total\s+{NUMBER} s\s+"
+    assert_lines(
+        out,
+        rf"^record: 5,500 decisions over 30 days at 12 branches, {NUMBER} MiB, {NUMBER} mules "
+        r"\(built in \d+ s\)$",
+        rf"^cold\s+{run}\(5,500 decisions read; status (ok|watch|act)\)$",
+        rf"^warm, nothing new\s+{run}\(0 decisions read; status (ok|watch|act)\)$",
+        rf"^warm, 500 new\s+{run}\(500 decisions read; status (ok|watch|act)\)$",
+        rf"^sidecar: {NUMBER} MiB; record: {NUMBER} MiB$",
     )
 
 
