@@ -333,6 +333,8 @@ def serve(
         future_tolerance=timedelta(seconds=settings.future_tolerance_s),
         admission=admission,
         prune_every_s=settings.prune_every_s,
+        monitor_every_s=settings.monitor_every_s,
+        outcome_window_days=settings.outcome_window_days,
     )
     console.print(
         f"serving {loaded.registered.uri} (version {loaded.version}) on http://{host}:{port} "

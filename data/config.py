@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(default=30.0, ge=0)
     # how often the service drops from its online state what no feature window reaches any more
     prune_every_s: float = Field(default=3600.0, gt=0)
+    # how often the service runs the monitoring plan over the decisions recorded since its last run
+    # (serving.monitor.live): what /metrics' monitoring gauges are as of, and what /monitor adds to
+    monitor_every_s: float = Field(default=300.0, gt=0)
     # clients (serving.admission): requests per API key in the `limits` notation ("50/second;2000/minute"),
     # requests in flight before 503, and how long headers, a body and an idle connection may take
     rate_limit: str = "200/second"

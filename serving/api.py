@@ -34,6 +34,7 @@ from duanka.serving.errors import install_error_handlers
 from duanka.serving.lifecycle import Service, ServiceConfig
 from duanka.serving.middleware import Observe, count_late_headers
 from duanka.serving.review import models as model_pages
+from duanka.serving.review import monitor_page
 from duanka.serving.review import pages as review_pages
 from duanka.serving.review import web as review_web
 from duanka.serving.routes import admin, operations, scoring, state
@@ -69,7 +70,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.add_middleware(Observe, metrics=lambda: app.state.service.metrics)
     install_error_handlers(app)
-    for routes in (scoring, state, admin, operations, review_pages, model_pages):
+    for routes in (scoring, state, admin, operations, review_pages, model_pages, monitor_page):
         app.include_router(routes.router)
     review_web.install_handlers(app)
     clock = config.clock or partial(datetime.now, UTC)

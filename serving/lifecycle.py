@@ -30,6 +30,7 @@ from duanka.serving.audit import DecisionLog
 from duanka.serving.keys import KeyFile
 from duanka.serving.metrics import ServiceMetrics
 from duanka.serving.model_source import LoadedModel, ModelSource
+from duanka.serving.monitor.live import LiveMonitoring, MonitorJob
 from duanka.serving.review.desk import ReviewDesk
 from duanka.serving.review.model_desk import ModelDesk
 from duanka.serving.scorer import DEFAULT_FUTURE_TOLERANCE, DEFAULT_TOLERANCE, Scorer
@@ -79,6 +80,11 @@ class ServiceConfig:
     prune_every_s : float
         How often the online state forgets what no feature window of an application the
         service still takes can reach (:meth:`Service.prune_state`).
+    monitor_every_s : float
+        How often the monitoring plan runs over the decisions recorded since its last run
+        (:mod:`duanka.serving.monitor.live`): what ``/metrics``' monitoring gauges are as of.
+    outcome_window_days : int
+        How long after opening a confirmation counts (the monitoring's matured months).
     """
 
     source: ModelSource
@@ -96,6 +102,8 @@ class ServiceConfig:
     clock: Callable[[], datetime] | None = None
     admission: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     prune_every_s: float = default_of("prune_every_s")
+    monitor_every_s: float = default_of("monitor_every_s")
+    outcome_window_days: int = default_of("outcome_window_days")
 
 
 def settle_heap() -> None:
@@ -140,6 +148,19 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
 
     @cached_property
+    def monitoring(self) -> LiveMonitoring:
+        """The monitoring plan's runs on this service's record (``/monitor``, ``/metrics``)."""
+        config = self.config
+        job = MonitorJob(
+            store=config.store.root,
+            record=config.paths.decisions,
+            sidecar=config.paths.monitor,
+            tracking_uri=config.source.client.tracking_uri,
+            outcome_window_days=config.outcome_window_days,
+        )
+        return LiveMonitoring(job, config.clock, self.metrics.monitoring)
+
+    @cached_property
     def models(self) -> ModelDesk:
         """What ``/models`` reads: the registry the service loads its model from."""
         return ModelDesk(self.config.source.client)
@@ -155,6 +176,7 @@ class Service:
         if config.poll_seconds > 0 and config.source.alias is not None:
             self._tasks.append(asyncio.create_task(self.poll()))
         self._tasks.append(asyncio.create_task(self.prune_on_schedule()))
+        self._tasks.append(asyncio.create_task(self.monitoring.on_schedule(config.monitor_every_s)))
 
     async def stop(self) -> None:
         """Stop the schedules, emit the last anchor (after every request queued), close the scorer,
@@ -163,6 +185,8 @@ class Service:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if "monitoring" in self.__dict__:  # made only when asked for
+            self.monitoring.stop()
         if self.scoring.started:
             await self.emit_anchor()
         self.anchors.close()

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import gc
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from duanka.serving.monitor.engine import Monitoring
 
 # Milliseconds matter here: the latency target is p50 < 5 ms, p99 < 20 ms.
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -72,6 +76,35 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.monitor_band_share = Gauge(
+            "duanka_monitor_band_share",
+            "Each band's share of all openings over the monitoring's last 7 days of decisions (alert: "
+            "critical and high), from its latest run; overall only, no branch.",
+            ["band"],
+            registry=self.registry,
+        )
+        self.monitor_largest_psi = Gauge(
+            "duanka_monitor_largest_psi",
+            "The largest PSI on the latest judged week and month against the model's reference: of the "
+            "score, and of any model feature (its CSI).",
+            ["of"],
+            registry=self.registry,
+        )
+        self.monitor_act_triggers = Gauge(
+            "duanka_monitor_act_triggers",
+            "Rows of the monitoring plan whose trigger says act, in its latest run.",
+            registry=self.registry,
+        )
+        self.monitor_status = Gauge(
+            "duanka_monitor_status",
+            "The latest monitoring run's worst status: 0 ok, 1 watch, 2 act (duanka monitor's exit status).",
+            registry=self.registry,
+        )
+        self.monitor_run = Gauge(
+            "duanka_monitor_last_run_timestamp_seconds",
+            "When the latest monitoring run finished (Unix time): the gauges above are as of it.",
+            registry=self.registry,
+        )
         self._gc_started = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
@@ -92,6 +125,21 @@ class ServiceMetrics:
     def model_in_use(self, version: str, booster_sha256: str) -> None:
         self.model.clear()
         self.model.labels(version, booster_sha256).set(1)
+
+    def monitoring(self, monitoring: Monitoring) -> None:
+        """Set the monitoring gauges from a run; a figure the run could not compute leaves no series."""
+        gauges = monitoring.gauges
+        self.monitor_band_share.clear()
+        self.monitor_largest_psi.clear()
+        for name, value in gauges.items():
+            kind, _, label = name.partition(":")
+            if kind == "band_share":
+                self.monitor_band_share.labels(label).set(value)
+            elif kind == "psi":
+                self.monitor_largest_psi.labels(label).set(value)
+        self.monitor_act_triggers.set(monitoring.act_triggers)
+        self.monitor_status.set(monitoring.exit_code)
+        self.monitor_run.set_to_current_time()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -38,6 +38,8 @@ def test_the_service_takes_the_settings_defaults():
     defaults = {f.name: f.default for f in dataclasses.fields(ServiceConfig)}
     assert defaults["anchor_every_s"] == default_of("audit_anchor_every_s")
     assert defaults["prune_every_s"] == default_of("prune_every_s")
+    assert defaults["monitor_every_s"] == default_of("monitor_every_s")
+    assert defaults["outcome_window_days"] == default_of("outcome_window_days")
     assert (
         defaults["tolerance"] == DEFAULT_TOLERANCE == timedelta(seconds=default_of("backdating_tolerance_s"))
     )

@@ -31,6 +31,9 @@ PSI_WATCH, PSI_ACT = 0.10, 0.25
 IV_STRENGTH: tuple[tuple[float, str], ...] = ((0.02, "none"), (0.1, "weak"), (0.3, "medium"), (0.5, "strong"))
 # Below this many legitimate rows a group's false-positive rate is too noisy to rank.
 MIN_NEGATIVES = 100
+# A group's FPR ratio above this deserves a look (predictive equality, as in the BAF benchmark):
+# the monitoring plan's act line (training.report_sections_oversight keeps the report's own copy).
+RATIO_LINE = 1.25
 # Half a row added to every kept bin keeps a bin empty on one side finite.
 _SMOOTHING = 0.5
 # The report's monitoring plan: a band's share outside half to double its budget is out of line.

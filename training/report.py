@@ -33,6 +33,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from duanka.data.config import SHANGHAI
 from duanka.training.bands import ALERT_BANDS
 from duanka.training.bundle import load_registered
+from duanka.training.monitoring_plan import MONITORING_PLAN
 from duanka.training.promote import PROMOTION_RULE
 from duanka.training.report_context import REPORT_NAME, ReportContext, read_run
 from duanka.training.report_format import local_time
@@ -65,6 +66,18 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("monitoring", "Monitoring plan"),
     ("lineage", "Lineage"),
 )
+
+
+def monitoring_section() -> dict[str, object]:
+    """Section 11: the monitoring plan, the one ``duanka monitor`` computes.
+
+    Returns
+    -------
+    dict
+        ``plan``: :data:`~duanka.training.monitoring_plan.MONITORING_PLAN`, each item's what, how
+        often and trigger.
+    """
+    return {"plan": MONITORING_PLAN}
 
 
 def _environment() -> jinja2.Environment:
@@ -133,7 +146,7 @@ def build_report(
             "fairness": lambda: fairness_section(c),
             "comparison": lambda: comparison_section(client),
             "limitations": dict,  # the template's own text: nothing to compute
-            "monitoring": dict,
+            "monitoring": monitoring_section,
             "lineage": lambda: lineage_section(c),
         }
         context: dict[str, object] = {}

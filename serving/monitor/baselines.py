@@ -147,7 +147,10 @@ def registry_resolver(client: mlflow.MlflowClient, model_name: str = "duanka") -
         if sha is None:
             return Baseline(booster_sha256, model_version, expected=expected, note=NO_REFERENCE)
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=REFERENCE_FILE)
+            # the client's registry, not the process-wide one (a worker process has none set)
+            local = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=REFERENCE_FILE, tracking_uri=client.tracking_uri
+            )
             text = Path(local).read_text(encoding="utf-8")
         except (mlflow.exceptions.MlflowException, OSError) as exc:
             return Baseline(booster_sha256, model_version, expected=expected, settled=False, note=str(exc))

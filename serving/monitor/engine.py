@@ -135,6 +135,16 @@ class Monitoring:
         """0 ok, 1 watch, 2 act: what ``duanka monitor`` exits with, for a scheduler to alert on."""
         return int(self.status)
 
+    @property
+    def act_triggers(self) -> int:
+        """How many computed rows say act."""
+        return sum(1 for r in self.rows if r.computed and r.status == Status.ACT)
+
+    @property
+    def gauges(self) -> dict[str, float]:
+        """Every row's figures for ``/metrics`` (:attr:`PlanRow.gauges`)."""
+        return {name: value for r in self.rows for name, value in r.gauges.items()}
+
     def row(self, key: str) -> PlanRow:
         """The row of ``key`` (``bands_branch``, ``feature_csi``, ...)."""
         return next(r for r in self.rows if r.key == key)

@@ -14,18 +14,13 @@ from duanka.serving.monitor.context import RECENT_DAYS, Context
 from duanka.serving.monitor.periods import week_keys
 from duanka.serving.monitor.plan_row import PlanRow, Status, not_computed
 from duanka.training.monitoring import BUDGET_HIGH, BUDGET_LOW, shares_against_budget, simultaneous_z
+from duanka.training.monitoring_plan import plan_item
 from duanka.training.report_format import html_table, percent
 
 JUDGED = ("critical", "high", "medium", "alert")  # the overall shares judged against the budget
 BRANCH_JUDGED = ("critical", "alert")  # per branch: few high or medium alerts a week say little more
-OVERALL_TRIGGER = (
-    f"a share outside {BUDGET_LOW:g}× to {BUDGET_HIGH:g}× its budget: act when its 95 % interval "
-    "over the last 7 days lies wholly outside; watch when the share alone does, or one day's interval does"
-)
-BRANCH_TRIGGER = (
-    f"a branch's critical or alert share over the last 7 days whose Wilson interval (95 % over all "
-    f"branches together) lies wholly above {BUDGET_HIGH:g}× the budget: act; wholly above the budget: watch"
-)
+OVERALL = plan_item("bands_overall")
+BRANCH = plan_item("bands_branch")
 _FORMATS = {
     "rate": lambda v: percent(v, 2),
     "low": lambda v: percent(v, 2),
@@ -50,12 +45,9 @@ def _outside(shares: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def overall_row(ctx: Context) -> PlanRow:
     """Band shares of all openings, per day and over the last seven days."""
-    what, period = (
-        "alert rate per band, overall",
-        f"daily and weekly; judged over the last {RECENT_DAYS} days",
-    )
+    what, period = OVERALL.what, f"{OVERALL.how_often}; judged over the last {RECENT_DAYS} days"
     if ctx.recent is None:
-        return not_computed("bands_overall", what, period, OVERALL_TRIGGER, "no decision in the record")
+        return not_computed("bands_overall", what, period, OVERALL.trigger, "no decision in the record")
     days = ctx.day_bands
     recent = _window(days, ctx)
     total = recent.sum().to_frame(f"last {RECENT_DAYS} days").T.rename_axis("window")
@@ -87,7 +79,7 @@ def overall_row(ctx: Context) -> PlanRow:
         value=" · ".join(
             f"{s} {percent(r, 2)}" for s, r in zip(pooled["share"], pooled["rate"], strict=True)
         ),
-        trigger=OVERALL_TRIGGER,
+        trigger=OVERALL.trigger,
         status=status,
         finding="; ".join(found) or "every band within half to double its budget",
         figure=ctx.draw(
@@ -101,14 +93,18 @@ def overall_row(ctx: Context) -> PlanRow:
             pooled.drop(columns="window").rename(columns={"count": "decisions in band", "n": "decisions"}),
             _FORMATS,
         ),
+        gauges={
+            f"band_share:{share}": float(rate)
+            for share, rate in zip(pooled["share"], pooled["rate"], strict=True)
+        },
     )
 
 
 def branch_row(ctx: Context) -> PlanRow:
     """Critical and alert shares of each branch over the last seven days, with Wilson intervals."""
-    what, period = "alert rate per band, per branch", f"daily; judged over the last {RECENT_DAYS} days"
+    what, period = BRANCH.what, f"{BRANCH.how_often}; judged over the last {RECENT_DAYS} days"
     if ctx.recent is None:
-        return not_computed("bands_branch", what, period, BRANCH_TRIGGER, "no decision in the record")
+        return not_computed("bands_branch", what, period, BRANCH.trigger, "no decision in the record")
     first, last = ctx.recent
     rows = ctx.sidecar.table("branch_bands", "day >= ? AND day <= ?", [first.isoformat(), last.isoformat()])
     counts = rows.pivot_table(index="branch", columns="band", values="n", aggfunc="sum", fill_value=0)
@@ -128,7 +124,7 @@ def branch_row(ctx: Context) -> PlanRow:
         what=what,
         period=f"{period} ({first} to {last})",
         value=f"{len(set(flagged['branch']))} of {len(counts)} branches above their budget",
-        trigger=BRANCH_TRIGGER,
+        trigger=BRANCH.trigger,
         status=status,
         finding=(
             f"far above the budget: {', '.join(above[:8])}{' …' if len(above) > 8 else ''}"

@@ -11,28 +11,25 @@ from duanka.serving.monitor.context import Context
 from duanka.serving.monitor.outcomes import end_of_day_us
 from duanka.serving.monitor.periods import instants_us, local_day_numbers, month_keys
 from duanka.serving.monitor.plan_row import PlanRow, Status, not_computed
+from duanka.training.monitoring_plan import OPEN_DAYS, plan_item
 from duanka.training.report_format import html_table, number
 
-OPEN_DAYS = 30  # a referred case still open this long after its referral is a backlog
 OUTCOMES = ("confirmed", "cleared", "escalated", "open")
-CASES_TRIGGER = (
-    f"a referred case still open {OPEN_DAYS} days after its referral: watch (duanka's own line: the report's "
-    "plan names no trigger for dispositions)"
-)
-OVERRIDES_TRIGGER = "override rate > 30 % of a band"
+CASES = plan_item("cases")
+OVERRIDES = plan_item("overrides")
 _COLOURS = {"confirmed": "#b91c1c", "cleared": "#0f766e", "escalated": "#d97706", "open": "#bcccdc"}
 
 
 def cases_row(ctx: Context) -> PlanRow:
     """Referred, confirmed, cleared, escalated and still open cases, and the time to a disposition."""
-    what, period = "case dispositions (referred, confirmed, cleared, escalated, open)", "monthly"
+    what, period = CASES.what, CASES.how_often
     known_by = end_of_day_us(ctx.as_of)
     referred = ctx.record.referred()
     referred = referred.assign(decided_us=instants_us(referred["decided_at"].tolist()))
     referred = referred.loc[referred["decided_us"] < known_by].drop_duplicates("application_id")
     if referred.empty:
         return PlanRow(
-            "cases", what, period, "no referred case", CASES_TRIGGER, Status.OK, "nothing was referred"
+            "cases", what, period, "no referred case", CASES.trigger, Status.OK, "nothing was referred"
         )
     disposed = ctx.dispositions
     disposed = disposed.assign(at_us=instants_us(disposed["at"].tolist()))
@@ -60,7 +57,7 @@ def cases_row(ctx: Context) -> PlanRow:
         value=f"{len(referred)} referred: "
         + ", ".join(f"{n} {s}" for s, n in counts.items())
         + f"; days to a disposition: median {number(median, 1)}, 90th percentile {number(p90, 1)}",
-        trigger=CASES_TRIGGER,
+        trigger=CASES.trigger,
         status=Status.WATCH if stale else Status.OK,
         finding=f"{stale} case(s) open more than {OPEN_DAYS} days"
         if stale
@@ -76,9 +73,9 @@ def overrides_row(ctx: Context) -> PlanRow:
     """Staff overrides and their outcomes: not recorded by duanka, said so."""
     return not_computed(
         "overrides",
-        "staff overrides and their outcomes",
-        "monthly",
-        OVERRIDES_TRIGGER,
+        OVERRIDES.what,
+        OVERRIDES.how_often,
+        OVERRIDES.trigger,
         "not recorded: duanka keeps no record of a branch going against an alert's action, so there is "
         "nothing to count; the row stays watch until overrides are recorded",
     )

@@ -21,19 +21,15 @@ from duanka.serving.monitor.counts import ROWS, SCORE
 from duanka.serving.monitor.periods import MONTH, WEEK
 from duanka.serving.monitor.plan_row import PlanRow, Status, not_computed
 from duanka.training.monitoring import PSI_ACT, PSI_WATCH, binned_divergences, wilson_interval
+from duanka.training.monitoring_plan import MISSING_ACT, MISSING_WATCH, plan_item
 from duanka.training.report_format import html_table, number, percent
 
 MIN_ROWS = 200  # decisions a period needs before its PSI is judged: 12 bins' noise is about 11 / rows
-MISSING_WATCH, MISSING_ACT = 0.05, 0.10  # the plan: "missing rate moves by 10 points"
 WEEKS_SHOWN = 16
 FEATURES_SHOWN = 20
-PSI_TRIGGER = f"> {PSI_WATCH:.2f} watch, > {PSI_ACT:.2f} act, on the latest week and month"
-CSI_TRIGGER = f"a feature's CSI > {PSI_WATCH:.2f} watch, > {PSI_ACT:.2f} act, on the latest week and month"
-MISSING_TRIGGER = (
-    f"a feature's missing rate moves by {100 * MISSING_ACT:.0f} points: act; "
-    f"by {100 * MISSING_WATCH:.0f}: watch "
-    "(on the latest week and month, the move beyond its 95 % interval)"
-)
+SCORE_PSI = plan_item("score_psi")
+FEATURE_CSI = plan_item("feature_csi")
+MISSING = plan_item("missing")
 
 
 def _status(value: float) -> Status:
@@ -136,11 +132,11 @@ def _no_reference(ctx: Context) -> str:
 
 def score_row(ctx: Context, d: Divergences) -> PlanRow:
     """PSI of the score per week and month."""
-    what, period = "score PSI against the model's reference", "weekly and monthly"
+    what, period = SCORE_PSI.what, SCORE_PSI.how_often
     score = d.table.loc[d.table["feature"] == SCORE]
     judged = score.loc[score["period"].isin(d.judged)]
     if judged.empty:
-        return not_computed("score_psi", what, period, PSI_TRIGGER, _no_reference(ctx))
+        return not_computed("score_psi", what, period, SCORE_PSI.trigger, _no_reference(ctx))
     status = max(_status(v) for v in judged["value"])
     whole = score.loc[score["period"].map(ctx.whole).to_numpy(dtype=bool)]  # as judged: whole periods
     drawn = whole.assign(label=whole["period"].map(lambda p: "week" if p.startswith(WEEK) else "month"))
@@ -152,7 +148,7 @@ def score_row(ctx: Context, d: Divergences) -> PlanRow:
         value=" · ".join(
             f"{_label(p)} {v:.3f}" for p, v in zip(judged["period"], judged["value"], strict=True)
         ),
-        trigger=PSI_TRIGGER,
+        trigger=SCORE_PSI.trigger,
         status=status,
         finding="the score's distribution is where the reference put it"
         if status == Status.OK
@@ -162,16 +158,17 @@ def score_row(ctx: Context, d: Divergences) -> PlanRow:
             score.assign(period=score["period"].map(_label)).sort_values("period"),
             {"value": lambda v: number(v, 3)},
         ),
+        gauges={"psi:score": float(judged["value"].max())},
     )
 
 
 def feature_row(ctx: Context, d: Divergences) -> PlanRow:
     """CSI of every model feature per week and month."""
-    what, period = "CSI of the model features", "weekly and monthly"
+    what, period = FEATURE_CSI.what, FEATURE_CSI.how_often
     features = d.table.loc[d.table["feature"] != SCORE]
     judged = features.loc[features["period"].isin(d.judged)]
     if judged.empty:
-        return not_computed("feature_csi", what, period, CSI_TRIGGER, _no_reference(ctx))
+        return not_computed("feature_csi", what, period, FEATURE_CSI.trigger, _no_reference(ctx))
     worst = judged.groupby("feature")["value"].max().sort_values(ascending=False, kind="stable")
     status = _status(float(worst.iloc[0]))
     over = worst.loc[worst > PSI_WATCH]
@@ -190,7 +187,7 @@ def feature_row(ctx: Context, d: Divergences) -> PlanRow:
         period=f"{period}; judged: {', '.join(_label(p) for p in d.judged)}",
         value=f"worst {worst.index[0]} {worst.iloc[0]:.3f}; {int((worst > PSI_ACT).sum())} above "
         f"{PSI_ACT:.2f}, {len(over)} above {PSI_WATCH:.2f} of {len(worst)}",
-        trigger=CSI_TRIGGER,
+        trigger=FEATURE_CSI.trigger,
         status=status,
         finding=f"drifting: {', '.join(over.index[:6])}{' …' if len(over) > 6 else ''}"
         if len(over)
@@ -207,18 +204,19 @@ def feature_row(ctx: Context, d: Divergences) -> PlanRow:
             index=True,
             formats={c: (lambda v: number(v, 3)) for c in table.columns},
         ),
+        gauges={"psi:features": float(worst.iloc[0])},
     )
 
 
 def missing_row(ctx: Context, d: Divergences) -> PlanRow:
     """Missing rate of every feature per week and month, against the reference (or earlier weeks)."""
-    what, period = "missing rate of every feature", "weekly and monthly"
+    what, period = MISSING.what, MISSING.how_often
     missing = ctx.periods_until("missing")
     totals = missing.loc[missing["feature"] == ROWS].set_index("period")["n"]
     judged = _latest(ctx, totals.index.to_series(), totals)
     if not judged:
         return not_computed(
-            "missing", what, period, MISSING_TRIGGER, f"no week with {MIN_ROWS} decisions yet"
+            "missing", what, period, MISSING.trigger, f"no week with {MIN_ROWS} decisions yet"
         )
     rates = missing.loc[missing["feature"] != ROWS].pivot_table(
         index="feature", columns="period", values="n", fill_value=0
@@ -236,7 +234,7 @@ def missing_row(ctx: Context, d: Divergences) -> PlanRow:
                 "missing",
                 what,
                 period,
-                MISSING_TRIGGER,
+                MISSING.trigger,
                 f"{_no_reference(ctx)}, and too few earlier weeks to compare",
             )
         against = (
@@ -265,7 +263,7 @@ def missing_row(ctx: Context, d: Divergences) -> PlanRow:
         what=what,
         period=f"{period}; judged: {', '.join(_label(p) for p in judged)}",
         value=f"largest move {100 * top:.1f} points ({worst.index[0] if len(worst) else '—'})",
-        trigger=MISSING_TRIGGER,
+        trigger=MISSING.trigger,
         status=status,
         finding=f"against {against}",
         figure=ctx.draw(

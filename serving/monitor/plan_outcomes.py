@@ -22,21 +22,14 @@ from duanka.serving.monitor.outcomes import Outcomes, rings
 from duanka.serving.monitor.periods import month_last_day
 from duanka.serving.monitor.plan_row import PlanRow, Status, not_computed
 from duanka.training.groups import group_catch_rates
-from duanka.training.monitoring import MIN_NEGATIVES, error_rates_from_counts, wilson_interval
+from duanka.training.monitoring import RATIO_LINE, error_rates_from_counts, wilson_interval
+from duanka.training.monitoring_plan import RISING, plan_item
 from duanka.training.report_format import html_table, number, percent
 
-RATIO_LINE = 1.25  # the model report's line (training.report_sections_oversight.RATIO_LINE)
-RISING = 0.10  # a ratio up this much on the quarter before is rising
 QUARTER = 3  # matured months pooled for the ratios: one month's false positives are too few
 MONTHS_SHOWN = 12
-FPR_TRIGGER = (
-    f"a group's FPR ratio > {RATIO_LINE:g} (at least {MIN_NEGATIVES} legitimate openings): act; "
-    f"up {RISING:g} on the quarter before: watch"
-)
-PERFORMANCE_TRIGGER = (
-    "below the champion's test interval: act when the month's 95 % interval lies wholly below it, "
-    "watch when the figure does"
-)
+FAIRNESS = plan_item("fpr_ratio")
+PERFORMANCE = plan_item("performance")
 # Each band set whose recall and precision are read, and the bands it holds.
 BAND_SETS: dict[str, tuple[str, ...]] = {
     "critical": ("critical",),
@@ -86,10 +79,10 @@ def error_table(ctx: Context, o: Outcomes, months: list[str]) -> pd.DataFrame:
 
 def fairness_row(ctx: Context, o: Outcomes) -> PlanRow:
     """FPR ratios by age band, origin, channel, account type and gender over the latest matured quarter."""
-    what = "FPR ratio by age band, origin, channel, account type and gender"
-    period = "quarterly, once labels mature"
+    what = FAIRNESS.what
+    period = FAIRNESS.how_often
     if not o.matured:
-        return not_computed("fpr_ratio", what, period, FPR_TRIGGER, _no_month(ctx))
+        return not_computed("fpr_ratio", what, period, FAIRNESS.trigger, _no_month(ctx))
     quarter, before = o.matured[-QUARTER:], o.matured[-2 * QUARTER : -QUARTER]
     table = error_table(ctx, o, quarter)
     over = table.loc[table["fpr_ratio"] > RATIO_LINE]
@@ -117,7 +110,7 @@ def fairness_row(ctx: Context, o: Outcomes) -> PlanRow:
         what=what,
         period=f"{period}; judged: {quarter[0]} to {quarter[-1]}",
         value=f"highest ratio {number(worst, 2)}",
-        trigger=FPR_TRIGGER,
+        trigger=FAIRNESS.trigger,
         status=status,
         finding=finding,
         figure=ctx.draw(
@@ -180,10 +173,10 @@ def performance_table(ctx: Context, o: Outcomes, months: list[str]) -> pd.DataFr
 
 def performance_row(ctx: Context, o: Outcomes) -> PlanRow:
     """Recall and precision at the bands on the latest matured month, and ring catch rates."""
-    what = "recall and precision at the bands, ring catch rates"
-    period = "monthly, on months whose outcome window has closed"
+    what = PERFORMANCE.what
+    period = PERFORMANCE.how_often
     if not o.matured:
-        return not_computed("performance", what, period, PERFORMANCE_TRIGGER, _no_month(ctx))
+        return not_computed("performance", what, period, PERFORMANCE.trigger, _no_month(ctx))
     shown = o.matured[-MONTHS_SHOWN:]
     table = performance_table(ctx, o, shown)
     month = shown[-1]
@@ -215,7 +208,7 @@ def performance_row(ctx: Context, o: Outcomes) -> PlanRow:
             what,
             f"{period}; judged: {month}",
             value,
-            PERFORMANCE_TRIGGER,
+            PERFORMANCE.trigger,
             Status.WATCH,
             why,
             computed=False,
@@ -229,7 +222,7 @@ def performance_row(ctx: Context, o: Outcomes) -> PlanRow:
         what=what,
         period=f"{period}; judged: {month}",
         value=value,
-        trigger=PERFORMANCE_TRIGGER,
+        trigger=PERFORMANCE.trigger,
         status=status,
         finding="below the champion's interval: " + ", ".join(below["figure"])
         if len(below)

@@ -14,16 +14,13 @@ from duanka.serving.monitor.context import Context
 from duanka.serving.monitor.counts import OUTSIDERS, RESTING, ROWS
 from duanka.serving.monitor.plan_row import PlanRow, Status, not_computed
 from duanka.training.monitoring import wilson_interval
+from duanka.training.monitoring_plan import MIN_CODE, plan_item
 from duanka.training.report_format import html_table, percent
 
-MIN_CODE = 20  # alerts carrying a code, in the month or before it, before its move is judged
 BEFORE_MONTHS = 3  # the months a month's mix is compared with
 CODES_SHOWN = 8
-MIX_TRIGGER = (
-    "a code's share of alerts moves by half against the three months before (its 95 % intervals apart, "
-    f"at least {MIN_CODE} alerts): watch"
-)
-ORIGIN_TRIGGER = "rising: the month's share above the months before it (95 % intervals apart): watch"
+MIX = plan_item("reason_mix")
+ORIGIN = plan_item("origin_reliance")
 
 
 def _months(ctx: Context, table: pd.DataFrame) -> pd.DataFrame:
@@ -39,11 +36,11 @@ def _apart(k1: float, n1: float, k0: float, n0: float) -> bool:
 
 def mix_row(ctx: Context) -> PlanRow:
     """Each reason code's share of the month's alerts against the months before."""
-    what, period = "reason-code mix on alerts", "monthly"
+    what, period = MIX.what, MIX.how_often
     table = _months(ctx, ctx.sidecar.table("reasons"))
     counts = table.pivot_table(index="month", columns="code", values="n", aggfunc="sum", fill_value=0)
     if ROWS not in counts.columns or len(counts) < 2:
-        return not_computed("reason_mix", what, period, MIX_TRIGGER, "fewer than two months with alerts")
+        return not_computed("reason_mix", what, period, MIX.trigger, "fewer than two months with alerts")
     alerts = counts.pop(ROWS)
     month, before = counts.index[-1], list(counts.index[-1 - BEFORE_MONTHS : -1])
     now, then = counts.loc[month], counts.loc[before].sum()
@@ -64,7 +61,7 @@ def mix_row(ctx: Context) -> PlanRow:
         period=f"{period}; judged: {month} against {before[0]} to {before[-1]}",
         value=f"{int(n_now)} alerts in {month}; most given: "
         + ", ".join(f"{c} {percent(shares.loc[month, c], 0)}" for c in top[:3]),
-        trigger=MIX_TRIGGER,
+        trigger=MIX.trigger,
         status=Status.WATCH if moved else Status.OK,
         finding="moved: " + "; ".join(moved) if moved else "no code's share moved by half",
         figure=ctx.draw(
@@ -84,7 +81,7 @@ def mix_row(ctx: Context) -> PlanRow:
 
 def origin_row(ctx: Context) -> PlanRow:
     """Share of out-of-province applicants' alerts with a reason read from origin."""
-    what, period = "share of out-of-province alerts that rest on origin", "monthly"
+    what, period = ORIGIN.what, ORIGIN.how_often
     table = _months(ctx, ctx.sidecar.table("origin"))
     counts = table.pivot_table(index="month", columns="kind", values="n", aggfunc="sum", fill_value=0)
     if OUTSIDERS not in counts.columns or counts[OUTSIDERS].sum() == 0:
@@ -92,7 +89,7 @@ def origin_row(ctx: Context) -> PlanRow:
             "origin_reliance",
             what,
             period,
-            ORIGIN_TRIGGER,
+            ORIGIN.trigger,
             "no alert of an applicant known to be from out of province (origin comes from the "
             "service's stored "
             "application or the event store)",
@@ -119,7 +116,7 @@ def origin_row(ctx: Context) -> PlanRow:
         period=f"{period}; judged: {month}",
         value=f"{percent(share[month], 1)} of {int(counts.loc[month, OUTSIDERS])} "
         f"out-of-province alerts in {month}",
-        trigger=ORIGIN_TRIGGER,
+        trigger=ORIGIN.trigger,
         status=Status.WATCH if rising else Status.OK,
         finding="rising against the months before" if rising else "not rising",
         figure=ctx.draw(

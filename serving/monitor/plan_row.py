@@ -3,7 +3,8 @@ its status."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from markupsafe import Markup
@@ -48,6 +49,9 @@ class PlanRow:
         A ``data:image/png`` URI.
     details : Markup, optional
         An escaped HTML table of the figures behind the row.
+    gauges : mapping of str to float
+        The row's figures as numbers for ``/metrics`` (``band_share:critical``, ``psi:score``):
+        only what a dashboard plots overall, never a branch's.
     """
 
     key: str
@@ -60,6 +64,7 @@ class PlanRow:
     computed: bool = True
     figure: str | None = None
     details: Markup | None = None
+    gauges: Mapping[str, float] = field(default_factory=dict)
 
 
 def not_computed(key: str, what: str, period: str, trigger: str, why: str) -> PlanRow:

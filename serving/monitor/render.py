@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -10,6 +11,16 @@ import duanka.training as training_room
 from duanka.serving.monitor.engine import Monitoring
 
 TEMPLATE = "monitor.html.j2"
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the page says when the service shows it (``/monitor``): who is signed in, a note on
+    the run shown, and the way to the model versions."""
+
+    key_id: str
+    note: str | None
+    models_url: str
 
 
 def _environment() -> jinja2.Environment:
@@ -28,9 +39,9 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(monitoring: Monitoring) -> str:
-    """The page of one monitoring run."""
-    return _environment().get_template(TEMPLATE).render(m=monitoring)
+def render_html(monitoring: Monitoring, served: Served | None = None) -> str:
+    """The page of one monitoring run; ``served`` when the service shows it."""
+    return _environment().get_template(TEMPLATE).render(m=monitoring, served=served)
 
 
 def write_html(monitoring: Monitoring, out: Path) -> Path:

@@ -20,7 +20,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from duanka.serving.review.dispose import DispositionRefused, checked_note, views
 from duanka.serving.review.model_desk import ReviewRefused
 from duanka.serving.review.sessions import MODELS, LinkRefused, Session
-from duanka.serving.review.web import AREAS, HEADERS, form, keep_session, message, page, request_id, signed_in
+from duanka.serving.review.web import (
+    AREAS,
+    HEADERS,
+    MONITOR,
+    form,
+    keep_session,
+    message,
+    page,
+    request_id,
+    signed_in,
+)
 from duanka.serving.routes.deps import RunningService
 from duanka.training.approval import DECISIONS, REVIEWED, Review, short, utc_now
 
@@ -60,7 +70,8 @@ async def sign_in(request: Request, svc: RunningService, token: str = "") -> Res
         refresh=AREA.home,
         session=session,
     )
-    keep_session(response, request, AREA, cookie)
+    for area in (AREA, MONITOR):  # one session, sent to the versions and to the monitoring
+        keep_session(response, request, area, cookie)
     return response
 
 
@@ -76,7 +87,8 @@ async def sign_out(request: Request, session: ModelReviewer, svc: RunningService
         error=False,
         area=AREA,
     )
-    response.delete_cookie(AREA.cookie, path=AREA.home)
+    for area in (AREA, MONITOR):
+        response.delete_cookie(area.cookie, path=area.home)
     return response
 
 

@@ -54,6 +54,8 @@ AREAS = {
     CASES: Area(CASES, HOMES[CASES], "案件队列 case queue", "duanka_review"),
     MODELS: Area(MODELS, HOMES[MODELS], "模型审核 model review", "duanka_models"),
 }
+# The monitoring is a model reviewer's too: the same session, a cookie of its own for its path
+MONITOR = Area(MODELS, "/monitor", "模型监控 model monitoring", "duanka_monitor")
 
 
 def case_url(application_id: str) -> str:
@@ -143,7 +145,8 @@ def _wrong_role(_request: Request, exc: Exception) -> HTMLResponse:
 
 def _refused(request: Request, exc: Exception) -> HTMLResponse:
     assert isinstance(exc, DispositionRefused)
-    area = AREAS[MODELS] if request.url.path.startswith(HOMES[MODELS]) else AREAS[CASES]
+    path = request.url.path
+    area = next((a for a in (*AREAS.values(), MONITOR) if path.startswith(a.home)), AREAS[CASES])
     return message("未记录 Not recorded", exc.reason, exc.status, area=area)
 
 
