@@ -18,7 +18,7 @@ from duanka.data.ingest_job import IngestedFile
 from duanka.data.pseudonym import Pseudonymiser
 from duanka.data.store import EventStore
 from duanka.data.synthetic import GeneratedBank
-from duanka.serving.quickstart import DemoPlan, DemoScores
+from duanka.serving.quickstart import DemoApproval, DemoPlan, DemoScores
 from duanka.training.promote import Decision
 from duanka.training.run import TrainConfig, TrainResult
 
@@ -76,6 +76,11 @@ def quickstart(
         soft_wrap=True,
     )
     console.print(f"{me} keys create --reviewer --data {plan.store_dir}", soft_wrap=True, markup=False)
+    console.print(
+        "and a model reviewer to the model versions (/models) and the demo month's monitoring (/monitor):",
+        soft_wrap=True,
+    )
+    console.print(f"{me} keys create --model-reviewer --data {plan.store_dir}", soft_wrap=True, markup=False)
 
 
 class QuickstartPrinter:
@@ -110,6 +115,22 @@ class QuickstartPrinter:
 
     def trained(self, result: TrainResult, config: TrainConfig) -> None:
         show_training(result, config.label_policy, self.settings)
+
+    def approved(self, approval: DemoApproval) -> None:
+        review = approval.review
+        console.print(
+            f"approved v{review.version} on its report (sha256 {review.report_sha256}) as model-reviewer key "
+            f"{review.by}, made for the demo and revoked after: tagged in MLflow",
+            soft_wrap=True,
+            markup=False,
+        )
+        if approval.not_recorded is None:
+            console.print(f"recorded (model_reviewed) -> {approval.record}", soft_wrap=True, markup=False)
+        else:
+            err.print(
+                f"[bold yellow]approval not in the decision record[/]: {approval.not_recorded}",
+                soft_wrap=True,
+            )
 
     def promoted(self, decision: Decision) -> None:
         console.print(

@@ -1,8 +1,11 @@
 """The demo pipeline of ``duanka quickstart``: every room once, on a synthetic bank.
 
 Generate a bank, ingest it under the demo pseudonym key (unless a key is configured), train
-as of the end of its period, promote (forced and tagged as forced: no reviewer approves a demo
-model), write the model report, and score its last month with the champion, recording its
+as of the end of its period, write the challenger's model report, approve it through the path a
+model reviewer's approval takes (a model-reviewer key of the demo's own, used once and revoked:
+the approval is tagged on the version and chained in the decision record, its note saying that
+no person read the report), promote it by the rule that needs that approval, and score its last
+month with the champion, recording its
 decisions in the store's decision record (as ``duanka score --record`` does), where the service
 and its pages read them. It lives in serving, the one room
 that may use all the others. It prints nothing: it tells a :class:`QuickstartSteps` what each
@@ -12,6 +15,7 @@ step did, and raises what a step raises.
 from __future__ import annotations
 
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,8 +33,11 @@ from duanka.serving.audit import DecisionLog, RecordTampered
 from duanka.serving.batch import PeriodDecisions, write_scores
 from duanka.serving.batch_job import Recorded, decide_stored_period, record_decisions
 from duanka.serving.chain import MissingChainKey, chain_key
+from duanka.serving.keys import KeyFile
 from duanka.serving.model_source import LoadedModel, ModelSource
+from duanka.serving.review.model_desk import ModelDesk
 from duanka.serving.state import ServingPaths
+from duanka.training.approval import APPROVED, REVIEWED, Review, record_review, utc_now
 from duanka.training.bands import ALERT_BANDS, BLOCKED
 from duanka.training.jobs import promote_challenger, train_challenger
 from duanka.training.promote import Decision
@@ -40,6 +47,10 @@ from duanka.training.signing import signing_key
 from duanka.training.tracking import configure
 
 CHAMPION_URI = "models:/duanka@champion"
+DEMO_REVIEW_NOTE = (
+    "demo bank: approved by duanka quickstart's own model-reviewer key on the report it built; "
+    "no person read that report"
+)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ class QuickstartSteps(Protocol):
 
     def trained(self, result: TrainResult, config: TrainConfig) -> None: ...
 
+    def approved(self, approval: DemoApproval) -> None: ...
+
     def promoted(self, decision: Decision) -> None: ...
 
     def reported(self, report: Path) -> None: ...
@@ -158,7 +171,14 @@ class QuickstartSteps(Protocol):
     def scored(self, scores: DemoScores) -> None: ...
 
 
-QUICKSTART_FORCER = "duanka quickstart (demo bank, no reviewer)"
+@dataclass(frozen=True)
+class DemoApproval:
+    """The demo's approval of its challenger: the review, and where it was recorded (or why not)."""
+
+    review: Review
+    report: Path
+    record: Path
+    not_recorded: str | None = None
 
 
 def run_quickstart(
@@ -201,12 +221,13 @@ def run_quickstart(
 
     steps.training_started(plan.as_of)
     config = TrainConfig(as_of=plan.as_of.tz_convert("UTC"), truth=bank.truth)
-    steps.trained(train_challenger(store, config, settings), config)
-    # No model reviewer looks at a demo bank's model: the demo forces the promotion, and the
-    # version says so (duanka.forced_by), as a real bank's would (docs/model.md, "Review before
-    # promotion").
-    steps.promoted(promote_challenger(store, settings, force=True, forced_by=QUICKSTART_FORCER))
-    steps.reported(build_report(CHAMPION_URI, plan.report_path, configure(settings)))
+    trained = train_challenger(store, config, settings)
+    steps.trained(trained, config)
+    version = trained.model_version
+    # the report of the version itself, logged to its run: what an approval names by hash
+    steps.reported(build_report(f"models:/duanka/{version}", plan.report_path, configure(settings)))
+    steps.approved(_approve(store, settings, keys, version, plan.report_path))
+    steps.promoted(promote_challenger(store, settings))
 
     start, end = plan.last_month_start, plan.as_of
     steps.scoring_started(start, end)
@@ -223,6 +244,33 @@ def run_quickstart(
         demo = DemoScores(decided.scores, written, champion, record, recorded)
     steps.scored(demo)
     return demo
+
+
+def _approve(
+    store: EventStore, settings: Settings, keys: Pseudonymiser, version: str, report: Path
+) -> DemoApproval:
+    """Approve ``version`` as ``duanka models approve`` does, with a model-reviewer key made for it
+    and revoked after (its secret never leaves this function)."""
+    client = configure(settings)
+    desk = ModelDesk(client)
+    sha = desk.checked_review(version, APPROVED, desk.current_report(version))
+    paths = ServingPaths.for_data(store.root, settings)
+    keyfile = KeyFile(paths.keys)
+    reviewer, _ = keyfile.create(model_reviewer=True)
+    given = Review(version, APPROVED, reviewer.key_id, utc_now(), DEMO_REVIEW_NOTE, sha, "quickstart")
+    not_recorded = None
+    try:
+        # the record first, as the page and the command do: no approval in MLflow without its trace
+        with (
+            store.hold("quickstart"),
+            DecisionLog(paths.decisions, chain_key=chain_key(settings, keys)) as log,
+        ):
+            log.event(REVIEWED, given.detail(), key_id=given.by, request_id=f"quickstart-{uuid.uuid4().hex}")
+    except (StoreHeld, MissingChainKey, RecordTampered) as exc:
+        not_recorded = str(exc)
+    record_review(client, given)
+    keyfile.revoke(reviewer.key_id)
+    return DemoApproval(given, report, paths.decisions, not_recorded)
 
 
 def _record(

@@ -231,6 +231,8 @@ def model_versions(served_bank: ServedBank, tmp_path_factory: pytest.TempPathFac
     report (tests/model_versions.py); put back as built before each test that asks for it."""
     from tests.model_versions import two_versions
 
+    # built by whichever test asks first, perhaps after its module exported another registry's URI
+    _restore_tracking_uri_variable()
     built = two_versions(served_bank.store, tmp_path_factory.mktemp("model-versions"), AS_OF)
     served_bank.client()  # the session's registry again for whoever runs next
     return built

@@ -41,25 +41,20 @@ ROW = re.compile(
 
 
 def _registry_with_the_record_model(folder) -> mlflow.MlflowClient:
-    """A registry whose version :data:`records.VERSION` is the record's booster with its reference."""
-    tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        client = configure(Settings(models_dir=folder / "models"))
-        text = records.reference().text()
-        client.create_registered_model(MODEL_NAME)
-        for number in range(1, int(records.VERSION) + 1):
-            with mlflow.start_run() as run:
-                mlflow.log_text(text, REFERENCE_FILE)
-            version = client.create_model_version(
-                MODEL_NAME, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
-            )
-            assert str(version.version) == str(number)
-        client.set_model_version_tag(MODEL_NAME, records.VERSION, "booster_sha256", records.BOOSTER)
-        client.set_model_version_tag(MODEL_NAME, records.VERSION, REFERENCE_TAG, sha256_text(text))
-        return client
-    finally:
-        mlflow.set_tracking_uri(tracking)
-        mlflow.set_registry_uri(registry_uri)
+    """A registry whose version :data:`records.VERSION` is the record's booster with its reference
+    (MLflow's process-wide registry is left pointing at it: the caller points it back)."""
+    client = configure(Settings(models_dir=folder / "models"))
+    text = records.reference().text()
+    client.create_registered_model(MODEL_NAME)
+    for number in range(1, int(records.VERSION) + 1):
+        with mlflow.start_run() as run:
+            mlflow.log_text(text, REFERENCE_FILE)
+        model = f"{run.info.artifact_uri}/model"
+        version = client.create_model_version(MODEL_NAME, model, run_id=run.info.run_id)
+        assert str(version.version) == str(number)
+    client.set_model_version_tag(MODEL_NAME, records.VERSION, "booster_sha256", records.BOOSTER)
+    client.set_model_version_tag(MODEL_NAME, records.VERSION, REFERENCE_TAG, sha256_text(text))
+    return client
 
 
 @pytest.fixture(scope="module")
@@ -158,4 +153,3 @@ def test_without_a_session_the_page_says_how_to_sign_in(drifting_service):
     anonymous = TestClient(client.app)
     answer = anonymous.get("/monitor")
     assert answer.status_code == 401 and "duanka review link" in answer.text
-
