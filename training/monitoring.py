@@ -32,7 +32,7 @@ IV_STRENGTH: tuple[tuple[float, str], ...] = ((0.02, "none"), (0.1, "weak"), (0.
 # Below this many legitimate rows a group's false-positive rate is too noisy to rank.
 MIN_NEGATIVES = 100
 # A group's FPR ratio above this deserves a look (predictive equality, as in the BAF benchmark):
-# the monitoring plan's act line (training.report_sections_oversight keeps the report's own copy).
+# the line of the report's fairness section and of the monitoring plan's act trigger.
 RATIO_LINE = 1.25
 # Half a row added to every kept bin keeps a bin empty on one side finite.
 _SMOOTHING = 0.5

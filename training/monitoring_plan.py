@@ -135,10 +135,7 @@ MONITORING_PLAN: tuple[PlanItem, ...] = (
         key="cases",
         what="case dispositions (referred, confirmed, cleared, escalated, open)",
         how_often="monthly",
-        trigger=(
-            f"a referred case still open {OPEN_DAYS} days after its referral: watch (duanka's own line: "
-            "the report's plan names no trigger for dispositions)"
-        ),
+        trigger=f"a referred case still open {OPEN_DAYS} days after its referral: watch",
     ),
     PlanItem(
         key="overrides",

@@ -17,6 +17,7 @@ from duanka.training.monitoring import (
     MIN_NEGATIVES,
     PSI_ACT,
     PSI_WATCH,
+    RATIO_LINE,
     age_band,
     error_rates,
     false_positive_rate_ratio,
@@ -28,7 +29,6 @@ from duanka.training.split import TRAIN
 from duanka.training.tracking import metric_key
 
 STABILITY_FEATURES = 5
-RATIO_LINE = 1.25  # an FPR ratio above it deserves a look (predictive equality, as in the BAF benchmark)
 DRIVERS = 3
 OPEN = ("open", "not reviewed yet: the model-risk team decides whether to accept or mitigate it")
 # What is done about a group over the line, reviewed text; a group not listed is open.
