@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_monitor.py [--decisions 1000000] [--new 10000] [--days 365]
         [--branches 300] [--work /tmp/bench-monitor]
+    .venv/bin/python bench/bench_monitor.py --screenshots docs/images --demo data/quickstart/store
 
 Builds a decision record through :class:`duanka.serving.audit.DecisionLog`, as the service writes
 one: ``--decisions`` decisions over ``--days`` days at ``--branches`` branches of unequal size, each
@@ -16,6 +17,13 @@ and 2,000 referred cases are disposed. Then it times the monitoring in process
 - warm, ``--new`` new: that many decisions of the next day appended to the record first.
 
 The command adds its interpreter's start to each (``duanka --help`` alone takes seconds).
+
+``--screenshots`` serves the demo store (``make demo`` first) with ``duanka serve``, signs a model
+reviewer in through a one-time link in Debian's Chromium (scripts/install-browser), opens the
+model versions and ``/monitor`` and saves both as PNG files, and times ``GET /monitor`` over HTTP:
+the first (the service's monitoring worker started, the demo record counted from scratch if no
+earlier run left its counts) and then the median of repeats (the record unchanged). It prints the
+monitoring gauges ``/metrics`` then shows. README.md and docs/serving.md record the figures.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from demo_browser import chromium, median_ms, served_demo
 
 from duanka.data.config import default_of
 from duanka.features.registry import MODEL_FEATURES
@@ -176,6 +186,41 @@ def timed(inputs: MonitorInputs, as_of: datetime) -> tuple[str, float]:
     return line, total
 
 
+def screenshots(demo: Path, out: Path, port: int, repeats: int) -> None:
+    """Serve the demo store, sign a model reviewer in, save /models and /monitor, time /monitor."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    with served_demo(demo, port, "--model-reviewer") as served, chromium() as driver:
+        driver.get(served.link)
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/models"))
+        out.mkdir(parents=True, exist_ok=True)
+        driver.set_window_size(1400, 1500)
+        driver.save_screenshot(str(out / "models-versions.png"))
+        # one session, two cookies: the browser shows this page's (Path=/models) only
+        cookie = {"duanka_monitor": driver.get_cookie("duanka_models")["value"]}
+        started = time.perf_counter()
+        while (first := httpx.get(f"{served.url}/monitor", cookies=cookie, timeout=60)).status_code == 503:
+            time.sleep(1)  # the first run is still counting: the page says so
+        first.raise_for_status()
+        first_s = time.perf_counter() - started
+        warm_ms = median_ms(lambda: httpx.get(f"{served.url}/monitor", cookies=cookie, timeout=60), repeats)
+        driver.get(f"{served.url}/monitor")
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.plan"))
+        rows = len(driver.find_elements(By.CSS_SELECTOR, "table.plan tr")) - 1
+        driver.set_window_size(1400, 2200)
+        driver.save_screenshot(str(out / "monitor.png"))
+        gauges = [
+            line
+            for line in httpx.get(f"{served.url}/metrics", timeout=30).text.splitlines()
+            if line.startswith("duanka_monitor_") and "timestamp" not in line
+        ]
+        print(f"demo /monitor: {rows} plan rows; first GET {first_s:.2f} s, then {warm_ms:.0f} ms (median)")
+        print("\n".join(gauges))
+        print(f"screenshots -> {out / 'models-versions.png'}, {out / 'monitor.png'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,7 +232,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--branches", type=int, default=300)
     parser.add_argument("--work", type=Path, default=None, help="folder of the record (removed first)")
+    parser.add_argument("--screenshots", type=Path, help="save the demo's /models and /monitor here (PNG)")
+    parser.add_argument("--demo", type=Path, default=Path("data/quickstart/store"), help="the demo store")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if args.screenshots is not None:
+        screenshots(args.demo, args.screenshots, args.port, args.repeats)
+        return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-monitor-"))
     if work.exists():

@@ -23,22 +23,19 @@ queue and the highest-scored case as PNG files. README.md and docs/serving.md re
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import shutil
 import sqlite3
-import statistics
-import subprocess
 import sys
-import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from demo_browser import chromium, median_ms, served_demo
 
 from duanka.features.online import OnlineFeatureStore
 from duanka.features.online_rows import micros
@@ -122,63 +119,17 @@ def build(work: Path, open_cases: int, ring: int, every: int) -> tuple[Path, Pat
     return decisions, online, "APP0000000"
 
 
-def median_ms(call, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
-
-
-def _duanka(*args: object) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "duanka.cli", *map(str, args)], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"duanka {' '.join(map(str, args))} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
-
-
 def screenshots(demo: Path, out: Path, port: int, repeats: int) -> None:
     """Serve the demo store, sign a reviewer in through a link, save the queue and a case as PNG."""
-    from selenium.webdriver import Chrome, ChromeOptions
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
-    created = _duanka("keys", "create", "--reviewer", "--data", demo)
-    key_id = re.search(r"--key-id (\w+)", created).group(1)
-    url = f"http://127.0.0.1:{port}"
-    service = subprocess.Popen(
-        [sys.executable, "-m", "duanka.cli", "serve", "--data", str(demo), "--demo", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    options = ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    try:
-        for _ in range(600):
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{url}/readyz", timeout=1).status == 200:
-                    break
-            if service.poll() is not None:
-                raise SystemExit(f"duanka serve stopped: {service.stderr.read()}")
-            time.sleep(0.5)
-        link = (
-            _duanka("review", "link", "--key-id", key_id, "--data", demo, "--url", url)
-            .strip()
-            .splitlines()[-1]
-        )
-        driver.get(link)
+    with served_demo(demo, port, "--reviewer") as served, chromium() as driver:
+        driver.get(served.link)
         WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("/review"))
         out.mkdir(parents=True, exist_ok=True)
         cookie = {"duanka_review": driver.get_cookie("duanka_review")["value"]}
-        queue_ms = median_ms(lambda: httpx.get(f"{url}/review", cookies=cookie, timeout=30), repeats)
+        queue_ms = median_ms(lambda: httpx.get(f"{served.url}/review", cookies=cookie, timeout=30), repeats)
         rows = len(driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr"))
         driver.set_window_size(1400, 1600)
         driver.save_screenshot(str(out / "review-queue.png"))
@@ -196,11 +147,6 @@ def screenshots(demo: Path, out: Path, port: int, repeats: int) -> None:
             f"GET /review {queue_ms:.1f} ms, GET a case {case_ms:.1f} ms"
         )
         print(f"screenshots -> {out / 'review-queue.png'}, {out / 'review-case.png'}")
-    finally:
-        driver.quit()
-        service.terminate()
-        service.wait(timeout=30)
-        _duanka("keys", "revoke", key_id, "--data", demo)
 
 
 def main() -> None:

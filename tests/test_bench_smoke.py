@@ -43,7 +43,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 TIMEOUT_S = 300  # per script; bench_serve waits 600 s for a service that never gets ready
-NOT_RUN = {"screenshot_report.sh"}  # needs a browser (module docstring)
+# needs a browser (module docstring); what the screenshot modes import
+NOT_RUN = {"screenshot_report.sh", "demo_browser.py"}
 SMOKED = {
     "bench_band_refresh.py",
     "bench_clients.py",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import jinja2
@@ -23,6 +24,7 @@ class Served:
     models_url: str
 
 
+@cache
 def _environment() -> jinja2.Environment:
     # the page's own template first, then the model report's folder for the style both pages share
     return jinja2.Environment(
