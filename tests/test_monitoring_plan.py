@@ -190,7 +190,7 @@ def test_the_monitoring_page_shows_every_plan_item_with_its_status(monitoring: M
 
 def test_the_table_in_docs_serving_md_is_the_plan_item_for_item():
     text = (Path(__file__).parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
-    section = text[text.index("## Monitoring: `duanka monitor`") :]
+    section = text[text.index("## Monitoring: `/monitor` and `duanka monitor`") :]
     table = section[section.index("| row | how often | trigger |") :].split("\n\n", 1)[0]
     rows = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in table.splitlines()[2:]]
     assert rows == [[item.what, item.how_often, item.trigger] for item in MONITORING_PLAN]
