@@ -328,17 +328,7 @@ def _record_promotion(decision: Decision, data: Path) -> None:
     from duanka.cli.record import append_event
     from duanka.training.approval import PROMOTED
 
-    approval = decision.approval
-    detail = {
-        "version": decision.challenger_version,
-        "previous": decision.champion_version,
-        "forced_by": decision.forced_by,
-        "approved_by": approval.by if approval else None,
-        "approved_at": approval.at if approval else None,
-        "report_sha256": approval.report_sha256 if approval else None,
-        "reason": decision.reason,
-    }
-    written, why = append_event(data, "promote", PROMOTED, detail, key_id=None)
+    written, why = append_event(data, "promote", PROMOTED, decision.record_detail(), key_id=None)
     if written is not None:
         console.print(f"recorded the promotion ({PROMOTED}) -> {written}", soft_wrap=True, markup=False)
     else:

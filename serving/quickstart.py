@@ -37,7 +37,7 @@ from duanka.serving.keys import KeyFile
 from duanka.serving.model_source import LoadedModel, ModelSource
 from duanka.serving.review.model_desk import ModelDesk
 from duanka.serving.state import ServingPaths
-from duanka.training.approval import APPROVED, REVIEWED, Review, record_review, utc_now
+from duanka.training.approval import APPROVED, PROMOTED, REVIEWED, Review, record_review, utc_now
 from duanka.training.bands import ALERT_BANDS, BLOCKED
 from duanka.training.jobs import promote_challenger, train_challenger
 from duanka.training.promote import Decision
@@ -226,8 +226,12 @@ def run_quickstart(
     version = trained.model_version
     # the report of the version itself, logged to its run: what an approval names by hash
     steps.reported(build_report(f"models:/duanka/{version}", plan.report_path, configure(settings)))
-    steps.approved(_approve(store, settings, keys, version, plan.report_path))
-    steps.promoted(promote_challenger(store, settings))
+    approval = approve_demo_version(store, settings, keys, version, plan.report_path)
+    steps.approved(approval)
+    promoted = promote_challenger(store, settings)
+    if promoted.promoted and approval.not_recorded is None:  # chained as `duanka promote` chains it
+        chain_event(store, settings, keys, PROMOTED, promoted.record_detail(), key_id=None)
+    steps.promoted(promoted)
 
     start, end = plan.last_month_start, plan.as_of
     steps.scoring_started(start, end)
@@ -246,7 +250,7 @@ def run_quickstart(
     return demo
 
 
-def _approve(
+def approve_demo_version(
     store: EventStore, settings: Settings, keys: Pseudonymiser, version: str, report: Path
 ) -> DemoApproval:
     """Approve ``version`` as ``duanka models approve`` does, with a model-reviewer key made for it
@@ -258,19 +262,31 @@ def _approve(
     keyfile = KeyFile(paths.keys)
     reviewer, _ = keyfile.create(model_reviewer=True)
     given = Review(version, APPROVED, reviewer.key_id, utc_now(), DEMO_REVIEW_NOTE, sha, "quickstart")
-    not_recorded = None
-    try:
-        # the record first, as the page and the command do: no approval in MLflow without its trace
-        with (
-            store.hold("quickstart"),
-            DecisionLog(paths.decisions, chain_key=chain_key(settings, keys)) as log,
-        ):
-            log.event(REVIEWED, given.detail(), key_id=given.by, request_id=f"quickstart-{uuid.uuid4().hex}")
-    except (StoreHeld, MissingChainKey, RecordTampered) as exc:
-        not_recorded = str(exc)
+    # the record first, as the page does; MLflow's tags keep the review if it cannot be recorded
+    not_recorded = chain_event(store, settings, keys, REVIEWED, given.detail(), key_id=given.by)
     record_review(client, given)
     keyfile.revoke(reviewer.key_id)
     return DemoApproval(given, report, paths.decisions, not_recorded)
+
+
+def chain_event(
+    store: EventStore,
+    settings: Settings,
+    keys: Pseudonymiser,
+    kind: str,
+    detail: dict[str, str | None],
+    *,
+    key_id: str | None,
+) -> str | None:
+    """Append one event to the demo store's decision record; why not, when it could not be."""
+    try:
+        key = chain_key(settings, keys)
+        record = ServingPaths.for_data(store.root, settings).decisions
+        with store.hold("quickstart"), DecisionLog(record, chain_key=key) as log:
+            log.event(kind, detail, key_id=key_id, request_id=f"quickstart-{uuid.uuid4().hex}")
+    except (StoreHeld, MissingChainKey, RecordTampered) as exc:
+        return str(exc)
+    return None
 
 
 def _record(

@@ -196,3 +196,36 @@ def test_audit_chain_leads_from_a_decision_to_the_approval_behind_its_model(
     assert "no decision on application NOPE" in operator(
         "audit", "chain", "--application-id", "NOPE", exit_code=1
     )
+
+
+def test_the_demo_approves_through_the_recorded_path_with_a_key_it_revokes(operator, store, model_versions):
+    """What ``make demo`` does between training and scoring: the version's report approved by a
+    model-reviewer key made for it (then revoked), chained in the record, then promoted by the rule."""
+    from duanka.data.pseudonym import Pseudonymiser
+    from duanka.serving.quickstart import DEMO_REVIEW_NOTE, approve_demo_version, chain_event
+    from duanka.training.approval import PROMOTED
+    from duanka.training.jobs import promote_challenger
+
+    sound = model_versions.sound
+    settings = get_settings()
+    keys = Pseudonymiser.from_settings(settings)
+    report = model_versions.root / f"report-{sound}.html"
+    approval = approve_demo_version(store, settings, keys, sound, report)
+    assert approval.not_recorded is None and approval.review.via == "quickstart"
+    assert approval.review.note == DEMO_REVIEW_NOTE and "no person read" in DEMO_REVIEW_NOTE
+    reviewer = KeyFile(ServingPaths.for_data(store.root, settings).keys).active_key(approval.review.by)
+    assert reviewer is None  # revoked once it approved
+    client = model_versions.client()
+    assert review_of(client, sound).approved
+    assert review_of(client, sound).report_sha256 == report_sha256(
+        client, client.get_model_version(MODEL_NAME, sound).run_id
+    )
+    (by, reviewed) = _events(store, "model_reviewed")[-1]
+    assert by == approval.review.by and reviewed["via"] == "quickstart"
+
+    promoted = promote_challenger(store, settings)  # no --force: the rule finds the approval
+    assert promoted.promoted and promoted.approval.by == approval.review.by
+    assert chain_event(store, settings, keys, PROMOTED, promoted.record_detail(), key_id=None) is None
+    (_, promotion) = _events(store, "model_promoted")[-1]
+    assert promotion["approved_by"] == approval.review.by and promotion["forced_by"] is None
+    assert "intact" in operator("audit", "verify")

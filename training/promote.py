@@ -73,6 +73,20 @@ class Decision:
     approval: Review | None = None
     forced_by: str | None = None
 
+    def record_detail(self) -> dict[str, str | None]:
+        """The decision record's ``model_promoted`` detail: which version replaced which, on whose
+        approval of which report, or who forced it."""
+        approval = self.approval
+        return {
+            "version": self.challenger_version,
+            "previous": self.champion_version,
+            "forced_by": self.forced_by,
+            "approved_by": approval.by if approval else None,
+            "approved_at": approval.at if approval else None,
+            "report_sha256": approval.report_sha256 if approval else None,
+            "reason": self.reason,
+        }
+
 
 def _params(model: RegisteredModel) -> dict[str, str]:
     return mlflow.get_run(model.run_id).data.params
