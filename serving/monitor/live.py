@@ -29,6 +29,10 @@ from duanka.serving.monitor.engine import LABEL_COLUMNS, Monitoring, MonitorInpu
 
 log = logging.getLogger(__name__)
 BEIJING = ZoneInfo(SHANGHAI)
+# A run that has not ended by then is given up and its worker ended: a worker killed by the
+# system mid-run (out of memory) never answers, and every later view would wait on it. The first
+# count of a 10M-decision record takes about ten minutes here.
+RUN_LIMIT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -127,8 +131,13 @@ class LiveMonitoring:
 
     async def _run(self) -> Monitoring:
         try:
-            monitoring = await self._in_worker()
+            monitoring = await asyncio.wait_for(self._in_worker(), RUN_LIMIT_S)
         except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self._end_worker()
+            self.failure = f"the run did not end within {RUN_LIMIT_S:.0f} s: its worker was ended"
+            log.error("the monitoring run failed (the previous run's figures stay): %s", self.failure)
             raise
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -170,12 +179,15 @@ class LiveMonitoring:
             with contextlib.suppress(Exception):
                 await self.refresh()
 
-    def stop(self) -> None:
-        """End the worker, and a run under way with it: each chunk it counted is committed on its own,
-        so the next run carries on from the last."""
+    def _end_worker(self) -> None:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+
+    def stop(self) -> None:
+        """End the worker, and a run under way with it: each chunk it counted is committed on its own,
+        so the next run carries on from the last."""
+        self._end_worker()
         if self._running is not None and not self._running.done():
             self._running.cancel()
