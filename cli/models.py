@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from duanka.cli.keys import key_file
 from duanka.cli.options import PLAIN_HELP, ServiceDataOption
-from duanka.cli.output import console, err, fail
+from duanka.cli.output import console, fail
 from duanka.cli.prerequisites import require_registry
 from duanka.data.config import get_settings
 
@@ -63,7 +62,7 @@ def _review(
     verb: str, version: str, note: str, key_file_path: Path | None, report: str | None, data: Path | None
 ) -> None:
     """Authenticate a model reviewer, check the version and its report, tag the review, record it."""
-    from duanka.cli.record import append_event
+    from duanka.cli.record import append_event, say_recorded
     from duanka.serving.review.dispose import DispositionRefused, checked_note
     from duanka.serving.review.model_desk import ModelDesk, ReviewRefused
     from duanka.training.approval import DECISIONS, REJECTED, REVIEWED, Review, record_review, short, utc_now
@@ -103,14 +102,7 @@ def _review(
         soft_wrap=True,
         markup=False,
     )
-    if written is not None:
-        console.print(f"recorded ({REVIEWED}) -> {written}", soft_wrap=True, markup=False)
-    else:
-        err.print(
-            f"[bold yellow]not in the decision record[/] ({escape(why or '')}); the version's MLflow "
-            "tags keep the review",
-            soft_wrap=True,
-        )
+    say_recorded(written, why, f"({REVIEWED})", "the version's MLflow tags keep the review")
 
 
 def _report_hint(version: str) -> str:

@@ -11,6 +11,7 @@ import typer
 from duanka.cli.data import IngestTable, ingest_bar
 from duanka.cli.output import console, err, fail, invoked_as
 from duanka.cli.prerequisites import warn_if_demo_key
+from duanka.cli.record import say_recorded
 from duanka.cli.scoring import show_recorded, show_scores
 from duanka.cli.training import show_training
 from duanka.data.config import Settings, get_settings
@@ -124,13 +125,10 @@ class QuickstartPrinter:
             soft_wrap=True,
             markup=False,
         )
-        if approval.not_recorded is None:
-            console.print(f"recorded (model_reviewed) -> {approval.record}", soft_wrap=True, markup=False)
-        else:
-            err.print(
-                f"[bold yellow]approval not in the decision record[/]: {approval.not_recorded}",
-                soft_wrap=True,
-            )
+        written = approval.record if approval.not_recorded is None else None
+        say_recorded(
+            written, approval.not_recorded, "(model_reviewed)", "the version's MLflow tags keep the review"
+        )
 
     def promoted(self, decision: Decision) -> None:
         console.print(

@@ -1,10 +1,5 @@
-"""Appending one event from the command line to a store's decision record, when no service holds it.
-
-The record has one writer at a time (:mod:`duanka.data.store_lock`): the running service, or a
-verb that holds the store as ``duanka score --record`` does. A verb whose event is a note beside
-its real work (a model review, a promotion, both kept in MLflow as well) does not fail when it
-cannot write the record: it says why, and the caller goes on.
-"""
+"""Appending one event from the command line to a store's decision record, when no service holds it
+(:mod:`duanka.serving.record_event`), and saying where it went or why it did not."""
 
 from __future__ import annotations
 
@@ -12,6 +7,9 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from rich.markup import escape
+
+from duanka.cli.output import console, err
 from duanka.data.config import get_settings
 from duanka.data.store import EventStore
 
@@ -38,27 +36,27 @@ def append_event(
         service holds it, no audit key, a tampered record).
     """
     from duanka.data.pseudonym import MissingPseudonymKey, Pseudonymiser
-    from duanka.data.store_lock import StoreHeld
-    from duanka.serving.audit import DecisionLog, RecordTampered
-    from duanka.serving.chain import MissingChainKey, chain_key
-    from duanka.serving.state import ServingPaths
+    from duanka.serving.record_event import append_store_event
 
     settings = get_settings()
     store = EventStore(data or settings.data_dir)
     if not store.root.is_dir() or not store.manifest():
         return None, f"no event store at {store.root} (pass --data)"
+    demo = str(store.manifest().get("key_id", "")).startswith("demo-")
     try:
-        hold = store.hold(verb)
-    except StoreHeld as exc:
-        # the service appends to the same record: two writers would fork its chain
+        keys = Pseudonymiser.from_settings(settings, demo=demo)
+    except (MissingPseudonymKey, ValueError) as exc:
         return None, str(exc)
-    with hold:
-        demo = str(store.manifest().get("key_id", "")).startswith("demo-")
-        path = ServingPaths.for_data(store.root, settings).decisions
-        try:
-            key = chain_key(settings, Pseudonymiser.from_settings(settings, demo=demo))
-            with DecisionLog(path, chain_key=key) as log:
-                log.event(kind, detail, key_id=key_id, request_id=f"cli-{uuid.uuid4().hex}")
-        except (MissingPseudonymKey, MissingChainKey, RecordTampered, ValueError) as exc:
-            return None, str(exc)
-    return path, None
+    request_id = f"cli-{uuid.uuid4().hex}"
+    return append_store_event(store, settings, keys, verb, kind, detail, key_id=key_id, request_id=request_id)
+
+
+def say_recorded(written: Path | None, why: str | None, what: str, kept: str) -> None:
+    """Print where ``what`` was recorded, or, in yellow, why not and where ``kept`` is kept instead."""
+    if written is not None:
+        console.print(f"recorded {what} -> {written}", soft_wrap=True, markup=False)
+    else:
+        err.print(
+            f"[bold yellow]not in the decision record[/] ({escape(why or '')}); {kept}",
+            soft_wrap=True,
+        )

@@ -323,20 +323,11 @@ def promote(
 
 def _record_promotion(decision: Decision, data: Path) -> None:
     """Append the promotion to the store's decision record, or say why it was not (MLflow keeps it)."""
-    from rich.markup import escape
-
-    from duanka.cli.record import append_event
+    from duanka.cli.record import append_event, say_recorded
     from duanka.training.approval import PROMOTED
 
     written, why = append_event(data, "promote", PROMOTED, decision.record_detail(), key_id=None)
-    if written is not None:
-        console.print(f"recorded the promotion ({PROMOTED}) -> {written}", soft_wrap=True, markup=False)
-    else:
-        err.print(
-            f"[bold yellow]not in the decision record[/] ({escape(why or '')}); the version's MLflow "
-            "tags keep it",
-            soft_wrap=True,
-        )
+    say_recorded(written, why, f"the promotion ({PROMOTED})", "the version's MLflow tags keep it")
 
 
 def report(

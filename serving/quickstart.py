@@ -35,6 +35,7 @@ from duanka.serving.batch_job import Recorded, decide_stored_period, record_deci
 from duanka.serving.chain import MissingChainKey, chain_key
 from duanka.serving.keys import KeyFile
 from duanka.serving.model_source import LoadedModel, ModelSource
+from duanka.serving.record_event import append_store_event
 from duanka.serving.review.model_desk import ModelDesk
 from duanka.serving.state import ServingPaths
 from duanka.training.approval import APPROVED, PROMOTED, REVIEWED, Review, record_review, utc_now
@@ -279,14 +280,11 @@ def chain_event(
     key_id: str | None,
 ) -> str | None:
     """Append one event to the demo store's decision record; why not, when it could not be."""
-    try:
-        key = chain_key(settings, keys)
-        record = ServingPaths.for_data(store.root, settings).decisions
-        with store.hold("quickstart"), DecisionLog(record, chain_key=key) as log:
-            log.event(kind, detail, key_id=key_id, request_id=f"quickstart-{uuid.uuid4().hex}")
-    except (StoreHeld, MissingChainKey, RecordTampered) as exc:
-        return str(exc)
-    return None
+    request_id = f"quickstart-{uuid.uuid4().hex}"
+    _, why = append_store_event(
+        store, settings, keys, "quickstart", kind, detail, key_id=key_id, request_id=request_id
+    )
+    return why
 
 
 def _record(

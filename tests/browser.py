@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,6 +29,10 @@ import pytest
 import uvicorn
 from selenium.webdriver import Chrome, ChromeOptions
 from selenium.webdriver.chrome.service import Service
+
+from duanka.serving.keys import KeyFile
+from duanka.serving.review.sessions import ReviewSessions
+from duanka.serving.state import ServingPaths
 
 ASGIApp = Any  # a FastAPI/Starlette instance or any ASGI callable; uvicorn types it no closer
 PAGE_LOAD_TIMEOUT_S = 30  # a page that never loads fails its test instead of hanging the suite
@@ -76,6 +81,20 @@ def chromium_driver() -> Iterator[Chrome]:
         yield driver
     finally:
         driver.quit()
+
+
+def sign_in_link(
+    url: str,
+    paths: ServingPaths,
+    keyfile: KeyFile,
+    key_id: str,
+    home: str,
+    clock: Callable[[], datetime] | None = None,
+) -> str:
+    """A reviewer's one-time sign-in link to the pages under ``home`` (``/review``, ``/models``), as
+    ``duanka review link`` issues it."""
+    token = ReviewSessions(paths.root / "review.db", keyfile.active_key, clock).issue_link(key_id)
+    return f"{url}{home}/sign-in?token={token}"
 
 
 class LiveServer:

@@ -33,6 +33,7 @@ import pandas as pd
 from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.audit import DecisionLog, DecisionRow, iso_utc
 from duanka.serving.monitor.baselines import Baseline
+from duanka.serving.monitor.engine import Monitoring, MonitorInputs, run_monitoring
 from duanka.training.monitoring_reference import MonitoringReference, reference_of
 
 CHAIN_KEY = b"monitor-test-chain-key-not-a-secret-000"
@@ -262,3 +263,16 @@ def build(path: Path, *, drift: bool = False, weeks: int = WEEKS, disposed: bool
     if disposed:
         dispose(path, frame)
     return Built(path, frame, X, labels(frame))
+
+
+def monitored(built: Built, folder: Path, *, with_reference: bool = True) -> Monitoring:
+    """The monitoring of ``built`` as of its last day, with a new sidecar in ``folder``."""
+    fixed = baseline(with_reference)
+    inputs = MonitorInputs(
+        record=built.path,
+        sidecar=folder / "monitor.db",
+        resolve=lambda booster, version: fixed,
+        outcome_window_days=OUTCOME_WINDOW_DAYS,
+        labels=lambda: built.labels,
+    )
+    return run_monitoring(inputs, as_of=AS_OF)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,7 +17,7 @@ from typer.testing import CliRunner
 from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.monitor.baselines import NO_REFERENCE
 from duanka.serving.monitor.context import Context
-from duanka.serving.monitor.engine import Monitoring, MonitorInputs, run_monitoring
+from duanka.serving.monitor.engine import Monitoring
 from duanka.serving.monitor.plan_drift import divergences
 from duanka.serving.monitor.plan_row import Status
 from duanka.serving.monitor.record import DecisionRecord
@@ -29,31 +28,18 @@ from duanka.training.monitoring_plan import MONITORING_PLAN
 from tests import monitor_records as records
 
 
-def monitored(built: records.Built, folder: Path, *, with_reference: bool = True) -> Monitoring:
-    """The monitoring of ``built`` as of its last day, with a new sidecar in ``folder``."""
-    baseline = records.baseline(with_reference)
-    inputs = MonitorInputs(
-        record=built.path,
-        sidecar=folder / "monitor.db",
-        resolve=lambda booster, version: baseline,
-        outcome_window_days=records.OUTCOME_WINDOW_DAYS,
-        labels=lambda: built.labels,
-    )
-    return run_monitoring(inputs, as_of=records.AS_OF)
-
-
 @pytest.fixture(scope="module")
 def stable(tmp_path_factory: pytest.TempPathFactory) -> tuple[records.Built, Monitoring]:
     folder = tmp_path_factory.mktemp("stable")
     built = records.build(folder / "decisions.db")
-    return built, monitored(built, folder)
+    return built, records.monitored(built, folder)
 
 
 @pytest.fixture(scope="module")
 def drifting(tmp_path_factory: pytest.TempPathFactory) -> tuple[records.Built, Monitoring]:
     folder = tmp_path_factory.mktemp("drifting")
     built = records.build(folder / "decisions.db", drift=True)
-    return built, monitored(built, folder)
+    return built, records.monitored(built, folder)
 
 
 PLAN = tuple(item.key for item in MONITORING_PLAN)  # tests/test_monitoring_plan.py says what it holds
@@ -121,7 +107,7 @@ def test_the_csi_reported_is_the_population_stability_of_the_arrays_recorded(dri
 
 def test_a_model_without_a_reference_leaves_psi_and_csi_to_watch_and_sets_no_exit_status(stable, tmp_path):
     built, _ = stable
-    monitoring = monitored(built, tmp_path, with_reference=False)
+    monitoring = records.monitored(built, tmp_path, with_reference=False)
     for key in ("score_psi", "feature_csi"):
         row = monitoring.row(key)
         assert (row.computed, row.status) == (False, Status.WATCH)

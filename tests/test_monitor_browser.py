@@ -18,11 +18,10 @@ from duanka.serving.audit import DecisionLog
 from duanka.serving.batch_job import decide_stored_period, record_decisions
 from duanka.serving.keys import ApiKey, KeyFile
 from duanka.serving.model_source import ModelSource
-from duanka.serving.review.sessions import ReviewSessions
 from duanka.serving.state import ServingPaths
 from duanka.training.bundle import MODEL_NAME
 from duanka.training.monitoring_plan import MONITORING_PLAN
-from tests.browser import LiveServer, chromium_fixture  # noqa: F401
+from tests.browser import LiveServer, chromium_fixture, sign_in_link  # noqa: F401
 from tests.conftest import AS_OF
 
 
@@ -35,10 +34,7 @@ class Demo:
     recorded: int
 
     def link(self) -> str:
-        token = ReviewSessions(self.paths.root / "review.db", self.keyfile.active_key).issue_link(
-            self.reviewer.key_id
-        )
-        return f"{self.url}/models/sign-in?token={token}"
+        return sign_in_link(self.url, self.paths, self.keyfile, self.reviewer.key_id, "/models")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from duanka.serving.monitor.engine import Monitoring, MonitorInputs, run_monitoring
+from duanka.serving.monitor.engine import Monitoring
 from duanka.serving.monitor.render import render_html
 from duanka.training import report
 from duanka.training.monitoring_plan import MONITORING_PLAN, PlanItem, plan_item
@@ -100,18 +100,9 @@ def columns(table: dict) -> list[dict[str, dict]]:
 
 @pytest.fixture(scope="module")
 def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Monitoring:
-    """The stable bank monitored as of its last day, as ``tests.test_monitor.monitored`` does it."""
+    """The stable bank monitored as of its last day, (:func:`tests.monitor_records.monitored`)."""
     folder: Path = tmp_path_factory.mktemp("plan")
-    built = records.build(folder / "decisions.db")
-    baseline = records.baseline()
-    inputs = MonitorInputs(
-        record=built.path,
-        sidecar=folder / "monitor.db",
-        resolve=lambda booster, version: baseline,
-        outcome_window_days=records.OUTCOME_WINDOW_DAYS,
-        labels=lambda: built.labels,
-    )
-    return run_monitoring(inputs, as_of=records.AS_OF)
+    return records.monitored(records.build(folder / "decisions.db"), folder)
 
 
 def report_section() -> str:

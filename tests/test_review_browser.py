@@ -21,10 +21,9 @@ from duanka.features.registry import MODEL_FEATURES
 from duanka.serving.api import create_app
 from duanka.serving.keys import ApiKey, KeyFile
 from duanka.serving.model_source import ModelSource
-from duanka.serving.review.sessions import ReviewSessions
 from duanka.serving.state import ServingPaths
 from duanka.training.bundle import MODEL_NAME
-from tests.browser import LiveServer, chromium_fixture  # noqa: F401
+from tests.browser import LiveServer, chromium_fixture, sign_in_link  # noqa: F401
 
 ESCORT_CONFIRMED = "escort_confirmed_mules_365d"
 RING = 3
@@ -46,9 +45,7 @@ class Bank:
     other_case: str
 
     def link(self, key: ApiKey) -> str:
-        sessions = ReviewSessions(self.paths.root / "review.db", self.keyfile.active_key, lambda: self.now)
-        token = sessions.issue_link(key.key_id)
-        return f"{self.url}/review/sign-in?token={token}"
+        return sign_in_link(self.url, self.paths, self.keyfile, key.key_id, "/review", lambda: self.now)
 
     def score(self, row: dict) -> dict:
         answer = httpx.post(

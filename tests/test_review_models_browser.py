@@ -14,11 +14,10 @@ from selenium.webdriver.support.wait import WebDriverWait
 from duanka.serving.api import create_app
 from duanka.serving.keys import ApiKey, KeyFile
 from duanka.serving.model_source import ModelSource
-from duanka.serving.review.sessions import ReviewSessions
 from duanka.serving.state import ServingPaths
 from duanka.training.approval import review_of
 from duanka.training.bundle import MODEL_NAME
-from tests.browser import LiveServer, chromium_fixture  # noqa: F401
+from tests.browser import LiveServer, chromium_fixture, sign_in_link  # noqa: F401
 
 NOTE = "recall at the bands holds; origin ratio as before"
 
@@ -33,10 +32,7 @@ class Registry:
     reviewer: ApiKey
 
     def link(self) -> str:
-        token = ReviewSessions(self.paths.root / "review.db", self.keyfile.active_key).issue_link(
-            self.reviewer.key_id
-        )
-        return f"{self.url}/models/sign-in?token={token}"
+        return sign_in_link(self.url, self.paths, self.keyfile, self.reviewer.key_id, "/models")
 
 
 @pytest.fixture(scope="module")
