@@ -41,8 +41,9 @@ from duanka.features.online import OnlineFeatureStore
 from duanka.features.online_rows import micros
 from duanka.serving.audit import DecisionLog, DecisionRow, iso_utc
 from duanka.serving.review.cases import CaseBook, QueueFilter, read_only
-from duanka.serving.review.graph import linked_group, render_svg
+from duanka.serving.review.graph import render_svg
 from duanka.serving.review.pages import render_queue
+from duanka.serving.review.ring import linked_group
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 REASONS = [

@@ -13,16 +13,8 @@ from urllib.parse import quote
 import pytest
 
 from duanka.features.values import DAY_US
-from duanka.serving.review.graph import (
-    BAND_COLOURS,
-    BLOCK_KEY,
-    KEY_LABELS,
-    UNKNOWN_COLOUR,
-    KeyNode,
-    LinkedGroup,
-    linked_group,
-    render_svg,
-)
+from duanka.serving.review.graph import BAND_COLOURS, UNKNOWN_COLOUR, render_svg
+from duanka.serving.review.ring import BLOCK_KEY, KEY_LABELS, KeyNode, LinkedGroup, linked_group
 
 T0 = 1_717_200_000_000_000  # 2024-06-01 UTC, microseconds
 SVG = "{http://www.w3.org/2000/svg}"

@@ -11,7 +11,8 @@ from urllib.parse import quote
 from duanka.features.online_rows import micros
 from duanka.serving.keys import ApiKey
 from duanka.serving.review.cases import Case, CaseBook, read_only
-from duanka.serving.review.graph import linked_group, render_svg
+from duanka.serving.review.graph import render_svg
+from duanka.serving.review.ring import linked_group
 from duanka.serving.review.sessions import ReviewSessions
 
 GRAPH_APPLICATIONS = 200
